@@ -1,0 +1,64 @@
+//! Crash-safe output files: every result is written under a temporary name in the same
+//! directory and renamed over its final name only when complete, so an interrupted run never
+//! leaves a partial file under a final name and a rerun can skip finished work by existence.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The temporary sibling name used while `path` is being written. It keeps the directory (so
+/// the rename is atomic) and carries the process id (so two runs never share a partial file).
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+}
+
+/// Writes `path` atomically: `write` receives the temporary path to create, and the file is
+/// renamed into place only if it returns `Ok`. On error the temporary file is removed.
+pub fn write_atomic<T, E>(path: &Path, write: impl FnOnce(&Path) -> Result<T, E>) -> Result<T, E>
+where
+    E: From<io::Error>,
+{
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            fs::create_dir_all(dir)?;
+        }
+    }
+    let tmp = temp_path(path);
+    match write(&tmp) {
+        Ok(v) => {
+            fs::rename(&tmp, path)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Writes bytes atomically.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic(path, |tmp| fs::write(tmp, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("clip-es-atomic-{}", std::process::id()));
+        let target = dir.join("out.bin");
+        let r: io::Result<()> = write_atomic(&target, |tmp| {
+            fs::write(tmp, b"half")?;
+            Err(io::Error::other("boom"))
+        });
+        assert!(r.is_err());
+        assert!(!target.exists());
+        assert!(!temp_path(&target).exists());
+        write_bytes_atomic(&target, b"whole").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"whole");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

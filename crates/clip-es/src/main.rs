@@ -1,0 +1,6 @@
+//! The `clip-es` command line.
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
