@@ -4,4 +4,8 @@
 //! `clip-es-image`; the dense CRF in `clip-es-crf`. This crate holds the pipeline stages
 //! (CAMs, affinity refinement, pseudo masks, evaluation) and the command-line interface.
 
+pub mod affinity;
 pub mod atomic;
+pub mod cam;
+pub mod datasets;
+pub mod prompts;
