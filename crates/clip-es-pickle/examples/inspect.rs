@@ -19,7 +19,9 @@ fn main() {
                 Ok(NpyContent::Object { shape, items }) => {
                     println!("{arg}: object array {shape:?} ({:.1} ms)", ms(start));
                     for item in &items {
-                        let Some(pairs) = item.as_dict() else { continue };
+                        let Some(pairs) = item.as_dict() else {
+                            continue;
+                        };
                         for (k, v) in pairs {
                             match clip_es_pickle::array_from_value(v.clone(), &arg) {
                                 Ok(clip_es_pickle::PickledArray::Numeric(a)) => {
@@ -38,8 +40,15 @@ fn main() {
         } else {
             match read_torch_archive(path) {
                 Ok(tensors) => {
-                    let bytes: usize = tensors.iter().map(|(_, t)| t.numel() * t.dtype.size()).sum();
-                    println!("{arg}: {} tensors, {bytes} bytes ({:.1} ms)", tensors.len(), ms(start));
+                    let bytes: usize = tensors
+                        .iter()
+                        .map(|(_, t)| t.numel() * t.dtype.size())
+                        .sum();
+                    println!(
+                        "{arg}: {} tensors, {bytes} bytes ({:.1} ms)",
+                        tensors.len(),
+                        ms(start)
+                    );
                     for (name, t) in &tensors {
                         println!(
                             "  {name}: {} {:?} strides {:?} offset {} storage {}",

@@ -143,15 +143,33 @@ pub(crate) fn le_to_f64(dtype: DType, bytes: &[u8]) -> Vec<f64> {
         DType::Bool => bytes.iter().map(|&b| (b != 0) as u8 as f64).collect(),
         DType::U8 => bytes.iter().map(|&b| b as f64).collect(),
         DType::I8 => bytes.iter().map(|&b| b as i8 as f64).collect(),
-        DType::U16 => elems::<2>(bytes).map(|e| u16::from_le_bytes(e) as f64).collect(),
-        DType::I16 => elems::<2>(bytes).map(|e| i16::from_le_bytes(e) as f64).collect(),
-        DType::U32 => elems::<4>(bytes).map(|e| u32::from_le_bytes(e) as f64).collect(),
-        DType::I32 => elems::<4>(bytes).map(|e| i32::from_le_bytes(e) as f64).collect(),
-        DType::U64 => elems::<8>(bytes).map(|e| u64::from_le_bytes(e) as f64).collect(),
-        DType::I64 => elems::<8>(bytes).map(|e| i64::from_le_bytes(e) as f64).collect(),
-        DType::F16 => elems::<2>(bytes).map(|e| f16::from_le_bytes(e).to_f64()).collect(),
-        DType::BF16 => elems::<2>(bytes).map(|e| bf16::from_le_bytes(e).to_f64()).collect(),
-        DType::F32 => elems::<4>(bytes).map(|e| f32::from_le_bytes(e) as f64).collect(),
+        DType::U16 => elems::<2>(bytes)
+            .map(|e| u16::from_le_bytes(e) as f64)
+            .collect(),
+        DType::I16 => elems::<2>(bytes)
+            .map(|e| i16::from_le_bytes(e) as f64)
+            .collect(),
+        DType::U32 => elems::<4>(bytes)
+            .map(|e| u32::from_le_bytes(e) as f64)
+            .collect(),
+        DType::I32 => elems::<4>(bytes)
+            .map(|e| i32::from_le_bytes(e) as f64)
+            .collect(),
+        DType::U64 => elems::<8>(bytes)
+            .map(|e| u64::from_le_bytes(e) as f64)
+            .collect(),
+        DType::I64 => elems::<8>(bytes)
+            .map(|e| i64::from_le_bytes(e) as f64)
+            .collect(),
+        DType::F16 => elems::<2>(bytes)
+            .map(|e| f16::from_le_bytes(e).to_f64())
+            .collect(),
+        DType::BF16 => elems::<2>(bytes)
+            .map(|e| bf16::from_le_bytes(e).to_f64())
+            .collect(),
+        DType::F32 => elems::<4>(bytes)
+            .map(|e| f32::from_le_bytes(e) as f64)
+            .collect(),
         DType::F64 => elems::<8>(bytes).map(f64::from_le_bytes).collect(),
     }
 }
@@ -159,10 +177,17 @@ pub(crate) fn le_to_f64(dtype: DType, bytes: &[u8]) -> Vec<f64> {
 /// Little-endian element bytes to f32 (f16/bf16 widen exactly; f64 and large ints round).
 pub(crate) fn le_to_f32(dtype: DType, bytes: &[u8]) -> Vec<f32> {
     match dtype {
-        DType::F16 => elems::<2>(bytes).map(|e| f16::from_le_bytes(e).to_f32()).collect(),
-        DType::BF16 => elems::<2>(bytes).map(|e| bf16::from_le_bytes(e).to_f32()).collect(),
+        DType::F16 => elems::<2>(bytes)
+            .map(|e| f16::from_le_bytes(e).to_f32())
+            .collect(),
+        DType::BF16 => elems::<2>(bytes)
+            .map(|e| bf16::from_le_bytes(e).to_f32())
+            .collect(),
         DType::F32 => elems::<4>(bytes).map(f32::from_le_bytes).collect(),
-        _ => le_to_f64(dtype, bytes).into_iter().map(|v| v as f32).collect(),
+        _ => le_to_f64(dtype, bytes)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
     }
 }
 
@@ -173,10 +198,18 @@ pub(crate) fn le_to_i64(dtype: DType, bytes: &[u8]) -> Result<Vec<i64>, PickleEr
         DType::Bool => bytes.iter().map(|&b| (b != 0) as i64).collect(),
         DType::U8 => bytes.iter().map(|&b| b as i64).collect(),
         DType::I8 => bytes.iter().map(|&b| b as i8 as i64).collect(),
-        DType::U16 => elems::<2>(bytes).map(|e| u16::from_le_bytes(e) as i64).collect(),
-        DType::I16 => elems::<2>(bytes).map(|e| i16::from_le_bytes(e) as i64).collect(),
-        DType::U32 => elems::<4>(bytes).map(|e| u32::from_le_bytes(e) as i64).collect(),
-        DType::I32 => elems::<4>(bytes).map(|e| i32::from_le_bytes(e) as i64).collect(),
+        DType::U16 => elems::<2>(bytes)
+            .map(|e| u16::from_le_bytes(e) as i64)
+            .collect(),
+        DType::I16 => elems::<2>(bytes)
+            .map(|e| i16::from_le_bytes(e) as i64)
+            .collect(),
+        DType::U32 => elems::<4>(bytes)
+            .map(|e| u32::from_le_bytes(e) as i64)
+            .collect(),
+        DType::I32 => elems::<4>(bytes)
+            .map(|e| i32::from_le_bytes(e) as i64)
+            .collect(),
         DType::I64 => elems::<8>(bytes).map(i64::from_le_bytes).collect(),
         DType::U64 => elems::<8>(bytes)
             .map(|e| i64::try_from(u64::from_le_bytes(e)))

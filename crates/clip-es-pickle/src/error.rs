@@ -18,7 +18,11 @@ pub enum PickleError {
     /// An opcode this VM does not implement (extension registry, out-of-band buffers) or one
     /// that does not exist.
     #[error("{file}: pickle opcode 0x{opcode:02x} at byte {pos} not supported")]
-    UnsupportedOpcode { file: String, opcode: u8, pos: usize },
+    UnsupportedOpcode {
+        file: String,
+        opcode: u8,
+        pos: usize,
+    },
     /// The stream ended before an opcode's argument or before STOP.
     #[error("{file}: truncated pickle: {what} at byte {pos} runs past the end of the data")]
     Truncated {
@@ -28,7 +32,11 @@ pub enum PickleError {
     },
     /// A structurally invalid pickle (stack underflow, bad argument, wrong operand type...).
     #[error("{file}: malformed pickle at byte {pos}: {msg}")]
-    Malformed { file: String, pos: usize, msg: String },
+    Malformed {
+        file: String,
+        pos: usize,
+        msg: String,
+    },
     /// A problem with the container (zip archive, `.npy` header) or with what the pickle
     /// describes (unknown dtype, tensor outside its storage...).
     #[error("{file}: {msg}")]

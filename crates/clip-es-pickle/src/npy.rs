@@ -60,14 +60,20 @@ pub enum NpyContent {
     Array(NdArray),
     /// An object array (`descr` `|O`): its elements in C order. For `np.save(path, some_dict)`
     /// the shape is `[]` and `items` holds the one dict.
-    Object { shape: Vec<usize>, items: Vec<Value> },
+    Object {
+        shape: Vec<usize>,
+        items: Vec<Value>,
+    },
 }
 
 /// What a pickled `numpy.ndarray` (or numpy scalar) decodes to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PickledArray {
     Numeric(NdArray),
-    Object { shape: Vec<usize>, items: Vec<Value> },
+    Object {
+        shape: Vec<usize>,
+        items: Vec<Value>,
+    },
 }
 
 fn file_label(path: &Path) -> String {
@@ -105,7 +111,10 @@ pub fn read_npy_dict(path: &Path) -> Result<Vec<(String, NdArray)>, PickleError>
 pub fn parse_npy(bytes: &[u8], source: &str) -> Result<NpyContent, PickleError> {
     const MAGIC: &[u8] = b"\x93NUMPY";
     if bytes.len() < MAGIC.len() + 2 || !bytes.starts_with(MAGIC) {
-        return Err(PickleError::format(source, "not a .npy file (no \\x93NUMPY magic)"));
+        return Err(PickleError::format(
+            source,
+            "not a .npy file (no \\x93NUMPY magic)",
+        ));
     }
     let (major, minor) = (bytes[6], bytes[7]);
     let (header_len, header_start): (usize, usize) = match major {
@@ -137,13 +146,20 @@ pub fn parse_npy(bytes: &[u8], source: &str) -> Result<NpyContent, PickleError> 
     let header: String = if major == 3 {
         String::from_utf8_lossy(&bytes[header_start..data_start]).into_owned()
     } else {
-        bytes[header_start..data_start].iter().map(|&b| b as char).collect()
+        bytes[header_start..data_start]
+            .iter()
+            .map(|&b| b as char)
+            .collect()
     };
     let header = parse_header(&header)
         .map_err(|msg| PickleError::format(source, format!("bad .npy header: {msg}")))?;
     let data = &bytes[data_start..];
 
-    if header.descr.trim_start_matches(['|', '<', '>', '=']).starts_with('O') {
+    if header
+        .descr
+        .trim_start_matches(['|', '<', '>', '='])
+        .starts_with('O')
+    {
         let (value, _) = unpickle_prefix(data, source, data_start)?;
         return match array_from_value(value, source)? {
             PickledArray::Object { shape, items } => Ok(NpyContent::Object { shape, items }),
@@ -153,8 +169,9 @@ pub fn parse_npy(bytes: &[u8], source: &str) -> Result<NpyContent, PickleError> 
     let (dtype, big_endian) = parse_descr(&header.descr).ok_or_else(|| {
         PickleError::format(source, format!("dtype {:?} not supported", header.descr))
     })?;
-    let nbytes = checked_nbytes(&header.shape, dtype)
-        .ok_or_else(|| PickleError::format(source, format!("shape {:?} too large", header.shape)))?;
+    let nbytes = checked_nbytes(&header.shape, dtype).ok_or_else(|| {
+        PickleError::format(source, format!("shape {:?} too large", header.shape))
+    })?;
     if data.len() < nbytes {
         return Err(PickleError::format(
             source,
@@ -166,7 +183,13 @@ pub fn parse_npy(bytes: &[u8], source: &str) -> Result<NpyContent, PickleError> 
             ),
         ));
     }
-    let array = dense_array(dtype, header.shape, &data[..nbytes], big_endian, header.fortran_order);
+    let array = dense_array(
+        dtype,
+        header.shape,
+        &data[..nbytes],
+        big_endian,
+        header.fortran_order,
+    );
     Ok(NpyContent::Array(array))
 }
 
@@ -257,7 +280,9 @@ fn parse_header(text: &str) -> Result<NpyHeader, String> {
         Some(Literal::Seq(items)) => items
             .iter()
             .map(|d| match d {
-                Literal::Int(n) => usize::try_from(*n).map_err(|_| "negative dimension".to_string()),
+                Literal::Int(n) => {
+                    usize::try_from(*n).map_err(|_| "negative dimension".to_string())
+                }
                 _ => Err("non-integer dimension".to_string()),
             })
             .collect::<Result<Vec<_>, _>>()?,
@@ -366,7 +391,9 @@ impl LiteralParser<'_> {
                 if self.s.get(self.i) == Some(&b'L') {
                     self.i += 1;
                 }
-                text.parse().map(Literal::Int).map_err(|_| format!("bad int {text:?}"))
+                text.parse()
+                    .map(Literal::Int)
+                    .map_err(|_| format!("bad int {text:?}"))
             }
             _ => {
                 for (word, lit) in [
@@ -397,16 +424,22 @@ fn dtype_from_value(value: &Value, source: &str) -> Result<Option<(DType, bool)>
         .as_object()
         .filter(|o| o.callable_global() == Some(("numpy", "dtype")))
         .ok_or_else(|| {
-            PickleError::format(source, format!("expected a numpy.dtype, found a {}", value.kind()))
+            PickleError::format(
+                source,
+                format!("expected a numpy.dtype, found a {}", value.kind()),
+            )
         })?;
-    let code = obj.args_seq().first().and_then(Value::as_str).ok_or_else(|| {
-        PickleError::format(source, "numpy.dtype without a type code argument")
-    })?;
+    let code = obj
+        .args_seq()
+        .first()
+        .and_then(Value::as_str)
+        .ok_or_else(|| PickleError::format(source, "numpy.dtype without a type code argument"))?;
     if code.starts_with('O') {
         return Ok(None);
     }
-    let dtype = DType::from_numpy_code(code)
-        .ok_or_else(|| PickleError::format(source, format!("numpy dtype {code:?} not supported")))?;
+    let dtype = DType::from_numpy_code(code).ok_or_else(|| {
+        PickleError::format(source, format!("numpy dtype {code:?} not supported"))
+    })?;
     // __setstate__'s tuple: (version, byte order, subarray, names, fields, elsize, alignment,
     // flags); without state numpy assumes native (little-endian here).
     let order = obj
@@ -416,9 +449,17 @@ fn dtype_from_value(value: &Value, source: &str) -> Result<Option<(DType, bool)>
         .and_then(|s| s.get(1))
         .and_then(Value::as_str)
         .unwrap_or("=");
-    if let Some(fields) = obj.state.as_ref().and_then(Value::as_seq).and_then(|s| s.get(3)) {
+    if let Some(fields) = obj
+        .state
+        .as_ref()
+        .and_then(Value::as_seq)
+        .and_then(|s| s.get(3))
+    {
         if *fields != Value::None {
-            return Err(PickleError::format(source, "structured numpy dtypes are not supported"));
+            return Err(PickleError::format(
+                source,
+                "structured numpy dtypes are not supported",
+            ));
         }
     }
     Ok(Some((dtype, order == ">")))
@@ -453,15 +494,26 @@ pub fn array_from_value(value: Value, source: &str) -> Result<PickledArray, Pick
             let args = obj.args_seq();
             let (Some(dtype), Some(raw)) = (args.first(), args.get(1).and_then(Value::as_bytes))
             else {
-                return Err(PickleError::format(source, "numpy scalar without dtype and bytes"));
+                return Err(PickleError::format(
+                    source,
+                    "numpy scalar without dtype and bytes",
+                ));
             };
-            let (dtype, big_endian) = dtype_from_value(dtype, source)?.ok_or_else(|| {
-                PickleError::format(source, "numpy object scalar not supported")
-            })?;
+            let (dtype, big_endian) = dtype_from_value(dtype, source)?
+                .ok_or_else(|| PickleError::format(source, "numpy object scalar not supported"))?;
             if raw.len() != dtype.size() {
-                return Err(PickleError::format(source, "numpy scalar of the wrong byte size"));
+                return Err(PickleError::format(
+                    source,
+                    "numpy scalar of the wrong byte size",
+                ));
             }
-            return Ok(PickledArray::Numeric(dense_array(dtype, vec![], raw, big_endian, false)));
+            return Ok(PickledArray::Numeric(dense_array(
+                dtype,
+                vec![],
+                raw,
+                big_endian,
+                false,
+            )));
         }
         _ => {
             return Err(PickleError::format(
@@ -471,27 +523,39 @@ pub fn array_from_value(value: Value, source: &str) -> Result<PickledArray, Pick
         }
     }
     let Some(Value::Tuple(mut state)) = obj.state else {
-        return Err(PickleError::format(source, "numpy array without a __setstate__ tuple"));
+        return Err(PickleError::format(
+            source,
+            "numpy array without a __setstate__ tuple",
+        ));
     };
     // (version, shape, dtype, is_fortran, data), or without version from old numpy.
     if state.len() == 5 {
         state.remove(0);
     }
     let [shape, dtype, fortran, data]: [Value; 4] = state.try_into().map_err(|s: Vec<Value>| {
-        PickleError::format(source, format!("numpy array state of {} items", s.len() + 1))
+        PickleError::format(
+            source,
+            format!("numpy array state of {} items", s.len() + 1),
+        )
     })?;
     let shape = shape_from_value(&shape, source)?;
     let fortran_order = fortran.as_bool().unwrap_or(false);
     match dtype_from_value(&dtype, source)? {
         None => {
             let Value::List(items) = data else {
-                return Err(PickleError::format(source, "object array data is not a list"));
+                return Err(PickleError::format(
+                    source,
+                    "object array data is not a list",
+                ));
             };
             let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             if numel != Some(items.len()) {
                 return Err(PickleError::format(
                     source,
-                    format!("object array of shape {shape:?} holds {} items", items.len()),
+                    format!(
+                        "object array of shape {shape:?} holds {} items",
+                        items.len()
+                    ),
                 ));
             }
             // numpy lists object elements in C order whatever the layout flag says
@@ -540,14 +604,20 @@ pub fn arrays_from_dict(value: Value, source: &str) -> Result<Vec<(String, NdArr
     let Value::Dict(pairs) = value else {
         return Err(PickleError::format(
             source,
-            format!("expected a pickled dict of arrays, found a {}", value.kind()),
+            format!(
+                "expected a pickled dict of arrays, found a {}",
+                value.kind()
+            ),
         ));
     };
     pairs
         .into_iter()
         .map(|(k, v)| {
             let Value::String(key) = k else {
-                return Err(PickleError::format(source, format!("dict key {k:?} is not a string")));
+                return Err(PickleError::format(
+                    source,
+                    format!("dict key {k:?} is not a string"),
+                ));
             };
             match array_from_value(v, source) {
                 Ok(PickledArray::Numeric(a)) => Ok((key, a)),
@@ -555,7 +625,10 @@ pub fn arrays_from_dict(value: Value, source: &str) -> Result<Vec<(String, NdArr
                     source,
                     format!("value of {key:?} is an object array"),
                 )),
-                Err(e) => Err(PickleError::format(source, format!("value of {key:?}: {e}"))),
+                Err(e) => Err(PickleError::format(
+                    source,
+                    format!("value of {key:?}: {e}"),
+                )),
             }
         })
         .collect()
@@ -576,19 +649,36 @@ mod tests {
     #[test]
     fn big_endian_fortran_int_array() {
         // 2x3 int16 array [[1,2,3],[4,5,6]] stored column-major big-endian.
-        let data: Vec<u8> = [1i16, 4, 2, 5, 3, 6].iter().flat_map(|v| v.to_be_bytes()).collect();
-        let file = npy_v1("{'descr': '>i2', 'fortran_order': True, 'shape': (2, 3), }\n", &data);
-        let NpyContent::Array(a) = parse_npy(&file, "t.npy").unwrap() else { panic!() };
+        let data: Vec<u8> = [1i16, 4, 2, 5, 3, 6]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        let file = npy_v1(
+            "{'descr': '>i2', 'fortran_order': True, 'shape': (2, 3), }\n",
+            &data,
+        );
+        let NpyContent::Array(a) = parse_npy(&file, "t.npy").unwrap() else {
+            panic!()
+        };
         assert_eq!(a.shape, vec![2, 3]);
         assert_eq!(a.to_i64_vec().unwrap(), vec![1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
     fn header_errors_name_the_file() {
-        let file = npy_v1("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", &[0; 8]);
+        let file = npy_v1(
+            "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }",
+            &[0; 8],
+        );
         let err = parse_npy(&file, "c.npy").unwrap_err().to_string();
-        assert!(err.starts_with("c.npy: dtype \"<c8\" not supported"), "{err}");
-        let file = npy_v1("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", &[0; 8]);
+        assert!(
+            err.starts_with("c.npy: dtype \"<c8\" not supported"),
+            "{err}"
+        );
+        let file = npy_v1(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }",
+            &[0; 8],
+        );
         let err = parse_npy(&file, "t.npy").unwrap_err().to_string();
         assert!(err.contains("truncated data"), "{err}");
         let err = parse_npy(b"PK\x03\x04", "z.npy").unwrap_err().to_string();
@@ -597,11 +687,21 @@ mod tests {
 
     #[test]
     fn empty_and_scalar_shapes() {
-        let file = npy_v1("{'descr': '<f8', 'fortran_order': False, 'shape': (), }", &2.5f64.to_le_bytes());
-        let NpyContent::Array(a) = parse_npy(&file, "s.npy").unwrap() else { panic!() };
+        let file = npy_v1(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (), }",
+            &2.5f64.to_le_bytes(),
+        );
+        let NpyContent::Array(a) = parse_npy(&file, "s.npy").unwrap() else {
+            panic!()
+        };
         assert_eq!((a.shape.len(), a.to_f64_vec()), (0, vec![2.5]));
-        let file = npy_v1("{'descr': '|b1', 'fortran_order': False, 'shape': (0, 3), }", &[]);
-        let NpyContent::Array(a) = parse_npy(&file, "e.npy").unwrap() else { panic!() };
+        let file = npy_v1(
+            "{'descr': '|b1', 'fortran_order': False, 'shape': (0, 3), }",
+            &[],
+        );
+        let NpyContent::Array(a) = parse_npy(&file, "e.npy").unwrap() else {
+            panic!()
+        };
         assert_eq!((a.shape, a.data.len()), (vec![0, 3], 0));
     }
 }

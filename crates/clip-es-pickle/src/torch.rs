@@ -215,7 +215,8 @@ impl TorchArchive {
             Self::open_zip(reader, label)
         } else {
             let mut bytes = magic[..n].to_vec();
-            file.read_to_end(&mut bytes).map_err(|e| PickleError::io(&label, e))?;
+            file.read_to_end(&mut bytes)
+                .map_err(|e| PickleError::io(&label, e))?;
             Self::open_legacy(bytes, label)
         }
     }
@@ -289,7 +290,10 @@ impl TorchArchive {
                 }
                 let mut bytes = Vec::with_capacity(entry.size() as usize);
                 entry.read_to_end(&mut bytes).map_err(|e| {
-                    PickleError::format(label, format!("truncated zip archive: storage {name}: {e}"))
+                    PickleError::format(
+                        label,
+                        format!("truncated zip archive: storage {name}: {e}"),
+                    )
                 })?;
                 (Arc::new(bytes), 0)
             }
@@ -378,7 +382,10 @@ impl TorchArchive {
         // torch/serialization.py MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
         const MAGIC_LE: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
         if next("magic number")? != Value::BigInt(MAGIC_LE.to_vec()) {
-            return Err(PickleError::format(&label, "not a PyTorch archive (bad magic number)"));
+            return Err(PickleError::format(
+                &label,
+                "not a PyTorch archive (bad magic number)",
+            ));
         }
         let version = next("protocol version")?;
         if version != Value::Int(1001) {
@@ -566,7 +573,8 @@ impl Walker<'_> {
                 if args.len() < 4 {
                     return Err(self.error(name, format!("{func} with {} arguments", args.len())));
                 }
-                self.strided(&args[0], &args[1], &args[2], &args[3], None, name).map(Some)
+                self.strided(&args[0], &args[1], &args[2], &args[3], None, name)
+                    .map(Some)
             }
             "_rebuild_tensor_v3" => {
                 if args.len() < 7 {
@@ -576,7 +584,9 @@ impl Walker<'_> {
                     .as_global()
                     .and_then(|(m, n)| (m == "torch").then_some(n))
                     .and_then(DType::from_torch_dtype)
-                    .ok_or_else(|| self.error(name, format!("dtype {:?} not supported", args[6])))?;
+                    .ok_or_else(|| {
+                        self.error(name, format!("dtype {:?} not supported", args[6]))
+                    })?;
                 self.strided(&args[0], &args[1], &args[2], &args[3], Some(dtype), name)
                     .map(Some)
             }
@@ -627,7 +637,10 @@ impl Walker<'_> {
             .ok_or_else(|| self.error(name, format!("bad storage offset {offset:?}")))?;
 
         let Value::PersistentId(pid) = storage else {
-            return Err(self.error(name, format!("storage is a {}, not a persistent id", storage.kind())));
+            return Err(self.error(
+                name,
+                format!("storage is a {}, not a persistent id", storage.kind()),
+            ));
         };
         let parts = pid.as_seq().unwrap_or(&[]);
         if parts.len() < 5 || parts[0].as_str() != Some("storage") {
@@ -698,7 +711,8 @@ impl Walker<'_> {
                 ))
             }
         }
-        self.storages.insert(key.clone(), StorageDesc { dtype, numel });
+        self.storages
+            .insert(key.clone(), StorageDesc { dtype, numel });
         Ok(TensorInfo {
             dtype,
             shape,
@@ -716,7 +730,10 @@ pub fn is_tensor_object(obj: &Object) -> bool {
         obj.callable_global(),
         Some((
             "torch._utils",
-            "_rebuild_tensor" | "_rebuild_tensor_v2" | "_rebuild_tensor_v3" | "_rebuild_parameter"
+            "_rebuild_tensor"
+                | "_rebuild_tensor_v2"
+                | "_rebuild_tensor_v3"
+                | "_rebuild_parameter"
                 | "_rebuild_parameter_with_state"
         ))
     )

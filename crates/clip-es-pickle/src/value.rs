@@ -23,7 +23,10 @@ pub enum Value {
     /// set and frozenset, in pickled order.
     Set(Vec<Value>),
     /// A reference to a module attribute (`c` GLOBAL / STACK_GLOBAL), not resolved.
-    Global { module: String, name: String },
+    Global {
+        module: String,
+        name: String,
+    },
     /// An object produced by REDUCE / NEWOBJ / NEWOBJ_EX / INST / OBJ.
     Object(Box<Object>),
     /// A persistent id (PERSID / BINPERSID); PyTorch uses it for storages.

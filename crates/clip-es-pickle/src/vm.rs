@@ -197,7 +197,10 @@ impl<'a> Machine<'a> {
     }
 
     fn take_array<const N: usize>(&mut self) -> Result<[u8; N], PickleError> {
-        Ok(self.take(N as u64)?.try_into().expect("take returns N bytes"))
+        Ok(self
+            .take(N as u64)?
+            .try_into()
+            .expect("take returns N bytes"))
     }
 
     fn read_u8(&mut self) -> Result<u8, PickleError> {
@@ -296,7 +299,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&mut self, items: Vec<NodeId>) -> Result<Vec<(NodeId, NodeId)>, PickleError> {
-        if items.len() % 2 != 0 {
+        if items.len() % 2 == 1 {
             return Err(self.malformed("odd number of items for key/value pairs"));
         }
         self.hold_all(&items);
@@ -1180,7 +1183,10 @@ mod tests {
         assert_eq!(load(b"\x80\x02\x8a\x00."), Value::Int(0));
         // 2**64 as LONG1 and as decimal text agree.
         let big = Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        assert_eq!(load(b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01."), big);
+        assert_eq!(
+            load(b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01."),
+            big
+        );
         assert_eq!(load(b"L18446744073709551616L\n."), big);
         // -(2**64)
         let neg = parse_decimal_int("-18446744073709551616").unwrap();
@@ -1195,7 +1201,10 @@ mod tests {
     #[test]
     fn protocol0_strings() {
         assert_eq!(load(b"S'a\\nb\\x41\\''\n."), Value::String("a\nbA'".into()));
-        assert_eq!(load(b"Vcaf\xe9 \\u20ac\n."), Value::String("caf\u{e9} \u{20ac}".into()));
+        assert_eq!(
+            load(b"Vcaf\xe9 \\u20ac\n."),
+            Value::String("caf\u{e9} \u{20ac}".into())
+        );
         assert_eq!(load(b"S'\\xff'\n."), Value::Bytes(vec![0xff]));
     }
 
@@ -1207,7 +1216,10 @@ mod tests {
         // pushed by the third BINGET. POP drops it, STOP returns the list.
         let v = load(data);
         let pairs = vec![(Value::Int(1), Value::Int(2))];
-        assert_eq!(v, Value::List(vec![Value::Dict(pairs.clone()), Value::Dict(pairs)]));
+        assert_eq!(
+            v,
+            Value::List(vec![Value::Dict(pairs.clone()), Value::Dict(pairs)])
+        );
     }
 
     #[test]
@@ -1221,8 +1233,13 @@ mod tests {
     fn errors_name_file_and_position() {
         let err = unpickle(b"\x80\x02\xff", "x.pkl").unwrap_err().to_string();
         assert_eq!(err, "x.pkl: pickle opcode 0xff at byte 2 not supported");
-        let err = unpickle(b"\x80\x02X\x05\x00\x00\x00ab", "x.pkl").unwrap_err().to_string();
-        assert!(err.contains("truncated") && err.contains("BINUNICODE"), "{err}");
+        let err = unpickle(b"\x80\x02X\x05\x00\x00\x00ab", "x.pkl")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("truncated") && err.contains("BINUNICODE"),
+            "{err}"
+        );
         let err = unpickle(b"\x80\x02a.", "x.pkl").unwrap_err().to_string();
         assert!(err.contains("stack underflow"), "{err}");
         // MARK hides what is below it.
@@ -1239,7 +1256,8 @@ mod tests {
             Value::Dict(vec![(Value::String("a".into()), Value::Int(1))])
         );
         // _codecs.encode('\xff\x00', 'latin1')
-        let data = b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00\xc3\xbf\x00X\x06\x00\x00\x00latin1\x86R.";
+        let data =
+            b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00\xc3\xbf\x00X\x06\x00\x00\x00latin1\x86R.";
         assert_eq!(load(data), Value::Bytes(vec![0xff, 0x00]));
     }
 }

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 fn expected(file: &str) -> Vec<Json> {
@@ -25,26 +27,50 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn usizes(v: &Json) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect()
 }
 
 fn floats(v: &Json) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_f64().unwrap())
+        .collect()
 }
 
 /// Compares one tensor with its expected entry: dtype, shape, layout, bytes, values.
 fn check_tensor(file: &str, entry: &Json, tensor: &TorchTensor, check_layout: bool) {
     let name = entry["name"].as_str().unwrap();
     let ctx = format!("{file}: {name}");
-    assert_eq!(tensor.dtype.name(), entry["dtype"].as_str().unwrap(), "{ctx}");
+    assert_eq!(
+        tensor.dtype.name(),
+        entry["dtype"].as_str().unwrap(),
+        "{ctx}"
+    );
     assert_eq!(tensor.shape, usizes(&entry["shape"]), "{ctx}");
     if check_layout {
         assert_eq!(tensor.strides, usizes(&entry["strides"]), "{ctx}");
-        assert_eq!(tensor.storage_offset, entry["offset"].as_u64().unwrap() as usize, "{ctx}");
+        assert_eq!(
+            tensor.storage_offset,
+            entry["offset"].as_u64().unwrap() as usize,
+            "{ctx}"
+        );
     }
-    assert_eq!(hex(&tensor.contiguous_le_bytes()), entry["hex"].as_str().unwrap(), "{ctx}");
+    assert_eq!(
+        hex(&tensor.contiguous_le_bytes()),
+        entry["hex"].as_str().unwrap(),
+        "{ctx}"
+    );
     assert_eq!(tensor.to_f64_vec(), floats(&entry["values"]), "{ctx}");
-    assert_eq!(tensor.to_ndarray().data, tensor.contiguous_le_bytes().into_owned(), "{ctx}");
+    assert_eq!(
+        tensor.to_ndarray().data,
+        tensor.contiguous_le_bytes().into_owned(),
+        "{ctx}"
+    );
 }
 
 fn check_state_dict(file: &str) {
@@ -56,12 +82,19 @@ fn check_state_dict(file: &str) {
     for ((_, tensor), entry) in tensors.iter().zip(&want) {
         check_tensor(file, entry, tensor, true);
     }
-    let by_name: HashMap<&str, &TorchTensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let by_name: HashMap<&str, &TorchTensor> =
+        tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     // Views of one storage share its bytes instead of copying them.
-    assert!(Arc::ptr_eq(&by_name["view_a"].storage, &by_name["view_b"].storage));
+    assert!(Arc::ptr_eq(
+        &by_name["view_a"].storage,
+        &by_name["view_b"].storage
+    ));
     assert!(!by_name["transposed"].is_contiguous());
     assert!(by_name["view_a"].is_contiguous());
-    assert_eq!(by_name["i64"].to_i64_vec().unwrap(), vec![-5, 0, 1 << 40, 7]);
+    assert_eq!(
+        by_name["i64"].to_i64_vec().unwrap(),
+        vec![-5, 0, 1 << 40, 7]
+    );
     assert!(by_name["f32"].to_i64_vec().is_err());
     let f16 = by_name["f16"].to_f16_vec().unwrap();
     assert_eq!(
@@ -92,7 +125,9 @@ fn torchscript_module_tree() {
     assert_eq!(got.len(), want.len(), "{file}: tensor count");
     for entry in &want {
         let name = entry["name"].as_str().unwrap();
-        let tensor = got.get(name).unwrap_or_else(|| panic!("{file}: {name} missing"));
+        let tensor = got
+            .get(name)
+            .unwrap_or_else(|| panic!("{file}: {name} missing"));
         // TorchScript's state_dict() may re-stride nothing, but layout is not part of the
         // contract here: compare dtype, shape and data.
         check_tensor(file, entry, tensor, false);
@@ -122,13 +157,23 @@ fn reference_cam_dict_npy() {
     assert_eq!(arrays.len(), want.len());
     for ((name, array), entry) in arrays.iter().zip(&want) {
         assert_eq!(name, entry["name"].as_str().unwrap());
-        assert_eq!(array.dtype.name(), entry["dtype"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            array.dtype.name(),
+            entry["dtype"].as_str().unwrap(),
+            "{name}"
+        );
         assert_eq!(array.shape, usizes(&entry["shape"]), "{name}");
         assert_eq!(hex(&array.data), entry["hex"].as_str().unwrap(), "{name}");
         assert_eq!(array.to_f64_vec(), floats(&entry["values"]), "{name}");
     }
     assert_eq!(arrays[0].1.to_i64_vec().unwrap(), vec![3, 14]);
-    let f16: Vec<f32> = arrays[1].1.to_f16_vec().unwrap().iter().map(|v| v.to_f32()).collect();
+    let f16: Vec<f32> = arrays[1]
+        .1
+        .to_f16_vec()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_f32())
+        .collect();
     assert_eq!(f16, arrays[1].1.to_f32_vec());
     // The raw object form: a 0-d object array holding the dict.
     let NpyContent::Object { shape, items } = read_npy(&data(file)).unwrap() else {
@@ -139,18 +184,33 @@ fn reference_cam_dict_npy() {
 
 #[test]
 fn plain_npy_files() {
-    for file in ["plain_f16.npy", "fortran_f32.npy", "big_endian_i4.npy", "bool_v3.npy", "scalar_f8.npy"] {
+    for file in [
+        "plain_f16.npy",
+        "fortran_f32.npy",
+        "big_endian_i4.npy",
+        "bool_v3.npy",
+        "scalar_f8.npy",
+    ] {
         let NpyContent::Array(array) = read_npy(&data(file)).unwrap() else {
             panic!("{file}: numeric array expected")
         };
         let entry = &expected(file)[0];
-        assert_eq!(array.dtype.name(), entry["dtype"].as_str().unwrap(), "{file}");
+        assert_eq!(
+            array.dtype.name(),
+            entry["dtype"].as_str().unwrap(),
+            "{file}"
+        );
         assert_eq!(array.shape, usizes(&entry["shape"]), "{file}");
         assert_eq!(hex(&array.data), entry["hex"].as_str().unwrap(), "{file}");
         assert_eq!(array.to_f64_vec(), floats(&entry["values"]), "{file}");
     }
-    let err = read_npy_dict(&data("plain_f16.npy")).unwrap_err().to_string();
-    assert!(err.ends_with("plain_f16.npy: plain f16 array, expected a pickled dict of arrays"), "{err}");
+    let err = read_npy_dict(&data("plain_f16.npy"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("plain_f16.npy: plain f16 array, expected a pickled dict of arrays"),
+        "{err}"
+    );
 }
 
 fn s(text: &str) -> Value {
@@ -172,7 +232,10 @@ fn python_values() -> Value {
         (s("i32min"), Value::Int(-(1 << 31))),
         (s("i62"), Value::Int(1 << 62)),
         (s("big"), Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 1])),
-        (s("negbig"), Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0xff])),
+        (
+            s("negbig"),
+            Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 0xff]),
+        ),
         (s("float"), Value::Float(1.5)),
         (s("negfloat"), Value::Float(-2.25e-3)),
         (s("str"), s("h\u{e9}llo \u{20ac} \\ \n end")),
@@ -185,7 +248,11 @@ fn python_values() -> Value {
         (s("tuple4"), Value::Tuple(ints(&[1, 2, 3, 4]))),
         (
             s("list"),
-            Value::List(vec![Value::Int(1), Value::List(ints(&[2, 3])), Value::Dict(vec![])]),
+            Value::List(vec![
+                Value::Int(1),
+                Value::List(ints(&[2, 3])),
+                Value::Dict(vec![]),
+            ]),
         ),
         (
             s("nested"),
@@ -200,7 +267,10 @@ fn python_values() -> Value {
             s("shared"),
             Value::Tuple(vec![Value::List(ints(&[1, 2])), Value::List(ints(&[1, 2]))]),
         ),
-        (s("od"), Value::Dict(vec![(s("x"), Value::Int(1)), (s("y"), Value::Int(2))])),
+        (
+            s("od"),
+            Value::Dict(vec![(s("x"), Value::Int(1)), (s("y"), Value::Int(2))]),
+        ),
         (
             s("intkey"),
             Value::Dict(vec![

@@ -21,9 +21,16 @@ fn parity_dir() -> PathBuf {
 #[ignore]
 fn torchscript_and_state_dict_agree() {
     let dir = parity_dir().join("fixture");
-    let (sd_path, jit_path) = (dir.join("ViT-B-16-random.pt"), dir.join("ViT-B-16-random-jit.pt"));
+    let (sd_path, jit_path) = (
+        dir.join("ViT-B-16-random.pt"),
+        dir.join("ViT-B-16-random-jit.pt"),
+    );
     if !sd_path.exists() || !jit_path.exists() {
-        eprintln!("skipped: {} or {} missing", sd_path.display(), jit_path.display());
+        eprintln!(
+            "skipped: {} or {} missing",
+            sd_path.display(),
+            jit_path.display()
+        );
         return;
     }
     let start = Instant::now();
@@ -93,5 +100,9 @@ fn reference_cams_read_back() {
             cams.shape
         );
     }
-    eprintln!("{} CAM files in {:.1} ms", files.len(), start.elapsed().as_secs_f64() * 1e3);
+    eprintln!(
+        "{} CAM files in {:.1} ms",
+        files.len(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
 }
