@@ -165,6 +165,8 @@ enum Container {
         zip: zip::ZipArchive<Box<dyn ReadSeek>>,
         /// `<root>/` (the folder holding data.pkl), or empty.
         prefix: String,
+        /// Length of the whole archive, the bound for any entry's claimed size.
+        archive_len: u64,
     },
     Legacy {
         buffer: Arc<Vec<u8>>,
@@ -202,10 +204,7 @@ impl std::fmt::Debug for TorchArchive {
 impl TorchArchive {
     /// Opens an archive file and parses its tensor table.
     pub fn open(path: &Path) -> Result<Self, PickleError> {
-        let label = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
+        let label = path.display().to_string();
         let mut file = std::fs::File::open(path).map_err(|e| PickleError::io(&label, e))?;
         let mut magic = [0u8; 4];
         let n = read_up_to(&mut file, &mut magic).map_err(|e| PickleError::io(&label, e))?;
@@ -274,11 +273,16 @@ impl TorchArchive {
         let nbytes = desc.numel * desc.dtype.size();
         let label = &self.label;
         let (buffer, start) = match &mut self.container {
-            Container::Zip { zip, prefix } => {
+            Container::Zip {
+                zip,
+                prefix,
+                archive_len,
+            } => {
                 let name = format!("{prefix}data/{key}");
                 let mut entry = zip.by_name(&name).map_err(|e| {
                     PickleError::format(label, format!("cannot read storage {name}: {e}"))
                 })?;
+                check_entry(&entry, &name, *archive_len, label)?;
                 if entry.size() < nbytes as u64 {
                     return Err(PickleError::format(
                         label,
@@ -322,7 +326,11 @@ impl TorchArchive {
         Ok(storage)
     }
 
-    fn open_zip(reader: Box<dyn ReadSeek>, label: String) -> Result<Self, PickleError> {
+    fn open_zip(mut reader: Box<dyn ReadSeek>, label: String) -> Result<Self, PickleError> {
+        let archive_len = reader
+            .seek(std::io::SeekFrom::End(0))
+            .and_then(|len| reader.rewind().map(|_| len))
+            .map_err(|e| PickleError::io(&label, e))?;
         let mut zip = zip::ZipArchive::new(reader).map_err(|e| {
             PickleError::format(&label, format!("truncated or corrupt zip archive: {e}"))
         })?;
@@ -335,10 +343,11 @@ impl TorchArchive {
             .map(|n| n.into_owned())
             .ok_or_else(|| PickleError::format(&label, "zip archive without data.pkl"))?;
         let prefix = pkl_name[..pkl_name.len() - "data.pkl".len()].to_string();
-        let pkl = read_entry(&mut zip, &pkl_name, &label)?;
+        let pkl = read_entry(&mut zip, &pkl_name, archive_len, &label)?;
         let big_endian = match zip.index_for_name(&format!("{prefix}byteorder")) {
             Some(_) => {
-                let order = read_entry(&mut zip, &format!("{prefix}byteorder"), &label)?;
+                let name = format!("{prefix}byteorder");
+                let order = read_entry(&mut zip, &name, archive_len, &label)?;
                 match order.trim_ascii() {
                     b"little" => false,
                     b"big" => true,
@@ -358,7 +367,11 @@ impl TorchArchive {
         let (tensors, storages) = tensor_table(&root, &source)?;
         Ok(TorchArchive {
             label,
-            container: Container::Zip { zip, prefix },
+            container: Container::Zip {
+                zip,
+                prefix,
+                archive_len,
+            },
             big_endian,
             tensors,
             storages,
@@ -454,15 +467,46 @@ fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize
     Ok(n)
 }
 
+/// PyTorch writes every entry uncompressed; a size beyond the archive's is corruption (and
+/// must not become an allocation).
+fn check_entry<R: Read>(
+    entry: &zip::read::ZipFile<'_, R>,
+    name: &str,
+    archive_len: u64,
+    label: &str,
+) -> Result<(), PickleError> {
+    if entry.compression() != zip::CompressionMethod::Stored {
+        return Err(PickleError::format(
+            label,
+            format!(
+                "{name} is compressed ({}); PyTorch archives store entries uncompressed",
+                entry.compression()
+            ),
+        ));
+    }
+    if entry.size() > archive_len {
+        return Err(PickleError::format(
+            label,
+            format!(
+                "truncated or corrupt zip archive: {name} claims {} bytes",
+                entry.size()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn read_entry(
     zip: &mut zip::ZipArchive<Box<dyn ReadSeek>>,
     name: &str,
+    archive_len: u64,
     label: &str,
 ) -> Result<Vec<u8>, PickleError> {
     let mut entry = zip
         .by_name(name)
         .map_err(|e| PickleError::format(label, format!("cannot read {name}: {e}")))?;
-    let mut bytes = Vec::with_capacity(entry.size().min(1 << 30) as usize);
+    check_entry(&entry, name, archive_len, label)?;
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
     entry
         .read_to_end(&mut bytes)
         .map_err(|e| PickleError::format(label, format!("truncated zip archive: {name}: {e}")))?;

@@ -146,7 +146,10 @@ fn lazy_archive_access() {
     let b = archive.load("view_b").unwrap();
     assert!(Arc::ptr_eq(&a.storage, &b.storage));
     let err = archive.load("nope").unwrap_err().to_string();
-    assert_eq!(err, "state_dict.pt: no tensor named \"nope\"");
+    assert!(
+        err.ends_with("/state_dict.pt: no tensor named \"nope\""),
+        "{err}"
+    );
 }
 
 #[test]

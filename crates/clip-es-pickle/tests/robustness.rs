@@ -239,6 +239,14 @@ fn mutated_files_never_panic() {
         read_ok > 100 && out_of_bounds > 100,
         "{read_ok} read, {out_of_bounds} out of bounds"
     );
+    // Zip archives: mutations hit the central directory, local headers, sizes and CRCs.
+    for name in ["state_dict.pt", "small_jit.pt"] {
+        let bytes = data(name);
+        for _ in 0..300 {
+            let m = mutate(&mut rng, &bytes);
+            let _ = no_panic(name, &m, || read_archive_fully(m.clone()));
+        }
+    }
     for name in [
         "cam_dict.npy",
         "fortran_f32.npy",
