@@ -7,7 +7,26 @@
 //!   non-zip `torch.save` files, giving every tensor under its `state_dict()` name.
 //! - [`read_npy`] / [`read_npy_dict`]: `.npy` files, including the reference's
 //!   `np.save(path, {"keys": ..., "attn_highres": ...})` CAM files
-//!   (`generate_cams_voc12.py`).
+//!   (`generate_cams_voc12.py`); [`encode_npy`] / [`encode_npy_dict`] write them back in the
+//!   same layout.
+//!
+//! ```no_run
+//! use clip_es_pickle::{read_npy_dict, read_torch_archive};
+//! use std::path::Path;
+//!
+//! # fn main() -> Result<(), clip_es_pickle::PickleError> {
+//! for (name, tensor) in read_torch_archive(Path::new("ViT-B-16.pt"))? {
+//!     // C order, little-endian; borrowed from the storage when already contiguous.
+//!     let bytes = tensor.contiguous_le_bytes();
+//!     println!("{name}: {} {:?} ({} bytes)", tensor.dtype, tensor.shape, bytes.len());
+//! }
+//! let cams = read_npy_dict(Path::new("2007_000032.npy"))?;
+//! let keys = cams[0].1.to_i64_vec()?; // "keys"
+//! let attn = cams[1].1.to_f32_vec(); // "attn_highres", float16 widened
+//! # let _ = (keys, attn);
+//! # Ok(())
+//! # }
+//! ```
 
 mod dtype;
 mod error;
@@ -19,8 +38,8 @@ mod vm;
 pub use dtype::DType;
 pub use error::PickleError;
 pub use npy::{
-    array_from_value, arrays_from_dict, parse_npy, read_npy, read_npy_dict, NdArray, NpyContent,
-    PickledArray,
+    array_from_value, arrays_from_dict, encode_npy, encode_npy_dict, parse_npy, read_npy,
+    read_npy_dict, NdArray, NpyContent, PickledArray,
 };
 pub use torch::{
     is_tensor_object, read_torch_archive, TensorInfo, TorchArchive, TorchStorage, TorchTensor,

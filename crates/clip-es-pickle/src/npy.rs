@@ -634,6 +634,177 @@ pub fn arrays_from_dict(value: Value, source: &str) -> Result<Vec<(String, NdArr
         .collect()
 }
 
+// ---- writing ----------------------------------------------------------------------------------
+
+/// numpy's type string for a dtype (`<f2`, `|u1`...); bf16 has none.
+fn numpy_descr(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::Bool => "|b1",
+        DType::U8 => "|u1",
+        DType::I8 => "|i1",
+        DType::U16 => "<u2",
+        DType::I16 => "<i2",
+        DType::U32 => "<u4",
+        DType::I32 => "<i4",
+        DType::U64 => "<u8",
+        DType::I64 => "<i8",
+        DType::F16 => "<f2",
+        DType::F32 => "<f4",
+        DType::F64 => "<f8",
+        DType::BF16 => return None,
+    })
+}
+
+fn check_array(array: &NdArray, label: &str) -> Result<&'static str, PickleError> {
+    let descr = numpy_descr(array.dtype).ok_or(PickleError::DTypeMismatch {
+        wanted: "a numpy dtype",
+        found: array.dtype,
+    })?;
+    if checked_nbytes(&array.shape, array.dtype) != Some(array.data.len()) {
+        return Err(PickleError::format(
+            label,
+            format!(
+                "{} bytes do not match shape {:?} of {}",
+                array.data.len(),
+                array.shape,
+                array.dtype
+            ),
+        ));
+    }
+    Ok(descr)
+}
+
+/// `(3,)`, `(2, 5)`, `()` as Python writes tuples.
+fn shape_repr(shape: &[usize]) -> String {
+    match shape {
+        [] => "()".to_string(),
+        [n] => format!("({n},)"),
+        _ => {
+            let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            format!("({})", dims.join(", "))
+        }
+    }
+}
+
+/// The magic, version and header of a `.npy` file, padded as numpy pads it (to a multiple of
+/// 64 bytes, ending in a newline).
+fn npy_preamble(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let mut header = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}",
+        shape_repr(shape)
+    );
+    let (version, len_size) = if header.len() + 11 < 65536 {
+        (1u8, 2)
+    } else {
+        (2u8, 4)
+    };
+    let unpadded = 6 + 2 + len_size + header.len() + 1;
+    header.extend(std::iter::repeat_n(' ', (64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = b"\x93NUMPY".to_vec();
+    out.extend_from_slice(&[version, 0]);
+    if len_size == 2 {
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    } else {
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    }
+    out.extend_from_slice(header.as_bytes());
+    out
+}
+
+/// The bytes of a `.npy` file holding `array` (what `np.save(path, array)` writes).
+pub fn encode_npy(array: &NdArray) -> Result<Vec<u8>, PickleError> {
+    let descr = check_array(array, "<array>")?;
+    let mut out = npy_preamble(descr, &array.shape);
+    out.extend_from_slice(&array.data);
+    Ok(out)
+}
+
+/// The bytes of a `.npy` file holding a pickled dict of arrays, as the CLIP-ES reference's
+/// `np.save(path, {"keys": ..., "attn_highres": ...})` writes (a 0-d object array, pickle
+/// protocol 3, arrays as `numpy.core.multiarray._reconstruct` + `__setstate__`), readable by
+/// `np.load(path, allow_pickle=True).item()` with numpy 1.x and 2.x.
+pub fn encode_npy_dict(arrays: &[(String, NdArray)]) -> Result<Vec<u8>, PickleError> {
+    let mut p = PickleWriter(vec![0x80, 3]);
+    p.reconstruct_prefix();
+    p.0.extend_from_slice(&[b'(', b'K', 1, b')']);
+    p.dtype("O8", "|", 63);
+    p.0.extend_from_slice(&[0x89, b']', b'}', b'(']);
+    for (key, array) in arrays {
+        let label = format!("<array {key:?}>");
+        let descr = check_array(array, &label)?;
+        if array.data.len() > u32::MAX as usize {
+            return Err(PickleError::format(
+                &label,
+                "arrays over 4 GiB cannot be pickled with protocol 3",
+            ));
+        }
+        p.unicode(key);
+        p.reconstruct_prefix();
+        p.0.extend_from_slice(&[b'(', b'K', 1, b'(']);
+        for &d in &array.shape {
+            p.int(d as i64);
+        }
+        p.0.push(b't');
+        p.dtype(&descr[1..], &descr[..1], 0);
+        p.0.push(0x89);
+        p.0.push(b'B');
+        p.0.extend_from_slice(&(array.data.len() as u32).to_le_bytes());
+        p.0.extend_from_slice(&array.data);
+        p.0.extend_from_slice(b"tb");
+    }
+    // SETITEMS into the dict, APPEND it to the object list, close the state tuple, BUILD.
+    p.0.extend_from_slice(b"uatb.");
+    let mut out = npy_preamble("|O", &[]);
+    out.extend_from_slice(&p.0);
+    Ok(out)
+}
+
+struct PickleWriter(Vec<u8>);
+
+impl PickleWriter {
+    fn int(&mut self, v: i64) {
+        match i32::try_from(v) {
+            Ok(v) => {
+                self.0.push(b'J');
+                self.0.extend_from_slice(&v.to_le_bytes());
+            }
+            Err(_) => {
+                self.0.extend_from_slice(&[0x8a, 8]);
+                self.0.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+
+    fn unicode(&mut self, s: &str) {
+        self.0.push(b'X');
+        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    /// `_reconstruct(ndarray, (0,), b'b')`: an empty array that BUILD fills.
+    fn reconstruct_prefix(&mut self) {
+        self.0
+            .extend_from_slice(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n");
+        self.0
+            .extend_from_slice(&[b'K', 0, 0x85, b'C', 1, b'b', 0x87, b'R']);
+    }
+
+    /// `numpy.dtype(code, False, True)` with BUILD state `(3, order, None, None, None, -1, -1,
+    /// flags)`, as `dtype.__reduce__` gives it.
+    fn dtype(&mut self, code: &str, order: &str, flags: u8) {
+        self.0.extend_from_slice(b"cnumpy\ndtype\n");
+        self.unicode(code);
+        self.0
+            .extend_from_slice(&[0x89, 0x88, 0x87, b'R', b'(', b'K', 3]);
+        self.unicode(order);
+        self.0.extend_from_slice(b"NNN");
+        self.int(-1);
+        self.int(-1);
+        self.0.extend_from_slice(&[b'K', flags, b't', b'b']);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -316,3 +316,55 @@ fn torchscript_constants_and_data_pickles_parse() {
         }
     }
 }
+
+#[test]
+fn encoded_npy_files_read_back_and_match_numpy() {
+    use clip_es_pickle::{
+        arrays_from_dict, encode_npy, encode_npy_dict, parse_npy, DType, NdArray,
+    };
+    // A C-order little-endian array encodes to exactly the bytes np.save wrote.
+    for file in ["plain_f16.npy", "scalar_f8.npy"] {
+        let original = std::fs::read(data(file)).unwrap();
+        let NpyContent::Array(array) = parse_npy(&original, file).unwrap() else {
+            panic!()
+        };
+        assert_eq!(encode_npy(&array).unwrap(), original, "{file}");
+    }
+    for file in ["fortran_f32.npy", "big_endian_i4.npy", "bool_v3.npy"] {
+        let NpyContent::Array(array) = read_npy(&data(file)).unwrap() else {
+            panic!()
+        };
+        let encoded = encode_npy(&array).unwrap();
+        assert_eq!(
+            parse_npy(&encoded, file).unwrap(),
+            NpyContent::Array(array),
+            "{file}"
+        );
+    }
+    // The reference's CAM dict: same header as numpy's, same arrays after a round trip.
+    let original = std::fs::read(data("cam_dict.npy")).unwrap();
+    let arrays = read_npy_dict(&data("cam_dict.npy")).unwrap();
+    let encoded = encode_npy_dict(&arrays).unwrap();
+    assert_eq!(encoded[..128], original[..128], "header");
+    let NpyContent::Object { shape, mut items } = parse_npy(&encoded, "rt.npy").unwrap() else {
+        panic!("object array expected")
+    };
+    assert!(shape.is_empty() && items.len() == 1);
+    assert_eq!(
+        arrays_from_dict(items.pop().unwrap(), "rt.npy").unwrap(),
+        arrays
+    );
+    // numpy has no bfloat16, and data must match the shape.
+    let bf16 = NdArray {
+        dtype: DType::BF16,
+        shape: vec![1],
+        data: vec![0, 0],
+    };
+    assert!(encode_npy(&bf16).is_err());
+    let short = NdArray {
+        dtype: DType::F32,
+        shape: vec![2],
+        data: vec![0; 4],
+    };
+    assert!(encode_npy_dict(&[("x".into(), short)]).is_err());
+}
