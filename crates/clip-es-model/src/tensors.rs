@@ -48,3 +48,13 @@ impl TensorSource for HashMap<String, Tensor> {
         Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?[0])
     }
 }
+
+impl TensorSource for crate::weights::ClipWeights {
+    fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        self.tensors().tensor_f32(name, shape)
+    }
+
+    fn scalar_f32(&self, name: &str) -> Result<f32, ModelError> {
+        self.tensors().scalar_f32(name)
+    }
+}
