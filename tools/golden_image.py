@@ -24,7 +24,9 @@ import json
 import math
 import os
 import shutil
+import struct
 import sys
+import zlib
 
 import cv2
 import numpy as np
@@ -76,6 +78,26 @@ def exif_orientation(value):
     ex = Image.Exif()
     ex[0x0112] = value
     return ex.tobytes()
+
+
+def write_png_adam7(path, rgb):
+    """An 8-bit RGB PNG with Adam7 interlacing (Pillow and OpenCV cannot write one)."""
+    h, w, _ = rgb.shape
+    raw = b""
+    for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
+                           (1, 0, 2, 2), (0, 1, 1, 2)]:
+        sub = rgb[y0::dy, x0::dx]
+        for row in sub if sub.size else []:
+            raw += b"\x00" + row.tobytes()  # filter type 0 per row of each pass
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+                + chunk(b"IEND", b""))
 
 
 def make_images():
@@ -136,6 +158,9 @@ def make_images():
     save_cv(np.ascontiguousarray(rgba16[..., [2, 1, 0, 3]]), "rgba16.png", "PNG RGBA 16-bit")
     bilevel = cat_small.convert("L").point(lambda v: 255 if v > 110 else 0).convert("1")
     save_pil(bilevel, "bilevel.png", "PNG 1-bit gray (PIL mode 1)")
+    write_png_adam7(os.path.join(IMG, "rgb_interlaced.png"), np.array(cat_small))
+    made.append(("rgb_interlaced.png", "PNG RGB 8-bit, Adam7 interlaced"))
+    assert (np.array(Image.open(os.path.join(IMG, "rgb_interlaced.png"))) == np.array(cat_small)).all()
     # taller than 100x its width: Pillow shrinks such images vertically first
     tall = np.array(cat_small.convert("L").resize((3, 401), Image.BILINEAR))
     save_pil(Image.fromarray(tall), "tall.png", "PNG gray 3x401 (Pillow's tall-image path)")
