@@ -506,6 +506,35 @@ mod tests {
     }
 
     #[test]
+    fn hf_json_as_transformers_writes_it() {
+        // CLIPConfig(...).to_json_string() (transformers 5) for ViT-B/16 sizes, plus the
+        // `*_config_dict` keys older files such as openai/clip-vit-base-patch16's carry
+        let json = r#"{
+          "architectures": ["CLIPModel"], "initializer_factor": 1.0,
+          "logit_scale_init_value": 2.6592, "model_type": "clip", "projection_dim": 512,
+          "text_config": {"attention_dropout": 0.0, "bos_token_id": 0, "eos_token_id": 2,
+            "hidden_act": "quick_gelu", "hidden_size": 512, "initializer_factor": 1.0,
+            "initializer_range": 0.02, "intermediate_size": 2048, "layer_norm_eps": 1e-05,
+            "max_position_embeddings": 77, "model_type": "clip_text_model",
+            "num_attention_heads": 8, "num_hidden_layers": 12, "pad_token_id": 1,
+            "projection_dim": 512, "vocab_size": 49408},
+          "text_config_dict": null,
+          "torch_dtype": "float32", "transformers_version": "5.24.0",
+          "vision_config": {"attention_dropout": 0.0, "hidden_act": "quick_gelu",
+            "hidden_size": 768, "image_size": 224, "initializer_factor": 1.0,
+            "initializer_range": 0.02, "intermediate_size": 3072, "layer_norm_eps": 1e-05,
+            "model_type": "clip_vision_model", "num_attention_heads": 12, "num_channels": 3,
+            "num_hidden_layers": 12, "patch_size": 16, "projection_dim": 512},
+          "vision_config_dict": {"hidden_size": 768, "intermediate_size": 3072,
+            "num_attention_heads": 12, "num_hidden_layers": 12, "patch_size": 16}
+        }"#;
+        assert_eq!(
+            ClipConfig::from_hf_json(json).unwrap(),
+            ClipConfig::vit_b_16()
+        );
+    }
+
+    #[test]
     fn hf_json_errors() {
         let cases = [
             ("{", "invalid JSON"),

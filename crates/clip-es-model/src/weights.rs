@@ -5,8 +5,11 @@
 //!   `model.safetensors.index.json`), float32, float16 or bfloat16;
 //! - a single `.safetensors` file with OpenAI names (sizes inferred from the shapes), or with HF
 //!   names and a `config.json` beside it;
-//! - an OpenAI state dict saved with `torch.save` (`.pt`, zip format);
-//! - a TorchScript archive like OpenAI's published `ViT-B-16.pt` (float16).
+//! - an OpenAI state dict saved with `torch.save` (`.pt`, zip or legacy format);
+//! - a TorchScript archive like OpenAI's published `ViT-B-16.pt` (float16);
+//! - an HF directory holding `pytorch_model.bin` instead of safetensors.
+//!
+//! PyTorch files are read by clip-es-pickle (a pickle VM that executes nothing).
 //!
 //! HF names are mapped to OpenAI's: q/k/v projections concatenated (rows q, k, v) into
 //! `attn.in_proj_weight` / `attn.in_proj_bias`, `visual_projection.weight` and
@@ -15,6 +18,7 @@
 //! Every tensor the configuration implies must be present with its shape; anything else in the
 //! file (HF `position_ids`, OpenAI's `input_resolution`, ...) is ignored.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -37,6 +41,9 @@ pub enum WeightsError {
     Safetensors { path: PathBuf, reason: String },
     #[error("{}: cannot read the PyTorch archive ({reason})", .path.display())]
     Torch { path: PathBuf, reason: String },
+    /// From the pickle reader, whose messages start with the file.
+    #[error("{0}")]
+    Pickle(#[from] clip_es_pickle::PickleError),
     #[error("{}: unrecognised model file ({reason})", .path.display())]
     UnknownFormat { path: PathBuf, reason: String },
     #[error("{}: {reason}", .path.display())]
@@ -77,12 +84,14 @@ pub enum WeightsError {
 /// Which layout the weights were read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightsFormat {
-    /// A Hugging Face model directory (config.json + safetensors).
+    /// A Hugging Face model directory (config.json + safetensors, or pytorch_model.bin).
     HfDirectory,
     /// A single safetensors file with HF names and a config.json beside it.
     HfSafetensors,
     /// A single safetensors file with OpenAI names.
     OpenAiSafetensors,
+    /// A PyTorch file with HF names (`pytorch_model.bin`) and a config.json beside it.
+    HfPytorch,
     /// An OpenAI state dict saved with `torch.save`.
     OpenAiStateDict,
     /// A TorchScript archive (`torch.jit.save`), like OpenAI's published files.
@@ -118,21 +127,7 @@ impl ClipWeights {
         if meta.is_dir() {
             return load_hf_directory(path);
         }
-        let magic = read_magic(path)?;
-        match sniff(&magic) {
-            Container::Safetensors => load_safetensors_file(path),
-            Container::TorchZip => load_torch_file(path),
-            Container::LegacyPickle => Err(WeightsError::UnknownFormat {
-                path: path.to_path_buf(),
-                reason: "a PyTorch file in the legacy (pre-1.6, non-zip) format; re-save it \
-                         with a recent torch.save"
-                    .into(),
-            }),
-            Container::Unknown => Err(WeightsError::UnknownFormat {
-                path: path.to_path_buf(),
-                reason: "neither a safetensors file, a PyTorch .pt archive nor a directory".into(),
-            }),
-        }
+        load_file(path)
     }
 
     /// Builds weights from tensors already named as OpenAI does (e.g. in tests). The tensors are
@@ -266,7 +261,7 @@ impl RawDType {
 pub(crate) struct RawTensor<'a> {
     pub shape: Vec<usize>,
     pub dtype: RawDType,
-    pub data: std::borrow::Cow<'a, [u8]>,
+    pub data: Cow<'a, [u8]>,
     /// The file holding it (a shard of a sharded checkpoint, or the archive).
     pub file: &'a Path,
 }
@@ -541,7 +536,9 @@ fn convert(
 
 enum Container {
     Safetensors,
+    /// A zip archive: `torch.save` (state dict) or `torch.jit.save` (TorchScript).
     TorchZip,
+    /// The legacy (pre-1.6) non-zip `torch.save` stream.
     LegacyPickle,
     Unknown,
 }
@@ -626,11 +623,70 @@ fn add_safetensors<'a>(store: &mut RawStore<'a>, file: &'a MappedFile, parsed: &
             RawTensor {
                 shape: view.shape().to_vec(),
                 dtype,
-                data: std::borrow::Cow::Borrowed(view.data()),
+                data: Cow::Borrowed(view.data()),
                 file: &file.path,
             },
         );
     }
+}
+
+/// The tensors of a PyTorch archive (read by clip-es-pickle), named as in `state_dict()`.
+struct TorchFile {
+    path: PathBuf,
+    tensors: Vec<(String, clip_es_pickle::TorchTensor)>,
+    torchscript: bool,
+}
+
+impl TorchFile {
+    fn open(path: &Path, container: &Container) -> Result<Self, WeightsError> {
+        let tensors = clip_es_pickle::read_torch_archive(path)?;
+        let torchscript = matches!(container, Container::TorchZip) && is_torchscript(path)?;
+        Ok(TorchFile {
+            path: path.to_path_buf(),
+            tensors,
+            torchscript,
+        })
+    }
+
+    fn store(&self) -> RawStore<'_> {
+        use clip_es_pickle::DType as P;
+        let mut store = RawStore::new();
+        for (name, t) in &self.tensors {
+            let dtype = match t.dtype {
+                P::F64 => RawDType::F64,
+                P::F32 => RawDType::F32,
+                P::F16 => RawDType::F16,
+                P::BF16 => RawDType::BF16,
+                other => RawDType::Other(other.name()),
+            };
+            store.insert(
+                name.clone(),
+                RawTensor {
+                    shape: t.shape.clone(),
+                    dtype,
+                    data: t.contiguous_le_bytes(),
+                    file: &self.path,
+                },
+            );
+        }
+        store
+    }
+}
+
+/// A `torch.jit.save` archive holds the module's code (`<root>/code/`) and `constants.pkl`
+/// next to `data.pkl`; a `torch.save` archive holds only data.
+fn is_torchscript(path: &Path) -> Result<bool, WeightsError> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let zip =
+        zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| WeightsError::Torch {
+            path: path.to_path_buf(),
+            reason: format!("not a valid zip archive: {e}"),
+        })?;
+    let found = zip.file_names().flatten().any(|n| {
+        let n: &str = &n;
+        n.ends_with("/constants.pkl") || n.contains("/code/")
+    });
+    Ok(found)
 }
 
 fn read_config_json(path: &Path) -> Result<ClipConfig, WeightsError> {
@@ -641,8 +697,8 @@ fn read_config_json(path: &Path) -> Result<ClipConfig, WeightsError> {
     })
 }
 
-/// The safetensors files of an HF directory: `model.safetensors`, or the shards listed by
-/// `model.safetensors.index.json`.
+/// The weight files of an HF directory: `model.safetensors`, the shards listed by
+/// `model.safetensors.index.json`, or else `pytorch_model.bin`.
 fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
     let single = dir.join("model.safetensors");
     if single.is_file() {
@@ -665,22 +721,25 @@ fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>, WeightsError> {
         for v in map.values() {
             let f = v
                 .as_str()
+                .filter(|f| !f.contains(['/', '\\']))
                 .ok_or_else(|| bad(format!("weight_map entry {v} is not a file name")))?;
             let p = dir.join(f);
             if !files.contains(&p) {
                 files.push(p);
             }
         }
+        if files.is_empty() {
+            return Err(bad("empty `weight_map`".into()));
+        }
         return Ok(files);
     }
-    let hint = if dir.join("pytorch_model.bin").is_file() {
-        " (only pytorch_model.bin, which is not supported: convert it to safetensors)"
-    } else {
-        ""
-    };
+    let bin = dir.join("pytorch_model.bin");
+    if bin.is_file() {
+        return Ok(vec![bin]);
+    }
     Err(WeightsError::MissingFile {
         path: dir.to_path_buf(),
-        reason: format!("no model.safetensors in this model directory{hint}"),
+        reason: "no model.safetensors (nor pytorch_model.bin) in this model directory".into(),
     })
 }
 
@@ -693,7 +752,21 @@ fn load_hf_directory(dir: &Path) -> Result<ClipWeights, WeightsError> {
         });
     }
     let config = read_config_json(&config_path)?;
-    let files = hf_weight_files(dir)?
+    let paths = hf_weight_files(dir)?;
+    let weights_path = match paths.as_slice() {
+        [single] => single.clone(),
+        _ => dir.to_path_buf(),
+    };
+    let formats = Formats {
+        openai: WeightsFormat::HfDirectory,
+        hf: WeightsFormat::HfDirectory,
+    };
+    if paths.len() == 1 && paths[0].file_name() == Some("pytorch_model.bin".as_ref()) {
+        let container = sniff(&read_magic(&paths[0])?);
+        let torch = TorchFile::open(&paths[0], &container)?;
+        return finish(torch.store(), &weights_path, dir, Some(config), formats);
+    }
+    let files = paths
         .iter()
         .map(|p| MappedFile::open(p))
         .collect::<Result<Vec<_>, _>>()?;
@@ -705,59 +778,88 @@ fn load_hf_directory(dir: &Path) -> Result<ClipWeights, WeightsError> {
     for (file, st) in files.iter().zip(&parsed) {
         add_safetensors(&mut store, file, st);
     }
-    let weights_path = match files.as_slice() {
-        [single] => single.path.clone(),
-        _ => dir.to_path_buf(),
-    };
-    match detect_naming(&store) {
-        Some(Naming::HuggingFace) => {}
-        Some(Naming::OpenAi) => {
-            // an OpenAI-named file in a directory: sizes come from the shapes
-            return finish_openai(store, dir, WeightsFormat::HfDirectory);
-        }
-        None => {
-            return Err(WeightsError::NotClip {
-                path: weights_path,
-                reason: "no vision_model.* / text_model.* tensors".into(),
-            })
-        }
-    }
-    let source = WeightsSource {
-        path: dir.to_path_buf(),
-        format: WeightsFormat::HfDirectory,
-        stored_dtype: store.stored_dtype("vision_model.embeddings.patch_embedding.weight"),
-    };
-    convert(&store, Naming::HuggingFace, config, source, &weights_path)
+    finish(store, &weights_path, dir, Some(config), formats)
 }
 
-fn load_safetensors_file(path: &Path) -> Result<ClipWeights, WeightsError> {
-    let file = MappedFile::open(path)?;
-    let parsed = file.parse()?;
-    let mut store = RawStore::new();
-    add_safetensors(&mut store, &file, &parsed);
+/// Loads a single weights file (safetensors or PyTorch).
+fn load_file(path: &Path) -> Result<ClipWeights, WeightsError> {
+    let container = sniff(&read_magic(path)?);
+    match container {
+        Container::Safetensors => {
+            let file = MappedFile::open(path)?;
+            let parsed = file.parse()?;
+            let mut store = RawStore::new();
+            add_safetensors(&mut store, &file, &parsed);
+            let formats = Formats {
+                openai: WeightsFormat::OpenAiSafetensors,
+                hf: WeightsFormat::HfSafetensors,
+            };
+            finish(store, path, path, None, formats)
+        }
+        Container::TorchZip | Container::LegacyPickle => {
+            let torch = TorchFile::open(path, &container)?;
+            let openai = if torch.torchscript {
+                WeightsFormat::TorchScript
+            } else {
+                WeightsFormat::OpenAiStateDict
+            };
+            let formats = Formats {
+                openai,
+                hf: WeightsFormat::HfPytorch,
+            };
+            finish(torch.store(), path, path, None, formats)
+        }
+        Container::Unknown => Err(WeightsError::UnknownFormat {
+            path: path.to_path_buf(),
+            reason: "neither a safetensors file, a PyTorch .pt archive nor a directory".into(),
+        }),
+    }
+}
+
+/// The format reported for each naming of a container.
+struct Formats {
+    openai: WeightsFormat,
+    hf: WeightsFormat,
+}
+
+/// Works out the naming, the sizes (from `config`, a config.json beside a lone HF-named file,
+/// or OpenAI shapes) and converts. `weights_file` names missing tensors; `source_path` is
+/// the path the caller gave.
+fn finish(
+    store: RawStore<'_>,
+    weights_file: &Path,
+    source_path: &Path,
+    config: Option<ClipConfig>,
+    formats: Formats,
+) -> Result<ClipWeights, WeightsError> {
     let store = store.strip_module_prefix();
     match detect_naming(&store) {
-        Some(Naming::OpenAi) => finish_openai(store, path, WeightsFormat::OpenAiSafetensors),
+        Some(Naming::OpenAi) => finish_openai(store, weights_file, source_path, formats.openai),
         Some(Naming::HuggingFace) => {
-            let config_path = path.with_file_name("config.json");
-            if !config_path.is_file() {
-                return Err(WeightsError::MissingFile {
-                    path: path.to_path_buf(),
-                    reason: format!(
-                        "Hugging Face tensor names but no config.json beside it (looked for {})",
-                        config_path.display()
-                    ),
-                });
-            }
-            let config = read_config_json(&config_path)?;
+            let config = match config {
+                Some(c) => c,
+                None => {
+                    let config_path = weights_file.with_file_name("config.json");
+                    if !config_path.is_file() {
+                        return Err(WeightsError::MissingFile {
+                            path: weights_file.to_path_buf(),
+                            reason: format!(
+                                "Hugging Face tensor names but no config.json beside it (looked for {})",
+                                config_path.display()
+                            ),
+                        });
+                    }
+                    read_config_json(&config_path)?
+                }
+            };
             let source = WeightsSource {
-                path: path.to_path_buf(),
-                format: WeightsFormat::HfSafetensors,
+                path: source_path.to_path_buf(),
+                format: formats.hf,
                 stored_dtype: store.stored_dtype("vision_model.embeddings.patch_embedding.weight"),
             };
-            convert(&store, Naming::HuggingFace, config, source, path)
+            convert(&store, Naming::HuggingFace, config, source, weights_file)
         }
-        None => Err(not_clip(path, &store)),
+        None => Err(not_clip(weights_file, &store)),
     }
 }
 
@@ -776,10 +878,11 @@ fn not_clip(path: &Path, store: &RawStore<'_>) -> WeightsError {
 /// OpenAI-named tensors: sizes from the shapes, then conversion.
 fn finish_openai(
     store: RawStore<'_>,
-    path: &Path,
+    weights_file: &Path,
+    source_path: &Path,
     format: WeightsFormat,
 ) -> Result<ClipWeights, WeightsError> {
-    let store = store.strip_module_prefix();
+    let path = weights_file;
     let config = ClipConfig::from_openai_shapes(&store.shapes()).map_err(|e| match e {
         ConfigError::MissingTensor(name) => WeightsError::MissingTensor {
             path: path.to_path_buf(),
@@ -795,20 +898,11 @@ fn finish_openai(
         },
     })?;
     let source = WeightsSource {
-        path: path.to_path_buf(),
+        path: source_path.to_path_buf(),
         format,
         stored_dtype: store.stored_dtype("visual.conv1.weight"),
     };
     convert(&store, Naming::OpenAi, config, source, path)
-}
-
-fn load_torch_file(path: &Path) -> Result<ClipWeights, WeightsError> {
-    Err(WeightsError::Torch {
-        path: path.to_path_buf(),
-        reason: "PyTorch .pt files are not supported yet in this build (the pickle reader is \
-                 pending); use a Hugging Face directory or a .safetensors file"
-            .into(),
-    })
 }
 
 #[cfg(test)]

@@ -110,6 +110,48 @@ fn tiny_openai_hf_directory_loads() {
 }
 
 #[test]
+fn tiny_openai_three_layouts_agree() {
+    let hf = ClipWeights::load(fixture("tiny-openai-hf")).unwrap();
+    let state_dict = ClipWeights::load(fixture("tiny-openai.pt")).unwrap();
+    assert_eq!(state_dict.source().format, WeightsFormat::OpenAiStateDict);
+    assert_eq!(state_dict.source().stored_dtype, DType::F32);
+    let jit = ClipWeights::load(fixture("tiny-openai-jit.pt")).unwrap();
+    assert_eq!(jit.source().format, WeightsFormat::TorchScript);
+    assert_eq!(jit.source().stored_dtype, DType::F16);
+    // sizes inferred from the OpenAI shapes equal config.json's
+    assert_eq!(state_dict.config(), &tiny_openai_config());
+    assert_same_weights(&hf, &state_dict);
+    assert_same_weights(&hf, &jit);
+}
+
+#[test]
+fn truncated_and_corrupt_pytorch_files() {
+    let tmp = TempDir::new("bad-pt");
+    for name in ["tiny-openai.pt", "tiny-openai-jit.pt"] {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        for (tag, data) in [
+            ("half", bytes[..bytes.len() / 2].to_vec()),
+            ("tail", bytes[..bytes.len() - 100].to_vec()),
+            ("head", bytes[..200].to_vec()),
+        ] {
+            let path = tmp.join(format!("{tag}-{name}"));
+            std::fs::write(&path, &data).unwrap();
+            let e = error_of(&path);
+            assert!(e.contains(&format!("{tag}-{name}")), "{e}");
+        }
+        // bytes flipped inside the archive's first entry (the pickle)
+        let mut corrupt = bytes.clone();
+        for b in &mut corrupt[100..400] {
+            *b ^= 0x5a;
+        }
+        let path = tmp.join(format!("corrupt-{name}"));
+        std::fs::write(&path, &corrupt).unwrap();
+        let e = error_of(&path);
+        assert!(e.contains(&format!("corrupt-{name}")), "{e}");
+    }
+}
+
+#[test]
 fn hf_names_map_to_openai_names() {
     // the mapping checked against the HF file's own tensors
     let dir = fixture("tiny-deep-hf");
@@ -298,7 +340,7 @@ fn missing_path_and_foreign_files() {
     let legacy = tmp.join("old.pt");
     std::fs::write(&legacy, b"\x80\x02\x8a\x0alegacy torch").unwrap();
     let e = error_of(&legacy);
-    assert!(e.contains("old.pt") && e.contains("legacy"), "{e}");
+    assert!(e.starts_with(legacy.to_str().unwrap()), "{e}");
 }
 
 #[test]
@@ -494,6 +536,43 @@ fn openai_safetensors_with_a_missing_or_malformed_tensor() {
         e.contains("integer.safetensors")
             && e.contains("visual.ln_pre.bias")
             && e.contains("int64"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hf_directory_with_pytorch_model_bin() {
+    // a directory holding pytorch_model.bin instead of safetensors is read with the pickle
+    // reader (here the OpenAI-named state dict, so the sizes come from its shapes)
+    let tmp = TempDir::new("hf-bin");
+    let dir = tmp.join("model");
+    copy_dir(&fixture("tiny-openai-hf"), &dir, &["model.safetensors"]);
+    std::fs::copy(fixture("tiny-openai.pt"), dir.join("pytorch_model.bin")).unwrap();
+    let w = ClipWeights::load(&dir).unwrap();
+    assert_eq!(w.source().format, WeightsFormat::HfDirectory);
+    assert_same_weights(&ClipWeights::load(fixture("tiny-openai-hf")).unwrap(), &w);
+}
+
+#[test]
+fn from_tensors_checks_and_converts() {
+    let hf = ClipWeights::load(fixture("tiny-openai-hf")).unwrap();
+    let source = hf.source().clone();
+    // float16 inputs are widened to float32
+    let halves: HashMap<String, Tensor> = hf
+        .tensors()
+        .iter()
+        .map(|(k, t)| (k.clone(), t.to_dtype(DType::F16).unwrap()))
+        .collect();
+    let rebuilt =
+        ClipWeights::from_tensors(hf.config().clone(), halves.clone(), source.clone()).unwrap();
+    assert_same_weights(&hf, &rebuilt);
+    let mut missing = halves;
+    missing.remove("visual.proj");
+    let e = ClipWeights::from_tensors(hf.config().clone(), missing, source)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("visual.proj") && e.contains("tiny-openai-hf"),
         "{e}"
     );
 }
