@@ -4,7 +4,7 @@
 //! polynomial (`pexp<Packet4f>`) on whole packets of four labels and the C library's `expf` on
 //! the rest, and whose sums add packets of four before the remaining labels.
 
-use crate::kernel::PairwiseKernel;
+use crate::kernel::{KernelScratch, PairwiseKernel};
 use crate::CrfError;
 
 /// A CRF over `n_points` variables taking `n_labels` labels: a unary energy and pairwise terms.
@@ -117,7 +117,7 @@ impl DenseCrf {
         let mut q = vec![0f32; neg_unary.len()];
         exp_and_normalize(&neg_unary, m, &mut q);
         let mut energy = vec![0f32; neg_unary.len()];
-        let mut scratch = Vec::new();
+        let mut scratch = KernelScratch::default();
         for _ in 0..iterations {
             energy.copy_from_slice(&neg_unary);
             for k in &self.pairwise {

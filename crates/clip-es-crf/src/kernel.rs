@@ -4,7 +4,7 @@
 //! densecrf's `pairwise.cpp` (`DenseKernel` with `DIAG_KERNEL`), `labelcompatibility.cpp` and
 //! `DenseCRF2D::addPairwiseGaussian` / `addPairwiseBilateral` in `densecrf.cpp`.
 
-use crate::lattice::Permutohedral;
+use crate::lattice::{FilterScratch, Permutohedral};
 use crate::CrfError;
 
 /// How the filtered messages are normalised (densecrf's `NormalizationType`).
@@ -156,6 +156,10 @@ impl PairwiseKernel {
     /// The normalised kernel applied to `q` (point-major, `n_labels` per point), without the
     /// compatibility: densecrf's `DenseKernel::apply`.
     pub fn filter(&self, q: &[f32], n_labels: usize, out: &mut [f32]) -> Result<(), CrfError> {
+        self.filter_with_scratch(q, n_labels, out, &mut KernelScratch::default())
+    }
+
+    fn filter_with_scratch(&self, q: &[f32], n_labels: usize, out: &mut [f32], scratch: &mut KernelScratch) -> Result<(), CrfError> {
         let n = self.num_points();
         if q.len() != n * n_labels || out.len() != n * n_labels {
             return Err(CrfError::Shape(format!(
@@ -166,14 +170,17 @@ impl PairwiseKernel {
         }
         let pre = matches!(self.normalization, Normalization::Symmetric | Normalization::Before);
         let post = matches!(self.normalization, Normalization::Symmetric | Normalization::After);
-        let scaled: Vec<f32>;
+        let KernelScratch { scaled, lattice, .. } = scratch;
         let input = if pre {
-            scaled = q.chunks_exact(n_labels).zip(&self.norm).flat_map(|(p, &s)| p.iter().map(move |&v| v * s)).collect();
+            scaled.clear();
+            for (p, &s) in q.chunks_exact(n_labels).zip(&self.norm) {
+                scaled.extend(p.iter().map(|&v| v * s));
+            }
             &scaled[..]
         } else {
             q
         };
-        self.lattice.filter(input, n_labels, out)?;
+        self.lattice.filter_with_scratch(input, n_labels, out, false, lattice)?;
         if post {
             for (p, &s) in out.chunks_exact_mut(n_labels).zip(&self.norm) {
                 for v in p {
@@ -186,14 +193,25 @@ impl PairwiseKernel {
 
     /// Subtracts this term's message from `acc` (densecrf: `pairwise.apply(tmp2, Q);
     /// tmp1 -= tmp2`), i.e. `acc -= compat(filter(q))`, with `scratch` as working memory.
-    pub fn subtract_message(&self, q: &[f32], n_labels: usize, acc: &mut [f32], scratch: &mut Vec<f32>) -> Result<(), CrfError> {
-        scratch.resize(q.len(), 0.0);
-        self.filter(q, n_labels, scratch)?;
-        for (a, &f) in acc.iter_mut().zip(scratch.iter()) {
+    pub fn subtract_message(&self, q: &[f32], n_labels: usize, acc: &mut [f32], scratch: &mut KernelScratch) -> Result<(), CrfError> {
+        let mut filtered = std::mem::take(&mut scratch.filtered);
+        filtered.resize(q.len(), 0.0);
+        let r = self.filter_with_scratch(q, n_labels, &mut filtered, scratch);
+        scratch.filtered = filtered;
+        r?;
+        for (a, &f) in acc.iter_mut().zip(scratch.filtered.iter()) {
             *a -= self.compatibility.apply(f);
         }
         Ok(())
     }
+}
+
+/// Reusable buffers for `PairwiseKernel::subtract_message`.
+#[derive(Clone, Debug, Default)]
+pub struct KernelScratch {
+    scaled: Vec<f32>,
+    filtered: Vec<f32>,
+    lattice: FilterScratch,
 }
 
 #[cfg(test)]

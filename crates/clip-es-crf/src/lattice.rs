@@ -17,87 +17,108 @@
 //! - slicing for one or two values per point uses `((w * v) * alpha)` (densecrf's `seqCompute`),
 //!   for more values `(w * alpha) * v` (its `sseCompute`).
 //!
-//! The vertex numbering differs from densecrf's (another hash table), which does not change any
-//! value: every vertex accumulates its splats in point order and blurs independently.
+//! The vertices are numbered in lexicographic order of their keys rather than densecrf's
+//! insertion order, which does not change any value: every vertex accumulates its splats in point
+//! order and blurs independently.
 
 use crate::CrfError;
 
-/// Sentinel for an empty hash slot.
-const EMPTY: u32 = u32::MAX;
+/// A lattice key (the first `d` integer coordinates of a vertex; the last one is implied since
+/// they sum to zero) packed as 16-bit lanes into `W` words, lane 0 in the most significant bits
+/// and each lane offset by 2^15, so that comparing packed keys as integers (arrays compare word
+/// by word) orders them lexicographically by their signed coordinates.
+type PackedKey<const W: usize> = [u64; W];
 
-/// Open-addressing hash table from lattice keys (the first `d` integer coordinates of a vertex;
-/// the last one is implied since they sum to zero) to dense vertex numbers.
-struct VertexTable {
-    dim: usize,
-    /// Keys of the vertices, `dim` per vertex, in insertion order.
-    keys: Vec<i16>,
-    /// Slots holding vertex numbers or `EMPTY`; its length is a power of two.
-    slots: Vec<u32>,
-    shift: u32,
+#[inline]
+fn pack<const W: usize>(key: &[i16]) -> PackedKey<W> {
+    let mut p = [0u64; W];
+    for (i, &k) in key.iter().enumerate() {
+        p[i / 4] |= ((k as u16 ^ 0x8000) as u64) << (16 * (3 - i % 4));
+    }
+    p
 }
 
-impl VertexTable {
-    fn with_capacity(dim: usize, expected: usize) -> Self {
+#[inline]
+fn unpack<const W: usize>(p: &PackedKey<W>, key: &mut [i16]) {
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = ((p[i / 4] >> (16 * (3 - i % 4))) as u16 ^ 0x8000) as i16;
+    }
+}
+
+/// How many points ahead the splat and slice prefetch vertex rows.
+const PREFETCH_POINTS: usize = 6;
+
+/// Hints the processor to fetch the cache line at `p` (no effect on the program's semantics).
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it never faults, even on an invalid address, and
+    // neither reads nor writes memory as far as the program can observe.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+#[derive(Clone, Copy)]
+struct Slot<const W: usize> {
+    key: PackedKey<W>,
+    /// Vertex number plus one; 0 marks an empty slot.
+    vertex: u32,
+}
+
+/// Open-addressing (linear probing) hash table from packed keys to dense vertex numbers, keys
+/// stored in the slots so that a lookup touches one cache line, which `prefetch` can request
+/// ahead of time.
+struct VertexTable<const W: usize> {
+    /// Keys in insertion order.
+    keys: Vec<PackedKey<W>>,
+    slots: Vec<Slot<W>>,
+}
+
+impl<const W: usize> VertexTable<W> {
+    fn with_capacity(expected: usize) -> Self {
         let cap = (expected.max(8) * 2).next_power_of_two();
-        VertexTable {
-            dim,
-            keys: Vec::with_capacity(expected * dim),
-            slots: vec![EMPTY; cap],
-            shift: 64 - cap.trailing_zeros(),
-        }
+        VertexTable { keys: Vec::with_capacity(expected), slots: vec![Slot { key: [0; W], vertex: 0 }; cap] }
     }
 
     fn len(&self) -> usize {
-        self.keys.len() / self.dim.max(1)
-    }
-
-    fn key(&self, vertex: usize) -> &[i16] {
-        &self.keys[vertex * self.dim..(vertex + 1) * self.dim]
+        self.keys.len()
     }
 
     #[inline]
-    fn slot_of(&self, key: &[i16]) -> usize {
+    fn slot_of(&self, key: &PackedKey<W>) -> usize {
         // Multiplicative (Fibonacci) hashing; the top bits index the table.
         let mut h: u64 = 0;
         for &k in key {
-            h = (h ^ (k as u16 as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(5);
+            h = (h ^ k).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            h ^= h >> 29;
         }
-        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+        (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.slots.len().trailing_zeros())) as usize
     }
 
     #[inline]
-    fn find(&self, key: &[i16]) -> Option<u32> {
-        let mask = self.slots.len() - 1;
-        let mut s = self.slot_of(key);
-        loop {
-            let e = self.slots[s];
-            if e == EMPTY {
-                return None;
-            }
-            if self.key(e as usize) == key {
-                return Some(e);
-            }
-            s = (s + 1) & mask;
-        }
+    fn prefetch(&self, key: &PackedKey<W>) {
+        prefetch(self.slots.as_ptr().wrapping_add(self.slot_of(key)));
     }
 
     #[inline]
-    fn find_or_insert(&mut self, key: &[i16]) -> u32 {
+    fn find_or_insert(&mut self, key: &PackedKey<W>) -> u32 {
         if 2 * (self.len() + 1) > self.slots.len() {
             self.grow();
         }
         let mask = self.slots.len() - 1;
         let mut s = self.slot_of(key);
         loop {
-            let e = self.slots[s];
-            if e == EMPTY {
-                let v = self.len() as u32;
-                self.keys.extend_from_slice(key);
-                self.slots[s] = v;
-                return v;
+            let slot = &mut self.slots[s];
+            if slot.vertex == 0 {
+                self.keys.push(*key);
+                *slot = Slot { key: *key, vertex: self.keys.len() as u32 };
+                return slot.vertex - 1;
             }
-            if self.key(e as usize) == key {
-                return e;
+            if slot.key == *key {
+                return slot.vertex - 1;
             }
             s = (s + 1) & mask;
         }
@@ -105,15 +126,14 @@ impl VertexTable {
 
     fn grow(&mut self) {
         let cap = self.slots.len() * 2;
-        self.slots = vec![EMPTY; cap];
-        self.shift = 64 - cap.trailing_zeros();
+        self.slots = vec![Slot { key: [0; W], vertex: 0 }; cap];
         let mask = cap - 1;
-        for v in 0..self.len() {
-            let mut s = self.slot_of(self.key(v));
-            while self.slots[s] != EMPTY {
+        for (v, key) in self.keys.iter().enumerate() {
+            let mut s = self.slot_of(key);
+            while self.slots[s].vertex != 0 {
                 s = (s + 1) & mask;
             }
-            self.slots[s] = v as u32;
+            self.slots[s] = Slot { key: *key, vertex: v as u32 + 1 };
         }
     }
 }
@@ -132,6 +152,85 @@ pub struct Permutohedral {
     /// For axis `j` and vertex `v`: `neighbors[j*m+v]` = (vertex-1 neighbour, vertex+1
     /// neighbour), each plus one, 0 where the neighbour is not in the lattice.
     neighbors: Vec<[u32; 2]>,
+}
+
+/// The blur neighbours of every vertex of a lattice whose keys are `sorted` (strictly
+/// increasing): for axis `j < d` the keys `key - 1 + (d+1) e_j` and `key + 1 - (d+1) e_j`, for
+/// axis `d` `key - 1` and `key + 1` (the implied last coordinate moves by -d / +d), as densecrf
+/// computes them in 16-bit arithmetic. Returns, per axis and vertex, the two neighbour numbers
+/// plus one (0: absent).
+fn neighbors_by_merge<const W: usize>(sorted: &[PackedKey<W>], d: usize) -> Vec<[u32; 2]> {
+    let m = sorted.len();
+    let mut neighbors = vec![[0u32; 2]; (d + 1) * m];
+    let mut key = vec![0i16; d];
+    let mut shifted = vec![0i16; d];
+    // Shifting preserves the order unless a coordinate wraps around in 16 bits (keys within
+    // d + 1 of the limits); densecrf's lattice would then be nonsense anyway, but stay exact.
+    let mut lo = i16::MAX;
+    let mut hi = i16::MIN;
+    for p in sorted {
+        unpack(p, &mut key);
+        for &k in &key {
+            lo = lo.min(k);
+            hi = hi.max(k);
+        }
+    }
+    let margin = d as i32 + 1;
+    let wraps = (lo as i32) - margin < i16::MIN as i32 || (hi as i32) + margin > i16::MAX as i32;
+    for j in 0..=d {
+        for (side, sign) in [(0usize, -1i16), (1, 1)] {
+            // The neighbour key is key + delta, lane by lane.
+            let delta: Vec<i16> =
+                (0..d).map(|k| if k == j { -sign.wrapping_mul(d as i16) } else { sign }).collect();
+            let out = &mut neighbors[j * m..(j + 1) * m];
+            if wraps {
+                for (v, p) in sorted.iter().enumerate() {
+                    unpack(p, &mut key);
+                    for k in 0..d {
+                        shifted[k] = key[k].wrapping_add(delta[k]);
+                    }
+                    let target = pack::<W>(&shifted);
+                    if let Ok(pos) = sorted.binary_search(&target) {
+                        out[v][side] = pos as u32 + 1;
+                    }
+                }
+            } else {
+                // No lane leaves [0, 2^16) when shifted, so adding the lanes' deltas as one
+                // integer per word shifts every lane exactly (no carry or borrow between lanes).
+                let mut word_delta = [0u64; W];
+                for (k, &dk) in delta.iter().enumerate() {
+                    word_delta[k / 4] = word_delta[k / 4].wrapping_add(((dk as i64) << (16 * (3 - k % 4))) as u64);
+                }
+                let mut pos = 0usize;
+                for (v, p) in sorted.iter().enumerate() {
+                    let mut target = *p;
+                    for (t, &wd) in target.iter_mut().zip(&word_delta) {
+                        *t = t.wrapping_add(wd);
+                    }
+                    while pos < m && sorted[pos] < target {
+                        pos += 1;
+                    }
+                    if pos < m && sorted[pos] == target {
+                        out[v][side] = pos as u32 + 1;
+                    }
+                }
+            }
+        }
+    }
+    neighbors
+}
+
+/// Rounds to the nearest integer, ties to even (SSE2 `cvtps2dq` under the default rounding
+/// mode). Adding and subtracting 1.5 * 2^23 does that in two instructions for |x| < 2^22;
+/// `f32::round_ties_even` is a library call without SSE4.1.
+#[inline(always)]
+fn round_ties_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if x.abs() < 4_194_304.0 {
+        (x + MAGIC) - MAGIC
+    } else {
+        x.round_ties_even()
+    }
 }
 
 /// Per-point lattice embedding computed exactly as densecrf's SSE lanes do.
@@ -194,7 +293,7 @@ impl Embedder {
         // Closest remainder-0 point by rounding each coordinate to a multiple of d+1.
         let mut sum = 0.0f32;
         for i in 0..=d {
-            let v = (self.inv_dp1 * self.elevated[i]).round_ties_even();
+            let v = round_ties_even(self.inv_dp1 * self.elevated[i]);
             self.rem0[i] = v * self.dp1;
             sum += v;
         }
@@ -260,22 +359,51 @@ impl Permutohedral {
         if let Some(p) = features.iter().position(|v| !v.is_finite()) {
             return Err(CrfError::NonFinite(format!("feature {} of point {}", p % dim, p / dim)));
         }
-        let d = dim;
-        let n = features.len() / d;
-        if n >= u32::MAX as usize / (d + 1) {
+        let n = features.len() / dim;
+        if n >= u32::MAX as usize / (dim + 1) {
             return Err(CrfError::Shape(format!("{n} points are too many")));
         }
-        let mut table = VertexTable::with_capacity(d, n + n / 2);
+        Ok(match dim.div_ceil(4) {
+            1 => Self::build::<1>(features, dim),
+            2 => Self::build::<2>(features, dim),
+            3 => Self::build::<3>(features, dim),
+            4 => Self::build::<4>(features, dim),
+            _ => Self::build::<16>(features, dim),
+        })
+    }
+
+    fn build<const W: usize>(features: &[f32], d: usize) -> Self {
+        let n = features.len() / d;
+        let mut table = VertexTable::<W>::with_capacity(n);
         let mut offsets = vec![0u32; n * (d + 1)];
         let mut weights = vec![0f32; n * (d + 1)];
         let mut emb = Embedder::new(d);
-        for i in 0..n {
+        // Points are embedded AHEAD positions before their vertices are looked up, and the
+        // hash slots they will touch are prefetched meanwhile.
+        const AHEAD: usize = 8;
+        let mut ring_keys = vec![[0u64; W]; AHEAD * (d + 1)];
+        let mut ring_weights = vec![0f32; AHEAD * (d + 1)];
+        let stage = |i: usize, table: &VertexTable<W>, emb: &mut Embedder, keys: &mut [PackedKey<W>], ws: &mut [f32]| {
             emb.embed(&features[i * d..(i + 1) * d]);
             for r in 0..=d {
-                let w = emb.bary[r];
-                let v = table.find_or_insert(emb.key_of(r));
+                keys[r] = pack(emb.key_of(r));
+                ws[r] = emb.bary[r];
+                table.prefetch(&keys[r]);
+            }
+        };
+        for i in 0..n.min(AHEAD) {
+            let k = i * (d + 1)..(i + 1) * (d + 1);
+            stage(i, &table, &mut emb, &mut ring_keys[k.clone()], &mut ring_weights[k]);
+        }
+        for i in 0..n {
+            let k = (i % AHEAD) * (d + 1)..(i % AHEAD + 1) * (d + 1);
+            for r in 0..=d {
+                let v = table.find_or_insert(&ring_keys[k.start + r]);
                 offsets[i * (d + 1) + r] = v + 1;
-                weights[i * (d + 1) + r] = w;
+                weights[i * (d + 1) + r] = ring_weights[k.start + r];
+            }
+            if i + AHEAD < n {
+                stage(i + AHEAD, &table, &mut emb, &mut ring_keys[k.clone()], &mut ring_weights[k]);
             }
         }
         // densecrf embeds points four at a time and pads the last block with zero features,
@@ -284,29 +412,28 @@ impl Permutohedral {
             let zero = vec![0f32; d];
             emb.embed(&zero);
             for r in 0..=d {
-                table.find_or_insert(emb.key_of(r));
+                table.find_or_insert(&pack(emb.key_of(r)));
             }
         }
         let m = table.len();
-        let mut neighbors = vec![[0u32; 2]; (d + 1) * m];
-        let mut n1 = vec![0i16; d];
-        let mut n2 = vec![0i16; d];
-        for j in 0..=d {
-            for v in 0..m {
-                let key = table.key(v);
-                for k in 0..d {
-                    n1[k] = key[k].wrapping_sub(1);
-                    n2[k] = key[k].wrapping_add(1);
-                }
-                if j < d {
-                    n1[j] = key[j].wrapping_add(d as i16);
-                    n2[j] = key[j].wrapping_sub(d as i16);
-                }
-                neighbors[j * m + v] =
-                    [table.find(&n1).map_or(0, |e| e + 1), table.find(&n2).map_or(0, |e| e + 1)];
-            }
+        let keys = table.keys;
+        // Number the vertices in lexicographic key order. Shifting every key by the same vector
+        // keeps that order, so each blur neighbour relation is found by one merge pass over
+        // the sorted keys (no hashing), and during the blur the neighbours of consecutive
+        // vertices are read in increasing memory order.
+        let mut order: Vec<u32> = (0..m as u32).collect();
+        order.sort_unstable_by_key(|&v| keys[v as usize]);
+        let mut new_id = vec![0u32; m];
+        for (pos, &v) in order.iter().enumerate() {
+            new_id[v as usize] = pos as u32;
         }
-        Ok(Permutohedral { dim: d, n_points: n, n_vertices: m, offsets, weights, neighbors })
+        for o in offsets.iter_mut() {
+            *o = new_id[*o as usize - 1] + 1;
+        }
+        let sorted: Vec<PackedKey<W>> = order.iter().map(|&v| keys[v as usize]).collect();
+        drop(keys);
+        let neighbors = neighbors_by_merge(&sorted, d);
+        Permutohedral { dim: d, n_points: n, n_vertices: m, offsets, weights, neighbors }
     }
 
     /// Feature dimension `d`.
@@ -327,18 +454,27 @@ impl Permutohedral {
     /// Filters `input` (point-major, `value_size` values per point) into `output` (same shape):
     /// splat, blur along the axes 0..=d, slice. Matches densecrf's `Permutohedral::compute`.
     pub fn filter(&self, input: &[f32], value_size: usize, output: &mut [f32]) -> Result<(), CrfError> {
-        self.compute(input, value_size, output, false)
+        self.filter_with_scratch(input, value_size, output, false, &mut FilterScratch::default())
     }
 
     /// The transposed filter (densecrf's `compute(.., reverse = true)`): the blur runs over the
     /// axes in reverse order, which makes it the exact adjoint of `filter`. (The two differ
     /// slightly where the sparse lattice lacks a vertex on one blur path but not the other.)
     pub fn filter_transposed(&self, input: &[f32], value_size: usize, output: &mut [f32]) -> Result<(), CrfError> {
-        self.compute(input, value_size, output, true)
+        self.filter_with_scratch(input, value_size, output, true, &mut FilterScratch::default())
     }
 
-    fn compute(&self, input: &[f32], vs: usize, output: &mut [f32], reverse: bool) -> Result<(), CrfError> {
+    /// `filter` / `filter_transposed` reusing the buffers of `scratch` between calls.
+    pub fn filter_with_scratch(
+        &self,
+        input: &[f32],
+        value_size: usize,
+        output: &mut [f32],
+        transposed: bool,
+        scratch: &mut FilterScratch,
+    ) -> Result<(), CrfError> {
         let n = self.n_points;
+        let vs = value_size;
         if vs == 0 || input.len() != n * vs || output.len() != n * vs {
             return Err(CrfError::Shape(format!(
                 "filter of {n} points x {vs} values got input {} and output {}",
@@ -346,74 +482,149 @@ impl Permutohedral {
                 output.len()
             )));
         }
-        let mut values = self.splat(input, vs);
-        self.blur(&mut values, vs, reverse);
-        self.slice(&values, vs, output);
+        // Dispatch on the common value sizes so that the inner loops get fixed trip counts.
+        match vs {
+            1 => self.compute(input, Fixed::<1>, output, transposed, scratch),
+            2 => self.compute(input, Fixed::<2>, output, transposed, scratch),
+            3 => self.compute(input, Fixed::<3>, output, transposed, scratch),
+            4 => self.compute(input, Fixed::<4>, output, transposed, scratch),
+            5 => self.compute(input, Fixed::<5>, output, transposed, scratch),
+            6 => self.compute(input, Fixed::<6>, output, transposed, scratch),
+            7 => self.compute(input, Fixed::<7>, output, transposed, scratch),
+            8 => self.compute(input, Fixed::<8>, output, transposed, scratch),
+            _ => self.compute(input, Dynamic(vs), output, transposed, scratch),
+        }
         Ok(())
     }
 
+    fn compute<V: Width>(&self, input: &[f32], width: V, output: &mut [f32], reverse: bool, scratch: &mut FilterScratch) {
+        let vs = width.get();
+        let len = (self.n_vertices + 1) * vs;
+        let FilterScratch { values, next } = scratch;
+        values.clear();
+        values.resize(len, 0.0);
+        next.resize(len, 0.0);
+        // Row 0 stands for absent neighbours and must stay zero in both buffers.
+        next[..vs].fill(0.0);
+        self.splat(input, width, values);
+        self.blur(values, next, width, reverse);
+        self.slice(values, width, output);
+    }
+
     /// Splat: every vertex accumulates, in point order, weight times the point's values.
-    pub(crate) fn splat(&self, input: &[f32], vs: usize) -> Vec<f32> {
+    #[inline(always)]
+    fn splat<V: Width>(&self, input: &[f32], width: V, values: &mut [f32]) {
+        let vs = width.get();
         let d1 = self.dim + 1;
-        let mut values = vec![0f32; (self.n_vertices + 1) * vs];
-        for (i, point) in input.chunks_exact(vs).enumerate() {
-            let offs = &self.offsets[i * d1..(i + 1) * d1];
-            let ws = &self.weights[i * d1..(i + 1) * d1];
-            for (&o, &w) in offs.iter().zip(ws) {
-                let dst = &mut values[o as usize * vs..(o as usize + 1) * vs];
-                for (a, &x) in dst.iter_mut().zip(point) {
-                    *a += w * x;
+        let n = self.n_points;
+        for i in 0..n {
+            self.prefetch_rows(i + PREFETCH_POINTS, vs, values);
+            let point = &input[i * vs..(i + 1) * vs];
+            for r in 0..d1 {
+                let o = self.offsets[i * d1 + r] as usize;
+                let w = self.weights[i * d1 + r];
+                let dst = &mut values[o * vs..(o + 1) * vs];
+                for k in 0..vs {
+                    dst[k] += w * point[k];
                 }
             }
         }
-        values
+    }
+
+    /// Prefetches the vertex rows of point `i` (if any): the splat and slice access vertices
+    /// all over the lattice, and the offsets tell where well in advance.
+    #[inline(always)]
+    fn prefetch_rows(&self, i: usize, vs: usize, values: &[f32]) {
+        let d1 = self.dim + 1;
+        if i < self.n_points {
+            for &o in &self.offsets[i * d1..(i + 1) * d1] {
+                prefetch(values.as_ptr().wrapping_add(o as usize * vs));
+            }
+        }
     }
 
     /// Blur: along each lattice axis, `v <- v + (v_prev + v_next) / 2`.
-    pub(crate) fn blur(&self, values: &mut Vec<f32>, vs: usize, reverse: bool) {
+    #[inline(always)]
+    fn blur<V: Width>(&self, values: &mut Vec<f32>, next: &mut Vec<f32>, width: V, reverse: bool) {
+        let vs = width.get();
         let m = self.n_vertices;
-        let mut next = vec![0f32; values.len()];
         for step in 0..=self.dim {
             let j = if reverse { self.dim - step } else { step };
             let nb = &self.neighbors[j * m..(j + 1) * m];
             for (v, &[a, b]) in nb.iter().enumerate() {
-                let (a, b) = (a as usize * vs, b as usize * vs);
                 let o = (v + 1) * vs;
+                let (a, b) = (a as usize * vs, b as usize * vs);
+                let (po, pa, pb) = (&values[o..o + vs], &values[a..a + vs], &values[b..b + vs]);
+                let dst = &mut next[o..o + vs];
                 for k in 0..vs {
-                    next[o + k] = values[o + k] + 0.5 * (values[a + k] + values[b + k]);
+                    dst[k] = po[k] + 0.5 * (pa[k] + pb[k]);
                 }
             }
-            std::mem::swap(values, &mut next);
+            std::mem::swap(values, next);
         }
     }
 
     /// Slice: interpolate the blurred vertex values back at the points, scaled by densecrf's
     /// constant `alpha = 1 / (1 + 2^-d)`.
-    pub(crate) fn slice(&self, values: &[f32], vs: usize, output: &mut [f32]) {
+    #[inline(always)]
+    fn slice<V: Width>(&self, values: &[f32], width: V, output: &mut [f32]) {
+        let vs = width.get();
         let d1 = self.dim + 1;
         let alpha = 1.0f32 / (1.0 + 2f32.powi(-(self.dim as i32)));
-        for (i, out) in output.chunks_exact_mut(vs).enumerate() {
-            let offs = &self.offsets[i * d1..(i + 1) * d1];
-            let ws = &self.weights[i * d1..(i + 1) * d1];
+        for i in 0..self.n_points {
+            self.prefetch_rows(i + PREFETCH_POINTS, vs, values);
+            let out = &mut output[i * vs..(i + 1) * vs];
             out.fill(0.0);
-            if vs <= 2 {
-                for (&o, &w) in offs.iter().zip(ws) {
-                    let src = &values[o as usize * vs..(o as usize + 1) * vs];
-                    for (a, &x) in out.iter_mut().zip(src) {
-                        *a += w * x * alpha;
+            for r in 0..d1 {
+                let o = self.offsets[i * d1 + r] as usize;
+                let w = self.weights[i * d1 + r];
+                let src = &values[o * vs..(o + 1) * vs];
+                if vs <= 2 {
+                    for k in 0..vs {
+                        out[k] += w * src[k] * alpha;
                     }
-                }
-            } else {
-                for (&o, &w) in offs.iter().zip(ws) {
+                } else {
                     let wa = w * alpha;
-                    let src = &values[o as usize * vs..(o as usize + 1) * vs];
-                    for (a, &x) in out.iter_mut().zip(src) {
-                        *a += wa * x;
+                    for k in 0..vs {
+                        out[k] += wa * src[k];
                     }
                 }
             }
         }
     }
+}
+
+/// Number of values per point, known at compile time (`Fixed`) for the common small counts so
+/// that the per-vertex loops are fully unrolled, or at run time (`Dynamic`).
+trait Width: Copy {
+    fn get(self) -> usize;
+}
+
+#[derive(Clone, Copy)]
+struct Fixed<const N: usize>;
+
+impl<const N: usize> Width for Fixed<N> {
+    #[inline(always)]
+    fn get(self) -> usize {
+        N
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Dynamic(usize);
+
+impl Width for Dynamic {
+    #[inline(always)]
+    fn get(self) -> usize {
+        self.0
+    }
+}
+
+/// Reusable buffers for `Permutohedral::filter_with_scratch`.
+#[derive(Clone, Debug, Default)]
+pub struct FilterScratch {
+    values: Vec<f32>,
+    next: Vec<f32>,
 }
 
 #[cfg(test)]

@@ -11,50 +11,12 @@ fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
-/// A minimal `.npy` reader for the goldens: little-endian, C order, dtypes f4, f2, u1.
-struct Npy {
-    descr: String,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
+#[path = "common/npy.rs"]
+mod npy;
+use npy::Npy;
 
 fn read_npy(name: &str) -> Npy {
-    let raw = std::fs::read(data(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(&raw[..6], b"\x93NUMPY", "{name}");
-    let (hlen, start) = if raw[6] == 1 {
-        (u16::from_le_bytes([raw[8], raw[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]) as usize, 12)
-    };
-    let header = std::str::from_utf8(&raw[start..start + hlen]).unwrap();
-    let field = |key: &str| {
-        let i = header.find(key).unwrap() + key.len();
-        header[i..].trim_start_matches([' ', ':']).to_string()
-    };
-    let descr = field("'descr'").split('\'').nth(1).unwrap().to_string();
-    assert!(field("'fortran_order'").starts_with("False"));
-    let shape_txt = field("'shape'");
-    let shape = shape_txt[1..shape_txt.find(')').unwrap()]
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    Npy { descr, shape, bytes: raw[start + hlen..].to_vec() }
-}
-
-impl Npy {
-    fn f32s(&self) -> Vec<f32> {
-        assert_eq!(self.descr, "<f4");
-        self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
-    }
-    fn f16s(&self) -> Vec<f16> {
-        assert_eq!(self.descr, "<f2");
-        self.bytes.chunks_exact(2).map(|c| f16::from_le_bytes(c.try_into().unwrap())).collect()
-    }
-    fn u8s(&self) -> Vec<u8> {
-        assert_eq!(self.descr, "|u1");
-        self.bytes.clone()
-    }
+    npy::read(&data(name))
 }
 
 fn compare(name: &str, got: &[f32], want: &[f32]) {
