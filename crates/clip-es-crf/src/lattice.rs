@@ -177,42 +177,42 @@ fn neighbors_by_merge<const W: usize>(sorted: &[PackedKey<W>], d: usize) -> Vec<
     }
     let margin = d as i32 + 1;
     let wraps = (lo as i32) - margin < i16::MIN as i32 || (hi as i32) + margin > i16::MAX as i32;
+    // The two neighbours along an axis are key - delta and key + delta: B = A + delta exactly
+    // when A = B - delta, so one merge pass per axis finds both relations.
     for j in 0..=d {
-        for (side, sign) in [(0usize, -1i16), (1, 1)] {
-            // The neighbour key is key + delta, lane by lane.
-            let delta: Vec<i16> =
-                (0..d).map(|k| if k == j { -sign.wrapping_mul(d as i16) } else { sign }).collect();
-            let out = &mut neighbors[j * m..(j + 1) * m];
-            if wraps {
-                for (v, p) in sorted.iter().enumerate() {
-                    unpack(p, &mut key);
+        let delta: Vec<i16> = (0..d).map(|k| if k == j { -(d as i16) } else { 1 }).collect();
+        let out = &mut neighbors[j * m..(j + 1) * m];
+        if wraps {
+            for (v, p) in sorted.iter().enumerate() {
+                unpack(p, &mut key);
+                for (side, sign) in [(0usize, -1i16), (1, 1)] {
                     for k in 0..d {
-                        shifted[k] = key[k].wrapping_add(delta[k]);
+                        shifted[k] = key[k].wrapping_add(sign.wrapping_mul(delta[k]));
                     }
-                    let target = pack::<W>(&shifted);
-                    if let Ok(pos) = sorted.binary_search(&target) {
+                    if let Ok(pos) = sorted.binary_search(&pack::<W>(&shifted)) {
                         out[v][side] = pos as u32 + 1;
                     }
                 }
-            } else {
-                // No lane leaves [0, 2^16) when shifted, so adding the lanes' deltas as one
-                // integer per word shifts every lane exactly (no carry or borrow between lanes).
-                let mut word_delta = [0u64; W];
-                for (k, &dk) in delta.iter().enumerate() {
-                    word_delta[k / 4] = word_delta[k / 4].wrapping_add(((dk as i64) << (16 * (3 - k % 4))) as u64);
+            }
+        } else {
+            // No lane leaves [0, 2^16) when shifted, so adding the lanes' deltas as one
+            // integer per word shifts every lane exactly (no carry or borrow between lanes).
+            let mut word_delta = [0u64; W];
+            for (k, &dk) in delta.iter().enumerate() {
+                word_delta[k / 4] = word_delta[k / 4].wrapping_add(((dk as i64) << (16 * (3 - k % 4))) as u64);
+            }
+            let mut pos = 0usize;
+            for (v, p) in sorted.iter().enumerate() {
+                let mut target = *p;
+                for (t, &wd) in target.iter_mut().zip(&word_delta) {
+                    *t = t.wrapping_add(wd);
                 }
-                let mut pos = 0usize;
-                for (v, p) in sorted.iter().enumerate() {
-                    let mut target = *p;
-                    for (t, &wd) in target.iter_mut().zip(&word_delta) {
-                        *t = t.wrapping_add(wd);
-                    }
-                    while pos < m && sorted[pos] < target {
-                        pos += 1;
-                    }
-                    if pos < m && sorted[pos] == target {
-                        out[v][side] = pos as u32 + 1;
-                    }
+                while pos < m && sorted[pos] < target {
+                    pos += 1;
+                }
+                if pos < m && sorted[pos] == target {
+                    out[v][1] = pos as u32 + 1;
+                    out[pos][0] = v as u32 + 1;
                 }
             }
         }

@@ -5,3 +5,7 @@
 //! (CAMs, affinity refinement, pseudo masks, evaluation) and the command-line interface.
 
 pub mod atomic;
+pub mod cam_io;
+pub mod classes;
+pub mod eval;
+pub mod masks;
