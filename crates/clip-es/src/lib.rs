@@ -9,3 +9,7 @@ pub mod atomic;
 pub mod cam;
 pub mod datasets;
 pub mod prompts;
+pub mod cam_io;
+pub mod classes;
+pub mod eval;
+pub mod masks;

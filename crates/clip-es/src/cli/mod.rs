@@ -1,5 +1,8 @@
 //! Command-line interface: one module per subcommand, each with its clap `Args` and `run`.
 
+mod eval;
+mod masks;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -11,9 +14,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Pseudo masks from CAMs with the dense CRF and a confidence threshold
+    Masks(masks::Args),
+    /// mIoU of CAMs or masks against ground truth
+    Eval(eval::Args),
+}
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Masks(a) => masks::run(a),
+        Command::Eval(a) => eval::run(a),
+    }
 }

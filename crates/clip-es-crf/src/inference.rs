@@ -1,0 +1,310 @@
+//! Mean-field inference of the fully connected CRF (Kraehenbuehl and Koltun, NIPS 2011,
+//! algorithm 1), mirroring densecrf's `DenseCRF::inference` and `expAndNormalize`
+//! (`densecrf.cpp`) as compiled by pydensecrf: Eigen 3.3 with SSE2, whose `exp` runs the Cephes
+//! polynomial (`pexp<Packet4f>`) on whole packets of four labels and the C library's `expf` on
+//! the rest, and whose sums add packets of four before the remaining labels.
+
+use crate::kernel::{KernelScratch, PairwiseKernel};
+use crate::CrfError;
+
+/// A CRF over `n_points` variables taking `n_labels` labels: a unary energy and pairwise terms.
+#[derive(Clone, Debug)]
+pub struct DenseCrf {
+    n_points: usize,
+    n_labels: usize,
+    /// Unary energies, point-major (`unary[i*n_labels + l]`); zero when not set.
+    unary: Vec<f32>,
+    pairwise: Vec<PairwiseKernel>,
+}
+
+/// Marginals `Q_i(l)` after inference, point-major (`values[i*n_labels + l]`), like the memory
+/// of densecrf's column-major `MatrixXf`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Marginals {
+    pub n_labels: usize,
+    pub values: Vec<f32>,
+}
+
+impl Marginals {
+    /// Per point: the label of the largest marginal (the first one on ties, like numpy's
+    /// `argmax`) and that marginal.
+    pub fn argmax(&self) -> Vec<(usize, f32)> {
+        self.values
+            .chunks_exact(self.n_labels)
+            .map(|p| {
+                let mut best = 0;
+                for (l, &v) in p.iter().enumerate().skip(1) {
+                    // Written as "not <=" so that a NaN wins, as in numpy.
+                    if !(v <= p[best]) && !p[best].is_nan() {
+                        best = l;
+                    }
+                }
+                (best, p[best])
+            })
+            .collect()
+    }
+
+    /// The marginals label-major (`[l*n + i]`), the layout of pydensecrf's
+    /// `np.array(d.inference(n))`.
+    pub fn label_major(&self) -> Vec<f32> {
+        let n = self.values.len() / self.n_labels;
+        let mut out = vec![0f32; self.values.len()];
+        for (i, p) in self.values.chunks_exact(self.n_labels).enumerate() {
+            for (l, &v) in p.iter().enumerate() {
+                out[l * n + i] = v;
+            }
+        }
+        out
+    }
+}
+
+impl DenseCrf {
+    pub fn new(n_points: usize, n_labels: usize) -> Result<Self, CrfError> {
+        if n_points == 0 || n_labels == 0 {
+            return Err(CrfError::Shape(format!("CRF of {n_points} points and {n_labels} labels")));
+        }
+        Ok(DenseCrf { n_points, n_labels, unary: vec![0.0; n_points * n_labels], pairwise: Vec::new() })
+    }
+
+    pub fn num_points(&self) -> usize {
+        self.n_points
+    }
+
+    pub fn num_labels(&self) -> usize {
+        self.n_labels
+    }
+
+    /// Sets the unary energies from a label-major buffer (`[l*n + i]`, pydensecrf's
+    /// `setUnaryEnergy(U)` with `U` of shape (labels, points)).
+    pub fn set_unary_label_major(&mut self, unary: &[f32]) -> Result<(), CrfError> {
+        self.check_len(unary.len(), "unary")?;
+        check_finite(unary, "unary energy")?;
+        let n = self.n_points;
+        for (i, p) in self.unary.chunks_exact_mut(self.n_labels).enumerate() {
+            for (l, v) in p.iter_mut().enumerate() {
+                *v = unary[l * n + i];
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the unary energies from a point-major buffer (`[i*n_labels + l]`).
+    pub fn set_unary(&mut self, unary: &[f32]) -> Result<(), CrfError> {
+        self.check_len(unary.len(), "unary")?;
+        check_finite(unary, "unary energy")?;
+        self.unary.copy_from_slice(unary);
+        Ok(())
+    }
+
+    /// Adds a pairwise term; terms are applied in the order they are added.
+    pub fn add_pairwise(&mut self, kernel: PairwiseKernel) -> Result<(), CrfError> {
+        if kernel.num_points() != self.n_points {
+            return Err(CrfError::Shape(format!(
+                "pairwise kernel over {} points added to a CRF of {} points",
+                kernel.num_points(),
+                self.n_points
+            )));
+        }
+        self.pairwise.push(kernel);
+        Ok(())
+    }
+
+    /// Runs `iterations` mean-field updates from `Q = softmax(-unary)`:
+    /// `Q <- softmax(-unary - sum_k compat_k(filter_k(Q)))`.
+    pub fn inference(&self, iterations: usize) -> Result<Marginals, CrfError> {
+        let m = self.n_labels;
+        let neg_unary: Vec<f32> = self.unary.iter().map(|&u| -u).collect();
+        let mut q = vec![0f32; neg_unary.len()];
+        exp_and_normalize(&neg_unary, m, &mut q);
+        let mut energy = vec![0f32; neg_unary.len()];
+        let mut scratch = KernelScratch::default();
+        for _ in 0..iterations {
+            energy.copy_from_slice(&neg_unary);
+            for k in &self.pairwise {
+                k.subtract_message(&q, m, &mut energy, &mut scratch)?;
+            }
+            exp_and_normalize(&energy, m, &mut q);
+        }
+        Ok(Marginals { n_labels: m, values: q })
+    }
+
+    fn check_len(&self, len: usize, what: &str) -> Result<(), CrfError> {
+        if len != self.n_points * self.n_labels {
+            return Err(CrfError::Shape(format!(
+                "{what} of {len} values for {} points x {} labels",
+                self.n_points, self.n_labels
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_finite(values: &[f32], what: &str) -> Result<(), CrfError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(p) => Err(CrfError::NonFinite(format!("{what} at index {p} is {}", values[p]))),
+        None => Ok(()),
+    }
+}
+
+/// Per point: `out = exp(x - max x) / sum exp(x - max x)`, with Eigen's order of operations.
+pub fn exp_and_normalize(input: &[f32], n_labels: usize, out: &mut [f32]) {
+    let packed = n_labels / 4 * 4;
+    for (src, dst) in input.chunks_exact(n_labels).zip(out.chunks_exact_mut(n_labels)) {
+        let mut mx = src[0];
+        for &v in &src[1..] {
+            if v > mx {
+                mx = v;
+            }
+        }
+        for (k, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
+            let b = s - mx;
+            *d = if k < packed { eigen_pexp(b) } else { b.exp() };
+        }
+        let sum = eigen_sum(dst);
+        for d in dst.iter_mut() {
+            *d /= sum;
+        }
+    }
+}
+
+/// Eigen 3.3's linear-vectorised sum of a 16-byte aligned float vector (SSE2): packets of four
+/// (two interleaved accumulators from eight on), reduced as (a0 + a2) + (a1 + a3), then the
+/// remaining elements one by one.
+pub fn eigen_sum(b: &[f32]) -> f32 {
+    let size = b.len();
+    let aligned = size / 4 * 4;
+    if aligned == 0 {
+        let mut r = b[0];
+        for &v in &b[1..] {
+            r += v;
+        }
+        return r;
+    }
+    let aligned2 = size / 8 * 8;
+    let add = |a: [f32; 4], c: &[f32]| [a[0] + c[0], a[1] + c[1], a[2] + c[2], a[3] + c[3]];
+    let mut p0 = [b[0], b[1], b[2], b[3]];
+    if aligned > 4 {
+        let mut p1 = [b[4], b[5], b[6], b[7]];
+        let mut i = 8;
+        while i < aligned2 {
+            p0 = add(p0, &b[i..i + 4]);
+            p1 = add(p1, &b[i + 4..i + 8]);
+            i += 8;
+        }
+        p0 = add(p0, &p1);
+        if aligned > aligned2 {
+            p0 = add(p0, &b[aligned2..aligned2 + 4]);
+        }
+    }
+    let mut r = (p0[0] + p0[2]) + (p0[1] + p0[3]);
+    for &v in &b[aligned..] {
+        r += v;
+    }
+    r
+}
+
+/// Eigen 3.3's `pexp<Packet4f>` for SSE2 (Cephes `expf`), one lane. No fused multiply-add:
+/// SSE2 `pmadd` is a multiply then an add.
+#[inline]
+#[allow(clippy::excessive_precision, clippy::approx_constant)]
+pub fn eigen_pexp(x_in: f32) -> f32 {
+    // Eigen's literals, verbatim.
+    const EXP_HI: f32 = 88.3762626647950;
+    const EXP_LO: f32 = -88.3762626647949;
+    const LOG2EF: f32 = 1.44269504088896341;
+    const C1: f32 = 0.693359375;
+    const C2: f32 = -2.12194440e-4;
+    const P0: f32 = 1.9875691500E-4;
+    const P1: f32 = 1.3981999507E-3;
+    const P2: f32 = 8.3334519073E-3;
+    const P3: f32 = 4.1665795894E-2;
+    const P4: f32 = 1.6666665459E-1;
+    const P5: f32 = 5.0000001201E-1;
+    // _mm_min_ps / _mm_max_ps return the second operand unless the first compares smaller /
+    // larger.
+    let mut x = if x_in < EXP_HI { x_in } else { EXP_HI };
+    x = if x > EXP_LO { x } else { EXP_LO };
+    let mut fx = x * LOG2EF + 0.5;
+    // floor by truncation, minus one where truncation rounded up.
+    let t = (fx as i32) as f32;
+    fx = if t > fx { t - 1.0 } else { t };
+    let tmp = fx * C1;
+    let z = fx * C2;
+    x = x - tmp;
+    x = x - z;
+    let z = x * x;
+    let mut y = P0;
+    y = y * x + P1;
+    y = y * x + P2;
+    y = y * x + P3;
+    y = y * x + P4;
+    y = y * x + P5;
+    y = y * z + x;
+    y = y + 1.0;
+    let n = (fx as i32).wrapping_add(0x7f) << 23;
+    let r = y * f32::from_bits(n as u32);
+    if r > x_in {
+        r
+    } else {
+        x_in
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pexp_is_close_to_exp() {
+        let mut x = -30.0f32;
+        while x <= 0.0 {
+            let (a, b) = (eigen_pexp(x), x.exp());
+            assert!((a - b).abs() <= 2e-7 * b, "{x}: {a} {b}");
+            x += 0.0137;
+        }
+        assert_eq!(eigen_pexp(0.0), 1.0);
+    }
+
+    #[test]
+    fn eigen_sum_orders() {
+        let v = [1e8f32, 1.0, -1e8, 1.0, 0.5];
+        // (1e8 + -1e8) + (1 + 1) + 0.5
+        assert_eq!(eigen_sum(&v), 2.5);
+        let s: Vec<f32> = (0..13).map(|i| i as f32 * 0.1).collect();
+        let seq: f32 = s.iter().sum();
+        assert!((eigen_sum(&s) - seq).abs() < 1e-5);
+        assert_eq!(eigen_sum(&[1.0, 2.0, 3.0]), 6.0);
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one() {
+        for m in 1..12 {
+            let x: Vec<f32> = (0..m * 5).map(|i| ((i * 31 % 13) as f32) * -0.7).collect();
+            let mut q = vec![0f32; x.len()];
+            exp_and_normalize(&x, m, &mut q);
+            for p in q.chunks(m) {
+                let s: f32 = p.iter().sum();
+                assert!((s - 1.0).abs() < 1e-6, "{m} {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn argmax_takes_the_first_maximum() {
+        let q = Marginals { n_labels: 3, values: vec![0.2, 0.4, 0.4, 0.5, 0.25, 0.25] };
+        assert_eq!(q.argmax(), vec![(1, 0.4), (0, 0.5)]);
+        assert_eq!(q.label_major(), vec![0.2, 0.5, 0.4, 0.25, 0.4, 0.25]);
+    }
+
+    #[test]
+    fn without_pairwise_terms_inference_is_the_softmax_of_the_unary() {
+        let mut crf = DenseCrf::new(2, 2).unwrap();
+        crf.set_unary_label_major(&[1.0, 0.0, 0.0, 1.0]).unwrap();
+        let q = crf.inference(3).unwrap();
+        let e = (-1.0f32).exp();
+        let a = e / (e + 1.0);
+        assert!((q.values[0] - a).abs() < 1e-7 && (q.values[3] - a).abs() < 1e-7, "{:?}", q.values);
+        assert!(crf.set_unary(&[1.0, f32::NAN, 0.0, 0.0]).is_err());
+        assert!(crf.set_unary(&[1.0]).is_err());
+    }
+}

@@ -1,0 +1,303 @@
+//! CAM files: the per-image output of the CAM stage (reference: `generate_cams_voc12.py` /
+//! `generate_cams_coco14.py`, which `np.save` a dict `{"keys", "attn_highres"}`), read by the
+//! mask and evaluation stages (`eval_cam.py`, `eval_cam_with_crf.py`; spec sections 6 and 7).
+//!
+//! clip-es writes `<id>.npz`, a numpy zip archive readable with plain `np.load` (no pickle):
+//!
+//! ```python
+//! import numpy as np
+//! with np.load("cams/2007_000032.npz") as z:
+//!     keys = z["keys"]              # int64 (K,): class indices (0-based, background excluded)
+//!     cams = z["attn_highres"]      # float16 (K, H, W): refined CAMs at image resolution
+//!     highres = z["highres"] if "highres" in z else None   # optional, float16 (K, H, W)
+//! ```
+//!
+//! It also reads the reference's `<id>.npy` (a pickled dict, through `clip-es-pickle`), so CAMs
+//! made by the Python reference can go through the clip-es CRF and evaluator unchanged.
+
+use clip_es_pickle::{DType, NdArray};
+use half::f16;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The CAMs of one image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CamFile {
+    /// Class index (0-based, without background) of each CAM, in the image's label order.
+    pub keys: Vec<i64>,
+    pub height: usize,
+    pub width: usize,
+    /// Refined CAMs, `keys.len()` x `height` x `width`, C order.
+    pub attn_highres: Vec<f16>,
+    /// Unrefined CAMs, same shape, when saved.
+    pub highres: Option<Vec<f16>>,
+}
+
+/// A CAM file that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CamIoError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+}
+
+impl CamIoError {
+    fn format(path: &Path, message: impl Into<String>) -> Self {
+        CamIoError::Format { path: path.to_path_buf(), message: message.into() }
+    }
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        CamIoError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// Which CAM array of a file to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CamKind {
+    /// `attn_highres`: after class-aware attention affinity (the reference's default).
+    #[default]
+    AttnHighres,
+    /// `highres`: before refinement.
+    Highres,
+}
+
+impl CamKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CamKind::AttnHighres => "attn_highres",
+            CamKind::Highres => "highres",
+        }
+    }
+}
+
+impl CamFile {
+    /// Number of CAMs (labels of the image).
+    pub fn num_cams(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The requested CAM array, or None when the file lacks it.
+    pub fn cams(&self, kind: CamKind) -> Option<&[f16]> {
+        match kind {
+            CamKind::AttnHighres => Some(&self.attn_highres),
+            CamKind::Highres => self.highres.as_deref(),
+        }
+    }
+
+    /// Checks that the arrays have the shapes the header fields promise.
+    pub fn check_shapes(&self) -> Result<(), String> {
+        let k = self.keys.len();
+        let want = k * self.height * self.width;
+        if self.attn_highres.len() != want {
+            return Err(format!(
+                "attn_highres holds {} values, expected {k} x {} x {}",
+                self.attn_highres.len(),
+                self.height,
+                self.width
+            ));
+        }
+        if let Some(h) = &self.highres {
+            if h.len() != want {
+                return Err(format!("highres holds {} values, expected {k} x {} x {}", h.len(), self.height, self.width));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `path` as an uncompressed `.npz` (like `np.savez`), atomically.
+    pub fn write_npz(&self, path: &Path) -> Result<(), CamIoError> {
+        self.check_shapes().map_err(|m| CamIoError::format(path, m))?;
+        let k = self.keys.len();
+        let mut arrays = vec![
+            ("keys", NdArray { dtype: DType::I64, shape: vec![k], data: self.keys.iter().flat_map(|v| v.to_le_bytes()).collect() }),
+            ("attn_highres", f16_array(&self.attn_highres, k, self.height, self.width)),
+        ];
+        if let Some(h) = &self.highres {
+            arrays.push(("highres", f16_array(h, k, self.height, self.width)));
+        }
+        let mut members = Vec::new();
+        for (name, a) in &arrays {
+            let bytes = clip_es_pickle::encode_npy(a).map_err(|e| CamIoError::format(path, e.to_string()))?;
+            members.push((format!("{name}.npy"), bytes));
+        }
+        let zip_err = |e: zip::result::ZipError| std::io::Error::other(e.to_string());
+        crate::atomic::write_atomic(path, |tmp| -> std::io::Result<()> {
+            let file = std::fs::File::create(tmp)?;
+            let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored)
+                .large_file(members.iter().any(|(_, b)| b.len() >= u32::MAX as usize));
+            for (name, bytes) in &members {
+                zip.start_file(name.as_str(), options).map_err(zip_err)?;
+                zip.write_all(bytes)?;
+            }
+            zip.finish().map_err(zip_err)?.flush()
+        })
+        .map_err(|e| CamIoError::io(path, e))
+    }
+
+    /// Reads a `.npz` written by `write_npz` (or `np.savez` / `np.savez_compressed` with the
+    /// same arrays) or a reference `.npy` dict, chosen by the file's extension.
+    pub fn read(path: &Path) -> Result<CamFile, CamIoError> {
+        let arrays = match path.extension().and_then(|e| e.to_str()) {
+            Some("npz") => read_npz_arrays(path)?,
+            Some("npy") => clip_es_pickle::read_npy_dict(path).map_err(|e| CamIoError::format(path, strip_path(&e.to_string(), path)))?,
+            _ => return Err(CamIoError::format(path, "CAM files must end in .npz or .npy")),
+        };
+        from_arrays(path, arrays)
+    }
+
+    /// The CAM file of `id` in `dir`: `<id>.npz`, else the reference's `<id>.npy`.
+    pub fn locate(dir: &Path, id: &str) -> Result<PathBuf, CamIoError> {
+        let npz = dir.join(format!("{id}.npz"));
+        if npz.is_file() {
+            return Ok(npz);
+        }
+        let npy = dir.join(format!("{id}.npy"));
+        if npy.is_file() {
+            return Ok(npy);
+        }
+        Err(CamIoError::format(&npz, "no CAM file (neither .npz nor .npy)"))
+    }
+}
+
+fn f16_array(v: &[f16], k: usize, h: usize, w: usize) -> NdArray {
+    NdArray { dtype: DType::F16, shape: vec![k, h, w], data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+}
+
+/// Pickle errors already start with the file name; avoid repeating it.
+fn strip_path(message: &str, path: &Path) -> String {
+    let prefix = format!("{}: ", path.display());
+    message.strip_prefix(&prefix).unwrap_or(message).to_string()
+}
+
+fn read_npz_arrays(path: &Path) -> Result<Vec<(String, NdArray)>, CamIoError> {
+    let file = std::fs::File::open(path).map_err(|e| CamIoError::io(path, e))?;
+    let len = file.metadata().map_err(|e| CamIoError::io(path, e))?.len();
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| CamIoError::format(path, format!("not a readable .npz (zip) archive: {e}")))?;
+    let mut arrays = Vec::new();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| CamIoError::format(path, e.to_string()))?;
+        let name = entry.name().map_err(|e| CamIoError::format(path, e.to_string()))?.into_owned();
+        let Some(name) = name.strip_suffix(".npy").map(str::to_string) else { continue };
+        // A corrupt size field must not make us allocate without bound.
+        if entry.size() > len.saturating_mul(1100).max(1 << 20) {
+            return Err(CamIoError::format(path, format!("member {name}.npy claims {} bytes", entry.size())));
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut bytes).map_err(|e| CamIoError::format(path, format!("member {name}.npy: {e}")))?;
+        let label = format!("{}:{name}.npy", path.display());
+        match clip_es_pickle::parse_npy(&bytes, &label).map_err(|e| CamIoError::format(path, e.to_string()))? {
+            clip_es_pickle::NpyContent::Array(a) => arrays.push((name, a)),
+            clip_es_pickle::NpyContent::Object { .. } => {
+                return Err(CamIoError::format(path, format!("member {name}.npy is an object array")))
+            }
+        }
+    }
+    Ok(arrays)
+}
+
+fn from_arrays(path: &Path, arrays: Vec<(String, NdArray)>) -> Result<CamFile, CamIoError> {
+    let get = |name: &str| arrays.iter().find(|(n, _)| n == name).map(|(_, a)| a);
+    let keys = get("keys").ok_or_else(|| CamIoError::format(path, "no `keys` array"))?;
+    if keys.dtype.is_float() || keys.shape.len() != 1 {
+        return Err(CamIoError::format(path, format!("`keys` must be a 1-d integer array, got {} {:?}", keys.dtype, keys.shape)));
+    }
+    let keys = keys.to_i64_vec().map_err(|e| CamIoError::format(path, e.to_string()))?;
+    let cams = |name: &str| -> Result<Option<(Vec<f16>, usize, usize)>, CamIoError> {
+        let Some(a) = get(name) else { return Ok(None) };
+        if a.shape.len() != 3 || a.shape[0] != keys.len() {
+            return Err(CamIoError::format(
+                path,
+                format!("`{name}` has shape {:?}, expected ({}, H, W) for {} keys", a.shape, keys.len(), keys.len()),
+            ));
+        }
+        let v = match a.dtype {
+            DType::F16 => a.to_f16_vec().map_err(|e| CamIoError::format(path, e.to_string()))?,
+            // Other float CAMs are accepted and rounded to float16, the stored precision of
+            // the reference.
+            DType::F32 | DType::F64 | DType::BF16 => a.to_f32_vec().into_iter().map(f16::from_f32).collect(),
+            other => return Err(CamIoError::format(path, format!("`{name}` has dtype {other}, expected float16"))),
+        };
+        Ok(Some((v, a.shape[1], a.shape[2])))
+    };
+    let (attn_highres, height, width) =
+        cams("attn_highres")?.ok_or_else(|| CamIoError::format(path, "no `attn_highres` array"))?;
+    let highres = match cams("highres")? {
+        Some((v, h, w)) if (h, w) == (height, width) => Some(v),
+        Some((_, h, w)) => {
+            return Err(CamIoError::format(path, format!("`highres` is {h}x{w} but `attn_highres` {height}x{width}")))
+        }
+        None => None,
+    };
+    Ok(CamFile { keys, height, width, attn_highres, highres })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CamFile {
+        let (k, h, w) = (2, 3, 4);
+        CamFile {
+            keys: vec![7, 14],
+            height: h,
+            width: w,
+            attn_highres: (0..k * h * w).map(|i| f16::from_f32(i as f32 / 24.0)).collect(),
+            highres: Some((0..k * h * w).map(|i| f16::from_f32(1.0 - i as f32 / 24.0)).collect()),
+        }
+    }
+
+    #[test]
+    fn npz_round_trip() {
+        let dir = std::env::temp_dir().join(format!("clip-es-camio-{}", std::process::id()));
+        let path = dir.join("a.npz");
+        let cam = sample();
+        cam.write_npz(&path).unwrap();
+        assert_eq!(CamFile::read(&path).unwrap(), cam);
+        let mut no_highres = cam.clone();
+        no_highres.highres = None;
+        no_highres.write_npz(&path).unwrap();
+        assert_eq!(CamFile::read(&path).unwrap(), no_highres);
+        assert_eq!(CamFile::locate(&dir, "a").unwrap(), path);
+        assert!(CamFile::locate(&dir, "b").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_shapes_and_files_are_errors() {
+        let dir = std::env::temp_dir().join(format!("clip-es-camio-bad-{}", std::process::id()));
+        let mut cam = sample();
+        cam.attn_highres.pop();
+        assert!(cam.write_npz(&dir.join("x.npz")).is_err());
+        assert!(!dir.join("x.npz").exists());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("y.npz"), b"not a zip").unwrap();
+        let e = CamFile::read(&dir.join("y.npz")).unwrap_err().to_string();
+        assert!(e.contains("y.npz") && e.contains("zip"), "{e}");
+        std::fs::write(dir.join("z.txt"), b"").unwrap();
+        assert!(CamFile::read(&dir.join("z.txt")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reads_a_reference_npy_dict() {
+        let cam = sample();
+        let arrays = vec![
+            ("keys".to_string(), NdArray { dtype: DType::I64, shape: vec![2], data: cam.keys.iter().flat_map(|v| v.to_le_bytes()).collect() }),
+            ("attn_highres".to_string(), f16_array(&cam.attn_highres, 2, 3, 4)),
+        ];
+        let bytes = clip_es_pickle::encode_npy_dict(&arrays).unwrap();
+        let dir = std::env::temp_dir().join(format!("clip-es-camio-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.npy");
+        std::fs::write(&path, bytes).unwrap();
+        let got = CamFile::read(&path).unwrap();
+        assert_eq!(got.keys, cam.keys);
+        assert_eq!(got.attn_highres, cam.attn_highres);
+        assert_eq!(got.highres, None);
+        assert_eq!(CamFile::locate(&dir, "r").unwrap(), path);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

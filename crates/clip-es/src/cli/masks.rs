@@ -1,0 +1,247 @@
+//! `clip-es masks`: CAMs + images -> CRF pseudo masks with confidence (spec section 7,
+//! reference `eval_cam_with_crf.py`). Parallel over images, resumable (finished masks are
+//! skipped), atomic writes; a failing image is reported and skipped, the exit code is 1 if any
+//! image failed.
+
+use clap::ValueEnum;
+use clip_es::cam_io::{CamFile, CamKind};
+use clip_es::masks::{encode_label_png, pseudo_mask, CrfImage, MaskError, MaskOptions};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory of CAM files: <id>.npz (clip-es) or <id>.npy (the reference's dicts)
+    #[arg(long)]
+    cams: PathBuf,
+    /// Directory of the images (<id>.jpg)
+    #[arg(long)]
+    images: PathBuf,
+    /// Split file: one image id per line (first token; COCO-style label columns are ignored)
+    #[arg(long)]
+    split: PathBuf,
+    /// Output directory for the masks (<id>.png: 0 background, class index, 255 not confident)
+    #[arg(long)]
+    out: PathBuf,
+    /// Pixels whose CRF marginal is below this become 255; 0 keeps all pixels
+    #[arg(long, default_value = "0.95", value_parser = parse_threshold)]
+    confidence: f32,
+    /// Image given to the bilateral kernel: the reference's wrapped mean-subtracted BGR bytes,
+    /// or the true RGB colours
+    #[arg(long, value_enum, default_value_t = CrfImageArg::Reference)]
+    crf_image: CrfImageArg,
+    /// Skip the CRF: label = argmax of [1 - max CAM, CAMs], confidence = that score
+    #[arg(long)]
+    no_crf: bool,
+    /// Write indexed PNGs with the VOC colour palette instead of grayscale
+    #[arg(long)]
+    palette: bool,
+    /// Also write the confidence map (float32 <id>.npy, H x W) into this directory
+    #[arg(long)]
+    save_confidence: Option<PathBuf>,
+    /// Which CAMs of the files to use
+    #[arg(long, value_enum, default_value_t = CamKindArg::AttnHighres)]
+    cam_key: CamKindArg,
+    /// Recompute masks that already exist (by default they are skipped)
+    #[arg(long)]
+    overwrite: bool,
+    /// Worker threads (default: all cores)
+    #[arg(long, short)]
+    jobs: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CrfImageArg {
+    Reference,
+    Rgb,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CamKindArg {
+    AttnHighres,
+    Highres,
+}
+
+impl From<CamKindArg> for CamKind {
+    fn from(k: CamKindArg) -> Self {
+        match k {
+            CamKindArg::AttnHighres => CamKind::AttnHighres,
+            CamKindArg::Highres => CamKind::Highres,
+        }
+    }
+}
+
+/// A threshold given in decimal becomes the float32 nearest its float64 value, as numpy does
+/// when comparing a float32 array with a Python float.
+fn parse_threshold(s: &str) -> Result<f32, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{v} is not in [0, 1]"));
+    }
+    Ok(v as f32)
+}
+
+/// Image ids of a split file: the first whitespace-separated token of each non-empty line.
+pub fn read_split(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let ids: Vec<String> = text.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect();
+    if ids.is_empty() {
+        anyhow::bail!("{}: no image ids", path.display());
+    }
+    Ok(ids)
+}
+
+/// The rayon pool for `--jobs`.
+pub fn thread_pool(jobs: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(j) = jobs {
+        anyhow::ensure!(j > 0, "--jobs must be at least 1");
+        b = b.num_threads(j);
+    }
+    Ok(b.build()?)
+}
+
+/// A progress bar on stderr (drawn only on a terminal).
+pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})")
+            .expect("valid template"),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// The image file of `id`: `<id>.jpg`, else another usual extension.
+fn locate_image(dir: &Path, id: &str) -> PathBuf {
+    let jpg = dir.join(format!("{id}.jpg"));
+    if jpg.is_file() {
+        return jpg;
+    }
+    for ext in ["jpeg", "JPG", "JPEG", "png", "PNG"] {
+        let p = dir.join(format!("{id}.{ext}"));
+        if p.is_file() {
+            return p;
+        }
+    }
+    jpg
+}
+
+enum Outcome {
+    Written,
+    Skipped,
+}
+
+struct Job {
+    cams: PathBuf,
+    images: PathBuf,
+    out: PathBuf,
+    confidence_out: Option<PathBuf>,
+    palette: bool,
+    overwrite: bool,
+    options: MaskOptions,
+}
+
+impl Job {
+    fn process(&self, id: &str) -> Result<Outcome, MaskError> {
+        let mask_path = self.out.join(format!("{id}.png"));
+        let conf_path = self.confidence_out.as_ref().map(|d| d.join(format!("{id}.npy")));
+        if !self.overwrite && mask_path.is_file() && conf_path.as_ref().is_none_or(|p| p.is_file()) {
+            return Ok(Outcome::Skipped);
+        }
+        let cam_path = CamFile::locate(&self.cams, id)?;
+        let cam = CamFile::read(&cam_path)?;
+        let image = clip_es_image::load_rgb(&locate_image(&self.images, id))?;
+        let mask = pseudo_mask(&cam, &cam_path, &image, &self.options)?;
+        let png = encode_label_png(&mask.labels, mask.width, mask.height, self.palette)
+            .map_err(|e| MaskError::invalid(&mask_path, format!("PNG encoding: {e}")))?;
+        // The mask is written last: its presence marks the image as done.
+        if let Some(p) = &conf_path {
+            let arr = clip_es_pickle::NdArray {
+                dtype: clip_es_pickle::DType::F32,
+                shape: vec![mask.height, mask.width],
+                data: mask.confidence.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            };
+            let bytes = clip_es_pickle::encode_npy(&arr).map_err(|e| MaskError::invalid(p, e.to_string()))?;
+            clip_es::atomic::write_bytes_atomic(p, &bytes).map_err(|source| MaskError::Io { path: p.clone(), source })?;
+        }
+        if let Err(source) = clip_es::atomic::write_bytes_atomic(&mask_path, &png) {
+            if let Some(p) = &conf_path {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(MaskError::Io { path: mask_path, source });
+        }
+        Ok(Outcome::Written)
+    }
+}
+
+pub fn run(args: Args) -> ExitCode {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
+    let ids = read_split(&args.split)?;
+    anyhow::ensure!(args.cams.is_dir(), "{}: not a directory", args.cams.display());
+    anyhow::ensure!(args.images.is_dir(), "{}: not a directory", args.images.display());
+    std::fs::create_dir_all(&args.out).map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    if let Some(d) = &args.save_confidence {
+        std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
+    }
+    let job = Job {
+        cams: args.cams,
+        images: args.images,
+        out: args.out,
+        confidence_out: args.save_confidence,
+        palette: args.palette,
+        overwrite: args.overwrite,
+        options: MaskOptions {
+            confidence: args.confidence,
+            crf_image: match args.crf_image {
+                CrfImageArg::Reference => CrfImage::Reference,
+                CrfImageArg::Rgb => CrfImage::Rgb,
+            },
+            use_crf: !args.no_crf,
+            cam_kind: args.cam_key.into(),
+            ..MaskOptions::default()
+        },
+    };
+    let pool = thread_pool(args.jobs)?;
+    let pb = progress_bar(ids.len(), "masks");
+    let results: Vec<(String, Result<Outcome, MaskError>)> = pool.install(|| {
+        ids.par_iter()
+            .map(|id| {
+                let r = job.process(id);
+                if let Err(e) = &r {
+                    pb.suspend(|| eprintln!("{id}: {e}"));
+                }
+                pb.inc(1);
+                (id.clone(), r)
+            })
+            .collect()
+    });
+    pb.finish_and_clear();
+    let written = results.iter().filter(|(_, r)| matches!(r, Ok(Outcome::Written))).count();
+    let skipped = results.iter().filter(|(_, r)| matches!(r, Ok(Outcome::Skipped))).count();
+    let failed: Vec<_> = results.iter().filter_map(|(id, r)| r.as_ref().err().map(|e| (id, e))).collect();
+    eprintln!(
+        "{} images: {written} masks written, {skipped} already present, {} failed",
+        ids.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("failed images:");
+    for (id, e) in &failed {
+        eprintln!("  {id}: {e}");
+    }
+    Ok(ExitCode::from(1))
+}

@@ -1,0 +1,384 @@
+//! Pseudo masks with confidence (spec section 7; reference `eval_cam_with_crf.py`): CAMs plus
+//! background score -> dense CRF -> label map, pixels whose CRF marginal is below the
+//! confidence threshold set to 255 (ignored by the segmentation loss: the paper's
+//! confidence-guided loss). Also the label PNG format shared with the evaluator.
+//!
+//! Reference behaviour reproduced by default:
+//! - the CAMs are float16 and numpy evaluates `bg = (1 - max_k cam_k) ** 1` and
+//!   `unary_from_softmax` (`-log(clip(p, 1e-5, 1))`) in float16 (`clip_es_crf::unary`);
+//! - the image given to the bilateral kernel is the BGR image minus the mean
+//!   (104.008, 116.669, 122.675) cast to uint8: numpy's float32 -> uint8 cast on x86-64
+//!   truncates toward zero and wraps modulo 256 (checked: -104.008 -> 152), channels in B, G, R
+//!   order; `CrfImage::Rgb` gives the true colours instead;
+//! - CRF: Potts Gaussian (sxy 1, weight 3) and bilateral (sxy 67, srgb 3, weight 4) kernels,
+//!   10 mean-field iterations; label = first maximum of the marginals, mapped through `keys`;
+//!   the threshold compares the float32 marginal with the float32 nearest the threshold (numpy
+//!   casts the Python float to the array's dtype).
+
+use crate::cam_io::{CamFile, CamIoError, CamKind};
+use clip_es_crf::{unary_from_f16_probabilities, Compatibility, DenseCrf, PairwiseKernel};
+use clip_es_image::Rgb8Image;
+use half::f16;
+use std::path::{Path, PathBuf};
+
+/// The reference's BGR mean, subtracted before the wrapping uint8 cast.
+pub const MEAN_BGR: [f64; 3] = [104.008, 116.669, 122.675];
+
+/// Which image the bilateral kernel sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CrfImage {
+    /// The reference's: BGR minus the mean, wrapped to uint8.
+    #[default]
+    Reference,
+    /// The true RGB colours.
+    Rgb,
+}
+
+/// Dense CRF settings (the reference's `DenseCRF(iter_max=10, pos_w=3, pos_xy_std=1, bi_w=4,
+/// bi_xy_std=67, bi_rgb_std=3)`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrfParams {
+    pub iterations: usize,
+    pub gaussian_sxy: f32,
+    pub gaussian_weight: f32,
+    pub bilateral_sxy: f32,
+    pub bilateral_srgb: f32,
+    pub bilateral_weight: f32,
+}
+
+impl Default for CrfParams {
+    fn default() -> Self {
+        CrfParams {
+            iterations: 10,
+            gaussian_sxy: 1.0,
+            gaussian_weight: 3.0,
+            bilateral_sxy: 67.0,
+            bilateral_srgb: 3.0,
+            bilateral_weight: 4.0,
+        }
+    }
+}
+
+/// How pseudo masks are made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskOptions {
+    /// Pixels whose confidence is below this become 255 (0 keeps every pixel).
+    pub confidence: f32,
+    pub crf_image: CrfImage,
+    /// Without the CRF the label is the argmax of [bg, CAMs] and the confidence that score.
+    pub use_crf: bool,
+    pub crf: CrfParams,
+    pub cam_kind: CamKind,
+}
+
+impl Default for MaskOptions {
+    fn default() -> Self {
+        MaskOptions {
+            confidence: 0.95,
+            crf_image: CrfImage::Reference,
+            use_crf: true,
+            crf: CrfParams::default(),
+            cam_kind: CamKind::AttnHighres,
+        }
+    }
+}
+
+/// A pseudo mask: class per pixel (0 background, key + 1 for a CAM, 255 not confident) and the
+/// confidence (the CRF marginal of the chosen label), row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PseudoMask {
+    pub width: usize,
+    pub height: usize,
+    pub labels: Vec<u8>,
+    pub confidence: Vec<f32>,
+}
+
+/// Why an image's mask could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum MaskError {
+    #[error(transparent)]
+    Cam(#[from] CamIoError),
+    #[error("{0}")]
+    Image(#[from] clip_es_image::ImageError),
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl MaskError {
+    pub fn invalid(path: &Path, message: impl Into<String>) -> Self {
+        MaskError::Invalid { path: path.to_path_buf(), message: message.into() }
+    }
+}
+
+/// The 3-channel 8-bit image (interleaved) that the bilateral kernel is built from.
+pub fn crf_input_image(image: &Rgb8Image, mode: CrfImage) -> Vec<u8> {
+    match mode {
+        CrfImage::Rgb => image.data.clone(),
+        CrfImage::Reference => {
+            // Channel c of the output is BGR channel c: B, G, R = RGB channels 2, 1, 0.
+            let lut: Vec<[u8; 256]> = (0..3).map(|c| wrapped_mean_lut(MEAN_BGR[c])).collect();
+            let mut out = Vec::with_capacity(image.data.len());
+            for px in image.data.chunks_exact(3) {
+                out.push(lut[0][px[2] as usize]);
+                out.push(lut[1][px[1] as usize]);
+                out.push(lut[2][px[0] as usize]);
+            }
+            out
+        }
+    }
+}
+
+/// `np.float32(v) - mean` (computed in float64 as numpy does for a float64 operand, stored as
+/// float32), then numpy's x86-64 float32 -> uint8 cast: truncation toward zero, wrapped mod 256.
+fn wrapped_mean_lut(mean: f64) -> [u8; 256] {
+    let mut lut = [0u8; 256];
+    for (v, out) in lut.iter_mut().enumerate() {
+        let x = (v as f64 - mean) as f32;
+        *out = (x.trunc() as i64).rem_euclid(256) as u8;
+    }
+    lut
+}
+
+/// `[bg, cam_1, ..., cam_K]` as the reference builds them in float16: `bg = 1 - max_k cam_k`
+/// (raised to the power 1, a no-op), label-major (K+1) x N.
+pub fn probabilities_with_background(cams: &[f16], n_pixels: usize) -> Vec<f16> {
+    let k = cams.len() / n_pixels;
+    let mut out = Vec::with_capacity((k + 1) * n_pixels);
+    out.extend((0..n_pixels).map(|i| {
+        let mut mx = cams[i].to_f32();
+        for c in 1..k {
+            mx = mx.max(cams[c * n_pixels + i].to_f32());
+        }
+        f16::from_f32(1.0 - mx)
+    }));
+    out.extend_from_slice(cams);
+    out
+}
+
+/// Checks a CAM file against its image and returns the CAM array to use.
+fn checked_cams<'a>(cam: &'a CamFile, cam_path: &Path, width: usize, height: usize, kind: CamKind) -> Result<&'a [f16], MaskError> {
+    cam.check_shapes().map_err(|m| MaskError::invalid(cam_path, m))?;
+    if cam.keys.is_empty() {
+        return Err(MaskError::invalid(cam_path, "no CAMs (the image has no labels)"));
+    }
+    if let Some(k) = cam.keys.iter().find(|&&k| !(0..=253).contains(&k)) {
+        return Err(MaskError::invalid(cam_path, format!("class key {k} outside 0..=253")));
+    }
+    if (cam.width, cam.height) != (width, height) {
+        return Err(MaskError::invalid(
+            cam_path,
+            format!("CAMs are {}x{} but the image is {width}x{height}", cam.width, cam.height),
+        ));
+    }
+    let cams = cam
+        .cams(kind)
+        .ok_or_else(|| MaskError::invalid(cam_path, format!("no `{}` array", kind.name())))?;
+    if let Some(i) = cams.iter().position(|v| !v.is_finite()) {
+        let n = width * height;
+        return Err(MaskError::invalid(
+            cam_path,
+            format!("{} of CAM {} at pixel ({}, {}) is {}", kind.name(), i / n, i % n % width, i % n / width, cams[i]),
+        ));
+    }
+    Ok(cams)
+}
+
+/// Makes the pseudo mask of one image from its CAMs.
+pub fn pseudo_mask(cam: &CamFile, cam_path: &Path, image: &Rgb8Image, options: &MaskOptions) -> Result<PseudoMask, MaskError> {
+    let (w, h) = (image.width as usize, image.height as usize);
+    let cams = checked_cams(cam, cam_path, w, h, options.cam_kind)?;
+    let n = w * h;
+    let probs = probabilities_with_background(cams, n);
+    let m = cam.keys.len() + 1;
+    let (best, confidence): (Vec<usize>, Vec<f32>) = if options.use_crf {
+        let p = &options.crf;
+        let crf_err = |e: clip_es_crf::CrfError| MaskError::invalid(cam_path, format!("CRF: {e}"));
+        let rgb = crf_input_image(image, options.crf_image);
+        let mut crf = DenseCrf::new(n, m).map_err(crf_err)?;
+        crf.set_unary_label_major(&unary_from_f16_probabilities(&probs)).map_err(crf_err)?;
+        crf.add_pairwise(PairwiseKernel::gaussian(w, h, p.gaussian_sxy, Compatibility::Potts(p.gaussian_weight)).map_err(crf_err)?)
+            .map_err(crf_err)?;
+        crf.add_pairwise(
+            PairwiseKernel::bilateral(w, h, p.bilateral_sxy, p.bilateral_srgb, &rgb, Compatibility::Potts(p.bilateral_weight))
+                .map_err(crf_err)?,
+        )
+        .map_err(crf_err)?;
+        crf.inference(p.iterations).map_err(crf_err)?.argmax().into_iter().unzip()
+    } else {
+        (0..n)
+            .map(|i| {
+                let mut best = 0;
+                for l in 1..m {
+                    if probs[l * n + i].to_f32() > probs[best * n + i].to_f32() {
+                        best = l;
+                    }
+                }
+                (best, probs[best * n + i].to_f32())
+            })
+            .unzip()
+    };
+    let labels = best
+        .iter()
+        .zip(&confidence)
+        .map(|(&l, &c)| {
+            if c < options.confidence {
+                255
+            } else if l == 0 {
+                0
+            } else {
+                (cam.keys[l - 1] + 1) as u8
+            }
+        })
+        .collect();
+    Ok(PseudoMask { width: w, height: h, labels, confidence })
+}
+
+/// The PASCAL VOC colour map (`bitget` construction), 256 RGB entries: 0 black, 255 cream.
+pub fn voc_palette() -> Vec<u8> {
+    let mut pal = Vec::with_capacity(768);
+    for i in 0..256u32 {
+        let (mut r, mut g, mut b) = (0u8, 0u8, 0u8);
+        let mut c = i;
+        for j in 0..8 {
+            r |= (((c >> 0) & 1) as u8) << (7 - j);
+            g |= (((c >> 1) & 1) as u8) << (7 - j);
+            b |= (((c >> 2) & 1) as u8) << (7 - j);
+            c >>= 3;
+        }
+        pal.extend_from_slice(&[r, g, b]);
+    }
+    pal
+}
+
+/// Encodes an 8-bit label map as a PNG: grayscale (what `cv2.imwrite` writes for the
+/// reference's masks) or indexed with the VOC palette.
+pub fn encode_label_png(labels: &[u8], width: usize, height: usize, palette: bool) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, width as u32, height as u32);
+        enc.set_depth(png::BitDepth::Eight);
+        if palette {
+            enc.set_color(png::ColorType::Indexed);
+            enc.set_palette(voc_palette());
+        } else {
+            enc.set_color(png::ColorType::Grayscale);
+        }
+        let mut writer = enc.write_header()?;
+        writer.write_image_data(labels)?;
+        writer.finish()?;
+    }
+    Ok(out)
+}
+
+/// An 8-bit label map read from a PNG.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelMap {
+    pub width: usize,
+    pub height: usize,
+    pub labels: Vec<u8>,
+}
+
+/// Reads a label PNG as PIL's `np.array(Image.open(path))` does for VOC files: the palette
+/// indices of an indexed PNG (any bit depth) or the values of a grayscale PNG of at most 8 bits.
+/// Colour, 16-bit and alpha PNGs are errors.
+pub fn read_label_png(path: &Path) -> Result<LabelMap, MaskError> {
+    let file = std::fs::File::open(path).map_err(|source| MaskError::Io { path: path.to_path_buf(), source })?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let bad = |e: png::DecodingError| MaskError::invalid(path, format!("not a readable PNG: {e}"));
+    let mut reader = decoder.read_info().map_err(bad)?;
+    let (color, depth) = reader.output_color_type();
+    match color {
+        png::ColorType::Indexed | png::ColorType::Grayscale => {}
+        other => {
+            return Err(MaskError::invalid(
+                path,
+                format!("{other:?} PNG ({} channels); a label map must be a palette or single-channel PNG", other.samples()),
+            ))
+        }
+    }
+    let bits = match depth {
+        png::BitDepth::One => 1,
+        png::BitDepth::Two => 2,
+        png::BitDepth::Four => 4,
+        png::BitDepth::Eight => 8,
+        png::BitDepth::Sixteen => return Err(MaskError::invalid(path, "16-bit PNG; label maps are 8-bit")),
+    };
+    let size = reader.output_buffer_size().ok_or_else(|| MaskError::invalid(path, "PNG too large"))?;
+    let mut buf = vec![0u8; size];
+    let info = reader.next_frame(&mut buf).map_err(bad)?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut labels = Vec::with_capacity(w * h);
+    for row in buf.chunks(info.line_size).take(h) {
+        if bits == 8 {
+            labels.extend_from_slice(&row[..w]);
+        } else {
+            let per_byte = 8 / bits;
+            let mask = (1u8 << bits) - 1;
+            for x in 0..w {
+                let byte = row[x / per_byte];
+                let shift = 8 - bits * (x % per_byte + 1);
+                let v = (byte >> shift) & mask;
+                // PIL reads 2- and 4-bit grayscale as "L", scaled to 0..255; 1-bit as "1", whose
+                // array is boolean (0 / 1); palette indices stay as they are.
+                let scaled = color == png::ColorType::Grayscale && bits > 1;
+                labels.push(if scaled { v * (255 / mask) } else { v });
+            }
+        }
+    }
+    Ok(LabelMap { width: w, height: h, labels })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_subtraction_wraps_like_numpy() {
+        // Values checked against numpy 2.4 on x86-64: (v - mean).astype(float32).astype(uint8).
+        let b = wrapped_mean_lut(MEAN_BGR[0]);
+        assert_eq!((b[0], b[1], b[104], b[105], b[255]), (152, 153, 0, 0, 150));
+        let r = wrapped_mean_lut(MEAN_BGR[2]);
+        assert_eq!((r[0], r[122], r[123], r[255]), (134, 0, 0, 132));
+        let img = Rgb8Image { width: 1, height: 1, data: vec![0, 0, 255] };
+        assert_eq!(crf_input_image(&img, CrfImage::Reference), vec![b[255], 140, 134]);
+        assert_eq!(crf_input_image(&img, CrfImage::Rgb), vec![0, 0, 255]);
+    }
+
+    #[test]
+    fn background_is_one_minus_max_in_f16() {
+        let cams: Vec<f16> = [0.25f32, 0.9, 0.5, 0.1].iter().map(|&v| f16::from_f32(v)).collect();
+        let p = probabilities_with_background(&cams, 2);
+        assert_eq!(p[0], f16::from_f32(0.5));
+        assert_eq!(p[1], f16::from_f32(1.0 - f16::from_f32(0.9).to_f32()));
+        assert_eq!(&p[2..], &cams[..]);
+    }
+
+    #[test]
+    fn palette_matches_voc() {
+        let p = voc_palette();
+        assert_eq!(&p[0..3], &[0, 0, 0]);
+        assert_eq!(&p[3..6], &[128, 0, 0]);
+        assert_eq!(&p[15 * 3..15 * 3 + 3], &[192, 128, 128]);
+        assert_eq!(&p[255 * 3..], &[224, 224, 192]);
+    }
+
+    #[test]
+    fn label_png_round_trip() {
+        let dir = std::env::temp_dir().join(format!("clip-es-masks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let labels: Vec<u8> = (0..35).map(|i| if i % 7 == 0 { 255 } else { (i % 21) as u8 }).collect();
+        for palette in [false, true] {
+            let f = dir.join(format!("m{palette}.png"));
+            std::fs::write(&f, encode_label_png(&labels, 7, 5, palette).unwrap()).unwrap();
+            let got = read_label_png(&f).unwrap();
+            assert_eq!((got.width, got.height), (7, 5));
+            assert_eq!(got.labels, labels);
+        }
+        std::fs::write(dir.join("bad.png"), b"\x89PNG\r\n\x1a\nxxxx").unwrap();
+        assert!(read_label_png(&dir.join("bad.png")).unwrap_err().to_string().contains("bad.png"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
