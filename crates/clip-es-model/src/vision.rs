@@ -82,6 +82,9 @@ pub struct GradCamOutput {
     /// Head-averaged attention of blocks `keep_attention_from..layers`, the last one from the
     /// gradient pass (tokens x tokens each).
     pub attention: Vec<Vec<f32>>,
+    /// Seconds spent in the forward pass and in the backward passes.
+    pub forward_seconds: f64,
+    pub backward_seconds: f64,
 }
 
 impl VisionTransformer {
@@ -255,6 +258,7 @@ impl VisionTransformer {
         let patches = tokens - 1;
         let layers = self.blocks.len();
 
+        let start = std::time::Instant::now();
         let mut x = self.embed(pixels, height, width, opts.round_pos_embed_f16)?;
         let mut attention = self.run_blocks(&mut x, tokens, layers - 1, opts.keep_attention_from);
         let last = &self.blocks[layers - 1];
@@ -277,7 +281,9 @@ impl VisionTransformer {
             .collect();
         let mut probabilities: Vec<f32> = text.iter().map(|t| logit_scale * dot(&zn, t)).collect();
         kernels::softmax_inplace(&mut probabilities);
+        let forward_seconds = start.elapsed().as_secs_f64();
 
+        let start = std::time::Instant::now();
         let channel_weights = targets
             .iter()
             .map(|&k| {
@@ -311,8 +317,18 @@ impl VisionTransformer {
             })
             .collect();
 
+        let backward_seconds = start.elapsed().as_secs_f64();
         let activation = cache.ln_1_out[d..].to_vec();
-        Ok(GradCamOutput { grid_h: gh, grid_w: gw, activation, channel_weights, probabilities, attention })
+        Ok(GradCamOutput {
+            grid_h: gh,
+            grid_w: gw,
+            activation,
+            channel_weights,
+            probabilities,
+            attention,
+            forward_seconds,
+            backward_seconds,
+        })
     }
 }
 

@@ -66,7 +66,10 @@ pub struct ImageCams {
 /// Seconds spent in each stage of one image.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageTimes {
-    pub model: f64,
+    /// The image tower up to the softmax.
+    pub forward: f64,
+    /// The GradCAM backward passes through the last block.
+    pub backward: f64,
     pub affinity: f64,
     pub resize: f64,
 }
@@ -96,7 +99,6 @@ pub fn image_cams(
     opts: &CamOptions,
 ) -> Result<(ImageCams, StageTimes), clip_es_model::ModelError> {
     let mut times = StageTimes::default();
-    let t = Instant::now();
     let layers = model.blocks.len();
     let vopts = VisionOptions {
         keep_attention_from: layers.saturating_sub(opts.attention_blocks),
@@ -105,7 +107,8 @@ pub fn image_cams(
     let rows = classifier.rows_for(labels);
     let targets: Vec<usize> = (0..labels.len()).collect();
     let g = model.softmax_gradcam(pixels, in_h, in_w, &rows, classifier.logit_scale, &targets, vopts)?;
-    times.model = t.elapsed().as_secs_f64();
+    times.forward = g.forward_seconds;
+    times.backward = g.backward_seconds;
 
     let t = Instant::now();
     let (gh, gw) = (g.grid_h, g.grid_w);
@@ -133,4 +136,32 @@ pub fn image_cams(
     let unrefined = opts.unrefined.then(|| upsample(&cams));
     times.resize = t.elapsed().as_secs_f64();
     Ok((ImageCams { height: orig_h, width: orig_w, refined, unrefined, probabilities: g.probabilities }, times))
+}
+
+impl TextClassifier {
+    /// Builds the classifier as the reference's `zeroshot_classifier`: for each name, every
+    /// template filled in, encoded, L2-normalised, averaged over templates, normalised again.
+    pub fn build(clip: &clip_es_model::Clip, class_names: &[String], background: &[String], templates: &[String]) -> Result<Self, clip_es_model::ClipError> {
+        let e = clip.config.embed_dim;
+        let embed = |names: &[String]| -> Result<Vec<f32>, clip_es_model::ClipError> {
+            let texts: Vec<String> = names.iter().flat_map(|n| templates.iter().map(move |t| t.replace("{}", n))).collect();
+            let feats = if texts.is_empty() { vec![] } else { clip.encode_texts(&texts)? };
+            let mut out = Vec::with_capacity(names.len() * e);
+            for group in feats.chunks(templates.len()) {
+                let mut mean = vec![0f32; e];
+                for f in group {
+                    let n = f.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    for (m, v) in mean.iter_mut().zip(f) {
+                        *m += v / n;
+                    }
+                }
+                let k = group.len() as f32;
+                mean.iter_mut().for_each(|m| *m /= k);
+                let n = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
+                out.extend(mean.iter().map(|v| v / n));
+            }
+            Ok(out)
+        };
+        Ok(TextClassifier { embed_dim: e, classes: embed(class_names)?, background: embed(background)?, logit_scale: clip.logit_scale })
+    }
 }
