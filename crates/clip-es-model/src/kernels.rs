@@ -512,24 +512,18 @@ pub fn attention_forward(qkv: &[f32], shape: AttentionShape, causal: bool, keep:
         }
         KeepProbs::HeadMean(mean) => {
             assert_eq!(mean.len(), n * n);
-            let sum = (0..heads)
-                .into_par_iter()
-                .fold(
-                    || (vec![0f32; n * n], vec![0f32; n * n]),
-                    |(mut acc, mut p), h| {
-                        run_head(h, &mut p);
-                        add_assign(&mut acc, &p);
-                        (acc, p)
-                    },
-                )
-                .map(|(acc, _)| acc)
-                .reduce_with(|mut a, b| {
-                    add_assign(&mut a, &b);
-                    a
-                })
-                .expect("at least one head");
-            mean.copy_from_slice(&sum);
-            scale_inplace(mean, 1.0 / heads as f32);
+            // Every head into its own slot, then a fixed-order sum: the result must not depend
+            // on how rayon happens to schedule the heads (reruns give identical files).
+            let mut all = vec![0f32; heads * n * n];
+            all.par_chunks_mut(n * n).enumerate().for_each(|(h, p)| run_head(h, p));
+            let inv = 1.0 / heads as f32;
+            mean.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+                row.copy_from_slice(&all[i * n..(i + 1) * n]);
+                for h in 1..heads {
+                    add_assign(row, &all[h * n * n + i * n..h * n * n + (i + 1) * n]);
+                }
+                scale_inplace(row, inv);
+            });
         }
         KeepProbs::None => {
             (0..heads).into_par_iter().for_each_init(|| vec![0f32; n * n], |p, h| run_head(h, p));

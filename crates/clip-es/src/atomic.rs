@@ -13,6 +13,32 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }
 
+/// Removes the temporary files that interrupted writers of `finals` (final paths, all in one
+/// directory) left behind. Only call it for outputs no other live process is writing (e.g. the
+/// ids of this process's own shard). Returns how many were removed.
+pub fn remove_stale_partials<'a>(dir: &Path, finals: impl IntoIterator<Item = &'a Path>) -> io::Result<usize> {
+    let names: std::collections::HashSet<String> =
+        finals.into_iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+    let mut removed = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // `.{final}.{pid}.partial`
+        let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".partial")) else { continue };
+        let Some((final_name, pid)) = inner.rsplit_once('.') else { continue };
+        if pid.chars().all(|c| c.is_ascii_digit()) && names.contains(final_name) {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// Writes `path` atomically: `write` receives the temporary path to create, and the file is
 /// renamed into place only if it returns `Ok`. On error the temporary file is removed.
 pub fn write_atomic<T, E>(path: &Path, write: impl FnOnce(&Path) -> Result<T, E>) -> Result<T, E>
@@ -59,6 +85,22 @@ mod tests {
         assert!(!temp_path(&target).exists());
         write_bytes_atomic(&target, b"whole").unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"whole");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stale_partials_of_given_outputs_are_removed() {
+        let dir = std::env::temp_dir().join(format!("clip-es-stale-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mine = dir.join("a.npz");
+        let other = dir.join("b.npz");
+        fs::write(dir.join(".a.npz.123.partial"), b"x").unwrap();
+        fs::write(dir.join(".b.npz.123.partial"), b"x").unwrap();
+        fs::write(dir.join(".a.npz.notapid.partial"), b"x").unwrap();
+        assert_eq!(remove_stale_partials(&dir, [mine.as_path()]).unwrap(), 1);
+        assert!(!dir.join(".a.npz.123.partial").exists());
+        assert!(dir.join(".b.npz.123.partial").exists(), "{}", other.display());
+        assert!(dir.join(".a.npz.notapid.partial").exists());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -169,6 +169,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     if todo.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
+    // Partial files of a killed earlier run of these images (only this shard writes them).
+    let finals: Vec<PathBuf> = todo.iter().map(|id| out_path(id)).collect();
+    clip_es::atomic::remove_stale_partials(&args.out, finals.iter().map(PathBuf::as_path))
+        .with_context(|| format!("cleaning {}", args.out.display()))?;
 
     let t = Instant::now();
     let clip = Clip::load(&args.model)?;
