@@ -131,19 +131,19 @@ impl LabelSource {
     pub fn sample(&self, id: &str, images: &Path, classes: &ClassSet) -> Result<Sample, String> {
         let raw: Vec<String> = match self {
             LabelSource::VocAnnotations(dir) => voc_object_names(&dir.join(format!("{id}.xml")))?,
-            LabelSource::Listed(map) => map.get(id).cloned().ok_or_else(|| format!("`{id}` has no entry in the label file"))?,
+            LabelSource::Listed(map) => map.get(id).cloned().ok_or_else(|| "no entry in the label file".to_string())?,
         };
         let mut labels = Vec::new();
         for name in &raw {
             let c = classes.resolve(name).ok_or_else(|| {
-                format!("`{id}`: unknown class `{name}` (not a class name or an index below {})", classes.names.len())
+                format!("unknown class `{name}` (not a class name or an index below {})", classes.names.len())
             })?;
             if !labels.contains(&c) {
                 labels.push(c);
             }
         }
         if labels.is_empty() {
-            return Err(format!("`{id}` has no image-level labels"));
+            return Err("no image-level labels".to_string());
         }
         Ok(Sample { id: id.to_string(), image: image_path(images, id)?, labels })
     }

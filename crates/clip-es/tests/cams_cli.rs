@@ -151,7 +151,7 @@ fn bad_inputs_fail_per_image_and_the_run_goes_on() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     check_file(&d.join("out/good.npz"), &[7], (300, 451));
-    assert!(err.contains("7 images failed"), "{err}");
+    assert!(err.contains("7 image(s) failed"), "{err}");
     for (id, why) in [
         ("missing", "no image file"),
         ("corrupt", "corrupt.jpg"),

@@ -211,7 +211,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    eprintln!("{} images written to {}", totals.images, args.out.display());
+    eprintln!("{} image(s) written to {}", totals.images, args.out.display());
     totals.report();
     if let Some(path) = &args.report {
         let report = serde_json::json!({
@@ -226,7 +226,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("{} images failed:", failures.len());
+        eprintln!("{} image(s) failed:", failures.len());
         for (id, e) in &failures {
             eprintln!("  {id}: {e}");
         }

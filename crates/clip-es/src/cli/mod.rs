@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand, each with its clap `Args` and `run`.
 
+mod bench;
 mod cams;
 mod eval;
 mod masks;
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// CAMs (Softmax-GradCAM + class-aware attention affinity) for a dataset
     Cams(cams::Args),
+    /// Speed of the image tower next to the machine's matmul speed
+    Bench(bench::Args),
     /// Pseudo masks from CAMs with the dense CRF and a confidence threshold
     Masks(masks::Args),
     /// mIoU of CAMs or masks against ground truth
@@ -28,6 +31,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Cams(a) => cams::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Masks(a) => masks::run(a),
         Command::Eval(a) => eval::run(a),
     }
