@@ -103,6 +103,23 @@ pub fn matmul(
     b: MatRef,
     par: Option<gemm::Parallelism>,
 ) {
+    matmul_scaled(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, par)
+}
+
+/// [`matmul`] with the product scaled: `dst = alpha * dst + scale * a * b`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_scaled(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: MatRef,
+    b: MatRef,
+    scale: f32,
+    par: Option<gemm::Parallelism>,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -127,7 +144,7 @@ pub fn matmul(
             b.cs as isize,
             b.rs as isize,
             if accumulate { 1.0 } else { 0.0 },
-            1.0,
+            scale,
             false,
             false,
             false,
@@ -492,10 +509,9 @@ pub fn attention_forward(qkv: &[f32], shape: AttentionShape, causal: bool, keep:
         let q = MatRef::rows(qkv, 3 * d).offset(h * hd);
         let k = MatRef::transposed(qkv, 3 * d).offset(d + h * hd);
         let v = MatRef::rows(qkv, 3 * d).offset(2 * d + h * hd);
-        matmul(n, n, hd, p, n, false, q, k, Some(gemm::Parallelism::None));
+        matmul_scaled(n, n, hd, p, n, false, q, k, scale, Some(gemm::Parallelism::None));
         for (i, row) in p.chunks_exact_mut(n).enumerate() {
             let valid = if causal { i + 1 } else { n };
-            scale_inplace(&mut row[..valid], scale);
             softmax_inplace(&mut row[..valid]);
             row[valid..].fill(0.0);
         }
