@@ -4,6 +4,7 @@ mod bench;
 mod cams;
 mod eval;
 mod masks;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -17,21 +18,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole pipeline: cams, masks, and with --gt the evaluation of both
+    Run(run::Args),
     /// CAMs (Softmax-GradCAM + class-aware attention affinity) for a dataset
     Cams(cams::Args),
-    /// Speed of the image tower next to the machine's matmul speed
-    Bench(bench::Args),
     /// Pseudo masks from CAMs with the dense CRF and a confidence threshold
     Masks(masks::Args),
     /// mIoU of CAMs or masks against ground truth
     Eval(eval::Args),
+    /// Speed of the image tower next to the machine's matmul speed
+    Bench(bench::Args),
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    execute(Cli::parse())
+}
+
+/// Runs a command line (without the program name), as `clip-es run` does for each stage.
+fn dispatch(args: Vec<std::ffi::OsString>) -> ExitCode {
+    match Cli::try_parse_from(std::iter::once(std::ffi::OsString::from("clip-es")).chain(args)) {
+        Ok(cli) => execute(cli),
+        Err(e) => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn execute(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Cams(a) => cams::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Run(a) => run::run(a),
         Command::Masks(a) => masks::run(a),
         Command::Eval(a) => eval::run(a),
     }
