@@ -168,49 +168,49 @@ impl PairwiseKernel {
                 out.len()
             )));
         }
-        let pre = matches!(self.normalization, Normalization::Symmetric | Normalization::Before);
-        let post = matches!(self.normalization, Normalization::Symmetric | Normalization::After);
-        let KernelScratch { scaled, lattice, .. } = scratch;
-        let input = if pre {
-            scaled.clear();
-            for (p, &s) in q.chunks_exact(n_labels).zip(&self.norm) {
-                scaled.extend(p.iter().map(|&v| v * s));
+        let post = self.post_scale();
+        self.lattice.filter_map(q, n_labels, self.pre_scale(), false, &mut scratch.lattice, |i, v| {
+            let o = &mut out[i * n_labels..(i + 1) * n_labels];
+            match post {
+                Some(s) => o.iter_mut().zip(v).for_each(|(o, &x)| *o = x * s[i]),
+                None => o.copy_from_slice(v),
             }
-            &scaled[..]
-        } else {
-            q
-        };
-        self.lattice.filter_with_scratch(input, n_labels, out, false, lattice)?;
-        if post {
-            for (p, &s) in out.chunks_exact_mut(n_labels).zip(&self.norm) {
-                for v in p {
-                    *v *= s;
-                }
-            }
-        }
-        Ok(())
+        })
+    }
+
+    /// densecrf multiplies the input by the norm for NORMALIZE_SYMMETRIC and NORMALIZE_BEFORE.
+    fn pre_scale(&self) -> Option<&[f32]> {
+        matches!(self.normalization, Normalization::Symmetric | Normalization::Before).then_some(&self.norm[..])
+    }
+
+    /// ... and the output for NORMALIZE_SYMMETRIC and NORMALIZE_AFTER.
+    fn post_scale(&self) -> Option<&[f32]> {
+        matches!(self.normalization, Normalization::Symmetric | Normalization::After).then_some(&self.norm[..])
     }
 
     /// Subtracts this term's message from `acc` (densecrf: `pairwise.apply(tmp2, Q);
-    /// tmp1 -= tmp2`), i.e. `acc -= compat(filter(q))`, with `scratch` as working memory.
+    /// tmp1 -= tmp2`), i.e. `acc -= compat(filter(q))`, with `scratch` as working memory. The
+    /// scalings, compatibility and subtraction happen inside the lattice passes, in densecrf's
+    /// order for every element.
     pub fn subtract_message(&self, q: &[f32], n_labels: usize, acc: &mut [f32], scratch: &mut KernelScratch) -> Result<(), CrfError> {
-        let mut filtered = std::mem::take(&mut scratch.filtered);
-        filtered.resize(q.len(), 0.0);
-        let r = self.filter_with_scratch(q, n_labels, &mut filtered, scratch);
-        scratch.filtered = filtered;
-        r?;
-        for (a, &f) in acc.iter_mut().zip(scratch.filtered.iter()) {
-            *a -= self.compatibility.apply(f);
+        if acc.len() != q.len() {
+            return Err(CrfError::Shape(format!("message of {} values for {} marginals", acc.len(), q.len())));
         }
-        Ok(())
+        let post = self.post_scale();
+        let compat = &self.compatibility;
+        self.lattice.filter_map(q, n_labels, self.pre_scale(), false, &mut scratch.lattice, |i, v| {
+            let a = &mut acc[i * n_labels..(i + 1) * n_labels];
+            match post {
+                Some(s) => a.iter_mut().zip(v).for_each(|(a, &x)| *a -= compat.apply(x * s[i])),
+                None => a.iter_mut().zip(v).for_each(|(a, &x)| *a -= compat.apply(x)),
+            }
+        })
     }
 }
 
 /// Reusable buffers for `PairwiseKernel::subtract_message`.
 #[derive(Clone, Debug, Default)]
 pub struct KernelScratch {
-    scaled: Vec<f32>,
-    filtered: Vec<f32>,
     lattice: FilterScratch,
 }
 

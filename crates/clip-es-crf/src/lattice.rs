@@ -242,7 +242,8 @@ struct Embedder {
     canonical: Vec<i16>,
     elevated: Vec<f32>,
     rem0: Vec<f32>,
-    rank: Vec<f32>,
+    residual: Vec<f32>,
+    rank: Vec<i32>,
     bary: Vec<f32>,
     key: Vec<i16>,
 }
@@ -272,7 +273,8 @@ impl Embedder {
             canonical,
             elevated: vec![0.0; d + 1],
             rem0: vec![0.0; d + 1],
-            rank: vec![0.0; d + 1],
+            residual: vec![0.0; d + 1],
+            rank: vec![0; d + 1],
             bary: vec![0.0; d + 2],
             key: vec![0; d],
         }
@@ -297,27 +299,30 @@ impl Embedder {
             self.rem0[i] = v * self.dp1;
             sum += v;
         }
-        // Rank of each coordinate's residual in decreasing order.
-        self.rank.fill(0.0);
+        // Rank of each coordinate's residual in decreasing order. (densecrf keeps ranks and
+        // the sum in float lanes; they are small integers, exact either way.)
+        let dp1 = d as i32 + 1;
+        for i in 0..=d {
+            self.residual[i] = self.elevated[i] - self.rem0[i];
+        }
+        self.rank.fill(0);
         for i in 0..d {
-            let di = self.elevated[i] - self.rem0[i];
+            let di = self.residual[i];
             for j in i + 1..=d {
-                let dj = self.elevated[j] - self.rem0[j];
-                if di < dj {
-                    self.rank[i] += 1.0;
-                } else {
-                    self.rank[j] += 1.0;
-                }
+                let c = (di < self.residual[j]) as i32;
+                self.rank[i] += c;
+                self.rank[j] += 1 - c;
             }
         }
         // Bring the point back onto the plane when the rounded coordinates do not sum to 0.
+        let sum = sum as i32;
         for i in 0..=d {
             self.rank[i] += sum;
-            if self.rank[i] < 0.0 {
-                self.rank[i] += self.dp1;
+            if self.rank[i] < 0 {
+                self.rank[i] += dp1;
                 self.rem0[i] += self.dp1;
-            } else if self.rank[i] >= self.dp1 {
-                self.rank[i] -= self.dp1;
+            } else if self.rank[i] >= dp1 {
+                self.rank[i] -= dp1;
                 self.rem0[i] -= self.dp1;
             }
         }
@@ -330,6 +335,46 @@ impl Embedder {
             self.bary[p + 1] -= v;
         }
         self.bary[0] += 1.0 + self.bary[d + 1];
+    }
+
+    /// The packed keys of all d+1 corners. Corner r+1 is corner r plus one in every
+    /// coordinate except the one of rank d - r, which moves by -d (the coordinate that leaves
+    /// the canonical simplex's upper part); done lane-wise on the packed words when no
+    /// coordinate is near the 16-bit limits (so no lane over- or underflows), else per corner.
+    fn packed_keys<const W: usize>(&mut self, out: &mut [PackedKey<W>]) {
+        let d = self.d;
+        let safe = self.rem0[..d].iter().all(|&v| v.abs() < 30000.0) && d < 1000;
+        if !safe {
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = pack(self.key_of(r));
+            }
+            return;
+        }
+        for i in 0..d {
+            self.key[i] = self.rem0[i] as i32 as i16;
+        }
+        let mut key: PackedKey<W> = pack(&self.key);
+        let mut ones = [0u64; W];
+        for i in 0..d {
+            ones[i / 4] += 1 << (16 * (3 - i % 4));
+        }
+        out[0] = key;
+        // by_rank[k] = the coordinate of rank k.
+        let mut by_rank = [usize::MAX; 65];
+        for (i, &r) in self.rank.iter().enumerate() {
+            by_rank[r as usize] = i;
+        }
+        for r in 0..d {
+            for (w, &o) in key.iter_mut().zip(&ones) {
+                *w = w.wrapping_add(o);
+            }
+            let i = by_rank[d - r];
+            if i < d {
+                let shift = 16 * (3 - i % 4);
+                key[i / 4] = key[i / 4].wrapping_sub(((d as u64) + 1) << shift);
+            }
+            out[r + 1] = key;
+        }
     }
 
     fn key_of(&mut self, remainder: usize) -> &[i16] {
@@ -385,10 +430,10 @@ impl Permutohedral {
         let mut ring_weights = vec![0f32; AHEAD * (d + 1)];
         let stage = |i: usize, table: &VertexTable<W>, emb: &mut Embedder, keys: &mut [PackedKey<W>], ws: &mut [f32]| {
             emb.embed(&features[i * d..(i + 1) * d]);
-            for r in 0..=d {
-                keys[r] = pack(emb.key_of(r));
-                ws[r] = emb.bary[r];
-                table.prefetch(&keys[r]);
+            emb.packed_keys(keys);
+            ws.copy_from_slice(&emb.bary[..=d]);
+            for key in keys.iter() {
+                table.prefetch(key);
             }
         };
         for i in 0..n.min(AHEAD) {
@@ -421,19 +466,26 @@ impl Permutohedral {
         // keeps that order, so each blur neighbour relation is found by one merge pass over
         // the sorted keys (no hashing), and during the blur the neighbours of consecutive
         // vertices are read in increasing memory order.
-        let mut order: Vec<u32> = (0..m as u32).collect();
-        order.sort_unstable_by_key(|&v| keys[v as usize]);
+        let mut order: Vec<(PackedKey<W>, u32)> = keys.into_iter().zip(0u32..).collect();
+        order.sort_unstable();
         let mut new_id = vec![0u32; m];
-        for (pos, &v) in order.iter().enumerate() {
+        for (pos, &(_, v)) in order.iter().enumerate() {
             new_id[v as usize] = pos as u32;
         }
         for o in offsets.iter_mut() {
             *o = new_id[*o as usize - 1] + 1;
         }
-        let sorted: Vec<PackedKey<W>> = order.iter().map(|&v| keys[v as usize]).collect();
-        drop(keys);
+        drop(new_id);
+        let sorted: Vec<PackedKey<W>> = order.into_iter().map(|(k, _)| k).collect();
         let neighbors = neighbors_by_merge(&sorted, d);
-        Permutohedral { dim: d, n_points: n, n_vertices: m, offsets, weights, neighbors }
+        Permutohedral {
+            dim: d,
+            n_points: n,
+            n_vertices: m,
+            offsets,
+            weights,
+            neighbors,
+        }
     }
 
     /// Feature dimension `d`.
@@ -473,31 +525,62 @@ impl Permutohedral {
         transposed: bool,
         scratch: &mut FilterScratch,
     ) -> Result<(), CrfError> {
+        if output.len() != self.n_points * value_size {
+            return Err(CrfError::Shape(format!(
+                "filter of {} points x {value_size} values got an output of {}",
+                self.n_points,
+                output.len()
+            )));
+        }
+        self.filter_map(input, value_size, None, transposed, scratch, |i, v| {
+            output[i * value_size..(i + 1) * value_size].copy_from_slice(v)
+        })
+    }
+
+    /// The filter of `input` multiplied point-wise by `pre_scale` (when given), handing each
+    /// point's filtered values to `sink(point, values)` in point order: lets a caller fuse its
+    /// element-wise pre- and post-processing into the splat and slice passes.
+    pub(crate) fn filter_map<F: FnMut(usize, &[f32])>(
+        &self,
+        input: &[f32],
+        value_size: usize,
+        pre_scale: Option<&[f32]>,
+        transposed: bool,
+        scratch: &mut FilterScratch,
+        sink: F,
+    ) -> Result<(), CrfError> {
         let n = self.n_points;
         let vs = value_size;
-        if vs == 0 || input.len() != n * vs || output.len() != n * vs {
+        if vs == 0 || input.len() != n * vs || pre_scale.is_some_and(|s| s.len() != n) {
             return Err(CrfError::Shape(format!(
-                "filter of {n} points x {vs} values got input {} and output {}",
-                input.len(),
-                output.len()
+                "filter of {n} points x {vs} values got an input of {}",
+                input.len()
             )));
         }
         // Dispatch on the common value sizes so that the inner loops get fixed trip counts.
         match vs {
-            1 => self.compute(input, Fixed::<1>, output, transposed, scratch),
-            2 => self.compute(input, Fixed::<2>, output, transposed, scratch),
-            3 => self.compute(input, Fixed::<3>, output, transposed, scratch),
-            4 => self.compute(input, Fixed::<4>, output, transposed, scratch),
-            5 => self.compute(input, Fixed::<5>, output, transposed, scratch),
-            6 => self.compute(input, Fixed::<6>, output, transposed, scratch),
-            7 => self.compute(input, Fixed::<7>, output, transposed, scratch),
-            8 => self.compute(input, Fixed::<8>, output, transposed, scratch),
-            _ => self.compute(input, Dynamic(vs), output, transposed, scratch),
+            1 => self.compute(input, pre_scale, Fixed::<1>, transposed, scratch, sink),
+            2 => self.compute(input, pre_scale, Fixed::<2>, transposed, scratch, sink),
+            3 => self.compute(input, pre_scale, Fixed::<3>, transposed, scratch, sink),
+            4 => self.compute(input, pre_scale, Fixed::<4>, transposed, scratch, sink),
+            5 => self.compute(input, pre_scale, Fixed::<5>, transposed, scratch, sink),
+            6 => self.compute(input, pre_scale, Fixed::<6>, transposed, scratch, sink),
+            7 => self.compute(input, pre_scale, Fixed::<7>, transposed, scratch, sink),
+            8 => self.compute(input, pre_scale, Fixed::<8>, transposed, scratch, sink),
+            _ => self.compute(input, pre_scale, Dynamic(vs), transposed, scratch, sink),
         }
         Ok(())
     }
 
-    fn compute<V: Width>(&self, input: &[f32], width: V, output: &mut [f32], reverse: bool, scratch: &mut FilterScratch) {
+    fn compute<V: Width, F: FnMut(usize, &[f32])>(
+        &self,
+        input: &[f32],
+        pre_scale: Option<&[f32]>,
+        width: V,
+        reverse: bool,
+        scratch: &mut FilterScratch,
+        sink: F,
+    ) {
         let vs = width.get();
         let len = (self.n_vertices + 1) * vs;
         let FilterScratch { values, next } = scratch;
@@ -506,26 +589,39 @@ impl Permutohedral {
         next.resize(len, 0.0);
         // Row 0 stands for absent neighbours and must stay zero in both buffers.
         next[..vs].fill(0.0);
-        self.splat(input, width, values);
+        match pre_scale {
+            Some(s) => self.splat(input, |p| s[p], width, values),
+            None => self.splat(input, |_| 1.0, width, values),
+        }
         self.blur(values, next, width, reverse);
-        self.slice(values, width, output);
+        self.slice(values, width, sink);
     }
 
-    /// Splat: every vertex accumulates, in point order, weight times the point's values.
+    /// Splat: every vertex accumulates, in point order, weight times the point's values times
+    /// the point's scale (`w * (x * s)`: densecrf scales its input before splatting).
     #[inline(always)]
-    fn splat<V: Width>(&self, input: &[f32], width: V, values: &mut [f32]) {
+    fn splat<V: Width, S: Fn(usize) -> f32>(&self, input: &[f32], scale: S, width: V, values: &mut [f32]) {
         let vs = width.get();
         let d1 = self.dim + 1;
-        let n = self.n_points;
-        for i in 0..n {
+        assert!(input.len() >= self.n_points * vs && values.len() == (self.n_vertices + 1) * vs);
+        let mut heap = vec![0f32; if vs > 16 { vs } else { 0 }];
+        let mut stack = [0f32; 16];
+        for i in 0..self.n_points {
             self.prefetch_rows(i + PREFETCH_POINTS, vs, values);
-            let point = &input[i * vs..(i + 1) * vs];
+            let s = scale(i);
+            let t: &mut [f32] = if vs <= 16 { &mut stack[..vs] } else { &mut heap[..] };
+            for k in 0..vs {
+                t[k] = input[i * vs + k] * s;
+            }
             for r in 0..d1 {
                 let o = self.offsets[i * d1 + r] as usize;
                 let w = self.weights[i * d1 + r];
-                let dst = &mut values[o * vs..(o + 1) * vs];
+                debug_assert!(o <= self.n_vertices);
                 for k in 0..vs {
-                    dst[k] += w * point[k];
+                    // SAFETY: every offset is a vertex number plus one, at most n_vertices
+                    // (checked when the lattice was built), and values holds n_vertices + 1 rows.
+                    let a = unsafe { values.get_unchecked_mut(o * vs + k) };
+                    *a += w * t[k];
                 }
             }
         }
@@ -548,16 +644,21 @@ impl Permutohedral {
     fn blur<V: Width>(&self, values: &mut Vec<f32>, next: &mut Vec<f32>, width: V, reverse: bool) {
         let vs = width.get();
         let m = self.n_vertices;
+        assert!(values.len() == (m + 1) * vs && next.len() == (m + 1) * vs);
         for step in 0..=self.dim {
             let j = if reverse { self.dim - step } else { step };
             let nb = &self.neighbors[j * m..(j + 1) * m];
             for (v, &[a, b]) in nb.iter().enumerate() {
                 let o = (v + 1) * vs;
                 let (a, b) = (a as usize * vs, b as usize * vs);
-                let (po, pa, pb) = (&values[o..o + vs], &values[a..a + vs], &values[b..b + vs]);
-                let dst = &mut next[o..o + vs];
+                debug_assert!(a <= m * vs && b <= m * vs);
                 for k in 0..vs {
-                    dst[k] = po[k] + 0.5 * (pa[k] + pb[k]);
+                    // SAFETY: neighbour numbers are vertex numbers plus one (or 0), at most m,
+                    // and both buffers hold m + 1 rows; o + k < (m + 1) * vs.
+                    unsafe {
+                        *next.get_unchecked_mut(o + k) = *values.get_unchecked(o + k)
+                            + 0.5 * (*values.get_unchecked(a + k) + *values.get_unchecked(b + k));
+                    }
                 }
             }
             std::mem::swap(values, next);
@@ -567,29 +668,35 @@ impl Permutohedral {
     /// Slice: interpolate the blurred vertex values back at the points, scaled by densecrf's
     /// constant `alpha = 1 / (1 + 2^-d)`.
     #[inline(always)]
-    fn slice<V: Width>(&self, values: &[f32], width: V, output: &mut [f32]) {
+    fn slice<V: Width, F: FnMut(usize, &[f32])>(&self, values: &[f32], width: V, mut sink: F) {
         let vs = width.get();
+        assert!(values.len() == (self.n_vertices + 1) * vs);
         let d1 = self.dim + 1;
         let alpha = 1.0f32 / (1.0 + 2f32.powi(-(self.dim as i32)));
+        let mut heap = vec![0f32; if vs > 16 { vs } else { 0 }];
+        let mut stack = [0f32; 16];
         for i in 0..self.n_points {
             self.prefetch_rows(i + PREFETCH_POINTS, vs, values);
-            let out = &mut output[i * vs..(i + 1) * vs];
+            let out: &mut [f32] = if vs <= 16 { &mut stack[..vs] } else { &mut heap[..] };
             out.fill(0.0);
             for r in 0..d1 {
                 let o = self.offsets[i * d1 + r] as usize;
                 let w = self.weights[i * d1 + r];
-                let src = &values[o * vs..(o + 1) * vs];
+                debug_assert!(o <= self.n_vertices);
+                // SAFETY: as in the splat, o <= n_vertices and values holds n_vertices + 1 rows.
+                let src = |k: usize| unsafe { *values.get_unchecked(o * vs + k) };
                 if vs <= 2 {
                     for k in 0..vs {
-                        out[k] += w * src[k] * alpha;
+                        out[k] += w * src(k) * alpha;
                     }
                 } else {
                     let wa = w * alpha;
                     for k in 0..vs {
-                        out[k] += wa * src[k];
+                        out[k] += wa * src(k);
                     }
                 }
             }
+            sink(i, out);
         }
     }
 }

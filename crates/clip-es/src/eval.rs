@@ -139,12 +139,14 @@ pub fn nanmean(values: &[f64]) -> f64 {
     numpy_sum(&kept) / count as f64
 }
 
-/// `np.sum` of a contiguous float64 array: the reduction starts from the first element and adds
-/// the pairwise sum of the rest (blocks of 8 accumulators, halves above 128 elements).
+/// `np.sum` of a contiguous float64 array: numpy's pairwise summation (sequential below 8
+/// elements, 8 interleaved accumulators up to 128, halves above). Checked against numpy 2.4 on
+/// random arrays of 1 to 200 elements.
 pub fn numpy_sum(values: &[f64]) -> f64 {
-    match values.split_first() {
-        None => 0.0,
-        Some((first, rest)) => *first + pairwise_sum(rest),
+    if values.is_empty() {
+        0.0
+    } else {
+        pairwise_sum(values)
     }
 }
 
@@ -276,6 +278,12 @@ mod tests {
         let s = numpy_sum(&v);
         let naive: f64 = v.iter().sum();
         assert!((s - naive).abs() < 1e-12);
+        // np.sum([1e16, 1, 1, 1, 1, 1, 1, 1, 1, -1e16]) == 8.0 (the ones meet in the
+        // accumulators before the large values cancel); a sequential sum gives 0.
+        let mut c = vec![1e16];
+        c.extend([1.0; 8]);
+        c.push(-1e16);
+        assert_eq!(numpy_sum(&c), 8.0);
         assert_eq!(numpy_sum(&[]), 0.0);
         assert_eq!(nanmean(&[1.0, f64::NAN, 3.0]), 2.0);
     }
