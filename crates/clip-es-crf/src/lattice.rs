@@ -177,6 +177,9 @@ fn neighbors_by_merge<const W: usize>(sorted: &[PackedKey<W>], d: usize) -> Vec<
     }
     let margin = d as i32 + 1;
     let wraps = (lo as i32) - margin < i16::MIN as i32 || (hi as i32) + margin > i16::MAX as i32;
+    let wide: Option<Vec<u128>> = (W <= 2).then(|| {
+        sorted.iter().map(|p| (p[0] as u128) << 64 | if W == 2 { p[W - 1] as u128 } else { 0 }).collect()
+    });
     // The two neighbours along an axis are key - delta and key + delta: B = A + delta exactly
     // when A = B - delta, so one merge pass per axis finds both relations.
     for j in 0..=d {
@@ -201,23 +204,44 @@ fn neighbors_by_merge<const W: usize>(sorted: &[PackedKey<W>], d: usize) -> Vec<
             for (k, &dk) in delta.iter().enumerate() {
                 word_delta[k / 4] = word_delta[k / 4].wrapping_add(((dk as i64) << (16 * (3 - k % 4))) as u64);
             }
-            let mut pos = 0usize;
-            for (v, p) in sorted.iter().enumerate() {
-                let mut target = *p;
-                for (t, &wd) in target.iter_mut().zip(&word_delta) {
-                    *t = t.wrapping_add(wd);
+            if let Some(wide) = &wide {
+                // Up to 8 lanes: compare and shift whole u128s (fewer branches).
+                let mut delta128: i128 = 0;
+                for (k, &dk) in delta.iter().enumerate() {
+                    delta128 += (dk as i128) << (16 * (7 - k));
                 }
-                while pos < m && sorted[pos] < target {
-                    pos += 1;
-                }
-                if pos < m && sorted[pos] == target {
-                    out[v][1] = pos as u32 + 1;
-                    out[pos][0] = v as u32 + 1;
-                }
+                merge_pass(wide, |p| p.wrapping_add(delta128 as u128), out);
+            } else {
+                merge_pass(sorted, |p| {
+                    let mut target = *p;
+                    for (t, &wd) in target.iter_mut().zip(&word_delta) {
+                        *t = t.wrapping_add(wd);
+                    }
+                    target
+                }, out);
             }
         }
     }
     neighbors
+}
+
+/// One merge pass: for each key (in increasing order) its shifted key `shift(key)` is looked
+/// up by advancing a cursor; a match A -> B records B as A's +1 neighbour and A as B's -1
+/// neighbour.
+#[inline(always)]
+fn merge_pass<K: Ord + Copy>(sorted: &[K], shift: impl Fn(&K) -> K, out: &mut [[u32; 2]]) {
+    let m = sorted.len();
+    let mut pos = 0usize;
+    for (v, p) in sorted.iter().enumerate() {
+        let target = shift(p);
+        while pos < m && sorted[pos] < target {
+            pos += 1;
+        }
+        if pos < m && sorted[pos] == target {
+            out[v][1] = pos as u32 + 1;
+            out[pos][0] = v as u32 + 1;
+        }
+    }
 }
 
 /// Rounds to the nearest integer, ties to even (SSE2 `cvtps2dq` under the default rounding
@@ -353,16 +377,38 @@ impl Embedder {
         for i in 0..d {
             self.key[i] = self.rem0[i] as i32 as i16;
         }
-        let mut key: PackedKey<W> = pack(&self.key);
-        let mut ones = [0u64; W];
-        for i in 0..d {
-            ones[i / 4] += 1 << (16 * (3 - i % 4));
-        }
-        out[0] = key;
+        let base: PackedKey<W> = pack(&self.key);
         // by_rank[k] = the coordinate of rank k.
         let mut by_rank = [usize::MAX; 65];
         for (i, &r) in self.rank.iter().enumerate() {
             by_rank[r as usize] = i;
+        }
+        out[0] = base;
+        if W <= 2 {
+            // Up to 8 lanes: one u128 held in registers (lane i at bits 16 * (7 - i)).
+            let mut key: u128 = (base[0] as u128) << 64 | if W == 2 { base[1] as u128 } else { 0 };
+            let mut ones: u128 = 0;
+            for i in 0..d {
+                ones += 1 << (16 * (7 - i));
+            }
+            for r in 0..d {
+                key = key.wrapping_add(ones);
+                let i = by_rank[d - r];
+                if i < d {
+                    key = key.wrapping_sub(((d as u128) + 1) << (16 * (7 - i)));
+                }
+                let o = &mut out[r + 1];
+                o[0] = (key >> 64) as u64;
+                if W == 2 {
+                    o[W - 1] = key as u64;
+                }
+            }
+            return;
+        }
+        let mut key = base;
+        let mut ones = [0u64; W];
+        for i in 0..d {
+            ones[i / 4] += 1 << (16 * (3 - i % 4));
         }
         for r in 0..d {
             for (w, &o) in key.iter_mut().zip(&ones) {
