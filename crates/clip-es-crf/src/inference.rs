@@ -5,6 +5,7 @@
 //! the rest, and whose sums add packets of four before the remaining labels.
 
 use crate::kernel::{KernelScratch, PairwiseKernel};
+use std::sync::Arc;
 use crate::CrfError;
 
 /// A CRF over `n_points` variables taking `n_labels` labels: a unary energy and pairwise terms.
@@ -14,7 +15,7 @@ pub struct DenseCrf {
     n_labels: usize,
     /// Unary energies, point-major (`unary[i*n_labels + l]`); zero when not set.
     unary: Vec<f32>,
-    pairwise: Vec<PairwiseKernel>,
+    pairwise: Vec<Arc<PairwiseKernel>>,
 }
 
 /// Marginals `Q_i(l)` after inference, point-major (`values[i*n_labels + l]`), like the memory
@@ -96,8 +97,11 @@ impl DenseCrf {
         Ok(())
     }
 
-    /// Adds a pairwise term; terms are applied in the order they are added.
-    pub fn add_pairwise(&mut self, kernel: PairwiseKernel) -> Result<(), CrfError> {
+    /// Adds a pairwise term; terms are applied in the order they are added. A kernel shared
+    /// through an `Arc` can serve many CRFs (e.g. the position-only kernel of every image of one
+    /// size).
+    pub fn add_pairwise(&mut self, kernel: impl Into<Arc<PairwiseKernel>>) -> Result<(), CrfError> {
+        let kernel = kernel.into();
         if kernel.num_points() != self.n_points {
             return Err(CrfError::Shape(format!(
                 "pairwise kernel over {} points added to a CRF of {} points",

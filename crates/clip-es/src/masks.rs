@@ -16,10 +16,11 @@
 //!   casts the Python float to the array's dtype).
 
 use crate::cam_io::{CamFile, CamIoError, CamKind};
-use clip_es_crf::{unary_from_f16_probabilities, Compatibility, DenseCrf, PairwiseKernel};
+use clip_es_crf::{unary_from_f16_probabilities, Compatibility, CrfError, DenseCrf, PairwiseKernel};
 use clip_es_image::Rgb8Image;
 use half::f16;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The reference's BGR mean, subtracted before the wrapping uint8 cast.
 pub const MEAN_BGR: [f64; 3] = [104.008, 116.669, 122.675];
@@ -157,6 +158,53 @@ pub fn probabilities_with_background(cams: &[f16], n_pixels: usize) -> Vec<f16> 
     out
 }
 
+/// The position-only (Gaussian) kernel depends on nothing but the image size and its two
+/// parameters, so images of one size share it: a small most-recently-used cache. (Same lattice,
+/// same numbers: a cached kernel changes no result.)
+pub struct KernelCache {
+    capacity: usize,
+    entries: Mutex<Vec<(KernelKey, Arc<PairwiseKernel>)>>,
+}
+
+type KernelKey = (usize, usize, u32, u32);
+
+impl KernelCache {
+    /// A cache keeping up to `capacity` kernels (about 10 MB each for a 500 x 375 image).
+    pub fn new(capacity: usize) -> Self {
+        KernelCache { capacity, entries: Mutex::new(Vec::new()) }
+    }
+
+    /// The Gaussian kernel for a `width` x `height` image, built on first use.
+    pub fn gaussian(&self, width: usize, height: usize, sxy: f32, weight: f32) -> Result<Arc<PairwiseKernel>, CrfError> {
+        let key = (width, height, sxy.to_bits(), weight.to_bits());
+        {
+            let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = e.iter().position(|(k, _)| *k == key) {
+                let hit = e.remove(i);
+                let kernel = hit.1.clone();
+                e.insert(0, hit);
+                return Ok(kernel);
+            }
+        }
+        // Built outside the lock; two threads may build the same kernel once each.
+        let kernel = Arc::new(PairwiseKernel::gaussian(width, height, sxy, Compatibility::Potts(weight))?);
+        if self.capacity > 0 {
+            let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if !e.iter().any(|(k, _)| *k == key) {
+                e.insert(0, (key, kernel.clone()));
+                e.truncate(self.capacity);
+            }
+        }
+        Ok(kernel)
+    }
+}
+
+impl Default for KernelCache {
+    fn default() -> Self {
+        KernelCache::new(4)
+    }
+}
+
 /// Checks a CAM file against its image and returns the CAM array to use.
 fn checked_cams<'a>(cam: &'a CamFile, cam_path: &Path, width: usize, height: usize, kind: CamKind) -> Result<&'a [f16], MaskError> {
     cam.check_shapes().map_err(|m| MaskError::invalid(cam_path, m))?;
@@ -185,8 +233,14 @@ fn checked_cams<'a>(cam: &'a CamFile, cam_path: &Path, width: usize, height: usi
     Ok(cams)
 }
 
-/// Makes the pseudo mask of one image from its CAMs.
-pub fn pseudo_mask(cam: &CamFile, cam_path: &Path, image: &Rgb8Image, options: &MaskOptions) -> Result<PseudoMask, MaskError> {
+/// Makes the pseudo mask of one image from its CAMs (`cache`: shared Gaussian kernels).
+pub fn pseudo_mask(
+    cam: &CamFile,
+    cam_path: &Path,
+    image: &Rgb8Image,
+    options: &MaskOptions,
+    cache: &KernelCache,
+) -> Result<PseudoMask, MaskError> {
     let (w, h) = (image.width as usize, image.height as usize);
     let cams = checked_cams(cam, cam_path, w, h, options.cam_kind)?;
     let n = w * h;
@@ -198,8 +252,7 @@ pub fn pseudo_mask(cam: &CamFile, cam_path: &Path, image: &Rgb8Image, options: &
         let rgb = crf_input_image(image, options.crf_image);
         let mut crf = DenseCrf::new(n, m).map_err(crf_err)?;
         crf.set_unary_label_major(&unary_from_f16_probabilities(&probs)).map_err(crf_err)?;
-        crf.add_pairwise(PairwiseKernel::gaussian(w, h, p.gaussian_sxy, Compatibility::Potts(p.gaussian_weight)).map_err(crf_err)?)
-            .map_err(crf_err)?;
+        crf.add_pairwise(cache.gaussian(w, h, p.gaussian_sxy, p.gaussian_weight).map_err(crf_err)?).map_err(crf_err)?;
         crf.add_pairwise(
             PairwiseKernel::bilateral(w, h, p.bilateral_sxy, p.bilateral_srgb, &rgb, Compatibility::Potts(p.bilateral_weight))
                 .map_err(crf_err)?,
@@ -354,6 +407,19 @@ mod tests {
         assert_eq!(p[0], f16::from_f32(0.5));
         assert_eq!(p[1], f16::from_f32(1.0 - f16::from_f32(0.9).to_f32()));
         assert_eq!(&p[2..], &cams[..]);
+    }
+
+    #[test]
+    fn kernel_cache_shares_kernels_per_size() {
+        let cache = KernelCache::new(2);
+        let a = cache.gaussian(10, 8, 1.0, 3.0).unwrap();
+        assert!(Arc::ptr_eq(&a, &cache.gaussian(10, 8, 1.0, 3.0).unwrap()));
+        let b = cache.gaussian(8, 10, 1.0, 3.0).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &cache.gaussian(10, 8, 2.0, 3.0).unwrap()));
+        // Capacity 2: the 10 x 8, sxy 1 kernel was evicted and is rebuilt.
+        assert!(!Arc::ptr_eq(&a, &cache.gaussian(10, 8, 1.0, 3.0).unwrap()));
+        assert_eq!(a.num_points(), 80);
     }
 
     #[test]

@@ -171,3 +171,78 @@ fn failing_images_are_reported_and_leave_nothing_behind() {
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
+
+/// The parity fixture (outside CI): the reference's CAMs, pseudo masks and figures for the
+/// fixture images, made by /work/parity/run_ref.sh. Run with
+/// `cargo test --release -p clip-es --test masks -- --ignored` (or set CLIP_ES_PARITY_DIR).
+/// Acceptance: masks agree on >= 99.9 % of pixels, eval reproduces eval_cam.py and
+/// eval_cam_with_crf.py mIoU to 1e-6 with the same background exponent. The images are JPEGs:
+/// exact agreement needs the libjpeg-turbo-exact decoder of clip-es-image.
+#[test]
+#[ignore]
+fn parity_fixture() {
+    let root = PathBuf::from(std::env::var("CLIP_ES_PARITY_DIR").unwrap_or_else(|_| "/work/parity".into()));
+    let voc = root.join("fixture/VOC2012");
+    let split = voc.join("ImageSets/Segmentation/train.txt");
+    let cams = root.join("runs/voc/cams");
+    let log = std::fs::read_to_string(root.join("run_ref.log")).expect("run_ref.log");
+    let out = temp("parity");
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_clip-es")).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let masks_dir = out.join("masks");
+    run(&["masks", "--cams", &s(&cams), "--images", &s(&voc.join("JPEGImages")), "--split", &s(&split), "--out", &s(&masks_dir)]);
+    let (mut same, mut total) = (0usize, 0usize);
+    for id in std::fs::read_to_string(&split).unwrap().split_whitespace() {
+        let got = read_label_png(&masks_dir.join(format!("{id}.png"))).unwrap();
+        let want = read_label_png(&root.join(format!("runs/voc/pseudo_masks/{id}.png"))).unwrap();
+        assert_eq!((got.width, got.height), (want.width, want.height));
+        same += got.labels.iter().zip(&want.labels).filter(|(a, b)| a == b).count();
+        total += want.labels.len();
+    }
+    let agreement = same as f64 / total as f64;
+    eprintln!("parity: masks agree on {same} of {total} pixels ({:.4} %)", 100.0 * agreement);
+    assert!(agreement >= 0.999, "{agreement}");
+
+    // Reference figures from the log: the eval_cam.py sweep ("1 0.18..."), then the final
+    // mIoU of eval_cam.py and of eval_cam_with_crf.py --eval_only.
+    let sweep: Vec<(f64, f64)> = log
+        .lines()
+        .filter_map(|l| {
+            let mut t = l.split_whitespace();
+            let (a, b) = (t.next()?.parse::<u32>().ok()?, t.next()?.parse::<f64>().ok()?);
+            t.next().is_none().then_some((a as f64, b))
+        })
+        .collect();
+    let mious: Vec<f64> = log
+        .match_indices("'Mean IoU': np.float64(")
+        .map(|(i, m)| {
+            let rest = &log[i + m.len()..];
+            rest[..rest.find(')').unwrap()].parse().unwrap()
+        })
+        .collect();
+    assert_eq!((sweep.len(), mious.len()), (2, 2), "{sweep:?} {mious:?}");
+    let json = out.join("cams.json");
+    run(&["eval", "--cams", &s(&cams), "--gt", &s(&voc.join("SegmentationClassAug")), "--split", &s(&split), "--json", &s(&json)]);
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for (entry, (t, miou)) in doc["sweep"].as_array().unwrap().iter().zip(&sweep) {
+        assert_eq!(entry["bg_power"].as_f64().unwrap(), *t);
+        assert!((entry["mean_iou"].as_f64().unwrap() - miou).abs() < 1e-6, "t = {t}: {entry}");
+    }
+    let best = sweep.iter().fold((0.0, f64::MIN), |b, &(t, m)| if m > b.1 { (t, m) } else { b });
+    assert_eq!(doc["bg_power"].as_f64().unwrap(), best.0);
+    assert!((doc["mean_iou"].as_f64().unwrap() - mious[0]).abs() < 1e-6);
+
+    let all = out.join("masks_all");
+    run(&["masks", "--cams", &s(&cams), "--images", &s(&voc.join("JPEGImages")), "--split", &s(&split), "--out", &s(&all), "--confidence", "0"]);
+    let json = out.join("crf.json");
+    run(&["eval", "--masks", &s(&all), "--gt", &s(&voc.join("SegmentationClassAug")), "--split", &s(&split), "--json", &s(&json)]);
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let got = doc["mean_iou"].as_f64().unwrap();
+    eprintln!("parity: CRF mIoU {got} (reference {})", mious[1]);
+    assert!((got - mious[1]).abs() < 1e-6);
+    std::fs::remove_dir_all(&out).unwrap();
+}

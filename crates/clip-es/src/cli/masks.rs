@@ -5,7 +5,7 @@
 
 use clap::ValueEnum;
 use clip_es::cam_io::{CamFile, CamKind};
-use clip_es::masks::{encode_label_png, pseudo_mask, CrfImage, MaskError, MaskOptions};
+use clip_es::masks::{encode_label_png, pseudo_mask, CrfImage, KernelCache, MaskError, MaskOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -142,6 +142,7 @@ struct Job {
     palette: bool,
     overwrite: bool,
     options: MaskOptions,
+    kernels: KernelCache,
 }
 
 impl Job {
@@ -154,7 +155,7 @@ impl Job {
         let cam_path = CamFile::locate(&self.cams, id)?;
         let cam = CamFile::read(&cam_path)?;
         let image = clip_es_image::load_rgb(&locate_image(&self.images, id))?;
-        let mask = pseudo_mask(&cam, &cam_path, &image, &self.options)?;
+        let mask = pseudo_mask(&cam, &cam_path, &image, &self.options, &self.kernels)?;
         let png = encode_label_png(&mask.labels, mask.width, mask.height, self.palette)
             .map_err(|e| MaskError::invalid(&mask_path, format!("PNG encoding: {e}")))?;
         // The mask is written last: its presence marks the image as done.
@@ -212,6 +213,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             cam_kind: args.cam_key.into(),
             ..MaskOptions::default()
         },
+        kernels: KernelCache::default(),
     };
     let pool = thread_pool(args.jobs)?;
     let pb = progress_bar(ids.len(), "masks");
