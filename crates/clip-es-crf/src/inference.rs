@@ -5,8 +5,8 @@
 //! the rest, and whose sums add packets of four before the remaining labels.
 
 use crate::kernel::{KernelScratch, PairwiseKernel};
-use std::sync::Arc;
 use crate::CrfError;
+use std::sync::Arc;
 
 /// A CRF over `n_points` variables taking `n_labels` labels: a unary energy and pairwise terms.
 #[derive(Clone, Debug)]
@@ -35,8 +35,11 @@ impl Marginals {
             .map(|p| {
                 let mut best = 0;
                 for (l, &v) in p.iter().enumerate().skip(1) {
-                    // Written as "not <=" so that a NaN wins, as in numpy.
-                    if !(v <= p[best]) && !p[best].is_nan() {
+                    // As numpy: the first NaN wins, else the first maximum.
+                    if p[best].is_nan() {
+                        break;
+                    }
+                    if v.is_nan() || v > p[best] {
                         best = l;
                     }
                 }
@@ -62,9 +65,16 @@ impl Marginals {
 impl DenseCrf {
     pub fn new(n_points: usize, n_labels: usize) -> Result<Self, CrfError> {
         if n_points == 0 || n_labels == 0 {
-            return Err(CrfError::Shape(format!("CRF of {n_points} points and {n_labels} labels")));
+            return Err(CrfError::Shape(format!(
+                "CRF of {n_points} points and {n_labels} labels"
+            )));
         }
-        Ok(DenseCrf { n_points, n_labels, unary: vec![0.0; n_points * n_labels], pairwise: Vec::new() })
+        Ok(DenseCrf {
+            n_points,
+            n_labels,
+            unary: vec![0.0; n_points * n_labels],
+            pairwise: Vec::new(),
+        })
     }
 
     pub fn num_points(&self) -> usize {
@@ -129,7 +139,10 @@ impl DenseCrf {
             }
             exp_and_normalize(&energy, m, &mut q);
         }
-        Ok(Marginals { n_labels: m, values: q })
+        Ok(Marginals {
+            n_labels: m,
+            values: q,
+        })
     }
 
     fn check_len(&self, len: usize, what: &str) -> Result<(), CrfError> {
@@ -145,7 +158,10 @@ impl DenseCrf {
 
 fn check_finite(values: &[f32], what: &str) -> Result<(), CrfError> {
     match values.iter().position(|v| !v.is_finite()) {
-        Some(p) => Err(CrfError::NonFinite(format!("{what} at index {p} is {}", values[p]))),
+        Some(p) => Err(CrfError::NonFinite(format!(
+            "{what} at index {p} is {}",
+            values[p]
+        ))),
         None => Ok(()),
     }
 }
@@ -196,7 +212,10 @@ fn exp_and_normalize_n<const M: usize>(input: &[f32], out: &mut [f32]) {
 
 fn exp_and_normalize_dyn(input: &[f32], n_labels: usize, out: &mut [f32]) {
     let packed = n_labels / 4 * 4;
-    for (src, dst) in input.chunks_exact(n_labels).zip(out.chunks_exact_mut(n_labels)) {
+    for (src, dst) in input
+        .chunks_exact(n_labels)
+        .zip(out.chunks_exact_mut(n_labels))
+    {
         let mut mx = src[0];
         for &v in &src[1..] {
             if v > mx {
@@ -284,8 +303,8 @@ pub fn eigen_pexp(x_in: f32) -> f32 {
     fx = if t > fx { t - 1.0 } else { t };
     let tmp = fx * C1;
     let z = fx * C2;
-    x = x - tmp;
-    x = x - z;
+    x -= tmp;
+    x -= z;
     let z = x * x;
     let mut y = P0;
     y = y * x + P1;
@@ -294,7 +313,7 @@ pub fn eigen_pexp(x_in: f32) -> f32 {
     y = y * x + P4;
     y = y * x + P5;
     y = y * z + x;
-    y = y + 1.0;
+    y += 1.0;
     let n = (fx as i32).wrapping_add(0x7f) << 23;
     let r = y * f32::from_bits(n as u32);
     if r > x_in {
@@ -307,7 +326,12 @@ pub fn eigen_pexp(x_in: f32) -> f32 {
 /// `eigen_pexp` on a packet of four lanes, written lane-wise so that it compiles to SSE.
 #[inline]
 pub fn eigen_pexp4(x: [f32; 4]) -> [f32; 4] {
-    [eigen_pexp(x[0]), eigen_pexp(x[1]), eigen_pexp(x[2]), eigen_pexp(x[3])]
+    [
+        eigen_pexp(x[0]),
+        eigen_pexp(x[1]),
+        eigen_pexp(x[2]),
+        eigen_pexp(x[3]),
+    ]
 }
 
 #[cfg(test)]
@@ -330,7 +354,10 @@ mod tests {
         let mut x = -40.0f32;
         while x <= 0.0 {
             let p = eigen_pexp4([x, x * 0.5, x * 0.25, -x * 0.01]);
-            assert_eq!(p.map(f32::to_bits), [x, x * 0.5, x * 0.25, -x * 0.01].map(|v| eigen_pexp(v).to_bits()));
+            assert_eq!(
+                p.map(f32::to_bits),
+                [x, x * 0.5, x * 0.25, -x * 0.01].map(|v| eigen_pexp(v).to_bits())
+            );
             x += 0.173;
         }
     }
@@ -361,7 +388,10 @@ mod tests {
 
     #[test]
     fn argmax_takes_the_first_maximum() {
-        let q = Marginals { n_labels: 3, values: vec![0.2, 0.4, 0.4, 0.5, 0.25, 0.25] };
+        let q = Marginals {
+            n_labels: 3,
+            values: vec![0.2, 0.4, 0.4, 0.5, 0.25, 0.25],
+        };
         assert_eq!(q.argmax(), vec![(1, 0.4), (0, 0.5)]);
         assert_eq!(q.label_major(), vec![0.2, 0.5, 0.4, 0.25, 0.4, 0.25]);
     }
@@ -373,7 +403,11 @@ mod tests {
         let q = crf.inference(3).unwrap();
         let e = (-1.0f32).exp();
         let a = e / (e + 1.0);
-        assert!((q.values[0] - a).abs() < 1e-7 && (q.values[3] - a).abs() < 1e-7, "{:?}", q.values);
+        assert!(
+            (q.values[0] - a).abs() < 1e-7 && (q.values[3] - a).abs() < 1e-7,
+            "{:?}",
+            q.values
+        );
         assert!(crf.set_unary(&[1.0, f32::NAN, 0.0, 0.0]).is_err());
         assert!(crf.set_unary(&[1.0]).is_err());
     }

@@ -21,6 +21,9 @@
 //! insertion order, which does not change any value: every vertex accumulates its splats in point
 //! order and blurs independently.
 
+// Index loops over the value lanes mirror densecrf's and keep the float operation order plain.
+#![allow(clippy::needless_range_loop)]
+
 use crate::CrfError;
 
 /// A lattice key (the first `d` integer coordinates of a vertex; the last one is implied since
@@ -80,7 +83,16 @@ struct VertexTable<const W: usize> {
 impl<const W: usize> VertexTable<W> {
     fn with_capacity(expected: usize) -> Self {
         let cap = (expected.max(8) * 2).next_power_of_two();
-        VertexTable { keys: Vec::with_capacity(expected), slots: vec![Slot { key: [0; W], vertex: 0 }; cap] }
+        VertexTable {
+            keys: Vec::with_capacity(expected),
+            slots: vec![
+                Slot {
+                    key: [0; W],
+                    vertex: 0
+                };
+                cap
+            ],
+        }
     }
 
     fn len(&self) -> usize {
@@ -114,7 +126,10 @@ impl<const W: usize> VertexTable<W> {
             let slot = &mut self.slots[s];
             if slot.vertex == 0 {
                 self.keys.push(*key);
-                *slot = Slot { key: *key, vertex: self.keys.len() as u32 };
+                *slot = Slot {
+                    key: *key,
+                    vertex: self.keys.len() as u32,
+                };
                 return slot.vertex - 1;
             }
             if slot.key == *key {
@@ -126,14 +141,23 @@ impl<const W: usize> VertexTable<W> {
 
     fn grow(&mut self) {
         let cap = self.slots.len() * 2;
-        self.slots = vec![Slot { key: [0; W], vertex: 0 }; cap];
+        self.slots = vec![
+            Slot {
+                key: [0; W],
+                vertex: 0
+            };
+            cap
+        ];
         let mask = cap - 1;
         for (v, key) in self.keys.iter().enumerate() {
             let mut s = self.slot_of(key);
             while self.slots[s].vertex != 0 {
                 s = (s + 1) & mask;
             }
-            self.slots[s] = Slot { key: *key, vertex: v as u32 + 1 };
+            self.slots[s] = Slot {
+                key: *key,
+                vertex: v as u32 + 1,
+            };
         }
     }
 }
@@ -178,12 +202,17 @@ fn neighbors_by_merge<const W: usize>(sorted: &[PackedKey<W>], d: usize) -> Vec<
     let margin = d as i32 + 1;
     let wraps = (lo as i32) - margin < i16::MIN as i32 || (hi as i32) + margin > i16::MAX as i32;
     let wide: Option<Vec<u128>> = (W <= 2).then(|| {
-        sorted.iter().map(|p| (p[0] as u128) << 64 | if W == 2 { p[W - 1] as u128 } else { 0 }).collect()
+        sorted
+            .iter()
+            .map(|p| (p[0] as u128) << 64 | if W == 2 { p[W - 1] as u128 } else { 0 })
+            .collect()
     });
     // The two neighbours along an axis are key - delta and key + delta: B = A + delta exactly
     // when A = B - delta, so one merge pass per axis finds both relations.
     for j in 0..=d {
-        let delta: Vec<i16> = (0..d).map(|k| if k == j { -(d as i16) } else { 1 }).collect();
+        let delta: Vec<i16> = (0..d)
+            .map(|k| if k == j { -(d as i16) } else { 1 })
+            .collect();
         let out = &mut neighbors[j * m..(j + 1) * m];
         if wraps {
             for (v, p) in sorted.iter().enumerate() {
@@ -202,7 +231,8 @@ fn neighbors_by_merge<const W: usize>(sorted: &[PackedKey<W>], d: usize) -> Vec<
             // integer per word shifts every lane exactly (no carry or borrow between lanes).
             let mut word_delta = [0u64; W];
             for (k, &dk) in delta.iter().enumerate() {
-                word_delta[k / 4] = word_delta[k / 4].wrapping_add(((dk as i64) << (16 * (3 - k % 4))) as u64);
+                word_delta[k / 4] =
+                    word_delta[k / 4].wrapping_add(((dk as i64) << (16 * (3 - k % 4))) as u64);
             }
             if let Some(wide) = &wide {
                 // Up to 8 lanes: compare and shift whole u128s (fewer branches).
@@ -212,13 +242,17 @@ fn neighbors_by_merge<const W: usize>(sorted: &[PackedKey<W>], d: usize) -> Vec<
                 }
                 merge_pass(wide, |p| p.wrapping_add(delta128 as u128), out);
             } else {
-                merge_pass(sorted, |p| {
-                    let mut target = *p;
-                    for (t, &wd) in target.iter_mut().zip(&word_delta) {
-                        *t = t.wrapping_add(wd);
-                    }
-                    target
-                }, out);
+                merge_pass(
+                    sorted,
+                    |p| {
+                        let mut target = *p;
+                        for (t, &wd) in target.iter_mut().zip(&word_delta) {
+                            *t = t.wrapping_add(wd);
+                        }
+                        target
+                    },
+                    out,
+                );
             }
         }
     }
@@ -438,17 +472,23 @@ impl Permutohedral {
     /// Builds the lattice for `features`, point-major (`features[i*dim + k]` is coordinate `k`
     /// of point `i`), already divided by the kernel's standard deviations.
     pub fn new(features: &[f32], dim: usize) -> Result<Self, CrfError> {
-        if dim == 0 || features.is_empty() || features.len() % dim != 0 {
+        if dim == 0 || features.is_empty() || !features.len().is_multiple_of(dim) {
             return Err(CrfError::Shape(format!(
                 "feature buffer of {} values is not a non-empty multiple of dimension {dim}",
                 features.len()
             )));
         }
         if dim > 64 {
-            return Err(CrfError::Shape(format!("feature dimension {dim} is above 64")));
+            return Err(CrfError::Shape(format!(
+                "feature dimension {dim} is above 64"
+            )));
         }
         if let Some(p) = features.iter().position(|v| !v.is_finite()) {
-            return Err(CrfError::NonFinite(format!("feature {} of point {}", p % dim, p / dim)));
+            return Err(CrfError::NonFinite(format!(
+                "feature {} of point {}",
+                p % dim,
+                p / dim
+            )));
         }
         let n = features.len() / dim;
         if n >= u32::MAX as usize / (dim + 1) {
@@ -474,7 +514,11 @@ impl Permutohedral {
         const AHEAD: usize = 8;
         let mut ring_keys = vec![[0u64; W]; AHEAD * (d + 1)];
         let mut ring_weights = vec![0f32; AHEAD * (d + 1)];
-        let stage = |i: usize, table: &VertexTable<W>, emb: &mut Embedder, keys: &mut [PackedKey<W>], ws: &mut [f32]| {
+        let stage = |i: usize,
+                     table: &VertexTable<W>,
+                     emb: &mut Embedder,
+                     keys: &mut [PackedKey<W>],
+                     ws: &mut [f32]| {
             emb.embed(&features[i * d..(i + 1) * d]);
             emb.packed_keys(keys);
             ws.copy_from_slice(&emb.bary[..=d]);
@@ -484,7 +528,13 @@ impl Permutohedral {
         };
         for i in 0..n.min(AHEAD) {
             let k = i * (d + 1)..(i + 1) * (d + 1);
-            stage(i, &table, &mut emb, &mut ring_keys[k.clone()], &mut ring_weights[k]);
+            stage(
+                i,
+                &table,
+                &mut emb,
+                &mut ring_keys[k.clone()],
+                &mut ring_weights[k],
+            );
         }
         for i in 0..n {
             let k = (i % AHEAD) * (d + 1)..(i % AHEAD + 1) * (d + 1);
@@ -494,12 +544,18 @@ impl Permutohedral {
                 weights[i * (d + 1) + r] = ring_weights[k.start + r];
             }
             if i + AHEAD < n {
-                stage(i + AHEAD, &table, &mut emb, &mut ring_keys[k.clone()], &mut ring_weights[k]);
+                stage(
+                    i + AHEAD,
+                    &table,
+                    &mut emb,
+                    &mut ring_keys[k.clone()],
+                    &mut ring_weights[k],
+                );
             }
         }
         // densecrf embeds points four at a time and pads the last block with zero features,
         // whose vertices then exist in its lattice (and relay values while blurring).
-        if n % 4 != 0 {
+        if !n.is_multiple_of(4) {
             let zero = vec![0f32; d];
             emb.embed(&zero);
             for r in 0..=d {
@@ -551,15 +607,37 @@ impl Permutohedral {
 
     /// Filters `input` (point-major, `value_size` values per point) into `output` (same shape):
     /// splat, blur along the axes 0..=d, slice. Matches densecrf's `Permutohedral::compute`.
-    pub fn filter(&self, input: &[f32], value_size: usize, output: &mut [f32]) -> Result<(), CrfError> {
-        self.filter_with_scratch(input, value_size, output, false, &mut FilterScratch::default())
+    pub fn filter(
+        &self,
+        input: &[f32],
+        value_size: usize,
+        output: &mut [f32],
+    ) -> Result<(), CrfError> {
+        self.filter_with_scratch(
+            input,
+            value_size,
+            output,
+            false,
+            &mut FilterScratch::default(),
+        )
     }
 
     /// The transposed filter (densecrf's `compute(.., reverse = true)`): the blur runs over the
     /// axes in reverse order, which makes it the exact adjoint of `filter`. (The two differ
     /// slightly where the sparse lattice lacks a vertex on one blur path but not the other.)
-    pub fn filter_transposed(&self, input: &[f32], value_size: usize, output: &mut [f32]) -> Result<(), CrfError> {
-        self.filter_with_scratch(input, value_size, output, true, &mut FilterScratch::default())
+    pub fn filter_transposed(
+        &self,
+        input: &[f32],
+        value_size: usize,
+        output: &mut [f32],
+    ) -> Result<(), CrfError> {
+        self.filter_with_scratch(
+            input,
+            value_size,
+            output,
+            true,
+            &mut FilterScratch::default(),
+        )
     }
 
     /// `filter` / `filter_transposed` reusing the buffers of `scratch` between calls.
@@ -646,7 +724,13 @@ impl Permutohedral {
     /// Splat: every vertex accumulates, in point order, weight times the point's values times
     /// the point's scale (`w * (x * s)`: densecrf scales its input before splatting).
     #[inline(always)]
-    fn splat<V: Width, S: Fn(usize) -> f32>(&self, input: &[f32], scale: S, width: V, values: &mut [f32]) {
+    fn splat<V: Width, S: Fn(usize) -> f32>(
+        &self,
+        input: &[f32],
+        scale: S,
+        width: V,
+        values: &mut [f32],
+    ) {
         let vs = width.get();
         let d1 = self.dim + 1;
         assert!(input.len() >= self.n_points * vs && values.len() == (self.n_vertices + 1) * vs);
@@ -655,7 +739,11 @@ impl Permutohedral {
         for i in 0..self.n_points {
             self.prefetch_rows(i + PREFETCH_POINTS, vs, values);
             let s = scale(i);
-            let t: &mut [f32] = if vs <= 16 { &mut stack[..vs] } else { &mut heap[..] };
+            let t: &mut [f32] = if vs <= 16 {
+                &mut stack[..vs]
+            } else {
+                &mut heap[..]
+            };
             for k in 0..vs {
                 t[k] = input[i * vs + k] * s;
             }
@@ -723,7 +811,11 @@ impl Permutohedral {
         let mut stack = [0f32; 16];
         for i in 0..self.n_points {
             self.prefetch_rows(i + PREFETCH_POINTS, vs, values);
-            let out: &mut [f32] = if vs <= 16 { &mut stack[..vs] } else { &mut heap[..] };
+            let out: &mut [f32] = if vs <= 16 {
+                &mut stack[..vs]
+            } else {
+                &mut heap[..]
+            };
             out.fill(0.0);
             for r in 0..d1 {
                 let o = self.offsets[i * d1 + r] as usize;
@@ -797,7 +889,9 @@ mod tests {
 
     #[test]
     fn weights_are_barycentric() {
-        let f: Vec<f32> = (0..60).map(|i| ((i * 37 % 11) as f32) * 0.37 - 1.0).collect();
+        let f: Vec<f32> = (0..60)
+            .map(|i| ((i * 37 % 11) as f32) * 0.37 - 1.0)
+            .collect();
         let lat = Permutohedral::new(&f, 3).unwrap();
         for w in lat.weights.chunks(4) {
             let s: f32 = w.iter().sum();
@@ -821,12 +915,19 @@ mod tests {
         let f = grid_features(9, 7, 1.5);
         let lat = Permutohedral::new(&f, 2).unwrap();
         let a: Vec<f32> = (0..63 * 3).map(|i| ((i * 13 % 17) as f32) / 17.0).collect();
-        let b: Vec<f32> = (0..63 * 3).map(|i| ((i * 7 % 23) as f32) / 23.0 - 0.3).collect();
+        let b: Vec<f32> = (0..63 * 3)
+            .map(|i| ((i * 7 % 23) as f32) / 23.0 - 0.3)
+            .collect();
         let mut kb = vec![0.0; b.len()];
         let mut kta = vec![0.0; a.len()];
         lat.filter(&b, 3, &mut kb).unwrap();
         lat.filter_transposed(&a, 3, &mut kta).unwrap();
-        let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum::<f64>();
+        let dot = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| *p as f64 * *q as f64)
+                .sum::<f64>()
+        };
         let (l, r) = (dot(&a, &kb), dot(&kta, &b));
         assert!((l - r).abs() < 1e-5 * l.abs(), "{l} {r}");
     }

@@ -28,7 +28,10 @@ pub mod lattice;
 pub mod unary;
 
 pub use inference::{DenseCrf, Marginals};
-pub use kernel::{bilateral_features, gaussian_features, Compatibility, KernelScratch, Normalization, PairwiseKernel};
+pub use kernel::{
+    bilateral_features, gaussian_features, Compatibility, KernelScratch, Normalization,
+    PairwiseKernel,
+};
 pub use lattice::{FilterScratch, Permutohedral};
 pub use unary::{unary_from_f16_probabilities, unary_from_probabilities};
 

@@ -22,10 +22,19 @@ fn expected() -> serde_json::Value {
 }
 
 fn clip_es(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clip-es")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_clip-es"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
-fn eval(source: &str, dir: &Path, gt: &Path, json: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+fn eval(
+    source: &str,
+    dir: &Path,
+    gt: &Path,
+    json: &Path,
+    extra: &[&str],
+) -> (Output, serde_json::Value) {
     let split = data().join("split.txt");
     let mut args = vec![
         "eval",
@@ -40,7 +49,9 @@ fn eval(source: &str, dir: &Path, gt: &Path, json: &Path, extra: &[&str]) -> (Ou
     ];
     args.extend_from_slice(extra);
     let o = clip_es(&args);
-    let doc = std::fs::read_to_string(json).map(|t| serde_json::from_str(&t).unwrap()).unwrap_or(serde_json::Value::Null);
+    let doc = std::fs::read_to_string(json)
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or(serde_json::Value::Null);
     (o, doc)
 }
 
@@ -52,19 +63,36 @@ fn close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 fn cam_miou_and_background_sweep_match_eval_cam_py() {
     let d = temp("cams");
     let json = d.join("r.json");
-    let (o, doc) = eval("--cams", &data().join("cams"), &data().join("gt"), &json, &[]);
+    let (o, doc) = eval(
+        "--cams",
+        &data().join("cams"),
+        &data().join("gt"),
+        &json,
+        &[],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let want = &expected()["cams"];
     for s in doc["sweep"].as_array().unwrap() {
         let t = format!("{}", s["bg_power"].as_f64().unwrap() as i64);
-        assert!(close(&s["mean_iou"], &want["sweep"][&t]), "t = {t}: {} vs {}", s["mean_iou"], want["sweep"][&t]);
+        assert!(
+            close(&s["mean_iou"], &want["sweep"][&t]),
+            "t = {t}: {} vs {}",
+            s["mean_iou"],
+            want["sweep"][&t]
+        );
     }
-    assert_eq!(doc["bg_power"].as_f64().unwrap(), want["best_bg_power"].as_f64().unwrap());
+    assert_eq!(
+        doc["bg_power"].as_f64().unwrap(),
+        want["best_bg_power"].as_f64().unwrap()
+    );
     assert!(close(&doc["mean_iou"], &want["mean_iou"]));
     assert!(close(&doc["pixel_accuracy"], &want["pixel_accuracy"]));
     assert_eq!(doc["evaluated"], 5);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("best bg power: 1") && stdout.contains("background"), "{stdout}");
+    assert!(
+        stdout.contains("best bg power: 1") && stdout.contains("background"),
+        "{stdout}"
+    );
     // Named classes appear with their IoU.
     let classes = doc["classes"].as_array().unwrap();
     assert_eq!(classes.len(), 21);
@@ -92,17 +120,40 @@ fn crf_miou_matches_eval_cam_with_crf_py() {
         "0",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (o, doc) = eval("--masks", &masks, &data().join("gt"), &d.join("r.json"), &[]);
+    let (o, doc) = eval(
+        "--masks",
+        &masks,
+        &data().join("gt"),
+        &d.join("r.json"),
+        &[],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let want = &expected()["crf"];
-    assert!(close(&doc["mean_iou"], &want["mean_iou"]), "{} vs {}", doc["mean_iou"], want["mean_iou"]);
+    assert!(
+        close(&doc["mean_iou"], &want["mean_iou"]),
+        "{} vs {}",
+        doc["mean_iou"],
+        want["mean_iou"]
+    );
     assert!(close(&doc["pixel_accuracy"], &want["pixel_accuracy"]));
     assert_eq!(doc["unlabelled_pixels"], 0);
 
     // The thresholded masks have 255s: counted as misses by default, left out with --unlabelled skip.
-    let (o, miss) = eval("--masks", &data().join("expected_masks"), &data().join("gt"), &d.join("m.json"), &[]);
+    let (o, miss) = eval(
+        "--masks",
+        &data().join("expected_masks"),
+        &data().join("gt"),
+        &d.join("m.json"),
+        &[],
+    );
     assert!(o.status.success());
-    let (_, skip) = eval("--masks", &data().join("expected_masks"), &data().join("gt"), &d.join("s.json"), &["--unlabelled", "skip"]);
+    let (_, skip) = eval(
+        "--masks",
+        &data().join("expected_masks"),
+        &data().join("gt"),
+        &d.join("s.json"),
+        &["--unlabelled", "skip"],
+    );
     assert!(miss["unlabelled_pixels"].as_u64().unwrap() > 0);
     assert!(skip["mean_iou"].as_f64().unwrap() >= miss["mean_iou"].as_f64().unwrap());
     std::fs::remove_dir_all(&d).unwrap();
@@ -112,14 +163,28 @@ fn crf_miou_matches_eval_cam_with_crf_py() {
 fn class_file_and_coco_lists() {
     let d = temp("classes");
     let f = d.join("classes.txt");
-    let names: Vec<String> = std::iter::once("background".to_string()).chain((1..=20).map(|i| format!("c{i}"))).collect();
+    let names: Vec<String> = std::iter::once("background".to_string())
+        .chain((1..=20).map(|i| format!("c{i}")))
+        .collect();
     std::fs::write(&f, names.join("\n")).unwrap();
-    let (o, doc) = eval("--cams", &data().join("cams"), &data().join("gt"), &d.join("r.json"), &["--classes", f.to_str().unwrap()]);
+    let (o, doc) = eval(
+        "--cams",
+        &data().join("cams"),
+        &data().join("gt"),
+        &d.join("r.json"),
+        &["--classes", f.to_str().unwrap()],
+    );
     assert!(o.status.success());
     assert_eq!(doc["classes"][15]["name"], "c15");
     assert!(close(&doc["mean_iou"], &expected()["cams"]["mean_iou"]));
     // With COCO's 81 classes the VOC ground truth is still valid (values < 81).
-    let (o, doc) = eval("--cams", &data().join("cams"), &data().join("gt"), &d.join("c.json"), &["--classes", "coco"]);
+    let (o, doc) = eval(
+        "--cams",
+        &data().join("cams"),
+        &data().join("gt"),
+        &d.join("c.json"),
+        &["--classes", "coco"],
+    );
     assert!(o.status.success());
     assert_eq!(doc["classes"].as_array().unwrap().len(), 81);
     std::fs::remove_dir_all(&d).unwrap();
@@ -131,7 +196,11 @@ fn bad_ground_truth_is_reported_per_image() {
     let gt = d.join("gt");
     std::fs::create_dir_all(&gt).unwrap();
     for id in ["mini_000", "mini_004"] {
-        std::fs::copy(data().join(format!("gt/{id}.png")), gt.join(format!("{id}.png"))).unwrap();
+        std::fs::copy(
+            data().join(format!("gt/{id}.png")),
+            gt.join(format!("{id}.png")),
+        )
+        .unwrap();
     }
     // mini_001: corrupt PNG; mini_002: an RGB PNG (wrong number of channels); mini_003: missing.
     std::fs::write(gt.join("mini_001.png"), b"\x89PNG\r\n\x1a\nnope").unwrap();
@@ -140,7 +209,10 @@ fn bad_ground_truth_is_reported_per_image() {
         let mut e = png::Encoder::new(&mut rgb, 80, 52);
         e.set_color(png::ColorType::Rgb);
         e.set_depth(png::BitDepth::Eight);
-        e.write_header().unwrap().write_image_data(&vec![0u8; 80 * 52 * 3]).unwrap();
+        e.write_header()
+            .unwrap()
+            .write_image_data(&vec![0u8; 80 * 52 * 3])
+            .unwrap();
     }
     std::fs::write(gt.join("mini_002.png"), rgb).unwrap();
     // mini_004's ground truth replaced by one of another size.
@@ -149,10 +221,19 @@ fn bad_ground_truth_is_reported_per_image() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     let tail = &err[err.find("failed images").expect(&err)..];
-    assert!(tail.contains("mini_001.png") && tail.contains("PNG"), "{tail}");
-    assert!(tail.contains("mini_002.png") && tail.contains("3 channels"), "{tail}");
+    assert!(
+        tail.contains("mini_001.png") && tail.contains("PNG"),
+        "{tail}"
+    );
+    assert!(
+        tail.contains("mini_002.png") && tail.contains("3 channels"),
+        "{tail}"
+    );
     assert!(tail.contains("mini_003.png"), "{tail}");
-    assert!(tail.contains("mini_004") && tail.contains("70x39 but the ground truth 64x48"), "{tail}");
+    assert!(
+        tail.contains("mini_004") && tail.contains("70x39 but the ground truth 64x48"),
+        "{tail}"
+    );
     assert_eq!(doc["evaluated"], 1);
     assert_eq!(doc["failed"].as_array().unwrap().len(), 4);
     std::fs::remove_dir_all(&d).unwrap();
