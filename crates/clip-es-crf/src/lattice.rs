@@ -292,28 +292,35 @@ fn round_ties_even(x: f32) -> f32 {
 }
 
 /// Per-point lattice embedding computed exactly as densecrf's SSE lanes do.
-struct Embedder {
-    d: usize,
-    scale: Vec<f32>,
+/// (Fixed-size arrays, and the dimension known at compile time for the usual 2 and 5, let the
+/// per-point loops unroll.)
+struct Embedder<D: Width> {
+    dim: D,
+    scale: [f32; MAX_DIM],
     inv_dp1: f32,
     dp1: f32,
     canonical: Vec<i16>,
-    elevated: Vec<f32>,
-    rem0: Vec<f32>,
-    residual: Vec<f32>,
-    rank: Vec<i32>,
-    bary: Vec<f32>,
-    key: Vec<i16>,
+    elevated: [f32; MAX_DIM + 1],
+    rem0: [f32; MAX_DIM + 1],
+    residual: [f32; MAX_DIM + 1],
+    rank: [i32; MAX_DIM + 1],
+    bary: [f32; MAX_DIM + 2],
+    key: [i16; MAX_DIM],
 }
 
-impl Embedder {
-    fn new(d: usize) -> Self {
+/// Largest feature dimension supported.
+const MAX_DIM: usize = 64;
+
+impl<D: Width> Embedder<D> {
+    fn new(dim: D) -> Self {
+        let d = dim.get();
         // densecrf: `float inv_std_dev = sqrt(2.0 / 3.0)*(d_+1);` (double, stored as float),
         // `scale_factor[i] = 1.0 / sqrt((i+2)*(i+1)) * inv_std_dev` (double, stored as float).
         let inv_std_dev = ((2.0f64 / 3.0).sqrt() * (d as f64 + 1.0)) as f32;
-        let scale = (0..d)
-            .map(|i| (1.0 / (((i + 2) * (i + 1)) as f64).sqrt() * inv_std_dev as f64) as f32)
-            .collect();
+        let mut scale = [0f32; MAX_DIM];
+        for (i, sc) in scale.iter_mut().enumerate().take(d) {
+            *sc = (1.0 / (((i + 2) * (i + 1)) as f64).sqrt() * inv_std_dev as f64) as f32;
+        }
         let mut canonical = vec![0i16; (d + 1) * (d + 1)];
         for i in 0..=d {
             for j in 0..=d - i {
@@ -324,24 +331,24 @@ impl Embedder {
             }
         }
         Embedder {
-            d,
+            dim,
             scale,
             inv_dp1: 1.0f32 / (d as f32 + 1.0),
             dp1: d as f32 + 1.0,
             canonical,
-            elevated: vec![0.0; d + 1],
-            rem0: vec![0.0; d + 1],
-            residual: vec![0.0; d + 1],
-            rank: vec![0; d + 1],
-            bary: vec![0.0; d + 2],
-            key: vec![0; d],
+            elevated: [0.0; MAX_DIM + 1],
+            rem0: [0.0; MAX_DIM + 1],
+            residual: [0.0; MAX_DIM + 1],
+            rank: [0; MAX_DIM + 1],
+            bary: [0.0; MAX_DIM + 2],
+            key: [0; MAX_DIM],
         }
     }
 
     /// Computes the simplex enclosing `f` and its barycentric coordinates; afterwards
     /// `key_of(r)` gives the key of corner `r` and `bary[r]` its weight.
     fn embed(&mut self, f: &[f32]) {
-        let d = self.d;
+        let d = self.dim.get();
         // Elevate onto the hyperplane x_0 + ... + x_d = 0 (y = E f, Adams et al. p. 5).
         let mut sm = 0.0f32;
         for j in (1..=d).rev() {
@@ -363,7 +370,7 @@ impl Embedder {
         for i in 0..=d {
             self.residual[i] = self.elevated[i] - self.rem0[i];
         }
-        self.rank.fill(0);
+        self.rank[..=d].fill(0);
         for i in 0..d {
             let di = self.residual[i];
             for j in i + 1..=d {
@@ -385,7 +392,7 @@ impl Embedder {
             }
         }
         // Barycentric coordinates (Adams et al. p. 10).
-        self.bary.fill(0.0);
+        self.bary[..d + 2].fill(0.0);
         for i in 0..=d {
             let v = (self.elevated[i] - self.rem0[i]) * self.inv_dp1;
             let p = d - self.rank[i] as usize;
@@ -400,7 +407,7 @@ impl Embedder {
     /// the canonical simplex's upper part); done lane-wise on the packed words when no
     /// coordinate is near the 16-bit limits (so no lane over- or underflows), else per corner.
     fn packed_keys<const W: usize>(&mut self, out: &mut [PackedKey<W>]) {
-        let d = self.d;
+        let d = self.dim.get();
         let safe = self.rem0[..d].iter().all(|&v| v.abs() < 30000.0) && d < 1000;
         if !safe {
             for (r, o) in out.iter_mut().enumerate() {
@@ -411,10 +418,10 @@ impl Embedder {
         for i in 0..d {
             self.key[i] = self.rem0[i] as i32 as i16;
         }
-        let base: PackedKey<W> = pack(&self.key);
+        let base: PackedKey<W> = pack(&self.key[..d]);
         // by_rank[k] = the coordinate of rank k.
         let mut by_rank = [usize::MAX; 65];
-        for (i, &r) in self.rank.iter().enumerate() {
+        for (i, &r) in self.rank[..=d].iter().enumerate() {
             by_rank[r as usize] = i;
         }
         out[0] = base;
@@ -458,13 +465,13 @@ impl Embedder {
     }
 
     fn key_of(&mut self, remainder: usize) -> &[i16] {
-        let d = self.d;
+        let d = self.dim.get();
         for i in 0..d {
             let c = self.canonical[remainder * (d + 1) + self.rank[i] as usize];
             // densecrf stores keys as `short`: float -> int (truncation) -> 16 bits.
             self.key[i] = (self.rem0[i] + c as f32) as i32 as i16;
         }
-        &self.key
+        &self.key[..d]
     }
 }
 
@@ -478,7 +485,7 @@ impl Permutohedral {
                 features.len()
             )));
         }
-        if dim > 64 {
+        if dim > MAX_DIM {
             return Err(CrfError::Shape(format!(
                 "feature dimension {dim} is above 64"
             )));
@@ -495,20 +502,23 @@ impl Permutohedral {
             return Err(CrfError::Shape(format!("{n} points are too many")));
         }
         Ok(match dim.div_ceil(4) {
-            1 => Self::build::<1>(features, dim),
-            2 => Self::build::<2>(features, dim),
-            3 => Self::build::<3>(features, dim),
-            4 => Self::build::<4>(features, dim),
-            _ => Self::build::<16>(features, dim),
+            _ if dim == 2 => Self::build::<1, _>(features, Fixed::<2>),
+            _ if dim == 5 => Self::build::<2, _>(features, Fixed::<5>),
+            1 => Self::build::<1, _>(features, Dynamic(dim)),
+            2 => Self::build::<2, _>(features, Dynamic(dim)),
+            3 => Self::build::<3, _>(features, Dynamic(dim)),
+            4 => Self::build::<4, _>(features, Dynamic(dim)),
+            _ => Self::build::<16, _>(features, Dynamic(dim)),
         })
     }
 
-    fn build<const W: usize>(features: &[f32], d: usize) -> Self {
+    fn build<const W: usize, D: Width>(features: &[f32], dim: D) -> Self {
+        let d = dim.get();
         let n = features.len() / d;
         let mut table = VertexTable::<W>::with_capacity(n);
         let mut offsets = vec![0u32; n * (d + 1)];
         let mut weights = vec![0f32; n * (d + 1)];
-        let mut emb = Embedder::new(d);
+        let mut emb = Embedder::new(dim);
         // Points are embedded AHEAD positions before their vertices are looked up, and the
         // hash slots they will touch are prefetched meanwhile.
         const AHEAD: usize = 8;
@@ -516,7 +526,7 @@ impl Permutohedral {
         let mut ring_weights = vec![0f32; AHEAD * (d + 1)];
         let stage = |i: usize,
                      table: &VertexTable<W>,
-                     emb: &mut Embedder,
+                     emb: &mut Embedder<D>,
                      keys: &mut [PackedKey<W>],
                      ws: &mut [f32]| {
             emb.embed(&features[i * d..(i + 1) * d]);
