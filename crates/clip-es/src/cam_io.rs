@@ -375,6 +375,65 @@ mod tests {
     }
 
     #[test]
+    fn wrong_dimensions_and_dtypes_are_errors() {
+        let dir = std::env::temp_dir().join(format!("clip-es-camio-dims-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys = NdArray {
+            dtype: DType::I64,
+            shape: vec![2],
+            data: [3i64, 4].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        let write = |name: &str, cams: NdArray| {
+            let path = dir.join(name);
+            let file = std::fs::File::create(&path).unwrap();
+            let mut zip = zip::ZipWriter::new(file);
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            for (n, a) in [("keys.npy", &keys), ("attn_highres.npy", &cams)] {
+                zip.start_file(n, opts).unwrap();
+                zip.write_all(&clip_es_pickle::encode_npy(a).unwrap())
+                    .unwrap();
+            }
+            zip.finish().unwrap();
+            CamFile::read(&path).unwrap_err().to_string()
+        };
+        // A 2-d array (one channel missing).
+        let e = write(
+            "a.npz",
+            NdArray {
+                dtype: DType::F16,
+                shape: vec![2, 6],
+                data: vec![0; 24],
+            },
+        );
+        assert!(
+            e.contains("a.npz") && e.contains("[2, 6]") && e.contains("(2, H, W)"),
+            "{e}"
+        );
+        // One CAM for two keys.
+        let e = write(
+            "b.npz",
+            NdArray {
+                dtype: DType::F16,
+                shape: vec![1, 2, 3],
+                data: vec![0; 12],
+            },
+        );
+        assert!(e.contains("[1, 2, 3]"), "{e}");
+        // Integer CAMs.
+        let e = write(
+            "c.npz",
+            NdArray {
+                dtype: DType::U8,
+                shape: vec![2, 2, 3],
+                data: vec![0; 12],
+            },
+        );
+        assert!(e.contains("dtype"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn reads_a_reference_npy_dict() {
         let cam = sample();
         let arrays = vec![
