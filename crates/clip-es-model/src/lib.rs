@@ -1,1 +1,23 @@
+//! OpenAI CLIP (ViT image tower and text tower) for CLIP-ES (reference `clip/model.py`).
+//!
+//! Model code only: configuration, weights loading and model resolution, layers and the two
+//! encoders. The pipeline stages (CAMs, affinity, CRF, evaluation) live in the `clip-es` crate.
 
+pub mod bench;
+pub mod clip;
+pub mod config;
+pub mod hub;
+pub mod kernels;
+pub mod tensors;
+pub mod text;
+pub mod transformer;
+pub mod vision;
+pub mod weights;
+
+pub use clip::{Clip, ClipError};
+pub use config::{ClipConfig, ConfigError, TextConfig, VisionConfig};
+pub use hub::{resolve_model, HubError, ModelFiles, Resolver, TokenizerFiles, DEFAULT_MODEL};
+pub use tensors::{ModelError, TensorSource};
+pub use text::TextTransformer;
+pub use vision::{GradCamOutput, VisionOptions, VisionOutput, VisionTransformer};
+pub use weights::{ClipWeights, WeightsError, WeightsFormat, WeightsSource};

@@ -4,7 +4,11 @@
 //! `clip-es-image`; the dense CRF in `clip-es-crf`. This crate holds the pipeline stages
 //! (CAMs, affinity refinement, pseudo masks, evaluation) and the command-line interface.
 
+pub mod affinity;
 pub mod atomic;
+pub mod cam;
+pub mod datasets;
+pub mod prompts;
 pub mod cam_io;
 pub mod classes;
 pub mod eval;

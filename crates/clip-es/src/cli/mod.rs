@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand, each with its clap `Args` and `run`.
 
+mod cams;
 mod eval;
 mod masks;
 
@@ -15,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// CAMs (Softmax-GradCAM + class-aware attention affinity) for a dataset
+    Cams(cams::Args),
     /// Pseudo masks from CAMs with the dense CRF and a confidence threshold
     Masks(masks::Args),
     /// mIoU of CAMs or masks against ground truth
@@ -24,6 +27,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Cams(a) => cams::run(a),
         Command::Masks(a) => masks::run(a),
         Command::Eval(a) => eval::run(a),
     }

@@ -1,0 +1,71 @@
+//! A whole CLIP model ready to encode: resolved files, both towers, the logit scale and the
+//! matching tokenizer (reference `clip/clip.py` `load` and `tokenize`).
+
+use crate::config::ClipConfig;
+use crate::hub::{resolve_model, HubError, ModelFiles, TokenizerFiles};
+use crate::tensors::{ModelError, TensorSource};
+use crate::text::TextTransformer;
+use crate::vision::VisionTransformer;
+use crate::weights::{ClipWeights, WeightsError};
+use clip_es_tokenizer::{ClipTokenizer, TokenizerError};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClipError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("{path}: {source}")]
+    Model { path: PathBuf, source: ModelError },
+    #[error("{path}: the tokenizer has {tokenizer} tokens but the model's vocabulary only {model}")]
+    VocabMismatch { path: PathBuf, tokenizer: usize, model: usize },
+}
+
+/// OpenAI CLIP with its tokenizer.
+pub struct Clip {
+    pub config: ClipConfig,
+    pub files: ModelFiles,
+    pub vision: VisionTransformer,
+    pub text: TextTransformer,
+    /// `exp(logit_scale)`: 100 for the released models.
+    pub logit_scale: f32,
+    pub tokenizer: ClipTokenizer,
+}
+
+impl Clip {
+    /// Resolves `spec` (a local directory or file, a Hugging Face id, or an OpenAI name such as
+    /// `ViT-B/16`) and loads it.
+    pub fn load(spec: &str) -> Result<Self, ClipError> {
+        Self::from_files(resolve_model(spec)?)
+    }
+
+    pub fn from_files(files: ModelFiles) -> Result<Self, ClipError> {
+        let weights = ClipWeights::load(&files.weights)?;
+        let tokenizer = match &files.tokenizer {
+            TokenizerFiles::BundledOpenAi => ClipTokenizer::openai()?,
+            TokenizerFiles::HuggingFace { dir, .. } => ClipTokenizer::from_hf_dir(dir)?,
+        };
+        let config = weights.config().clone();
+        let path = files.weights.clone();
+        if tokenizer.vocab_size() > config.text.vocab_size {
+            return Err(ClipError::VocabMismatch { path, tokenizer: tokenizer.vocab_size(), model: config.text.vocab_size });
+        }
+        let model_err = |source| ClipError::Model { path: path.clone(), source };
+        let eps = config.layer_norm_eps;
+        let vision = VisionTransformer::new(&weights, &config.vision, config.embed_dim, eps).map_err(model_err)?;
+        let text = TextTransformer::new(&weights, &config.text, config.embed_dim, eps).map_err(model_err)?;
+        let logit_scale = weights.scalar_f32("logit_scale").map_err(model_err)?.exp();
+        Ok(Clip { config, files, vision, text, logit_scale, tokenizer })
+    }
+
+    /// Tokenizes and encodes texts (not normalised), batch x embed_dim.
+    pub fn encode_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, ClipError> {
+        let ctx = self.config.text.context_length;
+        let batch = self.tokenizer.tokenize(texts, ctx, false)?;
+        let ids: Vec<Vec<u32>> = (0..batch.rows()).map(|i| batch.row(i).to_vec()).collect();
+        self.text.encode(&ids).map_err(|source| ClipError::Model { path: self.files.weights.clone(), source })
+    }
+}

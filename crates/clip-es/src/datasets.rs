@@ -1,0 +1,192 @@
+//! Image-level labels for CAM generation (CLIP-ES section 4.1 inputs; reference
+//! `generate_cams_voc12.py` reads VOC XML annotations, `generate_cams_coco14.py` a split file
+//! of `id l1 l2 ...` lines).
+//!
+//! Three sources: VOC `Annotations/<id>.xml` (the distinct `<object><name>`s in order of first
+//! appearance), a label file of `id l1 l2 ...` lines (class indices or names; COCO's split
+//! format), and the labels written on the split file's own lines. A problem with one image
+//! (missing XML, unknown class, no labels) is that image's error; the run goes on.
+
+use crate::prompts::ClassSet;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// One image to process.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub id: String,
+    pub image: PathBuf,
+    /// Class indices, distinct, in order of first appearance.
+    pub labels: Vec<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Parse { path: String, line: usize, message: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Where the labels come from.
+#[derive(Clone, Debug)]
+pub enum LabelSource {
+    /// `<dir>/<id>.xml` VOC annotations.
+    VocAnnotations(PathBuf),
+    /// Labels per id, as read from a label file or from the split file's lines.
+    Listed(HashMap<String, Vec<String>>),
+}
+
+/// One line of a split or label file: the id and the label tokens after it.
+fn parse_line(line: &str) -> Option<(String, Vec<String>)> {
+    let mut it = line.split_whitespace();
+    let id = it.next()?;
+    Some((id.to_string(), it.map(String::from).collect()))
+}
+
+/// Reads a split or label file: ids in order, with the labels listed after each id.
+pub fn read_id_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, DatasetError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Io { path: path.display().to_string(), source })?;
+    let mut out = Vec::new();
+    let mut seen = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if let Some((id, labels)) = parse_line(line) {
+            if let Some(first) = seen.insert(id.clone(), i + 1) {
+                return Err(DatasetError::Parse {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    message: format!("id `{id}` already listed on line {first}"),
+                });
+            }
+            out.push((id, labels));
+        }
+    }
+    Ok(out)
+}
+
+/// The ids to process and where their labels come from, from the command-line options.
+pub fn plan(split: Option<&Path>, labels: Option<&Path>, annotations: Option<&Path>) -> Result<(Vec<String>, LabelSource), DatasetError> {
+    let split_lines = split.map(read_id_file).transpose()?;
+    let label_lines = labels.map(read_id_file).transpose()?;
+    let ids: Vec<String> = match (&split_lines, &label_lines) {
+        (Some(s), _) => s.iter().map(|(id, _)| id.clone()).collect(),
+        (None, Some(l)) => l.iter().map(|(id, _)| id.clone()).collect(),
+        (None, None) => return Err(DatasetError::Config("give --split (and/or --labels) to say which images to process".into())),
+    };
+    let source = if let Some(dir) = annotations {
+        LabelSource::VocAnnotations(dir.to_path_buf())
+    } else if let Some(l) = label_lines {
+        LabelSource::Listed(l.into_iter().collect())
+    } else {
+        let s = split_lines.expect("split given");
+        if s.iter().all(|(_, l)| l.is_empty()) {
+            return Err(DatasetError::Config(
+                "the split file lists no labels: give --annotations DIR (VOC XML) or --labels FILE (`id l1 l2 ...`)".into(),
+            ));
+        }
+        LabelSource::Listed(s.into_iter().collect())
+    };
+    Ok((ids, source))
+}
+
+/// The image file of an id: `<dir>/<id>` if it names a file, else `<dir>/<id>.<ext>` for the
+/// usual extensions (`.jpg` first, as VOC and COCO store them).
+pub fn image_path(dir: &Path, id: &str) -> Result<PathBuf, String> {
+    let direct = dir.join(id);
+    if Path::new(id).extension().is_some() && direct.is_file() {
+        return Ok(direct);
+    }
+    for ext in ["jpg", "jpeg", "png", "JPG", "JPEG", "PNG", "bmp", "webp"] {
+        let p = dir.join(format!("{id}.{ext}"));
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(format!("no image file for `{id}` in {} (tried {id}.jpg, .jpeg, .png, ...)", dir.display()))
+}
+
+/// The distinct object names of a VOC annotation, in order of first appearance.
+pub fn voc_object_names(xml_path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(xml_path).map_err(|e| format!("{}: {e}", xml_path.display()))?;
+    let doc = roxmltree::Document::parse(&text).map_err(|e| format!("{}: invalid XML: {e}", xml_path.display()))?;
+    let mut names: Vec<String> = Vec::new();
+    for obj in doc.descendants().filter(|n| n.has_tag_name("object")) {
+        let name = obj
+            .children()
+            .find(|n| n.has_tag_name("name"))
+            .and_then(|n| n.text())
+            .map(str::trim)
+            .ok_or_else(|| format!("{}: an <object> without <name>", xml_path.display()))?;
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
+impl LabelSource {
+    /// Resolves one id into a sample, or a message saying what is wrong with it.
+    pub fn sample(&self, id: &str, images: &Path, classes: &ClassSet) -> Result<Sample, String> {
+        let raw: Vec<String> = match self {
+            LabelSource::VocAnnotations(dir) => voc_object_names(&dir.join(format!("{id}.xml")))?,
+            LabelSource::Listed(map) => map.get(id).cloned().ok_or_else(|| format!("`{id}` has no entry in the label file"))?,
+        };
+        let mut labels = Vec::new();
+        for name in &raw {
+            let c = classes.resolve(name).ok_or_else(|| {
+                format!("`{id}`: unknown class `{name}` (not a class name or an index below {})", classes.names.len())
+            })?;
+            if !labels.contains(&c) {
+                labels.push(c);
+            }
+        }
+        if labels.is_empty() {
+            return Err(format!("`{id}` has no image-level labels"));
+        }
+        Ok(Sample { id: id.to_string(), image: image_path(images, id)?, labels })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("clip-es-ds-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn voc_names_are_distinct_in_first_appearance_order() {
+        let d = tmpdir("voc");
+        let xml = d.join("a.xml");
+        std::fs::write(&xml, "<annotation><size><width>5</width></size><object><name>person</name></object><object><name>dog</name></object><object><name>person</name></object></annotation>").unwrap();
+        assert_eq!(voc_object_names(&xml).unwrap(), vec!["person", "dog"]);
+        std::fs::write(&xml, "<annotation><object>").unwrap();
+        assert!(voc_object_names(&xml).unwrap_err().contains("invalid XML"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn labels_from_split_lines_indices_and_names() {
+        let d = tmpdir("split");
+        std::fs::write(d.join("x.jpg"), b"").unwrap();
+        std::fs::write(d.join("y.png"), b"").unwrap();
+        let split = d.join("split.txt");
+        std::fs::write(&split, "x 14 dog 14\ny\nz cat\n").unwrap();
+        let (ids, src) = plan(Some(&split), None, None).unwrap();
+        assert_eq!(ids, vec!["x", "y", "z"]);
+        let voc = ClassSet::voc();
+        let s = src.sample("x", &d, &voc).unwrap();
+        assert_eq!(s.labels, vec![14, 11]);
+        assert_eq!(s.image, d.join("x.jpg"));
+        assert!(src.sample("y", &d, &voc).unwrap_err().contains("no image-level labels"));
+        assert!(src.sample("z", &d, &voc).unwrap_err().contains("no image file"));
+        std::fs::write(&split, "x 14\nx 3\n").unwrap();
+        assert!(plan(Some(&split), None, None).unwrap_err().to_string().contains("already listed on line 1"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
