@@ -191,8 +191,8 @@ impl PairwiseKernel {
             self.pre_scale(),
             false,
             &mut scratch.lattice,
-            |i, v| {
-                let o = &mut out[i * n_labels..(i + 1) * n_labels];
+            |i, lane0, v| {
+                let o = &mut out[i * n_labels + lane0..][..v.len()];
                 match post {
                     Some(s) => o.iter_mut().zip(v).for_each(|(o, &x)| *o = x * s[i]),
                     None => o.copy_from_slice(v),
@@ -245,8 +245,8 @@ impl PairwiseKernel {
             self.pre_scale(),
             false,
             &mut scratch.lattice,
-            |i, v| {
-                let a = &mut acc[i * n_labels..(i + 1) * n_labels];
+            |i, lane0, v| {
+                let a = &mut acc[i * n_labels + lane0..][..v.len()];
                 match post {
                     Some(s) => a
                         .iter_mut()

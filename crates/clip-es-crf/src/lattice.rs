@@ -666,22 +666,31 @@ impl Permutohedral {
                 output.len()
             )));
         }
-        self.filter_map(input, value_size, None, transposed, scratch, |i, v| {
-            output[i * value_size..(i + 1) * value_size].copy_from_slice(v)
-        })
+        self.filter_map(
+            input,
+            value_size,
+            None,
+            transposed,
+            scratch,
+            |i, lane0, v| {
+                let start = i * value_size + lane0;
+                output[start..start + v.len()].copy_from_slice(v)
+            },
+        )
     }
 
-    /// The filter of `input` multiplied point-wise by `pre_scale` (when given), handing each
-    /// point's filtered values to `sink(point, values)` in point order: lets a caller fuse its
-    /// element-wise pre- and post-processing into the splat and slice passes.
-    pub(crate) fn filter_map<F: FnMut(usize, &[f32])>(
+    /// The filter of `input` multiplied point-wise by `pre_scale` (when given), handing the
+    /// filtered values to `sink(point, first value index, values)` in point order (for more than
+    /// 8 values per point, in groups of 8: the values are filtered independently). Lets a caller
+    /// fuse its element-wise pre- and post-processing into the splat and slice passes.
+    pub(crate) fn filter_map<F: FnMut(usize, usize, &[f32])>(
         &self,
         input: &[f32],
         value_size: usize,
         pre_scale: Option<&[f32]>,
         transposed: bool,
         scratch: &mut FilterScratch,
-        sink: F,
+        mut sink: F,
     ) -> Result<(), CrfError> {
         let n = self.n_points;
         let vs = value_size;
@@ -691,81 +700,97 @@ impl Permutohedral {
                 input.len()
             )));
         }
-        // Dispatch on the common value sizes so that the inner loops get fixed trip counts.
-        match vs {
-            1 => self.compute(input, pre_scale, Fixed::<1>, transposed, scratch, sink),
-            2 => self.compute(input, pre_scale, Fixed::<2>, transposed, scratch, sink),
-            3 => self.compute(input, pre_scale, Fixed::<3>, transposed, scratch, sink),
-            4 => self.compute(input, pre_scale, Fixed::<4>, transposed, scratch, sink),
-            5 => self.compute(input, pre_scale, Fixed::<5>, transposed, scratch, sink),
-            6 => self.compute(input, pre_scale, Fixed::<6>, transposed, scratch, sink),
-            7 => self.compute(input, pre_scale, Fixed::<7>, transposed, scratch, sink),
-            8 => self.compute(input, pre_scale, Fixed::<8>, transposed, scratch, sink),
-            _ => self.compute(input, pre_scale, Dynamic(vs), transposed, scratch, sink),
+        // densecrf slices one or two values per point with `seqCompute`, more with `sseCompute`,
+        // which multiply in different orders.
+        let seq = vs <= 2;
+        // Vertex rows are arrays of R = (number of values) floats, known at compile time so that
+        // the per-row arithmetic is unrolled and vectorised. (Padding rows to whole SSE
+        // registers, as densecrf does, measured slower: more memory traffic.) More than 8
+        // values are filtered 8 at a time; the values never mix.
+        let mut lane0 = 0;
+        while lane0 < vs {
+            let lanes = (vs - lane0).min(8);
+            let group = Lanes {
+                stride: vs,
+                first: lane0,
+                count: lanes,
+                seq,
+            };
+            let sink = |i: usize, v: &[f32]| sink(i, lane0, v);
+            match lanes {
+                1 => self.compute::<1, _>(input, group, pre_scale, transposed, scratch, sink),
+                2 => self.compute::<2, _>(input, group, pre_scale, transposed, scratch, sink),
+                3 => self.compute::<3, _>(input, group, pre_scale, transposed, scratch, sink),
+                4 => self.compute::<4, _>(input, group, pre_scale, transposed, scratch, sink),
+                5 => self.compute::<5, _>(input, group, pre_scale, transposed, scratch, sink),
+                6 => self.compute::<6, _>(input, group, pre_scale, transposed, scratch, sink),
+                7 => self.compute::<7, _>(input, group, pre_scale, transposed, scratch, sink),
+                _ => self.compute::<8, _>(input, group, pre_scale, transposed, scratch, sink),
+            }
+            lane0 += lanes;
         }
         Ok(())
     }
 
-    fn compute<V: Width, F: FnMut(usize, &[f32])>(
+    fn compute<const R: usize, F: FnMut(usize, &[f32])>(
         &self,
         input: &[f32],
+        lanes: Lanes,
         pre_scale: Option<&[f32]>,
-        width: V,
         reverse: bool,
         scratch: &mut FilterScratch,
         sink: F,
     ) {
-        let vs = width.get();
-        let len = (self.n_vertices + 1) * vs;
+        let rows = self.n_vertices + 1;
         let FilterScratch { values, next } = scratch;
         values.clear();
-        values.resize(len, 0.0);
-        next.resize(len, 0.0);
+        values.resize(rows * R, 0.0);
+        next.resize(rows * R, 0.0);
+        let (values_rows, _) = values.as_chunks_mut::<R>();
+        let (next_rows, _) = next.as_chunks_mut::<R>();
         // Row 0 stands for absent neighbours and must stay zero in both buffers.
-        next[..vs].fill(0.0);
+        next_rows[0] = [0.0; R];
         match pre_scale {
-            Some(s) => self.splat(input, |p| s[p], width, values),
-            None => self.splat(input, |_| 1.0, width, values),
+            Some(s) => self.splat::<R, _>(input, lanes, |p| s[p], values_rows),
+            None => self.splat::<R, _>(input, lanes, |_| 1.0, values_rows),
         }
-        self.blur(values, next, width, reverse);
-        self.slice(values, width, sink);
+        let blurred = self.blur::<R>(values_rows, next_rows, reverse);
+        self.slice::<R, _>(blurred, lanes, sink);
     }
 
     /// Splat: every vertex accumulates, in point order, weight times the point's values times
     /// the point's scale (`w * (x * s)`: densecrf scales its input before splatting).
     #[inline(always)]
-    fn splat<V: Width, S: Fn(usize) -> f32>(
+    fn splat<const R: usize, S: Fn(usize) -> f32>(
         &self,
         input: &[f32],
+        lanes: Lanes,
         scale: S,
-        width: V,
-        values: &mut [f32],
+        rows: &mut [[f32; R]],
     ) {
-        let vs = width.get();
         let d1 = self.dim + 1;
-        assert!(input.len() >= self.n_points * vs && values.len() == (self.n_vertices + 1) * vs);
-        let mut heap = vec![0f32; if vs > 16 { vs } else { 0 }];
-        let mut stack = [0f32; 16];
+        assert!(rows.len() == self.n_vertices + 1 && lanes.count <= R);
+        assert!(
+            input.len() >= self.n_points * lanes.stride
+                && lanes.first + lanes.count <= lanes.stride
+        );
         for i in 0..self.n_points {
-            self.prefetch_rows(i + PREFETCH_POINTS, vs, values);
+            self.prefetch_rows(i + PREFETCH_POINTS, rows);
             let s = scale(i);
-            let t: &mut [f32] = if vs <= 16 {
-                &mut stack[..vs]
-            } else {
-                &mut heap[..]
-            };
-            for k in 0..vs {
-                t[k] = input[i * vs + k] * s;
+            let mut t = [0f32; R];
+            let x = &input[i * lanes.stride + lanes.first..][..lanes.count];
+            for k in 0..lanes.count {
+                t[k] = x[k] * s;
             }
             for r in 0..d1 {
                 let o = self.offsets[i * d1 + r] as usize;
                 let w = self.weights[i * d1 + r];
-                debug_assert!(o <= self.n_vertices);
-                for k in 0..vs {
-                    // SAFETY: every offset is a vertex number plus one, at most n_vertices
-                    // (checked when the lattice was built), and values holds n_vertices + 1 rows.
-                    let a = unsafe { values.get_unchecked_mut(o * vs + k) };
-                    *a += w * t[k];
+                debug_assert!(o < rows.len());
+                // SAFETY: every offset is a vertex number plus one, at most n_vertices (checked
+                // when the lattice was built), and there are n_vertices + 1 rows.
+                let row = unsafe { rows.get_unchecked_mut(o) };
+                for k in 0..R {
+                    row[k] += w * t[k];
                 }
             }
         }
@@ -774,83 +799,99 @@ impl Permutohedral {
     /// Prefetches the vertex rows of point `i` (if any): the splat and slice access vertices
     /// all over the lattice, and the offsets tell where well in advance.
     #[inline(always)]
-    fn prefetch_rows(&self, i: usize, vs: usize, values: &[f32]) {
+    fn prefetch_rows<T>(&self, i: usize, rows: &[T]) {
         let d1 = self.dim + 1;
         if i < self.n_points {
             for &o in &self.offsets[i * d1..(i + 1) * d1] {
-                prefetch(values.as_ptr().wrapping_add(o as usize * vs));
+                prefetch(rows.as_ptr().wrapping_add(o as usize));
             }
         }
     }
 
-    /// Blur: along each lattice axis, `v <- v + (v_prev + v_next) / 2`.
+    /// Blur: along each lattice axis, `v <- v + (v_prev + v_next) / 2`. Returns the buffer that
+    /// holds the result.
     #[inline(always)]
-    fn blur<V: Width>(&self, values: &mut Vec<f32>, next: &mut Vec<f32>, width: V, reverse: bool) {
-        let vs = width.get();
+    fn blur<'a, const R: usize>(
+        &self,
+        mut values: &'a mut [[f32; R]],
+        mut next: &'a mut [[f32; R]],
+        reverse: bool,
+    ) -> &'a [[f32; R]] {
         let m = self.n_vertices;
-        assert!(values.len() == (m + 1) * vs && next.len() == (m + 1) * vs);
+        assert!(values.len() == m + 1 && next.len() == m + 1);
         for step in 0..=self.dim {
             let j = if reverse { self.dim - step } else { step };
             let nb = &self.neighbors[j * m..(j + 1) * m];
             for (v, &[a, b]) in nb.iter().enumerate() {
-                let o = (v + 1) * vs;
-                let (a, b) = (a as usize * vs, b as usize * vs);
-                debug_assert!(a <= m * vs && b <= m * vs);
-                for k in 0..vs {
-                    // SAFETY: neighbour numbers are vertex numbers plus one (or 0), at most m,
-                    // and both buffers hold m + 1 rows; o + k < (m + 1) * vs.
-                    unsafe {
-                        *next.get_unchecked_mut(o + k) = *values.get_unchecked(o + k)
-                            + 0.5 * (*values.get_unchecked(a + k) + *values.get_unchecked(b + k));
+                debug_assert!((a as usize) <= m && (b as usize) <= m);
+                // SAFETY: neighbour numbers are vertex numbers plus one (or 0), at most m, and
+                // both buffers hold m + 1 rows; v + 1 <= m.
+                unsafe {
+                    let (po, pa, pb) = (
+                        values.get_unchecked(v + 1),
+                        values.get_unchecked(a as usize),
+                        values.get_unchecked(b as usize),
+                    );
+                    let dst = next.get_unchecked_mut(v + 1);
+                    for k in 0..R {
+                        dst[k] = po[k] + 0.5 * (pa[k] + pb[k]);
                     }
                 }
             }
-            std::mem::swap(values, next);
+            std::mem::swap(&mut values, &mut next);
         }
+        values
     }
 
     /// Slice: interpolate the blurred vertex values back at the points, scaled by densecrf's
     /// constant `alpha = 1 / (1 + 2^-d)`.
     #[inline(always)]
-    fn slice<V: Width, F: FnMut(usize, &[f32])>(&self, values: &[f32], width: V, mut sink: F) {
-        let vs = width.get();
-        assert!(values.len() == (self.n_vertices + 1) * vs);
+    fn slice<const R: usize, F: FnMut(usize, &[f32])>(
+        &self,
+        rows: &[[f32; R]],
+        lanes: Lanes,
+        mut sink: F,
+    ) {
         let d1 = self.dim + 1;
         let alpha = 1.0f32 / (1.0 + 2f32.powi(-(self.dim as i32)));
-        let mut heap = vec![0f32; if vs > 16 { vs } else { 0 }];
-        let mut stack = [0f32; 16];
+        assert!(rows.len() == self.n_vertices + 1 && lanes.count <= R);
         for i in 0..self.n_points {
-            self.prefetch_rows(i + PREFETCH_POINTS, vs, values);
-            let out: &mut [f32] = if vs <= 16 {
-                &mut stack[..vs]
-            } else {
-                &mut heap[..]
-            };
-            out.fill(0.0);
+            self.prefetch_rows(i + PREFETCH_POINTS, rows);
+            let mut out = [0f32; R];
             for r in 0..d1 {
                 let o = self.offsets[i * d1 + r] as usize;
                 let w = self.weights[i * d1 + r];
-                debug_assert!(o <= self.n_vertices);
-                // SAFETY: as in the splat, o <= n_vertices and values holds n_vertices + 1 rows.
-                let src = |k: usize| unsafe { *values.get_unchecked(o * vs + k) };
-                if vs <= 2 {
-                    for k in 0..vs {
-                        out[k] += w * src(k) * alpha;
+                debug_assert!(o < rows.len());
+                // SAFETY: as in the splat, o <= n_vertices and there are n_vertices + 1 rows.
+                let src = unsafe { rows.get_unchecked(o) };
+                if lanes.seq {
+                    for k in 0..R {
+                        out[k] += w * src[k] * alpha;
                     }
                 } else {
                     let wa = w * alpha;
-                    for k in 0..vs {
-                        out[k] += wa * src(k);
+                    for k in 0..R {
+                        out[k] += wa * src[k];
                     }
                 }
             }
-            sink(i, out);
+            sink(i, &out[..lanes.count]);
         }
     }
 }
 
-/// Number of values per point, known at compile time (`Fixed`) for the common small counts so
-/// that the per-vertex loops are fully unrolled, or at run time (`Dynamic`).
+/// Which values of each point a filter pass handles: `count` values from index `first` of
+/// rows of `stride` values; `seq` selects densecrf's slicing formula for one or two values.
+#[derive(Clone, Copy)]
+struct Lanes {
+    stride: usize,
+    first: usize,
+    count: usize,
+    seq: bool,
+}
+
+/// A count (the feature dimension) known at compile time (`Fixed`), for the usual 2 and 5, so
+/// that the per-point loops unroll, or at run time (`Dynamic`).
 trait Width: Copy {
     fn get(self) -> usize;
 }
