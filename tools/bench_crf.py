@@ -16,6 +16,9 @@ and whether the marginals agree bit for bit.
 Both sides run on one thread (the script sets OMP/MKL thread counts to 1; the Rust benchmark is
 single-threaded). Run it on an otherwise idle machine. CAMs may be the reference's pickled
 `.npy` dicts or clip-es `.npz` files.
+
+With --scaling it also times the whole `clip-es masks` command (CAM and image reading, CRF,
+PNG writing) on the split with --jobs 1, 2, 4, ... up to the number of cores (wall clock).
 """
 import argparse
 import os
@@ -70,6 +73,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--limit", type=int, default=0, help="only the first N images")
     ap.add_argument("--work", help="directory for the inputs (default: a temporary one)")
+    ap.add_argument("--scaling", action="store_true", help="also time `clip-es masks` with 1..N jobs")
     args = ap.parse_args()
 
     ids = [line.split()[0] for line in open(args.split) if line.strip()]
@@ -119,7 +123,31 @@ def main():
     print(f"{'total':<16} {'':<22} {tp:>8.4f} ({wp:>7.4f}) {tr:>8.4f} ({wr:>7.4f}) {tp / tr:>7.2f}x")
     print(f"per image: pydensecrf {tp / len(ids):.4f} s, clip-es-crf {tr / len(ids):.4f} s, "
           f"ratio {tp / tr:.2f}x CPU time (wall: {wp / wr:.2f}x), one thread each")
+    if args.scaling:
+        scaling(args, work)
     return 0
+
+
+def scaling(args, work):
+    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "clip-es"], cwd=ROOT, check=True)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    exe = os.path.join(target, "release", "clip-es")
+    jobs, n = [], 1
+    while n <= (os.cpu_count() or 1):
+        jobs.append(n)
+        n *= 2
+    print(f"clip-es masks on {args.split} (wall clock, best of {args.repeats}):")
+    base = None
+    for j in jobs:
+        best = float("inf")
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            subprocess.run([exe, "masks", "--cams", args.cams, "--images", args.images, "--split", args.split,
+                            "--out", os.path.join(work, "masks"), "--overwrite", "--jobs", str(j)],
+                           check=True, capture_output=True)
+            best = min(best, time.perf_counter() - t)
+        base = base or best
+        print(f"  --jobs {j}: {best:.3f} s ({base / best:.2f}x)")
 
 
 if __name__ == "__main__":

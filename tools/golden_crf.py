@@ -129,8 +129,113 @@ def crf_goldens():
     np.save(os.path.join(CRF_DATA, "f16_unary.npy"), u16)
 
 
+OFFICIAL = os.environ.get("OFFICIAL_REPO", "/work/official")
+
+
+def draw_scene(rng, w, h):
+    """An image with a few coloured ellipses and rectangles on a textured background, and its
+    ground truth: object pixels get their class, a 2-pixel boundary band gets 255."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([90 + 40 * np.sin(x / 9.0 + c) + 30 * np.cos(y / 7.0 - c) for c in range(3)], axis=2)
+    gt = np.zeros((h, w), np.uint8)
+    objects = []
+    classes = rng.choice(np.arange(1, 21), size=rng.integers(1, 4), replace=False)
+    for cls in classes:
+        cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+        rx, ry = rng.uniform(0.12, 0.3) * w, rng.uniform(0.12, 0.3) * h
+        inside = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1
+        colour = rng.integers(0, 256, size=3)
+        img[inside] = colour + rng.normal(0, 8, size=(inside.sum(), 3))
+        ring = (((x - cx) / (rx + 2)) ** 2 + ((y - cy) / (ry + 2)) ** 2 <= 1) & ~inside
+        gt[ring] = 255
+        gt[inside] = cls
+        objects.append((int(cls), cx, cy, rx, ry))
+    img += rng.normal(0, 4, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), gt, objects
+
+
+def scene_cams(rng, w, h, objects):
+    """Float16 CAMs in [0, 1] that roughly cover each object (blurry, shifted, noisy)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    cams = []
+    for cls, cx, cy, rx, ry in objects:
+        cx += rng.normal(0, 0.1 * rx)
+        cy += rng.normal(0, 0.1 * ry)
+        d = ((x - cx) / (1.3 * rx)) ** 2 + ((y - cy) / (1.3 * ry)) ** 2
+        cam = np.exp(-d) + rng.uniform(0, 0.15, size=d.shape)
+        cams.append(cam / cam.max())
+    return np.stack(cams).astype(np.float16)
+
+
 def app_goldens():
-    pass
+    """A miniature VOC-style dataset and the reference's own outputs on it: runs the official
+    eval_cam.py and eval_cam_with_crf.py (OFFICIAL_REPO, default /work/official) as the parity
+    run does. The reference reads <id>.jpg with cv2; the tests get the very pixels cv2 decoded
+    as lossless PNGs, so they check the CRF stage independently of JPEG decoding."""
+    import re
+    import shutil
+    import subprocess
+    import cv2
+    from PIL import Image
+
+    rng = np.random.default_rng(2023)
+    if os.path.isdir(APP_DATA):
+        shutil.rmtree(APP_DATA)
+    work = os.path.join(APP_DATA, "_work")
+    dirs = {k: os.path.join(APP_DATA, k) for k in ("images", "cams", "gt", "expected_masks")}
+    for d in list(dirs.values()) + [os.path.join(work, "voc", "cams"), os.path.join(work, "jpg")]:
+        os.makedirs(d, exist_ok=True)
+    sizes = [(64, 48), (57, 41), (80, 52), (48, 48), (70, 39)]
+    ids = [f"mini_{i:03d}" for i in range(len(sizes))]
+    palette = np.zeros((256, 3), np.uint8)
+    for i in range(256):
+        c = i
+        for j in range(8):
+            palette[i] |= np.array([(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1], np.uint8) << (7 - j)
+            c >>= 3
+    for image_id, (w, h) in zip(ids, sizes):
+        img, gt, objects = draw_scene(rng, w, h)
+        jpg = os.path.join(work, "jpg", image_id + ".jpg")
+        cv2.imwrite(jpg, img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+        decoded = cv2.imread(jpg, cv2.IMREAD_COLOR)
+        Image.fromarray(decoded[:, :, ::-1]).save(os.path.join(dirs["images"], image_id + ".png"))
+        g = Image.fromarray(gt, mode="P")
+        g.putpalette(palette.flatten().tolist())
+        g.save(os.path.join(dirs["gt"], image_id + ".png"))
+        keys = np.array([o[0] - 1 for o in objects], dtype=np.int64)
+        cams = scene_cams(rng, w, h, objects)
+        np.save(os.path.join(dirs["cams"], image_id + ".npy"), {"keys": keys, "attn_highres": cams})
+        shutil.copy(os.path.join(dirs["cams"], image_id + ".npy"), os.path.join(work, "voc", "cams"))
+    split = os.path.join(APP_DATA, "split.txt")
+    with open(split, "w") as fh:
+        fh.write("\n".join(ids) + "\n")
+
+    py = sys.executable
+    cam_dir = os.path.join(work, "voc", "cams")  # 'voc' in the path selects VOC mode
+    out = subprocess.run([py, "eval_cam.py", "--cam_out_dir", cam_dir, "--split_file", split,
+                          "--gt_root", dirs["gt"]], cwd=OFFICIAL, check=True, capture_output=True,
+                         text=True).stdout
+    sweep = {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"^(\d+) ([0-9.e-]+)$", out, re.M)}
+    final = eval(out.strip().splitlines()[-1], {"np": np, "nan": float("nan")})
+    best = max(sweep, key=lambda t: (sweep[t], -t))
+    expected = {"cams": {"sweep": {str(k): v for k, v in sweep.items()}, "best_bg_power": best,
+                         "mean_iou": float(final["Mean IoU"]),
+                         "pixel_accuracy": float(final["Pixel Accuracy"])}}
+    common = ["--cam_out_dir", cam_dir, "--split_file", split, "--gt_root", dirs["gt"],
+              "--image_root", os.path.join(work, "jpg")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # eval_cam_with_crf.py uses every CPU through joblib; both runs are deterministic.
+    subprocess.run([py, "eval_cam_with_crf.py", "--pseudo_mask_save_path", dirs["expected_masks"]] + common,
+                   cwd=OFFICIAL, check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run([py, "eval_cam_with_crf.py", "--eval_only", "--pseudo_mask_save_path",
+                          dirs["expected_masks"]] + common, cwd=OFFICIAL, check=True,
+                         capture_output=True, text=True, env=env).stdout
+    final = eval(out.strip().splitlines()[-1], {"np": np, "nan": float("nan")})
+    expected["crf"] = {"mean_iou": float(final["Mean IoU"]), "pixel_accuracy": float(final["Pixel Accuracy"])}
+    with open(os.path.join(APP_DATA, "expected.json"), "w") as fh:
+        json.dump(expected, fh, indent=1)
+    shutil.rmtree(work)
+    print(json.dumps(expected, indent=1))
 
 
 if __name__ == "__main__":

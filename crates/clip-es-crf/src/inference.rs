@@ -6,6 +6,7 @@
 
 use crate::kernel::{KernelScratch, PairwiseKernel};
 use crate::CrfError;
+use std::sync::Arc;
 
 /// A CRF over `n_points` variables taking `n_labels` labels: a unary energy and pairwise terms.
 #[derive(Clone, Debug)]
@@ -14,7 +15,7 @@ pub struct DenseCrf {
     n_labels: usize,
     /// Unary energies, point-major (`unary[i*n_labels + l]`); zero when not set.
     unary: Vec<f32>,
-    pairwise: Vec<PairwiseKernel>,
+    pairwise: Vec<Arc<PairwiseKernel>>,
 }
 
 /// Marginals `Q_i(l)` after inference, point-major (`values[i*n_labels + l]`), like the memory
@@ -34,8 +35,11 @@ impl Marginals {
             .map(|p| {
                 let mut best = 0;
                 for (l, &v) in p.iter().enumerate().skip(1) {
-                    // Written as "not <=" so that a NaN wins, as in numpy.
-                    if !(v <= p[best]) && !p[best].is_nan() {
+                    // As numpy: the first NaN wins, else the first maximum.
+                    if p[best].is_nan() {
+                        break;
+                    }
+                    if v.is_nan() || v > p[best] {
                         best = l;
                     }
                 }
@@ -61,9 +65,16 @@ impl Marginals {
 impl DenseCrf {
     pub fn new(n_points: usize, n_labels: usize) -> Result<Self, CrfError> {
         if n_points == 0 || n_labels == 0 {
-            return Err(CrfError::Shape(format!("CRF of {n_points} points and {n_labels} labels")));
+            return Err(CrfError::Shape(format!(
+                "CRF of {n_points} points and {n_labels} labels"
+            )));
         }
-        Ok(DenseCrf { n_points, n_labels, unary: vec![0.0; n_points * n_labels], pairwise: Vec::new() })
+        Ok(DenseCrf {
+            n_points,
+            n_labels,
+            unary: vec![0.0; n_points * n_labels],
+            pairwise: Vec::new(),
+        })
     }
 
     pub fn num_points(&self) -> usize {
@@ -96,8 +107,11 @@ impl DenseCrf {
         Ok(())
     }
 
-    /// Adds a pairwise term; terms are applied in the order they are added.
-    pub fn add_pairwise(&mut self, kernel: PairwiseKernel) -> Result<(), CrfError> {
+    /// Adds a pairwise term; terms are applied in the order they are added. A kernel shared
+    /// through an `Arc` can serve many CRFs (e.g. the position-only kernel of every image of one
+    /// size).
+    pub fn add_pairwise(&mut self, kernel: impl Into<Arc<PairwiseKernel>>) -> Result<(), CrfError> {
+        let kernel = kernel.into();
         if kernel.num_points() != self.n_points {
             return Err(CrfError::Shape(format!(
                 "pairwise kernel over {} points added to a CRF of {} points",
@@ -125,7 +139,10 @@ impl DenseCrf {
             }
             exp_and_normalize(&energy, m, &mut q);
         }
-        Ok(Marginals { n_labels: m, values: q })
+        Ok(Marginals {
+            n_labels: m,
+            values: q,
+        })
     }
 
     fn check_len(&self, len: usize, what: &str) -> Result<(), CrfError> {
@@ -141,24 +158,79 @@ impl DenseCrf {
 
 fn check_finite(values: &[f32], what: &str) -> Result<(), CrfError> {
     match values.iter().position(|v| !v.is_finite()) {
-        Some(p) => Err(CrfError::NonFinite(format!("{what} at index {p} is {}", values[p]))),
+        Some(p) => Err(CrfError::NonFinite(format!(
+            "{what} at index {p} is {}",
+            values[p]
+        ))),
         None => Ok(()),
     }
 }
 
 /// Per point: `out = exp(x - max x) / sum exp(x - max x)`, with Eigen's order of operations.
 pub fn exp_and_normalize(input: &[f32], n_labels: usize, out: &mut [f32]) {
-    let packed = n_labels / 4 * 4;
-    for (src, dst) in input.chunks_exact(n_labels).zip(out.chunks_exact_mut(n_labels)) {
+    // Fixed label counts let the compiler unroll and vectorise the per-point work.
+    match n_labels {
+        2 => exp_and_normalize_n::<2>(input, out),
+        3 => exp_and_normalize_n::<3>(input, out),
+        4 => exp_and_normalize_n::<4>(input, out),
+        5 => exp_and_normalize_n::<5>(input, out),
+        6 => exp_and_normalize_n::<6>(input, out),
+        7 => exp_and_normalize_n::<7>(input, out),
+        8 => exp_and_normalize_n::<8>(input, out),
+        _ => exp_and_normalize_dyn(input, n_labels, out),
+    }
+}
+
+fn exp_and_normalize_n<const M: usize>(input: &[f32], out: &mut [f32]) {
+    let packed = M / 4 * 4;
+    for (src, dst) in input.chunks_exact(M).zip(out.chunks_exact_mut(M)) {
+        let src: &[f32; M] = src.try_into().expect("chunk of M");
+        let dst: &mut [f32; M] = dst.try_into().expect("chunk of M");
         let mut mx = src[0];
         for &v in &src[1..] {
             if v > mx {
                 mx = v;
             }
         }
-        for (k, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
-            let b = s - mx;
-            *d = if k < packed { eigen_pexp(b) } else { b.exp() };
+        let mut b = [0f32; M];
+        for k in 0..M {
+            b[k] = src[k] - mx;
+        }
+        for p in (0..packed).step_by(4) {
+            let e = eigen_pexp4([b[p], b[p + 1], b[p + 2], b[p + 3]]);
+            b[p..p + 4].copy_from_slice(&e);
+        }
+        for v in &mut b[packed..] {
+            *v = v.exp();
+        }
+        let sum = eigen_sum(&b);
+        for k in 0..M {
+            dst[k] = b[k] / sum;
+        }
+    }
+}
+
+fn exp_and_normalize_dyn(input: &[f32], n_labels: usize, out: &mut [f32]) {
+    let packed = n_labels / 4 * 4;
+    for (src, dst) in input
+        .chunks_exact(n_labels)
+        .zip(out.chunks_exact_mut(n_labels))
+    {
+        let mut mx = src[0];
+        for &v in &src[1..] {
+            if v > mx {
+                mx = v;
+            }
+        }
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s - mx;
+        }
+        for p in (0..packed).step_by(4) {
+            let e = eigen_pexp4([dst[p], dst[p + 1], dst[p + 2], dst[p + 3]]);
+            dst[p..p + 4].copy_from_slice(&e);
+        }
+        for d in &mut dst[packed..] {
+            *d = d.exp();
         }
         let sum = eigen_sum(dst);
         for d in dst.iter_mut() {
@@ -170,6 +242,7 @@ pub fn exp_and_normalize(input: &[f32], n_labels: usize, out: &mut [f32]) {
 /// Eigen 3.3's linear-vectorised sum of a 16-byte aligned float vector (SSE2): packets of four
 /// (two interleaved accumulators from eight on), reduced as (a0 + a2) + (a1 + a3), then the
 /// remaining elements one by one.
+#[inline]
 pub fn eigen_sum(b: &[f32]) -> f32 {
     let size = b.len();
     let aligned = size / 4 * 4;
@@ -230,8 +303,8 @@ pub fn eigen_pexp(x_in: f32) -> f32 {
     fx = if t > fx { t - 1.0 } else { t };
     let tmp = fx * C1;
     let z = fx * C2;
-    x = x - tmp;
-    x = x - z;
+    x -= tmp;
+    x -= z;
     let z = x * x;
     let mut y = P0;
     y = y * x + P1;
@@ -240,7 +313,7 @@ pub fn eigen_pexp(x_in: f32) -> f32 {
     y = y * x + P4;
     y = y * x + P5;
     y = y * z + x;
-    y = y + 1.0;
+    y += 1.0;
     let n = (fx as i32).wrapping_add(0x7f) << 23;
     let r = y * f32::from_bits(n as u32);
     if r > x_in {
@@ -248,6 +321,17 @@ pub fn eigen_pexp(x_in: f32) -> f32 {
     } else {
         x_in
     }
+}
+
+/// `eigen_pexp` on a packet of four lanes, written lane-wise so that it compiles to SSE.
+#[inline]
+pub fn eigen_pexp4(x: [f32; 4]) -> [f32; 4] {
+    [
+        eigen_pexp(x[0]),
+        eigen_pexp(x[1]),
+        eigen_pexp(x[2]),
+        eigen_pexp(x[3]),
+    ]
 }
 
 #[cfg(test)]
@@ -263,6 +347,19 @@ mod tests {
             x += 0.0137;
         }
         assert_eq!(eigen_pexp(0.0), 1.0);
+    }
+
+    #[test]
+    fn packet_exp_equals_the_scalar_one() {
+        let mut x = -40.0f32;
+        while x <= 0.0 {
+            let p = eigen_pexp4([x, x * 0.5, x * 0.25, -x * 0.01]);
+            assert_eq!(
+                p.map(f32::to_bits),
+                [x, x * 0.5, x * 0.25, -x * 0.01].map(|v| eigen_pexp(v).to_bits())
+            );
+            x += 0.173;
+        }
     }
 
     #[test]
@@ -291,7 +388,10 @@ mod tests {
 
     #[test]
     fn argmax_takes_the_first_maximum() {
-        let q = Marginals { n_labels: 3, values: vec![0.2, 0.4, 0.4, 0.5, 0.25, 0.25] };
+        let q = Marginals {
+            n_labels: 3,
+            values: vec![0.2, 0.4, 0.4, 0.5, 0.25, 0.25],
+        };
         assert_eq!(q.argmax(), vec![(1, 0.4), (0, 0.5)]);
         assert_eq!(q.label_major(), vec![0.2, 0.5, 0.4, 0.25, 0.4, 0.25]);
     }
@@ -303,7 +403,11 @@ mod tests {
         let q = crf.inference(3).unwrap();
         let e = (-1.0f32).exp();
         let a = e / (e + 1.0);
-        assert!((q.values[0] - a).abs() < 1e-7 && (q.values[3] - a).abs() < 1e-7, "{:?}", q.values);
+        assert!(
+            (q.values[0] - a).abs() < 1e-7 && (q.values[3] - a).abs() < 1e-7,
+            "{:?}",
+            q.values
+        );
         assert!(crf.set_unary(&[1.0, f32::NAN, 0.0, 0.0]).is_err());
         assert!(crf.set_unary(&[1.0]).is_err());
     }

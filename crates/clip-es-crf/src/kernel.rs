@@ -120,11 +120,21 @@ impl PairwiseKernel {
                 }
             }
         }
-        Ok(PairwiseKernel { lattice, norm, normalization, compatibility })
+        Ok(PairwiseKernel {
+            lattice,
+            norm,
+            normalization,
+            compatibility,
+        })
     }
 
     /// Smoothness kernel on pixel positions (pydensecrf `addPairwiseGaussian(sxy, compat)`).
-    pub fn gaussian(width: usize, height: usize, sxy: f32, compatibility: Compatibility) -> Result<Self, CrfError> {
+    pub fn gaussian(
+        width: usize,
+        height: usize,
+        sxy: f32,
+        compatibility: Compatibility,
+    ) -> Result<Self, CrfError> {
         let f = gaussian_features(width, height, sxy, sxy);
         Self::new(&f, 2, compatibility, Normalization::Symmetric)
     }
@@ -159,7 +169,13 @@ impl PairwiseKernel {
         self.filter_with_scratch(q, n_labels, out, &mut KernelScratch::default())
     }
 
-    fn filter_with_scratch(&self, q: &[f32], n_labels: usize, out: &mut [f32], scratch: &mut KernelScratch) -> Result<(), CrfError> {
+    fn filter_with_scratch(
+        &self,
+        q: &[f32],
+        n_labels: usize,
+        out: &mut [f32],
+        scratch: &mut KernelScratch,
+    ) -> Result<(), CrfError> {
         let n = self.num_points();
         if q.len() != n * n_labels || out.len() != n * n_labels {
             return Err(CrfError::Shape(format!(
@@ -168,49 +184,87 @@ impl PairwiseKernel {
                 out.len()
             )));
         }
-        let pre = matches!(self.normalization, Normalization::Symmetric | Normalization::Before);
-        let post = matches!(self.normalization, Normalization::Symmetric | Normalization::After);
-        let KernelScratch { scaled, lattice, .. } = scratch;
-        let input = if pre {
-            scaled.clear();
-            for (p, &s) in q.chunks_exact(n_labels).zip(&self.norm) {
-                scaled.extend(p.iter().map(|&v| v * s));
-            }
-            &scaled[..]
-        } else {
-            q
-        };
-        self.lattice.filter_with_scratch(input, n_labels, out, false, lattice)?;
-        if post {
-            for (p, &s) in out.chunks_exact_mut(n_labels).zip(&self.norm) {
-                for v in p {
-                    *v *= s;
+        let post = self.post_scale();
+        self.lattice.filter_map(
+            q,
+            n_labels,
+            self.pre_scale(),
+            false,
+            &mut scratch.lattice,
+            |i, lane0, v| {
+                let o = &mut out[i * n_labels + lane0..][..v.len()];
+                match post {
+                    Some(s) => o.iter_mut().zip(v).for_each(|(o, &x)| *o = x * s[i]),
+                    None => o.copy_from_slice(v),
                 }
-            }
-        }
-        Ok(())
+            },
+        )
+    }
+
+    /// densecrf multiplies the input by the norm for NORMALIZE_SYMMETRIC and NORMALIZE_BEFORE.
+    fn pre_scale(&self) -> Option<&[f32]> {
+        matches!(
+            self.normalization,
+            Normalization::Symmetric | Normalization::Before
+        )
+        .then_some(&self.norm[..])
+    }
+
+    /// ... and the output for NORMALIZE_SYMMETRIC and NORMALIZE_AFTER.
+    fn post_scale(&self) -> Option<&[f32]> {
+        matches!(
+            self.normalization,
+            Normalization::Symmetric | Normalization::After
+        )
+        .then_some(&self.norm[..])
     }
 
     /// Subtracts this term's message from `acc` (densecrf: `pairwise.apply(tmp2, Q);
-    /// tmp1 -= tmp2`), i.e. `acc -= compat(filter(q))`, with `scratch` as working memory.
-    pub fn subtract_message(&self, q: &[f32], n_labels: usize, acc: &mut [f32], scratch: &mut KernelScratch) -> Result<(), CrfError> {
-        let mut filtered = std::mem::take(&mut scratch.filtered);
-        filtered.resize(q.len(), 0.0);
-        let r = self.filter_with_scratch(q, n_labels, &mut filtered, scratch);
-        scratch.filtered = filtered;
-        r?;
-        for (a, &f) in acc.iter_mut().zip(scratch.filtered.iter()) {
-            *a -= self.compatibility.apply(f);
+    /// tmp1 -= tmp2`), i.e. `acc -= compat(filter(q))`, with `scratch` as working memory. The
+    /// scalings, compatibility and subtraction happen inside the lattice passes, in densecrf's
+    /// order for every element.
+    pub fn subtract_message(
+        &self,
+        q: &[f32],
+        n_labels: usize,
+        acc: &mut [f32],
+        scratch: &mut KernelScratch,
+    ) -> Result<(), CrfError> {
+        if acc.len() != q.len() {
+            return Err(CrfError::Shape(format!(
+                "message of {} values for {} marginals",
+                acc.len(),
+                q.len()
+            )));
         }
-        Ok(())
+        let post = self.post_scale();
+        let compat = &self.compatibility;
+        self.lattice.filter_map(
+            q,
+            n_labels,
+            self.pre_scale(),
+            false,
+            &mut scratch.lattice,
+            |i, lane0, v| {
+                let a = &mut acc[i * n_labels + lane0..][..v.len()];
+                match post {
+                    Some(s) => a
+                        .iter_mut()
+                        .zip(v)
+                        .for_each(|(a, &x)| *a -= compat.apply(x * s[i])),
+                    None => a
+                        .iter_mut()
+                        .zip(v)
+                        .for_each(|(a, &x)| *a -= compat.apply(x)),
+                }
+            },
+        )
     }
 }
 
 /// Reusable buffers for `PairwiseKernel::subtract_message`.
 #[derive(Clone, Debug, Default)]
 pub struct KernelScratch {
-    scaled: Vec<f32>,
-    filtered: Vec<f32>,
     lattice: FilterScratch,
 }
 
@@ -221,7 +275,10 @@ mod tests {
     #[test]
     fn features_are_divided_by_the_deviations() {
         let f = gaussian_features(3, 2, 2.0, 4.0);
-        assert_eq!(f, vec![0.0, 0.0, 0.5, 0.0, 1.0, 0.0, 0.0, 0.25, 0.5, 0.25, 1.0, 0.25]);
+        assert_eq!(
+            f,
+            vec![0.0, 0.0, 0.5, 0.0, 1.0, 0.0, 0.0, 0.25, 0.5, 0.25, 1.0, 0.25]
+        );
         let img = [0u8, 3, 6, 9, 12, 15];
         let b = bilateral_features(2, 1, 1.0, 1.0, [3.0, 3.0, 1.5], &img).unwrap();
         assert_eq!(b, vec![0.0, 0.0, 0.0, 1.0, 4.0, 1.0, 0.0, 3.0, 4.0, 10.0]);
@@ -275,7 +332,8 @@ mod tests {
                 img[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&[250, 250, 250]);
             }
         }
-        let k = PairwiseKernel::bilateral(w, h, 10.0, 3.0, &img, Compatibility::Potts(1.0)).unwrap();
+        let k =
+            PairwiseKernel::bilateral(w, h, 10.0, 3.0, &img, Compatibility::Potts(1.0)).unwrap();
         let mut q = vec![0.0f32; w * h];
         q[5 * w + 8] = 1.0;
         let mut out = vec![0.0; q.len()];

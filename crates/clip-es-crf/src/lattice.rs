@@ -20,6 +20,18 @@
 //! The vertices are numbered in lexicographic order of their keys rather than densecrf's
 //! insertion order, which does not change any value: every vertex accumulates its splats in point
 //! order and blurs independently.
+//!
+//! Where the time goes, and what differs from densecrf for speed (never for the numbers): keys
+//! are packed 16-bit lanes compared as integers; points are embedded a few positions ahead of
+//! their hash lookups, whose slots are prefetched; the blur neighbours come from one merge pass
+//! per axis over the sorted keys instead of 2(d+1) hash lookups per vertex, and the sorted
+//! numbering makes the blur read its neighbours in increasing memory order; splat and slice
+//! prefetch the vertex rows of points a few steps ahead; the value count is a compile-time
+//! constant for up to 8 values; buffers are reused across iterations, and the kernel's scaling,
+//! compatibility and message subtraction are fused into the splat and slice passes.
+
+// Index loops over the value lanes mirror densecrf's and keep the float operation order plain.
+#![allow(clippy::needless_range_loop)]
 
 use crate::CrfError;
 
@@ -80,7 +92,16 @@ struct VertexTable<const W: usize> {
 impl<const W: usize> VertexTable<W> {
     fn with_capacity(expected: usize) -> Self {
         let cap = (expected.max(8) * 2).next_power_of_two();
-        VertexTable { keys: Vec::with_capacity(expected), slots: vec![Slot { key: [0; W], vertex: 0 }; cap] }
+        VertexTable {
+            keys: Vec::with_capacity(expected),
+            slots: vec![
+                Slot {
+                    key: [0; W],
+                    vertex: 0
+                };
+                cap
+            ],
+        }
     }
 
     fn len(&self) -> usize {
@@ -114,7 +135,10 @@ impl<const W: usize> VertexTable<W> {
             let slot = &mut self.slots[s];
             if slot.vertex == 0 {
                 self.keys.push(*key);
-                *slot = Slot { key: *key, vertex: self.keys.len() as u32 };
+                *slot = Slot {
+                    key: *key,
+                    vertex: self.keys.len() as u32,
+                };
                 return slot.vertex - 1;
             }
             if slot.key == *key {
@@ -126,14 +150,23 @@ impl<const W: usize> VertexTable<W> {
 
     fn grow(&mut self) {
         let cap = self.slots.len() * 2;
-        self.slots = vec![Slot { key: [0; W], vertex: 0 }; cap];
+        self.slots = vec![
+            Slot {
+                key: [0; W],
+                vertex: 0
+            };
+            cap
+        ];
         let mask = cap - 1;
         for (v, key) in self.keys.iter().enumerate() {
             let mut s = self.slot_of(key);
             while self.slots[s].vertex != 0 {
                 s = (s + 1) & mask;
             }
-            self.slots[s] = Slot { key: *key, vertex: v as u32 + 1 };
+            self.slots[s] = Slot {
+                key: *key,
+                vertex: v as u32 + 1,
+            };
         }
     }
 }
@@ -177,10 +210,18 @@ fn neighbors_by_merge<const W: usize>(sorted: &[PackedKey<W>], d: usize) -> Vec<
     }
     let margin = d as i32 + 1;
     let wraps = (lo as i32) - margin < i16::MIN as i32 || (hi as i32) + margin > i16::MAX as i32;
+    let wide: Option<Vec<u128>> = (W <= 2).then(|| {
+        sorted
+            .iter()
+            .map(|p| (p[0] as u128) << 64 | if W == 2 { p[W - 1] as u128 } else { 0 })
+            .collect()
+    });
     // The two neighbours along an axis are key - delta and key + delta: B = A + delta exactly
     // when A = B - delta, so one merge pass per axis finds both relations.
     for j in 0..=d {
-        let delta: Vec<i16> = (0..d).map(|k| if k == j { -(d as i16) } else { 1 }).collect();
+        let delta: Vec<i16> = (0..d)
+            .map(|k| if k == j { -(d as i16) } else { 1 })
+            .collect();
         let out = &mut neighbors[j * m..(j + 1) * m];
         if wraps {
             for (v, p) in sorted.iter().enumerate() {
@@ -199,25 +240,51 @@ fn neighbors_by_merge<const W: usize>(sorted: &[PackedKey<W>], d: usize) -> Vec<
             // integer per word shifts every lane exactly (no carry or borrow between lanes).
             let mut word_delta = [0u64; W];
             for (k, &dk) in delta.iter().enumerate() {
-                word_delta[k / 4] = word_delta[k / 4].wrapping_add(((dk as i64) << (16 * (3 - k % 4))) as u64);
+                word_delta[k / 4] =
+                    word_delta[k / 4].wrapping_add(((dk as i64) << (16 * (3 - k % 4))) as u64);
             }
-            let mut pos = 0usize;
-            for (v, p) in sorted.iter().enumerate() {
-                let mut target = *p;
-                for (t, &wd) in target.iter_mut().zip(&word_delta) {
-                    *t = t.wrapping_add(wd);
+            if let Some(wide) = &wide {
+                // Up to 8 lanes: compare and shift whole u128s (fewer branches).
+                let mut delta128: i128 = 0;
+                for (k, &dk) in delta.iter().enumerate() {
+                    delta128 += (dk as i128) << (16 * (7 - k));
                 }
-                while pos < m && sorted[pos] < target {
-                    pos += 1;
-                }
-                if pos < m && sorted[pos] == target {
-                    out[v][1] = pos as u32 + 1;
-                    out[pos][0] = v as u32 + 1;
-                }
+                merge_pass(wide, |p| p.wrapping_add(delta128 as u128), out);
+            } else {
+                merge_pass(
+                    sorted,
+                    |p| {
+                        let mut target = *p;
+                        for (t, &wd) in target.iter_mut().zip(&word_delta) {
+                            *t = t.wrapping_add(wd);
+                        }
+                        target
+                    },
+                    out,
+                );
             }
         }
     }
     neighbors
+}
+
+/// One merge pass: for each key (in increasing order) its shifted key `shift(key)` is looked
+/// up by advancing a cursor; a match A -> B records B as A's +1 neighbour and A as B's -1
+/// neighbour.
+#[inline(always)]
+fn merge_pass<K: Ord + Copy>(sorted: &[K], shift: impl Fn(&K) -> K, out: &mut [[u32; 2]]) {
+    let m = sorted.len();
+    let mut pos = 0usize;
+    for (v, p) in sorted.iter().enumerate() {
+        let target = shift(p);
+        while pos < m && sorted[pos] < target {
+            pos += 1;
+        }
+        if pos < m && sorted[pos] == target {
+            out[v][1] = pos as u32 + 1;
+            out[pos][0] = v as u32 + 1;
+        }
+    }
 }
 
 /// Rounds to the nearest integer, ties to even (SSE2 `cvtps2dq` under the default rounding
@@ -234,27 +301,35 @@ fn round_ties_even(x: f32) -> f32 {
 }
 
 /// Per-point lattice embedding computed exactly as densecrf's SSE lanes do.
-struct Embedder {
-    d: usize,
-    scale: Vec<f32>,
+/// (Fixed-size arrays, and the dimension known at compile time for the usual 2 and 5, let the
+/// per-point loops unroll.)
+struct Embedder<D: Width> {
+    dim: D,
+    scale: [f32; MAX_DIM],
     inv_dp1: f32,
     dp1: f32,
     canonical: Vec<i16>,
-    elevated: Vec<f32>,
-    rem0: Vec<f32>,
-    rank: Vec<f32>,
-    bary: Vec<f32>,
-    key: Vec<i16>,
+    elevated: [f32; MAX_DIM + 1],
+    rem0: [f32; MAX_DIM + 1],
+    residual: [f32; MAX_DIM + 1],
+    rank: [i32; MAX_DIM + 1],
+    bary: [f32; MAX_DIM + 2],
+    key: [i16; MAX_DIM],
 }
 
-impl Embedder {
-    fn new(d: usize) -> Self {
+/// Largest feature dimension supported.
+const MAX_DIM: usize = 64;
+
+impl<D: Width> Embedder<D> {
+    fn new(dim: D) -> Self {
+        let d = dim.get();
         // densecrf: `float inv_std_dev = sqrt(2.0 / 3.0)*(d_+1);` (double, stored as float),
         // `scale_factor[i] = 1.0 / sqrt((i+2)*(i+1)) * inv_std_dev` (double, stored as float).
         let inv_std_dev = ((2.0f64 / 3.0).sqrt() * (d as f64 + 1.0)) as f32;
-        let scale = (0..d)
-            .map(|i| (1.0 / (((i + 2) * (i + 1)) as f64).sqrt() * inv_std_dev as f64) as f32)
-            .collect();
+        let mut scale = [0f32; MAX_DIM];
+        for (i, sc) in scale.iter_mut().enumerate().take(d) {
+            *sc = (1.0 / (((i + 2) * (i + 1)) as f64).sqrt() * inv_std_dev as f64) as f32;
+        }
         let mut canonical = vec![0i16; (d + 1) * (d + 1)];
         for i in 0..=d {
             for j in 0..=d - i {
@@ -265,23 +340,24 @@ impl Embedder {
             }
         }
         Embedder {
-            d,
+            dim,
             scale,
             inv_dp1: 1.0f32 / (d as f32 + 1.0),
             dp1: d as f32 + 1.0,
             canonical,
-            elevated: vec![0.0; d + 1],
-            rem0: vec![0.0; d + 1],
-            rank: vec![0.0; d + 1],
-            bary: vec![0.0; d + 2],
-            key: vec![0; d],
+            elevated: [0.0; MAX_DIM + 1],
+            rem0: [0.0; MAX_DIM + 1],
+            residual: [0.0; MAX_DIM + 1],
+            rank: [0; MAX_DIM + 1],
+            bary: [0.0; MAX_DIM + 2],
+            key: [0; MAX_DIM],
         }
     }
 
     /// Computes the simplex enclosing `f` and its barycentric coordinates; afterwards
     /// `key_of(r)` gives the key of corner `r` and `bary[r]` its weight.
     fn embed(&mut self, f: &[f32]) {
-        let d = self.d;
+        let d = self.dim.get();
         // Elevate onto the hyperplane x_0 + ... + x_d = 0 (y = E f, Adams et al. p. 5).
         let mut sm = 0.0f32;
         for j in (1..=d).rev() {
@@ -297,32 +373,35 @@ impl Embedder {
             self.rem0[i] = v * self.dp1;
             sum += v;
         }
-        // Rank of each coordinate's residual in decreasing order.
-        self.rank.fill(0.0);
+        // Rank of each coordinate's residual in decreasing order. (densecrf keeps ranks and
+        // the sum in float lanes; they are small integers, exact either way.)
+        let dp1 = d as i32 + 1;
+        for i in 0..=d {
+            self.residual[i] = self.elevated[i] - self.rem0[i];
+        }
+        self.rank[..=d].fill(0);
         for i in 0..d {
-            let di = self.elevated[i] - self.rem0[i];
+            let di = self.residual[i];
             for j in i + 1..=d {
-                let dj = self.elevated[j] - self.rem0[j];
-                if di < dj {
-                    self.rank[i] += 1.0;
-                } else {
-                    self.rank[j] += 1.0;
-                }
+                let c = (di < self.residual[j]) as i32;
+                self.rank[i] += c;
+                self.rank[j] += 1 - c;
             }
         }
         // Bring the point back onto the plane when the rounded coordinates do not sum to 0.
+        let sum = sum as i32;
         for i in 0..=d {
             self.rank[i] += sum;
-            if self.rank[i] < 0.0 {
-                self.rank[i] += self.dp1;
+            if self.rank[i] < 0 {
+                self.rank[i] += dp1;
                 self.rem0[i] += self.dp1;
-            } else if self.rank[i] >= self.dp1 {
-                self.rank[i] -= self.dp1;
+            } else if self.rank[i] >= dp1 {
+                self.rank[i] -= dp1;
                 self.rem0[i] -= self.dp1;
             }
         }
         // Barycentric coordinates (Adams et al. p. 10).
-        self.bary.fill(0.0);
+        self.bary[..d + 2].fill(0.0);
         for i in 0..=d {
             let v = (self.elevated[i] - self.rem0[i]) * self.inv_dp1;
             let p = d - self.rank[i] as usize;
@@ -332,14 +411,76 @@ impl Embedder {
         self.bary[0] += 1.0 + self.bary[d + 1];
     }
 
+    /// The packed keys of all d+1 corners. Corner r+1 is corner r plus one in every
+    /// coordinate except the one of rank d - r, which moves by -d (the coordinate that leaves
+    /// the canonical simplex's upper part); done lane-wise on the packed words when no
+    /// coordinate is near the 16-bit limits (so no lane over- or underflows), else per corner.
+    fn packed_keys<const W: usize>(&mut self, out: &mut [PackedKey<W>]) {
+        let d = self.dim.get();
+        let safe = self.rem0[..d].iter().all(|&v| v.abs() < 30000.0) && d < 1000;
+        if !safe {
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = pack(self.key_of(r));
+            }
+            return;
+        }
+        for i in 0..d {
+            self.key[i] = self.rem0[i] as i32 as i16;
+        }
+        let base: PackedKey<W> = pack(&self.key[..d]);
+        // by_rank[k] = the coordinate of rank k.
+        let mut by_rank = [usize::MAX; 65];
+        for (i, &r) in self.rank[..=d].iter().enumerate() {
+            by_rank[r as usize] = i;
+        }
+        out[0] = base;
+        if W <= 2 {
+            // Up to 8 lanes: one u128 held in registers (lane i at bits 16 * (7 - i)).
+            let mut key: u128 = (base[0] as u128) << 64 | if W == 2 { base[1] as u128 } else { 0 };
+            let mut ones: u128 = 0;
+            for i in 0..d {
+                ones += 1 << (16 * (7 - i));
+            }
+            for r in 0..d {
+                key = key.wrapping_add(ones);
+                let i = by_rank[d - r];
+                if i < d {
+                    key = key.wrapping_sub(((d as u128) + 1) << (16 * (7 - i)));
+                }
+                let o = &mut out[r + 1];
+                o[0] = (key >> 64) as u64;
+                if W == 2 {
+                    o[W - 1] = key as u64;
+                }
+            }
+            return;
+        }
+        let mut key = base;
+        let mut ones = [0u64; W];
+        for i in 0..d {
+            ones[i / 4] += 1 << (16 * (3 - i % 4));
+        }
+        for r in 0..d {
+            for (w, &o) in key.iter_mut().zip(&ones) {
+                *w = w.wrapping_add(o);
+            }
+            let i = by_rank[d - r];
+            if i < d {
+                let shift = 16 * (3 - i % 4);
+                key[i / 4] = key[i / 4].wrapping_sub(((d as u64) + 1) << shift);
+            }
+            out[r + 1] = key;
+        }
+    }
+
     fn key_of(&mut self, remainder: usize) -> &[i16] {
-        let d = self.d;
+        let d = self.dim.get();
         for i in 0..d {
             let c = self.canonical[remainder * (d + 1) + self.rank[i] as usize];
             // densecrf stores keys as `short`: float -> int (truncation) -> 16 bits.
             self.key[i] = (self.rem0[i] + c as f32) as i32 as i16;
         }
-        &self.key
+        &self.key[..d]
     }
 }
 
@@ -347,53 +488,72 @@ impl Permutohedral {
     /// Builds the lattice for `features`, point-major (`features[i*dim + k]` is coordinate `k`
     /// of point `i`), already divided by the kernel's standard deviations.
     pub fn new(features: &[f32], dim: usize) -> Result<Self, CrfError> {
-        if dim == 0 || features.is_empty() || features.len() % dim != 0 {
+        if dim == 0 || features.is_empty() || !features.len().is_multiple_of(dim) {
             return Err(CrfError::Shape(format!(
                 "feature buffer of {} values is not a non-empty multiple of dimension {dim}",
                 features.len()
             )));
         }
-        if dim > 64 {
-            return Err(CrfError::Shape(format!("feature dimension {dim} is above 64")));
+        if dim > MAX_DIM {
+            return Err(CrfError::Shape(format!(
+                "feature dimension {dim} is above 64"
+            )));
         }
         if let Some(p) = features.iter().position(|v| !v.is_finite()) {
-            return Err(CrfError::NonFinite(format!("feature {} of point {}", p % dim, p / dim)));
+            return Err(CrfError::NonFinite(format!(
+                "feature {} of point {}",
+                p % dim,
+                p / dim
+            )));
         }
         let n = features.len() / dim;
         if n >= u32::MAX as usize / (dim + 1) {
             return Err(CrfError::Shape(format!("{n} points are too many")));
         }
         Ok(match dim.div_ceil(4) {
-            1 => Self::build::<1>(features, dim),
-            2 => Self::build::<2>(features, dim),
-            3 => Self::build::<3>(features, dim),
-            4 => Self::build::<4>(features, dim),
-            _ => Self::build::<16>(features, dim),
+            _ if dim == 2 => Self::build::<1, _>(features, Fixed::<2>),
+            _ if dim == 5 => Self::build::<2, _>(features, Fixed::<5>),
+            1 => Self::build::<1, _>(features, Dynamic(dim)),
+            2 => Self::build::<2, _>(features, Dynamic(dim)),
+            3 => Self::build::<3, _>(features, Dynamic(dim)),
+            4 => Self::build::<4, _>(features, Dynamic(dim)),
+            _ => Self::build::<16, _>(features, Dynamic(dim)),
         })
     }
 
-    fn build<const W: usize>(features: &[f32], d: usize) -> Self {
+    fn build<const W: usize, D: Width>(features: &[f32], dim: D) -> Self {
+        let d = dim.get();
         let n = features.len() / d;
         let mut table = VertexTable::<W>::with_capacity(n);
         let mut offsets = vec![0u32; n * (d + 1)];
         let mut weights = vec![0f32; n * (d + 1)];
-        let mut emb = Embedder::new(d);
+        let mut emb = Embedder::new(dim);
         // Points are embedded AHEAD positions before their vertices are looked up, and the
         // hash slots they will touch are prefetched meanwhile.
         const AHEAD: usize = 8;
         let mut ring_keys = vec![[0u64; W]; AHEAD * (d + 1)];
         let mut ring_weights = vec![0f32; AHEAD * (d + 1)];
-        let stage = |i: usize, table: &VertexTable<W>, emb: &mut Embedder, keys: &mut [PackedKey<W>], ws: &mut [f32]| {
+        let stage = |i: usize,
+                     table: &VertexTable<W>,
+                     emb: &mut Embedder<D>,
+                     keys: &mut [PackedKey<W>],
+                     ws: &mut [f32]| {
             emb.embed(&features[i * d..(i + 1) * d]);
-            for r in 0..=d {
-                keys[r] = pack(emb.key_of(r));
-                ws[r] = emb.bary[r];
-                table.prefetch(&keys[r]);
+            emb.packed_keys(keys);
+            ws.copy_from_slice(&emb.bary[..=d]);
+            for key in keys.iter() {
+                table.prefetch(key);
             }
         };
         for i in 0..n.min(AHEAD) {
             let k = i * (d + 1)..(i + 1) * (d + 1);
-            stage(i, &table, &mut emb, &mut ring_keys[k.clone()], &mut ring_weights[k]);
+            stage(
+                i,
+                &table,
+                &mut emb,
+                &mut ring_keys[k.clone()],
+                &mut ring_weights[k],
+            );
         }
         for i in 0..n {
             let k = (i % AHEAD) * (d + 1)..(i % AHEAD + 1) * (d + 1);
@@ -403,12 +563,18 @@ impl Permutohedral {
                 weights[i * (d + 1) + r] = ring_weights[k.start + r];
             }
             if i + AHEAD < n {
-                stage(i + AHEAD, &table, &mut emb, &mut ring_keys[k.clone()], &mut ring_weights[k]);
+                stage(
+                    i + AHEAD,
+                    &table,
+                    &mut emb,
+                    &mut ring_keys[k.clone()],
+                    &mut ring_weights[k],
+                );
             }
         }
         // densecrf embeds points four at a time and pads the last block with zero features,
         // whose vertices then exist in its lattice (and relay values while blurring).
-        if n % 4 != 0 {
+        if !n.is_multiple_of(4) {
             let zero = vec![0f32; d];
             emb.embed(&zero);
             for r in 0..=d {
@@ -421,19 +587,26 @@ impl Permutohedral {
         // keeps that order, so each blur neighbour relation is found by one merge pass over
         // the sorted keys (no hashing), and during the blur the neighbours of consecutive
         // vertices are read in increasing memory order.
-        let mut order: Vec<u32> = (0..m as u32).collect();
-        order.sort_unstable_by_key(|&v| keys[v as usize]);
+        let mut order: Vec<(PackedKey<W>, u32)> = keys.into_iter().zip(0u32..).collect();
+        order.sort_unstable();
         let mut new_id = vec![0u32; m];
-        for (pos, &v) in order.iter().enumerate() {
+        for (pos, &(_, v)) in order.iter().enumerate() {
             new_id[v as usize] = pos as u32;
         }
         for o in offsets.iter_mut() {
             *o = new_id[*o as usize - 1] + 1;
         }
-        let sorted: Vec<PackedKey<W>> = order.iter().map(|&v| keys[v as usize]).collect();
-        drop(keys);
+        drop(new_id);
+        let sorted: Vec<PackedKey<W>> = order.into_iter().map(|(k, _)| k).collect();
         let neighbors = neighbors_by_merge(&sorted, d);
-        Permutohedral { dim: d, n_points: n, n_vertices: m, offsets, weights, neighbors }
+        Permutohedral {
+            dim: d,
+            n_points: n,
+            n_vertices: m,
+            offsets,
+            weights,
+            neighbors,
+        }
     }
 
     /// Feature dimension `d`.
@@ -453,15 +626,37 @@ impl Permutohedral {
 
     /// Filters `input` (point-major, `value_size` values per point) into `output` (same shape):
     /// splat, blur along the axes 0..=d, slice. Matches densecrf's `Permutohedral::compute`.
-    pub fn filter(&self, input: &[f32], value_size: usize, output: &mut [f32]) -> Result<(), CrfError> {
-        self.filter_with_scratch(input, value_size, output, false, &mut FilterScratch::default())
+    pub fn filter(
+        &self,
+        input: &[f32],
+        value_size: usize,
+        output: &mut [f32],
+    ) -> Result<(), CrfError> {
+        self.filter_with_scratch(
+            input,
+            value_size,
+            output,
+            false,
+            &mut FilterScratch::default(),
+        )
     }
 
     /// The transposed filter (densecrf's `compute(.., reverse = true)`): the blur runs over the
     /// axes in reverse order, which makes it the exact adjoint of `filter`. (The two differ
     /// slightly where the sparse lattice lacks a vertex on one blur path but not the other.)
-    pub fn filter_transposed(&self, input: &[f32], value_size: usize, output: &mut [f32]) -> Result<(), CrfError> {
-        self.filter_with_scratch(input, value_size, output, true, &mut FilterScratch::default())
+    pub fn filter_transposed(
+        &self,
+        input: &[f32],
+        value_size: usize,
+        output: &mut [f32],
+    ) -> Result<(), CrfError> {
+        self.filter_with_scratch(
+            input,
+            value_size,
+            output,
+            true,
+            &mut FilterScratch::default(),
+        )
     }
 
     /// `filter` / `filter_transposed` reusing the buffers of `scratch` between calls.
@@ -473,59 +668,138 @@ impl Permutohedral {
         transposed: bool,
         scratch: &mut FilterScratch,
     ) -> Result<(), CrfError> {
-        let n = self.n_points;
-        let vs = value_size;
-        if vs == 0 || input.len() != n * vs || output.len() != n * vs {
+        if output.len() != self.n_points * value_size {
             return Err(CrfError::Shape(format!(
-                "filter of {n} points x {vs} values got input {} and output {}",
-                input.len(),
+                "filter of {} points x {value_size} values got an output of {}",
+                self.n_points,
                 output.len()
             )));
         }
-        // Dispatch on the common value sizes so that the inner loops get fixed trip counts.
-        match vs {
-            1 => self.compute(input, Fixed::<1>, output, transposed, scratch),
-            2 => self.compute(input, Fixed::<2>, output, transposed, scratch),
-            3 => self.compute(input, Fixed::<3>, output, transposed, scratch),
-            4 => self.compute(input, Fixed::<4>, output, transposed, scratch),
-            5 => self.compute(input, Fixed::<5>, output, transposed, scratch),
-            6 => self.compute(input, Fixed::<6>, output, transposed, scratch),
-            7 => self.compute(input, Fixed::<7>, output, transposed, scratch),
-            8 => self.compute(input, Fixed::<8>, output, transposed, scratch),
-            _ => self.compute(input, Dynamic(vs), output, transposed, scratch),
+        self.filter_map(
+            input,
+            value_size,
+            None,
+            transposed,
+            scratch,
+            |i, lane0, v| {
+                let start = i * value_size + lane0;
+                output[start..start + v.len()].copy_from_slice(v)
+            },
+        )
+    }
+
+    /// The filter of `input` multiplied point-wise by `pre_scale` (when given), handing the
+    /// filtered values to `sink(point, first value index, values)` in point order (for more than
+    /// 8 values per point, in groups of 8: the values are filtered independently). Lets a caller
+    /// fuse its element-wise pre- and post-processing into the splat and slice passes.
+    pub(crate) fn filter_map<F: FnMut(usize, usize, &[f32])>(
+        &self,
+        input: &[f32],
+        value_size: usize,
+        pre_scale: Option<&[f32]>,
+        transposed: bool,
+        scratch: &mut FilterScratch,
+        mut sink: F,
+    ) -> Result<(), CrfError> {
+        let n = self.n_points;
+        let vs = value_size;
+        if vs == 0 || input.len() != n * vs || pre_scale.is_some_and(|s| s.len() != n) {
+            return Err(CrfError::Shape(format!(
+                "filter of {n} points x {vs} values got an input of {}",
+                input.len()
+            )));
+        }
+        // densecrf slices one or two values per point with `seqCompute`, more with `sseCompute`,
+        // which multiply in different orders.
+        let seq = vs <= 2;
+        // Vertex rows are arrays of R = (number of values) floats, known at compile time so that
+        // the per-row arithmetic is unrolled and vectorised. (Padding rows to whole SSE
+        // registers, as densecrf does, measured slower: more memory traffic.) More than 8
+        // values are filtered 8 at a time; the values never mix.
+        let mut lane0 = 0;
+        while lane0 < vs {
+            let lanes = (vs - lane0).min(8);
+            let group = Lanes {
+                stride: vs,
+                first: lane0,
+                count: lanes,
+                seq,
+            };
+            let sink = |i: usize, v: &[f32]| sink(i, lane0, v);
+            match lanes {
+                1 => self.compute::<1, _>(input, group, pre_scale, transposed, scratch, sink),
+                2 => self.compute::<2, _>(input, group, pre_scale, transposed, scratch, sink),
+                3 => self.compute::<3, _>(input, group, pre_scale, transposed, scratch, sink),
+                4 => self.compute::<4, _>(input, group, pre_scale, transposed, scratch, sink),
+                5 => self.compute::<5, _>(input, group, pre_scale, transposed, scratch, sink),
+                6 => self.compute::<6, _>(input, group, pre_scale, transposed, scratch, sink),
+                7 => self.compute::<7, _>(input, group, pre_scale, transposed, scratch, sink),
+                _ => self.compute::<8, _>(input, group, pre_scale, transposed, scratch, sink),
+            }
+            lane0 += lanes;
         }
         Ok(())
     }
 
-    fn compute<V: Width>(&self, input: &[f32], width: V, output: &mut [f32], reverse: bool, scratch: &mut FilterScratch) {
-        let vs = width.get();
-        let len = (self.n_vertices + 1) * vs;
+    fn compute<const R: usize, F: FnMut(usize, &[f32])>(
+        &self,
+        input: &[f32],
+        lanes: Lanes,
+        pre_scale: Option<&[f32]>,
+        reverse: bool,
+        scratch: &mut FilterScratch,
+        sink: F,
+    ) {
+        let rows = self.n_vertices + 1;
         let FilterScratch { values, next } = scratch;
         values.clear();
-        values.resize(len, 0.0);
-        next.resize(len, 0.0);
+        values.resize(rows * R, 0.0);
+        next.resize(rows * R, 0.0);
+        let (values_rows, _) = values.as_chunks_mut::<R>();
+        let (next_rows, _) = next.as_chunks_mut::<R>();
         // Row 0 stands for absent neighbours and must stay zero in both buffers.
-        next[..vs].fill(0.0);
-        self.splat(input, width, values);
-        self.blur(values, next, width, reverse);
-        self.slice(values, width, output);
+        next_rows[0] = [0.0; R];
+        match pre_scale {
+            Some(s) => self.splat::<R, _>(input, lanes, |p| s[p], values_rows),
+            None => self.splat::<R, _>(input, lanes, |_| 1.0, values_rows),
+        }
+        let blurred = self.blur::<R>(values_rows, next_rows, reverse);
+        self.slice::<R, _>(blurred, lanes, sink);
     }
 
-    /// Splat: every vertex accumulates, in point order, weight times the point's values.
+    /// Splat: every vertex accumulates, in point order, weight times the point's values times
+    /// the point's scale (`w * (x * s)`: densecrf scales its input before splatting).
     #[inline(always)]
-    fn splat<V: Width>(&self, input: &[f32], width: V, values: &mut [f32]) {
-        let vs = width.get();
+    fn splat<const R: usize, S: Fn(usize) -> f32>(
+        &self,
+        input: &[f32],
+        lanes: Lanes,
+        scale: S,
+        rows: &mut [[f32; R]],
+    ) {
         let d1 = self.dim + 1;
-        let n = self.n_points;
-        for i in 0..n {
-            self.prefetch_rows(i + PREFETCH_POINTS, vs, values);
-            let point = &input[i * vs..(i + 1) * vs];
+        assert!(rows.len() == self.n_vertices + 1 && lanes.count <= R);
+        assert!(
+            input.len() >= self.n_points * lanes.stride
+                && lanes.first + lanes.count <= lanes.stride
+        );
+        for i in 0..self.n_points {
+            self.prefetch_rows(i + PREFETCH_POINTS, rows);
+            let s = scale(i);
+            let mut t = [0f32; R];
+            let x = &input[i * lanes.stride + lanes.first..][..lanes.count];
+            for k in 0..lanes.count {
+                t[k] = x[k] * s;
+            }
             for r in 0..d1 {
                 let o = self.offsets[i * d1 + r] as usize;
                 let w = self.weights[i * d1 + r];
-                let dst = &mut values[o * vs..(o + 1) * vs];
-                for k in 0..vs {
-                    dst[k] += w * point[k];
+                debug_assert!(o < rows.len());
+                // SAFETY: every offset is a vertex number plus one, at most n_vertices (checked
+                // when the lattice was built), and there are n_vertices + 1 rows.
+                let row = unsafe { rows.get_unchecked_mut(o) };
+                for k in 0..R {
+                    row[k] += w * t[k];
                 }
             }
         }
@@ -534,68 +808,99 @@ impl Permutohedral {
     /// Prefetches the vertex rows of point `i` (if any): the splat and slice access vertices
     /// all over the lattice, and the offsets tell where well in advance.
     #[inline(always)]
-    fn prefetch_rows(&self, i: usize, vs: usize, values: &[f32]) {
+    fn prefetch_rows<T>(&self, i: usize, rows: &[T]) {
         let d1 = self.dim + 1;
         if i < self.n_points {
             for &o in &self.offsets[i * d1..(i + 1) * d1] {
-                prefetch(values.as_ptr().wrapping_add(o as usize * vs));
+                prefetch(rows.as_ptr().wrapping_add(o as usize));
             }
         }
     }
 
-    /// Blur: along each lattice axis, `v <- v + (v_prev + v_next) / 2`.
+    /// Blur: along each lattice axis, `v <- v + (v_prev + v_next) / 2`. Returns the buffer that
+    /// holds the result.
     #[inline(always)]
-    fn blur<V: Width>(&self, values: &mut Vec<f32>, next: &mut Vec<f32>, width: V, reverse: bool) {
-        let vs = width.get();
+    fn blur<'a, const R: usize>(
+        &self,
+        mut values: &'a mut [[f32; R]],
+        mut next: &'a mut [[f32; R]],
+        reverse: bool,
+    ) -> &'a [[f32; R]] {
         let m = self.n_vertices;
+        assert!(values.len() == m + 1 && next.len() == m + 1);
         for step in 0..=self.dim {
             let j = if reverse { self.dim - step } else { step };
             let nb = &self.neighbors[j * m..(j + 1) * m];
             for (v, &[a, b]) in nb.iter().enumerate() {
-                let o = (v + 1) * vs;
-                let (a, b) = (a as usize * vs, b as usize * vs);
-                let (po, pa, pb) = (&values[o..o + vs], &values[a..a + vs], &values[b..b + vs]);
-                let dst = &mut next[o..o + vs];
-                for k in 0..vs {
-                    dst[k] = po[k] + 0.5 * (pa[k] + pb[k]);
+                debug_assert!((a as usize) <= m && (b as usize) <= m);
+                // SAFETY: neighbour numbers are vertex numbers plus one (or 0), at most m, and
+                // both buffers hold m + 1 rows; v + 1 <= m.
+                unsafe {
+                    let (po, pa, pb) = (
+                        values.get_unchecked(v + 1),
+                        values.get_unchecked(a as usize),
+                        values.get_unchecked(b as usize),
+                    );
+                    let dst = next.get_unchecked_mut(v + 1);
+                    for k in 0..R {
+                        dst[k] = po[k] + 0.5 * (pa[k] + pb[k]);
+                    }
                 }
             }
-            std::mem::swap(values, next);
+            std::mem::swap(&mut values, &mut next);
         }
+        values
     }
 
     /// Slice: interpolate the blurred vertex values back at the points, scaled by densecrf's
     /// constant `alpha = 1 / (1 + 2^-d)`.
     #[inline(always)]
-    fn slice<V: Width>(&self, values: &[f32], width: V, output: &mut [f32]) {
-        let vs = width.get();
+    fn slice<const R: usize, F: FnMut(usize, &[f32])>(
+        &self,
+        rows: &[[f32; R]],
+        lanes: Lanes,
+        mut sink: F,
+    ) {
         let d1 = self.dim + 1;
         let alpha = 1.0f32 / (1.0 + 2f32.powi(-(self.dim as i32)));
+        assert!(rows.len() == self.n_vertices + 1 && lanes.count <= R);
         for i in 0..self.n_points {
-            self.prefetch_rows(i + PREFETCH_POINTS, vs, values);
-            let out = &mut output[i * vs..(i + 1) * vs];
-            out.fill(0.0);
+            self.prefetch_rows(i + PREFETCH_POINTS, rows);
+            let mut out = [0f32; R];
             for r in 0..d1 {
                 let o = self.offsets[i * d1 + r] as usize;
                 let w = self.weights[i * d1 + r];
-                let src = &values[o * vs..(o + 1) * vs];
-                if vs <= 2 {
-                    for k in 0..vs {
+                debug_assert!(o < rows.len());
+                // SAFETY: as in the splat, o <= n_vertices and there are n_vertices + 1 rows.
+                let src = unsafe { rows.get_unchecked(o) };
+                if lanes.seq {
+                    for k in 0..R {
                         out[k] += w * src[k] * alpha;
                     }
                 } else {
                     let wa = w * alpha;
-                    for k in 0..vs {
+                    for k in 0..R {
                         out[k] += wa * src[k];
                     }
                 }
             }
+            sink(i, &out[..lanes.count]);
         }
     }
 }
 
-/// Number of values per point, known at compile time (`Fixed`) for the common small counts so
-/// that the per-vertex loops are fully unrolled, or at run time (`Dynamic`).
+/// Which values of each point a filter pass handles: `count` values from index `first` of
+/// rows of `stride` values; `seq` selects densecrf's slicing formula for one or two values.
+#[derive(Clone, Copy)]
+struct Lanes {
+    stride: usize,
+    first: usize,
+    count: usize,
+    seq: bool,
+}
+
+/// A count (the feature dimension) known at compile time (`Fixed`), for the usual 2 and 5, so
+/// that the per-point loops unroll, or at run time (`Dynamic`).
 trait Width: Copy {
     fn get(self) -> usize;
 }
@@ -644,7 +949,9 @@ mod tests {
 
     #[test]
     fn weights_are_barycentric() {
-        let f: Vec<f32> = (0..60).map(|i| ((i * 37 % 11) as f32) * 0.37 - 1.0).collect();
+        let f: Vec<f32> = (0..60)
+            .map(|i| ((i * 37 % 11) as f32) * 0.37 - 1.0)
+            .collect();
         let lat = Permutohedral::new(&f, 3).unwrap();
         for w in lat.weights.chunks(4) {
             let s: f32 = w.iter().sum();
@@ -668,12 +975,19 @@ mod tests {
         let f = grid_features(9, 7, 1.5);
         let lat = Permutohedral::new(&f, 2).unwrap();
         let a: Vec<f32> = (0..63 * 3).map(|i| ((i * 13 % 17) as f32) / 17.0).collect();
-        let b: Vec<f32> = (0..63 * 3).map(|i| ((i * 7 % 23) as f32) / 23.0 - 0.3).collect();
+        let b: Vec<f32> = (0..63 * 3)
+            .map(|i| ((i * 7 % 23) as f32) / 23.0 - 0.3)
+            .collect();
         let mut kb = vec![0.0; b.len()];
         let mut kta = vec![0.0; a.len()];
         lat.filter(&b, 3, &mut kb).unwrap();
         lat.filter_transposed(&a, 3, &mut kta).unwrap();
-        let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum::<f64>();
+        let dot = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| *p as f64 * *q as f64)
+                .sum::<f64>()
+        };
         let (l, r) = (dot(&a, &kb), dot(&kta, &b));
         assert!((l - r).abs() < 1e-5 * l.abs(), "{l} {r}");
     }

@@ -4,7 +4,9 @@
 //!
 //! A port of Philipp Kraehenbuehl's densecrf as wrapped by pydensecrf (the engine behind CLIP-ES's
 //! `eval_cam_with_crf.py`), reproducing its single-precision arithmetic operation by operation
-//! (see `lattice` and `inference` for what that takes), deterministic, no unsafe code.
+//! (see `lattice` and `inference` for what that takes), deterministic. (`unsafe` is limited to
+//! prefetch hints and unchecked indexing in the lattice passes, over indices validated when the
+//! lattice is built.)
 //!
 //! ```
 //! use clip_es_crf::{unary_from_probabilities, Compatibility, DenseCrf, PairwiseKernel};
@@ -26,7 +28,10 @@ pub mod lattice;
 pub mod unary;
 
 pub use inference::{DenseCrf, Marginals};
-pub use kernel::{bilateral_features, gaussian_features, Compatibility, KernelScratch, Normalization, PairwiseKernel};
+pub use kernel::{
+    bilateral_features, gaussian_features, Compatibility, KernelScratch, Normalization,
+    PairwiseKernel,
+};
 pub use lattice::{FilterScratch, Permutohedral};
 pub use unary::{unary_from_f16_probabilities, unary_from_probabilities};
 

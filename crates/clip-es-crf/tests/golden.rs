@@ -8,7 +8,9 @@ use half::f16;
 use std::path::PathBuf;
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 #[path = "common/npy.rs"]
@@ -21,9 +23,22 @@ fn read_npy(name: &str) -> Npy {
 
 fn compare(name: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{name}");
-    let mismatches = got.iter().zip(want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-    let max_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert_eq!(mismatches, 0, "{name}: {mismatches} of {} marginals differ, max |diff| {max_diff:e}", got.len());
+    let mismatches = got
+        .iter()
+        .zip(want)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    let max_diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert_eq!(
+        mismatches,
+        0,
+        "{name}: {mismatches} of {} marginals differ, max |diff| {max_diff:e}",
+        got.len()
+    );
 }
 
 #[test]
@@ -32,7 +47,11 @@ fn marginals_match_pydensecrf_bit_for_bit() {
     let mut cases = 0;
     for line in manifest.lines().filter(|l| !l.trim().is_empty()) {
         let t: Vec<&str> = line.split_whitespace().collect();
-        let (name, m, iters) = (t[0], t[1].parse::<usize>().unwrap(), t[2].parse::<usize>().unwrap());
+        let (name, m, iters) = (
+            t[0],
+            t[1].parse::<usize>().unwrap(),
+            t[2].parse::<usize>().unwrap(),
+        );
         let unary = read_npy(&format!("{name}_unary.npy"));
         let n = unary.shape[1];
         assert_eq!(unary.shape[0], m);
@@ -41,12 +60,26 @@ fn marginals_match_pydensecrf_bit_for_bit() {
         let p = |i: usize| t[i].parse::<f32>().unwrap();
         match t[3] {
             "crf2d" => {
-                let (w, h) = (t[4].parse::<usize>().unwrap(), t[5].parse::<usize>().unwrap());
+                let (w, h) = (
+                    t[4].parse::<usize>().unwrap(),
+                    t[5].parse::<usize>().unwrap(),
+                );
                 let img = read_npy(&format!("{name}_image.npy"));
                 assert_eq!(img.shape, vec![h, w, 3]);
-                crf.add_pairwise(PairwiseKernel::gaussian(w, h, p(6), Compatibility::Potts(p(7))).unwrap()).unwrap();
                 crf.add_pairwise(
-                    PairwiseKernel::bilateral(w, h, p(8), p(9), &img.u8s(), Compatibility::Potts(p(10))).unwrap(),
+                    PairwiseKernel::gaussian(w, h, p(6), Compatibility::Potts(p(7))).unwrap(),
+                )
+                .unwrap();
+                crf.add_pairwise(
+                    PairwiseKernel::bilateral(
+                        w,
+                        h,
+                        p(8),
+                        p(9),
+                        &img.u8s(),
+                        Compatibility::Potts(p(10)),
+                    )
+                    .unwrap(),
                 )
                 .unwrap();
             }
@@ -69,12 +102,19 @@ fn marginals_match_pydensecrf_bit_for_bit() {
                         pm[i * dim + k] = fl[k * n + i];
                     }
                 }
-                crf.add_pairwise(PairwiseKernel::new(&pm, dim, Compatibility::Potts(p(6)), norm).unwrap()).unwrap();
+                crf.add_pairwise(
+                    PairwiseKernel::new(&pm, dim, Compatibility::Potts(p(6)), norm).unwrap(),
+                )
+                .unwrap();
             }
             other => panic!("unknown case kind {other}"),
         }
         let q = crf.inference(iters).unwrap();
-        compare(name, &q.label_major(), &read_npy(&format!("{name}_q.npy")).f32s());
+        compare(
+            name,
+            &q.label_major(),
+            &read_npy(&format!("{name}_q.npy")).f32s(),
+        );
         cases += 1;
     }
     assert!(cases >= 10);
@@ -94,5 +134,10 @@ fn f16_unary_matches_numpy_for_every_float16() {
             bad.push((i, *g, w));
         }
     }
-    assert!(bad.is_empty(), "{} float16 inputs differ, first {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "{} float16 inputs differ, first {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
 }

@@ -37,17 +37,26 @@ pub struct CamFile {
 #[derive(Debug, thiserror::Error)]
 pub enum CamIoError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
 }
 
 impl CamIoError {
     fn format(path: &Path, message: impl Into<String>) -> Self {
-        CamIoError::Format { path: path.to_path_buf(), message: message.into() }
+        CamIoError::Format {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
     }
     fn io(path: &Path, source: std::io::Error) -> Self {
-        CamIoError::Io { path: path.to_path_buf(), source }
+        CamIoError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -98,7 +107,12 @@ impl CamFile {
         }
         if let Some(h) = &self.highres {
             if h.len() != want {
-                return Err(format!("highres holds {} values, expected {k} x {} x {}", h.len(), self.height, self.width));
+                return Err(format!(
+                    "highres holds {} values, expected {k} x {} x {}",
+                    h.len(),
+                    self.height,
+                    self.width
+                ));
             }
         }
         Ok(())
@@ -106,18 +120,30 @@ impl CamFile {
 
     /// Writes `path` as an uncompressed `.npz` (like `np.savez`), atomically.
     pub fn write_npz(&self, path: &Path) -> Result<(), CamIoError> {
-        self.check_shapes().map_err(|m| CamIoError::format(path, m))?;
+        self.check_shapes()
+            .map_err(|m| CamIoError::format(path, m))?;
         let k = self.keys.len();
         let mut arrays = vec![
-            ("keys", NdArray { dtype: DType::I64, shape: vec![k], data: self.keys.iter().flat_map(|v| v.to_le_bytes()).collect() }),
-            ("attn_highres", f16_array(&self.attn_highres, k, self.height, self.width)),
+            (
+                "keys",
+                NdArray {
+                    dtype: DType::I64,
+                    shape: vec![k],
+                    data: self.keys.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                },
+            ),
+            (
+                "attn_highres",
+                f16_array(&self.attn_highres, k, self.height, self.width),
+            ),
         ];
         if let Some(h) = &self.highres {
             arrays.push(("highres", f16_array(h, k, self.height, self.width)));
         }
         let mut members = Vec::new();
         for (name, a) in &arrays {
-            let bytes = clip_es_pickle::encode_npy(a).map_err(|e| CamIoError::format(path, e.to_string()))?;
+            let bytes = clip_es_pickle::encode_npy(a)
+                .map_err(|e| CamIoError::format(path, e.to_string()))?;
             members.push((format!("{name}.npy"), bytes));
         }
         let zip_err = |e: zip::result::ZipError| std::io::Error::other(e.to_string());
@@ -141,8 +167,14 @@ impl CamFile {
     pub fn read(path: &Path) -> Result<CamFile, CamIoError> {
         let arrays = match path.extension().and_then(|e| e.to_str()) {
             Some("npz") => read_npz_arrays(path)?,
-            Some("npy") => clip_es_pickle::read_npy_dict(path).map_err(|e| CamIoError::format(path, strip_path(&e.to_string(), path)))?,
-            _ => return Err(CamIoError::format(path, "CAM files must end in .npz or .npy")),
+            Some("npy") => clip_es_pickle::read_npy_dict(path)
+                .map_err(|e| CamIoError::format(path, strip_path(&e.to_string(), path)))?,
+            _ => {
+                return Err(CamIoError::format(
+                    path,
+                    "CAM files must end in .npz or .npy",
+                ))
+            }
         };
         from_arrays(path, arrays)
     }
@@ -157,12 +189,19 @@ impl CamFile {
         if npy.is_file() {
             return Ok(npy);
         }
-        Err(CamIoError::format(&npz, "no CAM file (neither .npz nor .npy)"))
+        Err(CamIoError::format(
+            &npz,
+            "no CAM file (neither .npz nor .npy)",
+        ))
     }
 }
 
 fn f16_array(v: &[f16], k: usize, h: usize, w: usize) -> NdArray {
-    NdArray { dtype: DType::F16, shape: vec![k, h, w], data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+    NdArray {
+        dtype: DType::F16,
+        shape: vec![k, h, w],
+        data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
 }
 
 /// Pickle errors already start with the file name; avoid repeating it.
@@ -178,20 +217,37 @@ fn read_npz_arrays(path: &Path) -> Result<Vec<(String, NdArray)>, CamIoError> {
         .map_err(|e| CamIoError::format(path, format!("not a readable .npz (zip) archive: {e}")))?;
     let mut arrays = Vec::new();
     for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| CamIoError::format(path, e.to_string()))?;
-        let name = entry.name().map_err(|e| CamIoError::format(path, e.to_string()))?.into_owned();
-        let Some(name) = name.strip_suffix(".npy").map(str::to_string) else { continue };
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| CamIoError::format(path, e.to_string()))?;
+        let name = entry
+            .name()
+            .map_err(|e| CamIoError::format(path, e.to_string()))?
+            .into_owned();
+        let Some(name) = name.strip_suffix(".npy").map(str::to_string) else {
+            continue;
+        };
         // A corrupt size field must not make us allocate without bound.
         if entry.size() > len.saturating_mul(1100).max(1 << 20) {
-            return Err(CamIoError::format(path, format!("member {name}.npy claims {} bytes", entry.size())));
+            return Err(CamIoError::format(
+                path,
+                format!("member {name}.npy claims {} bytes", entry.size()),
+            ));
         }
         let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).map_err(|e| CamIoError::format(path, format!("member {name}.npy: {e}")))?;
+        entry
+            .read_to_end(&mut bytes)
+            .map_err(|e| CamIoError::format(path, format!("member {name}.npy: {e}")))?;
         let label = format!("{}:{name}.npy", path.display());
-        match clip_es_pickle::parse_npy(&bytes, &label).map_err(|e| CamIoError::format(path, e.to_string()))? {
+        match clip_es_pickle::parse_npy(&bytes, &label)
+            .map_err(|e| CamIoError::format(path, e.to_string()))?
+        {
             clip_es_pickle::NpyContent::Array(a) => arrays.push((name, a)),
             clip_es_pickle::NpyContent::Object { .. } => {
-                return Err(CamIoError::format(path, format!("member {name}.npy is an object array")))
+                return Err(CamIoError::format(
+                    path,
+                    format!("member {name}.npy is an object array"),
+                ))
             }
         }
     }
@@ -202,23 +258,45 @@ fn from_arrays(path: &Path, arrays: Vec<(String, NdArray)>) -> Result<CamFile, C
     let get = |name: &str| arrays.iter().find(|(n, _)| n == name).map(|(_, a)| a);
     let keys = get("keys").ok_or_else(|| CamIoError::format(path, "no `keys` array"))?;
     if keys.dtype.is_float() || keys.shape.len() != 1 {
-        return Err(CamIoError::format(path, format!("`keys` must be a 1-d integer array, got {} {:?}", keys.dtype, keys.shape)));
+        return Err(CamIoError::format(
+            path,
+            format!(
+                "`keys` must be a 1-d integer array, got {} {:?}",
+                keys.dtype, keys.shape
+            ),
+        ));
     }
-    let keys = keys.to_i64_vec().map_err(|e| CamIoError::format(path, e.to_string()))?;
+    let keys = keys
+        .to_i64_vec()
+        .map_err(|e| CamIoError::format(path, e.to_string()))?;
     let cams = |name: &str| -> Result<Option<(Vec<f16>, usize, usize)>, CamIoError> {
         let Some(a) = get(name) else { return Ok(None) };
         if a.shape.len() != 3 || a.shape[0] != keys.len() {
             return Err(CamIoError::format(
                 path,
-                format!("`{name}` has shape {:?}, expected ({}, H, W) for {} keys", a.shape, keys.len(), keys.len()),
+                format!(
+                    "`{name}` has shape {:?}, expected ({}, H, W) for {} keys",
+                    a.shape,
+                    keys.len(),
+                    keys.len()
+                ),
             ));
         }
         let v = match a.dtype {
-            DType::F16 => a.to_f16_vec().map_err(|e| CamIoError::format(path, e.to_string()))?,
+            DType::F16 => a
+                .to_f16_vec()
+                .map_err(|e| CamIoError::format(path, e.to_string()))?,
             // Other float CAMs are accepted and rounded to float16, the stored precision of
             // the reference.
-            DType::F32 | DType::F64 | DType::BF16 => a.to_f32_vec().into_iter().map(f16::from_f32).collect(),
-            other => return Err(CamIoError::format(path, format!("`{name}` has dtype {other}, expected float16"))),
+            DType::F32 | DType::F64 | DType::BF16 => {
+                a.to_f32_vec().into_iter().map(f16::from_f32).collect()
+            }
+            other => {
+                return Err(CamIoError::format(
+                    path,
+                    format!("`{name}` has dtype {other}, expected float16"),
+                ))
+            }
         };
         Ok(Some((v, a.shape[1], a.shape[2])))
     };
@@ -227,11 +305,20 @@ fn from_arrays(path: &Path, arrays: Vec<(String, NdArray)>) -> Result<CamFile, C
     let highres = match cams("highres")? {
         Some((v, h, w)) if (h, w) == (height, width) => Some(v),
         Some((_, h, w)) => {
-            return Err(CamIoError::format(path, format!("`highres` is {h}x{w} but `attn_highres` {height}x{width}")))
+            return Err(CamIoError::format(
+                path,
+                format!("`highres` is {h}x{w} but `attn_highres` {height}x{width}"),
+            ))
         }
         None => None,
     };
-    Ok(CamFile { keys, height, width, attn_highres, highres })
+    Ok(CamFile {
+        keys,
+        height,
+        width,
+        attn_highres,
+        highres,
+    })
 }
 
 #[cfg(test)]
@@ -244,8 +331,14 @@ mod tests {
             keys: vec![7, 14],
             height: h,
             width: w,
-            attn_highres: (0..k * h * w).map(|i| f16::from_f32(i as f32 / 24.0)).collect(),
-            highres: Some((0..k * h * w).map(|i| f16::from_f32(1.0 - i as f32 / 24.0)).collect()),
+            attn_highres: (0..k * h * w)
+                .map(|i| f16::from_f32(i as f32 / 24.0))
+                .collect(),
+            highres: Some(
+                (0..k * h * w)
+                    .map(|i| f16::from_f32(1.0 - i as f32 / 24.0))
+                    .collect(),
+            ),
         }
     }
 
@@ -282,11 +375,80 @@ mod tests {
     }
 
     #[test]
+    fn wrong_dimensions_and_dtypes_are_errors() {
+        let dir = std::env::temp_dir().join(format!("clip-es-camio-dims-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys = NdArray {
+            dtype: DType::I64,
+            shape: vec![2],
+            data: [3i64, 4].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        let write = |name: &str, cams: NdArray| {
+            let path = dir.join(name);
+            let file = std::fs::File::create(&path).unwrap();
+            let mut zip = zip::ZipWriter::new(file);
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            for (n, a) in [("keys.npy", &keys), ("attn_highres.npy", &cams)] {
+                zip.start_file(n, opts).unwrap();
+                zip.write_all(&clip_es_pickle::encode_npy(a).unwrap())
+                    .unwrap();
+            }
+            zip.finish().unwrap();
+            CamFile::read(&path).unwrap_err().to_string()
+        };
+        // A 2-d array (one channel missing).
+        let e = write(
+            "a.npz",
+            NdArray {
+                dtype: DType::F16,
+                shape: vec![2, 6],
+                data: vec![0; 24],
+            },
+        );
+        assert!(
+            e.contains("a.npz") && e.contains("[2, 6]") && e.contains("(2, H, W)"),
+            "{e}"
+        );
+        // One CAM for two keys.
+        let e = write(
+            "b.npz",
+            NdArray {
+                dtype: DType::F16,
+                shape: vec![1, 2, 3],
+                data: vec![0; 12],
+            },
+        );
+        assert!(e.contains("[1, 2, 3]"), "{e}");
+        // Integer CAMs.
+        let e = write(
+            "c.npz",
+            NdArray {
+                dtype: DType::U8,
+                shape: vec![2, 2, 3],
+                data: vec![0; 12],
+            },
+        );
+        assert!(e.contains("dtype"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn reads_a_reference_npy_dict() {
         let cam = sample();
         let arrays = vec![
-            ("keys".to_string(), NdArray { dtype: DType::I64, shape: vec![2], data: cam.keys.iter().flat_map(|v| v.to_le_bytes()).collect() }),
-            ("attn_highres".to_string(), f16_array(&cam.attn_highres, 2, 3, 4)),
+            (
+                "keys".to_string(),
+                NdArray {
+                    dtype: DType::I64,
+                    shape: vec![2],
+                    data: cam.keys.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                },
+            ),
+            (
+                "attn_highres".to_string(),
+                f16_array(&cam.attn_highres, 2, 3, 4),
+            ),
         ];
         let bytes = clip_es_pickle::encode_npy_dict(&arrays).unwrap();
         let dir = std::env::temp_dir().join(format!("clip-es-camio-npy-{}", std::process::id()));

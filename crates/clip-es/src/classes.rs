@@ -6,23 +6,110 @@ use std::path::Path;
 
 /// PASCAL VOC 2012 names (reference `class_names`), without background.
 pub const VOC_CLASSES: [&str; 20] = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 ];
 
 /// COCO 2014 names (reference `class_names_coco`), without background.
 pub const COCO_CLASSES: [&str; 80] = [
-    "person", "bicycle", "car", "motorbike", "aeroplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
-    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "sofa",
-    "pottedplant", "bed", "diningtable", "toilet", "tvmonitor", "laptop", "mouse", "remote",
-    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
-    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+    "person",
+    "bicycle",
+    "car",
+    "motorbike",
+    "aeroplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "sofa",
+    "pottedplant",
+    "bed",
+    "diningtable",
+    "toilet",
+    "tvmonitor",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 ];
 
 /// The classes of a dataset, index 0 being background: ground-truth value `c` is class `c`,
@@ -35,7 +122,10 @@ pub struct ClassList {
 #[derive(Debug, thiserror::Error)]
 pub enum ClassListError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -52,7 +142,12 @@ impl ClassList {
     }
 
     fn with_background(names: &[&str]) -> Self {
-        ClassList { names: std::iter::once("background").chain(names.iter().copied()).map(String::from).collect() }
+        ClassList {
+            names: std::iter::once("background")
+                .chain(names.iter().copied())
+                .map(String::from)
+                .collect(),
+        }
     }
 
     /// `voc`, `coco`, or the path of a class file.
@@ -69,7 +164,10 @@ impl ClassList {
     /// ignore value of the masks).
     pub fn from_file(path: &Path) -> Result<Self, ClassListError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ClassListError::Io { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ClassListError::Io {
+            path: p.clone(),
+            source,
+        })?;
         let names: Vec<String> = text
             .lines()
             .map(str::trim)
@@ -79,11 +177,17 @@ impl ClassList {
         if names.len() < 2 {
             return Err(ClassListError::Invalid {
                 path: p,
-                message: format!("{} class names; need background and at least one class", names.len()),
+                message: format!(
+                    "{} class names; need background and at least one class",
+                    names.len()
+                ),
             });
         }
         if names.len() > 255 {
-            return Err(ClassListError::Invalid { path: p, message: format!("{} classes; at most 255", names.len()) });
+            return Err(ClassListError::Invalid {
+                path: p,
+                message: format!("{} classes; at most 255", names.len()),
+            });
         }
         Ok(ClassList { names })
     }
@@ -120,7 +224,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.txt");
         std::fs::write(&f, "# mine\nbackground\n\ncat\n dog \n").unwrap();
-        assert_eq!(ClassList::parse(f.to_str().unwrap()).unwrap().names, vec!["background", "cat", "dog"]);
+        assert_eq!(
+            ClassList::parse(f.to_str().unwrap()).unwrap().names,
+            vec!["background", "cat", "dog"]
+        );
         std::fs::write(&f, "background\n").unwrap();
         assert!(ClassList::from_file(&f).is_err());
         assert!(ClassList::from_file(&dir.join("missing.txt")).is_err());

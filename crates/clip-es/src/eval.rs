@@ -56,16 +56,32 @@ pub struct Scores {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EvalError {
     #[error("prediction is {pw}x{ph} but the ground truth {gw}x{gh}")]
-    SizeMismatch { pw: usize, ph: usize, gw: usize, gh: usize },
-    #[error("predicted value {value} at pixel ({x}, {y}) is not a class of the {n} classes (nor 255)")]
-    BadPrediction { value: u8, x: usize, y: usize, n: usize },
+    SizeMismatch {
+        pw: usize,
+        ph: usize,
+        gw: usize,
+        gh: usize,
+    },
+    #[error(
+        "predicted value {value} at pixel ({x}, {y}) is not a class of the {n} classes (nor 255)"
+    )]
+    BadPrediction {
+        value: u8,
+        x: usize,
+        y: usize,
+        n: usize,
+    },
     #[error("{0}")]
     Cam(String),
 }
 
 impl ConfusionMatrix {
     pub fn new(n_classes: usize) -> Self {
-        ConfusionMatrix { n_classes, counts: vec![0; n_classes * n_classes], unlabelled: vec![0; n_classes] }
+        ConfusionMatrix {
+            n_classes,
+            counts: vec![0; n_classes * n_classes],
+            unlabelled: vec![0; n_classes],
+        }
     }
 
     /// Adds one image. `width` is used to name pixels in errors.
@@ -82,7 +98,12 @@ impl ConfusionMatrix {
             } else if p == 255 {
                 self.unlabelled[g] += 1;
             } else {
-                return Err(EvalError::BadPrediction { value: p, x: i % width.max(1), y: i / width.max(1), n });
+                return Err(EvalError::BadPrediction {
+                    value: p,
+                    x: i % width.max(1),
+                    y: i / width.max(1),
+                    n,
+                });
             }
         }
         Ok(())
@@ -105,11 +126,18 @@ impl ConfusionMatrix {
     pub fn scores(&self, policy: UnlabelledPolicy) -> Scores {
         let n = self.n_classes;
         let diag: Vec<f64> = (0..n).map(|c| self.counts[c * n + c] as f64).collect();
-        let pred_pixels: Vec<u64> = (0..n).map(|c| (0..n).map(|g| self.counts[g * n + c]).sum()).collect();
+        let pred_pixels: Vec<u64> = (0..n)
+            .map(|c| (0..n).map(|g| self.counts[g * n + c]).sum())
+            .collect();
         let gt_pixels: Vec<u64> = (0..n)
             .map(|g| {
                 let labelled: u64 = self.counts[g * n..(g + 1) * n].iter().sum();
-                labelled + if policy == UnlabelledPolicy::Miss { self.unlabelled[g] } else { 0 }
+                labelled
+                    + if policy == UnlabelledPolicy::Miss {
+                        self.unlabelled[g]
+                    } else {
+                        0
+                    }
             })
             .collect();
         let row: Vec<f64> = gt_pixels.iter().map(|&v| v as f64).collect();
@@ -117,9 +145,14 @@ impl ConfusionMatrix {
         let total: f64 = row.iter().sum();
         let acc = diag.iter().sum::<f64>() / total;
         let acc_cls: Vec<f64> = (0..n).map(|c| diag[c] / row[c]).collect();
-        let iu: Vec<f64> = (0..n).map(|c| diag[c] / (row[c] + col[c] - diag[c])).collect();
+        let iu: Vec<f64> = (0..n)
+            .map(|c| diag[c] / (row[c] + col[c] - diag[c]))
+            .collect();
         let valid: Vec<f64> = (0..n).filter(|&c| row[c] > 0.0).map(|c| iu[c]).collect();
-        let fw: Vec<f64> = (0..n).filter(|&c| row[c] > 0.0).map(|c| (row[c] / total) * iu[c]).collect();
+        let fw: Vec<f64> = (0..n)
+            .filter(|&c| row[c] > 0.0)
+            .map(|c| (row[c] / total) * iu[c])
+            .collect();
         Scores {
             pixel_accuracy: acc,
             mean_accuracy: nanmean(&acc_cls),
@@ -134,17 +167,22 @@ impl ConfusionMatrix {
 
 /// numpy's `nanmean` of a float64 array: the non-NaN values summed (numpy order) over their count.
 pub fn nanmean(values: &[f64]) -> f64 {
-    let kept: Vec<f64> = values.iter().map(|&v| if v.is_nan() { 0.0 } else { v }).collect();
+    let kept: Vec<f64> = values
+        .iter()
+        .map(|&v| if v.is_nan() { 0.0 } else { v })
+        .collect();
     let count = values.iter().filter(|v| !v.is_nan()).count();
     numpy_sum(&kept) / count as f64
 }
 
-/// `np.sum` of a contiguous float64 array: the reduction starts from the first element and adds
-/// the pairwise sum of the rest (blocks of 8 accumulators, halves above 128 elements).
+/// `np.sum` of a contiguous float64 array: numpy's pairwise summation (sequential below 8
+/// elements, 8 interleaved accumulators up to 128, halves above). Checked against numpy 2.4 on
+/// random arrays of 1 to 200 elements.
 pub fn numpy_sum(values: &[f64]) -> f64 {
-    match values.split_first() {
-        None => 0.0,
-        Some((first, rest)) => *first + pairwise_sum(rest),
+    if values.is_empty() {
+        0.0
+    } else {
+        pairwise_sum(values)
     }
 }
 
@@ -194,15 +232,28 @@ pub fn background_score(max: f16, t: f64) -> f16 {
 }
 
 /// Class predictions of a CAM file, one label map per background exponent.
-pub fn cam_predictions(cam: &CamFile, kind: CamKind, bg_powers: &[f64], n_classes: usize) -> Result<Vec<Vec<u8>>, EvalError> {
+pub fn cam_predictions(
+    cam: &CamFile,
+    kind: CamKind,
+    bg_powers: &[f64],
+    n_classes: usize,
+) -> Result<Vec<Vec<u8>>, EvalError> {
     cam.check_shapes().map_err(EvalError::Cam)?;
-    let cams = cam.cams(kind).ok_or_else(|| EvalError::Cam(format!("no `{}` array", kind.name())))?;
+    let cams = cam
+        .cams(kind)
+        .ok_or_else(|| EvalError::Cam(format!("no `{}` array", kind.name())))?;
     let k = cam.keys.len();
     if k == 0 {
         return Err(EvalError::Cam("no CAMs (the image has no labels)".into()));
     }
-    if let Some(&key) = cam.keys.iter().find(|&&key| key < 0 || key + 1 >= n_classes as i64) {
-        return Err(EvalError::Cam(format!("class key {key} does not fit {n_classes} classes")));
+    if let Some(&key) = cam
+        .keys
+        .iter()
+        .find(|&&key| key < 0 || key + 1 >= n_classes as i64)
+    {
+        return Err(EvalError::Cam(format!(
+            "class key {key} does not fit {n_classes} classes"
+        )));
     }
     let n = cam.height * cam.width;
     if let Some(i) = cams.iter().position(|v| v.is_nan()) {
@@ -229,7 +280,11 @@ pub fn cam_predictions(cam: &CamFile, kind: CamKind, bg_powers: &[f64], n_classe
         }
         for (pred, &t) in out.iter_mut().zip(bg_powers) {
             // The background comes first, so it wins ties.
-            pred[i] = if background_score(max, t).to_f32() >= max.to_f32() { 0 } else { class_of[best] };
+            pred[i] = if background_score(max, t).to_f32() >= max.to_f32() {
+                0
+            } else {
+                class_of[best]
+            };
         }
     }
     Ok(out)
@@ -267,7 +322,15 @@ mod tests {
         assert_eq!(m.total_unlabelled(), 2);
         assert_eq!(m.scores(UnlabelledPolicy::Miss).class_iou[1], 1.0 / 3.0);
         assert_eq!(m.scores(UnlabelledPolicy::Skip).class_iou[1], 1.0);
-        assert_eq!(m.add(&[0], &[7], 1), Err(EvalError::BadPrediction { value: 7, x: 0, y: 0, n: 2 }));
+        assert_eq!(
+            m.add(&[0], &[7], 1),
+            Err(EvalError::BadPrediction {
+                value: 7,
+                x: 0,
+                y: 0,
+                n: 2
+            })
+        );
     }
 
     #[test]
@@ -276,6 +339,12 @@ mod tests {
         let s = numpy_sum(&v);
         let naive: f64 = v.iter().sum();
         assert!((s - naive).abs() < 1e-12);
+        // np.sum([1e16, 1, 1, 1, 1, 1, 1, 1, 1, -1e16]) == 8.0 (the ones meet in the
+        // accumulators before the large values cancel); a sequential sum gives 0.
+        let mut c = vec![1e16];
+        c.extend([1.0; 8]);
+        c.push(-1e16);
+        assert_eq!(numpy_sum(&c), 8.0);
         assert_eq!(numpy_sum(&[]), 0.0);
         assert_eq!(nanmean(&[1.0, f64::NAN, 3.0]), 2.0);
     }
@@ -288,7 +357,16 @@ mod tests {
             height: 1,
             width: 4,
             // pixel maxima: 0.9 (cam 1), 0.5 (tie: cam 0 first), 0.3 (cam 1), 0.5 (cam 0)
-            attn_highres: vec![h(0.2), h(0.5), h(0.1), h(0.5), h(0.9), h(0.5), h(0.3), h(0.25)],
+            attn_highres: vec![
+                h(0.2),
+                h(0.5),
+                h(0.1),
+                h(0.5),
+                h(0.9),
+                h(0.5),
+                h(0.3),
+                h(0.25),
+            ],
             highres: None,
         };
         let p = cam_predictions(&cam, CamKind::AttnHighres, &[1.0, 2.0, 0.4], 21).unwrap();
@@ -302,6 +380,9 @@ mod tests {
         assert!(cam_predictions(&cam, CamKind::AttnHighres, &[1.0], 10).is_err());
         let mut nan = cam.clone();
         nan.attn_highres[3] = f16::NAN;
-        assert!(cam_predictions(&nan, CamKind::AttnHighres, &[1.0], 21).unwrap_err().to_string().contains("NaN"));
+        assert!(cam_predictions(&nan, CamKind::AttnHighres, &[1.0], 21)
+            .unwrap_err()
+            .to_string()
+            .contains("NaN"));
     }
 }

@@ -16,10 +16,13 @@
 //!   casts the Python float to the array's dtype).
 
 use crate::cam_io::{CamFile, CamIoError, CamKind};
-use clip_es_crf::{unary_from_f16_probabilities, Compatibility, DenseCrf, PairwiseKernel};
+use clip_es_crf::{
+    unary_from_f16_probabilities, Compatibility, CrfError, DenseCrf, PairwiseKernel,
+};
 use clip_es_image::Rgb8Image;
 use half::f16;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The reference's BGR mean, subtracted before the wrapping uint8 cast.
 pub const MEAN_BGR: [f64; 3] = [104.008, 116.669, 122.675];
@@ -103,12 +106,18 @@ pub enum MaskError {
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl MaskError {
     pub fn invalid(path: &Path, message: impl Into<String>) -> Self {
-        MaskError::Invalid { path: path.to_path_buf(), message: message.into() }
+        MaskError::Invalid {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
     }
 }
 
@@ -157,19 +166,96 @@ pub fn probabilities_with_background(cams: &[f16], n_pixels: usize) -> Vec<f16> 
     out
 }
 
+/// The position-only (Gaussian) kernel depends on nothing but the image size and its two
+/// parameters, so images of one size share it: a small most-recently-used cache. (Same lattice,
+/// same numbers: a cached kernel changes no result.)
+pub struct KernelCache {
+    capacity: usize,
+    entries: Mutex<Vec<(KernelKey, Arc<PairwiseKernel>)>>,
+}
+
+type KernelKey = (usize, usize, u32, u32);
+
+impl KernelCache {
+    /// A cache keeping up to `capacity` kernels (about 10 MB each for a 500 x 375 image).
+    pub fn new(capacity: usize) -> Self {
+        KernelCache {
+            capacity,
+            entries: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The Gaussian kernel for a `width` x `height` image, built on first use.
+    pub fn gaussian(
+        &self,
+        width: usize,
+        height: usize,
+        sxy: f32,
+        weight: f32,
+    ) -> Result<Arc<PairwiseKernel>, CrfError> {
+        let key = (width, height, sxy.to_bits(), weight.to_bits());
+        {
+            let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = e.iter().position(|(k, _)| *k == key) {
+                let hit = e.remove(i);
+                let kernel = hit.1.clone();
+                e.insert(0, hit);
+                return Ok(kernel);
+            }
+        }
+        // Built outside the lock; two threads may build the same kernel once each.
+        let kernel = Arc::new(PairwiseKernel::gaussian(
+            width,
+            height,
+            sxy,
+            Compatibility::Potts(weight),
+        )?);
+        if self.capacity > 0 {
+            let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if !e.iter().any(|(k, _)| *k == key) {
+                e.insert(0, (key, kernel.clone()));
+                e.truncate(self.capacity);
+            }
+        }
+        Ok(kernel)
+    }
+}
+
+impl Default for KernelCache {
+    fn default() -> Self {
+        KernelCache::new(4)
+    }
+}
+
 /// Checks a CAM file against its image and returns the CAM array to use.
-fn checked_cams<'a>(cam: &'a CamFile, cam_path: &Path, width: usize, height: usize, kind: CamKind) -> Result<&'a [f16], MaskError> {
-    cam.check_shapes().map_err(|m| MaskError::invalid(cam_path, m))?;
+fn checked_cams<'a>(
+    cam: &'a CamFile,
+    cam_path: &Path,
+    width: usize,
+    height: usize,
+    kind: CamKind,
+) -> Result<&'a [f16], MaskError> {
+    cam.check_shapes()
+        .map_err(|m| MaskError::invalid(cam_path, m))?;
     if cam.keys.is_empty() {
-        return Err(MaskError::invalid(cam_path, "no CAMs (the image has no labels)"));
+        return Err(MaskError::invalid(
+            cam_path,
+            "no CAMs (the image has no labels)",
+        ));
     }
     if let Some(k) = cam.keys.iter().find(|&&k| !(0..=253).contains(&k)) {
-        return Err(MaskError::invalid(cam_path, format!("class key {k} outside 0..=253")));
+        return Err(MaskError::invalid(
+            cam_path,
+            format!("class key {k} outside 0..=253"),
+        ));
     }
     if (cam.width, cam.height) != (width, height) {
         return Err(MaskError::invalid(
             cam_path,
-            format!("CAMs are {}x{} but the image is {width}x{height}", cam.width, cam.height),
+            format!(
+                "CAMs are {}x{} but the image is {width}x{height}",
+                cam.width, cam.height
+            ),
         ));
     }
     let cams = cam
@@ -179,14 +265,27 @@ fn checked_cams<'a>(cam: &'a CamFile, cam_path: &Path, width: usize, height: usi
         let n = width * height;
         return Err(MaskError::invalid(
             cam_path,
-            format!("{} of CAM {} at pixel ({}, {}) is {}", kind.name(), i / n, i % n % width, i % n / width, cams[i]),
+            format!(
+                "{} of CAM {} at pixel ({}, {}) is {}",
+                kind.name(),
+                i / n,
+                i % n % width,
+                i % n / width,
+                cams[i]
+            ),
         ));
     }
     Ok(cams)
 }
 
-/// Makes the pseudo mask of one image from its CAMs.
-pub fn pseudo_mask(cam: &CamFile, cam_path: &Path, image: &Rgb8Image, options: &MaskOptions) -> Result<PseudoMask, MaskError> {
+/// Makes the pseudo mask of one image from its CAMs (`cache`: shared Gaussian kernels).
+pub fn pseudo_mask(
+    cam: &CamFile,
+    cam_path: &Path,
+    image: &Rgb8Image,
+    options: &MaskOptions,
+    cache: &KernelCache,
+) -> Result<PseudoMask, MaskError> {
     let (w, h) = (image.width as usize, image.height as usize);
     let cams = checked_cams(cam, cam_path, w, h, options.cam_kind)?;
     let n = w * h;
@@ -197,15 +296,31 @@ pub fn pseudo_mask(cam: &CamFile, cam_path: &Path, image: &Rgb8Image, options: &
         let crf_err = |e: clip_es_crf::CrfError| MaskError::invalid(cam_path, format!("CRF: {e}"));
         let rgb = crf_input_image(image, options.crf_image);
         let mut crf = DenseCrf::new(n, m).map_err(crf_err)?;
-        crf.set_unary_label_major(&unary_from_f16_probabilities(&probs)).map_err(crf_err)?;
-        crf.add_pairwise(PairwiseKernel::gaussian(w, h, p.gaussian_sxy, Compatibility::Potts(p.gaussian_weight)).map_err(crf_err)?)
+        crf.set_unary_label_major(&unary_from_f16_probabilities(&probs))
             .map_err(crf_err)?;
         crf.add_pairwise(
-            PairwiseKernel::bilateral(w, h, p.bilateral_sxy, p.bilateral_srgb, &rgb, Compatibility::Potts(p.bilateral_weight))
+            cache
+                .gaussian(w, h, p.gaussian_sxy, p.gaussian_weight)
                 .map_err(crf_err)?,
         )
         .map_err(crf_err)?;
-        crf.inference(p.iterations).map_err(crf_err)?.argmax().into_iter().unzip()
+        crf.add_pairwise(
+            PairwiseKernel::bilateral(
+                w,
+                h,
+                p.bilateral_sxy,
+                p.bilateral_srgb,
+                &rgb,
+                Compatibility::Potts(p.bilateral_weight),
+            )
+            .map_err(crf_err)?,
+        )
+        .map_err(crf_err)?;
+        crf.inference(p.iterations)
+            .map_err(crf_err)?
+            .argmax()
+            .into_iter()
+            .unzip()
     } else {
         (0..n)
             .map(|i| {
@@ -232,7 +347,12 @@ pub fn pseudo_mask(cam: &CamFile, cam_path: &Path, image: &Rgb8Image, options: &
             }
         })
         .collect();
-    Ok(PseudoMask { width: w, height: h, labels, confidence })
+    Ok(PseudoMask {
+        width: w,
+        height: h,
+        labels,
+        confidence,
+    })
 }
 
 /// The PASCAL VOC colour map (`bitget` construction), 256 RGB entries: 0 black, 255 cream.
@@ -242,7 +362,7 @@ pub fn voc_palette() -> Vec<u8> {
         let (mut r, mut g, mut b) = (0u8, 0u8, 0u8);
         let mut c = i;
         for j in 0..8 {
-            r |= (((c >> 0) & 1) as u8) << (7 - j);
+            r |= ((c & 1) as u8) << (7 - j);
             g |= (((c >> 1) & 1) as u8) << (7 - j);
             b |= (((c >> 2) & 1) as u8) << (7 - j);
             c >>= 3;
@@ -254,7 +374,12 @@ pub fn voc_palette() -> Vec<u8> {
 
 /// Encodes an 8-bit label map as a PNG: grayscale (what `cv2.imwrite` writes for the
 /// reference's masks) or indexed with the VOC palette.
-pub fn encode_label_png(labels: &[u8], width: usize, height: usize, palette: bool) -> Result<Vec<u8>, png::EncodingError> {
+pub fn encode_label_png(
+    labels: &[u8],
+    width: usize,
+    height: usize,
+    palette: bool,
+) -> Result<Vec<u8>, png::EncodingError> {
     let mut out = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut out, width as u32, height as u32);
@@ -284,7 +409,10 @@ pub struct LabelMap {
 /// indices of an indexed PNG (any bit depth) or the values of a grayscale PNG of at most 8 bits.
 /// Colour, 16-bit and alpha PNGs are errors.
 pub fn read_label_png(path: &Path) -> Result<LabelMap, MaskError> {
-    let file = std::fs::File::open(path).map_err(|source| MaskError::Io { path: path.to_path_buf(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| MaskError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::IDENTITY);
     let bad = |e: png::DecodingError| MaskError::invalid(path, format!("not a readable PNG: {e}"));
@@ -292,21 +420,26 @@ pub fn read_label_png(path: &Path) -> Result<LabelMap, MaskError> {
     let (color, depth) = reader.output_color_type();
     match color {
         png::ColorType::Indexed | png::ColorType::Grayscale => {}
-        other => {
-            return Err(MaskError::invalid(
-                path,
-                format!("{other:?} PNG ({} channels); a label map must be a palette or single-channel PNG", other.samples()),
-            ))
-        }
+        other => return Err(MaskError::invalid(
+            path,
+            format!(
+                "{other:?} PNG ({} channels); a label map must be a palette or single-channel PNG",
+                other.samples()
+            ),
+        )),
     }
     let bits = match depth {
         png::BitDepth::One => 1,
         png::BitDepth::Two => 2,
         png::BitDepth::Four => 4,
         png::BitDepth::Eight => 8,
-        png::BitDepth::Sixteen => return Err(MaskError::invalid(path, "16-bit PNG; label maps are 8-bit")),
+        png::BitDepth::Sixteen => {
+            return Err(MaskError::invalid(path, "16-bit PNG; label maps are 8-bit"))
+        }
     };
-    let size = reader.output_buffer_size().ok_or_else(|| MaskError::invalid(path, "PNG too large"))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| MaskError::invalid(path, "PNG too large"))?;
     let mut buf = vec![0u8; size];
     let info = reader.next_frame(&mut buf).map_err(bad)?;
     let (w, h) = (info.width as usize, info.height as usize);
@@ -328,7 +461,11 @@ pub fn read_label_png(path: &Path) -> Result<LabelMap, MaskError> {
             }
         }
     }
-    Ok(LabelMap { width: w, height: h, labels })
+    Ok(LabelMap {
+        width: w,
+        height: h,
+        labels,
+    })
 }
 
 #[cfg(test)]
@@ -342,18 +479,41 @@ mod tests {
         assert_eq!((b[0], b[1], b[104], b[105], b[255]), (152, 153, 0, 0, 150));
         let r = wrapped_mean_lut(MEAN_BGR[2]);
         assert_eq!((r[0], r[122], r[123], r[255]), (134, 0, 0, 132));
-        let img = Rgb8Image { width: 1, height: 1, data: vec![0, 0, 255] };
-        assert_eq!(crf_input_image(&img, CrfImage::Reference), vec![b[255], 140, 134]);
+        let img = Rgb8Image {
+            width: 1,
+            height: 1,
+            data: vec![0, 0, 255],
+        };
+        assert_eq!(
+            crf_input_image(&img, CrfImage::Reference),
+            vec![b[255], 140, 134]
+        );
         assert_eq!(crf_input_image(&img, CrfImage::Rgb), vec![0, 0, 255]);
     }
 
     #[test]
     fn background_is_one_minus_max_in_f16() {
-        let cams: Vec<f16> = [0.25f32, 0.9, 0.5, 0.1].iter().map(|&v| f16::from_f32(v)).collect();
+        let cams: Vec<f16> = [0.25f32, 0.9, 0.5, 0.1]
+            .iter()
+            .map(|&v| f16::from_f32(v))
+            .collect();
         let p = probabilities_with_background(&cams, 2);
         assert_eq!(p[0], f16::from_f32(0.5));
         assert_eq!(p[1], f16::from_f32(1.0 - f16::from_f32(0.9).to_f32()));
         assert_eq!(&p[2..], &cams[..]);
+    }
+
+    #[test]
+    fn kernel_cache_shares_kernels_per_size() {
+        let cache = KernelCache::new(2);
+        let a = cache.gaussian(10, 8, 1.0, 3.0).unwrap();
+        assert!(Arc::ptr_eq(&a, &cache.gaussian(10, 8, 1.0, 3.0).unwrap()));
+        let b = cache.gaussian(8, 10, 1.0, 3.0).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &cache.gaussian(10, 8, 2.0, 3.0).unwrap()));
+        // Capacity 2: the 10 x 8, sxy 1 kernel was evicted and is rebuilt.
+        assert!(!Arc::ptr_eq(&a, &cache.gaussian(10, 8, 1.0, 3.0).unwrap()));
+        assert_eq!(a.num_points(), 80);
     }
 
     #[test]
@@ -369,7 +529,9 @@ mod tests {
     fn label_png_round_trip() {
         let dir = std::env::temp_dir().join(format!("clip-es-masks-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let labels: Vec<u8> = (0..35).map(|i| if i % 7 == 0 { 255 } else { (i % 21) as u8 }).collect();
+        let labels: Vec<u8> = (0..35)
+            .map(|i| if i % 7 == 0 { 255 } else { (i % 21) as u8 })
+            .collect();
         for palette in [false, true] {
             let f = dir.join(format!("m{palette}.png"));
             std::fs::write(&f, encode_label_png(&labels, 7, 5, palette).unwrap()).unwrap();
@@ -378,7 +540,10 @@ mod tests {
             assert_eq!(got.labels, labels);
         }
         std::fs::write(dir.join("bad.png"), b"\x89PNG\r\n\x1a\nxxxx").unwrap();
-        assert!(read_label_png(&dir.join("bad.png")).unwrap_err().to_string().contains("bad.png"));
+        assert!(read_label_png(&dir.join("bad.png"))
+            .unwrap_err()
+            .to_string()
+            .contains("bad.png"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -18,7 +18,10 @@ pub fn read(path: &Path) -> Npy {
     let (hlen, start) = if raw[6] == 1 {
         (u16::from_le_bytes([raw[8], raw[9]]) as usize, 10)
     } else {
-        (u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]) as usize, 12)
+        (
+            u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]) as usize,
+            12,
+        )
     };
     let header = std::str::from_utf8(&raw[start..start + hlen]).unwrap();
     let field = |key: &str| {
@@ -33,21 +36,30 @@ pub fn read(path: &Path) -> Npy {
         .filter(|s| !s.trim().is_empty())
         .map(|s| s.trim().parse().unwrap())
         .collect();
-    Npy { descr, shape, bytes: raw[start + hlen..].to_vec() }
+    Npy {
+        descr,
+        shape,
+        bytes: raw[start + hlen..].to_vec(),
+    }
 }
 
 impl Npy {
     pub fn f32s(&self) -> Vec<f32> {
         assert_eq!(self.descr, "<f4");
-        self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        self.bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
     pub fn f16s(&self) -> Vec<f16> {
         assert_eq!(self.descr, "<f2");
-        self.bytes.chunks_exact(2).map(|c| f16::from_le_bytes(c.try_into().unwrap())).collect()
+        self.bytes
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
     pub fn u8s(&self) -> Vec<u8> {
         assert_eq!(self.descr, "|u1");
         self.bytes.clone()
     }
 }
-

@@ -77,22 +77,37 @@ fn evaluate_image(id: &str, args: &Args, classes: &ClassList, kind: CamKind) -> 
     let (preds, pred_path, pw, ph) = if let Some(dir) = &args.cams {
         let path = CamFile::locate(dir, id).map_err(|e| e.to_string())?;
         let cam = CamFile::read(&path).map_err(|e| e.to_string())?;
-        let p = cam_predictions(&cam, kind, &args.bg_power, n).map_err(|e| format!("{}: {e}", path.display()))?;
+        let p = cam_predictions(&cam, kind, &args.bg_power, n)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         (p, path, cam.width, cam.height)
     } else {
-        let path = args.masks.as_ref().expect("clap group").join(format!("{id}.png"));
+        let path = args
+            .masks
+            .as_ref()
+            .expect("clap group")
+            .join(format!("{id}.png"));
         let m = read_label_png(&path).map_err(|e| e.to_string())?;
         (vec![m.labels], path, m.width, m.height)
     };
     if (pw, ph) != (gt.width, gt.height) {
-        let e = EvalError::SizeMismatch { pw, ph, gw: gt.width, gh: gt.height };
-        return Err(format!("{}: {e} ({})", pred_path.display(), gt_path.display()));
+        let e = EvalError::SizeMismatch {
+            pw,
+            ph,
+            gw: gt.width,
+            gh: gt.height,
+        };
+        return Err(format!(
+            "{}: {e} ({})",
+            pred_path.display(),
+            gt_path.display()
+        ));
     }
     preds
         .iter()
         .map(|p| {
             let mut m = ConfusionMatrix::new(n);
-            m.add(&gt.labels, p, gt.width).map_err(|e| format!("{}: {e}", pred_path.display()))?;
+            m.add(&gt.labels, p, gt.width)
+                .map_err(|e| format!("{}: {e}", pred_path.display()))?;
             Ok(m)
         })
         .collect()
@@ -107,9 +122,16 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         UnlabelledArg::Skip => UnlabelledPolicy::Skip,
     };
     let is_cams = args.cams.is_some();
-    let powers: Vec<f64> = if is_cams { args.bg_power.clone() } else { vec![f64::NAN] };
+    let powers: Vec<f64> = if is_cams {
+        args.bg_power.clone()
+    } else {
+        vec![f64::NAN]
+    };
     anyhow::ensure!(!powers.is_empty(), "--bg-power needs at least one value");
-    anyhow::ensure!(powers.iter().all(|t| is_cams && t.is_finite() || !is_cams), "--bg-power values must be finite");
+    anyhow::ensure!(
+        !is_cams || powers.iter().all(|t| t.is_finite()),
+        "--bg-power values must be finite"
+    );
     let pool = thread_pool(args.jobs)?;
     let pb = progress_bar(ids.len(), "eval");
     let results: Vec<(String, ImageResult)> = pool.install(|| {
@@ -135,7 +157,15 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let evaluated = ids.len() - failed.len();
-    println!("{} images evaluated{}", evaluated, if failed.is_empty() { String::new() } else { format!(", {} failed", failed.len()) });
+    println!(
+        "{} images evaluated{}",
+        evaluated,
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(", {} failed", failed.len())
+        }
+    );
     let scores: Vec<Scores> = totals.iter().map(|m| m.scores(policy)).collect();
     // The first exponent with the best mIoU (NaN never wins).
     let mut best = 0;
@@ -151,13 +181,23 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         println!("best bg power: {}", powers[best]);
     }
     let s = &scores[best];
-    println!("{:>4}  {:<16} {:>8} {:>12} {:>12}", "id", "class", "IoU", "gt pixels", "predicted");
+    println!(
+        "{:>4}  {:<16} {:>8} {:>12} {:>12}",
+        "id", "class", "IoU", "gt pixels", "predicted"
+    );
     for (c, name) in classes.names.iter().enumerate() {
         if s.gt_pixels[c] == 0 && s.pred_pixels[c] == 0 {
             continue;
         }
-        let note = if s.gt_pixels[c] == 0 { "  (no ground truth: not in the mean)" } else { "" };
-        println!("{c:>4}  {name:<16} {:>8.4} {:>12} {:>12}{note}", s.class_iou[c], s.gt_pixels[c], s.pred_pixels[c]);
+        let note = if s.gt_pixels[c] == 0 {
+            "  (no ground truth: not in the mean)"
+        } else {
+            ""
+        };
+        println!(
+            "{c:>4}  {name:<16} {:>8.4} {:>12} {:>12}{note}",
+            s.class_iou[c], s.gt_pixels[c], s.pred_pixels[c]
+        );
     }
     if !is_cams {
         let unl = totals[best].total_unlabelled();
@@ -174,7 +214,13 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     println!("frequency-weighted IoU {:.6}", s.frequency_weighted_iou);
 
     if let Some(path) = &args.json {
-        let num = |v: f64| if v.is_finite() { json!(v) } else { serde_json::Value::Null };
+        let num = |v: f64| {
+            if v.is_finite() {
+                json!(v)
+            } else {
+                serde_json::Value::Null
+            }
+        };
         let doc = json!({
             "source": if is_cams { "cams" } else { "masks" },
             "images": ids.len(),
@@ -208,5 +254,6 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
 
 fn write_json(path: &Path, doc: &serde_json::Value) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(doc)? + "\n";
-    clip_es::atomic::write_bytes_atomic(path, text.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    clip_es::atomic::write_bytes_atomic(path, text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

@@ -5,7 +5,9 @@
 
 use clap::ValueEnum;
 use clip_es::cam_io::{CamFile, CamKind};
-use clip_es::masks::{encode_label_png, pseudo_mask, CrfImage, MaskError, MaskOptions};
+use clip_es::masks::{
+    encode_label_png, pseudo_mask, CrfImage, KernelCache, MaskError, MaskOptions,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -85,8 +87,13 @@ fn parse_threshold(s: &str) -> Result<f32, String> {
 
 /// Image ids of a split file: the first whitespace-separated token of each non-empty line.
 pub fn read_split(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let ids: Vec<String> = text.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let ids: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(String::from)
+        .collect();
     if ids.is_empty() {
         anyhow::bail!("{}: no image ids", path.display());
     }
@@ -107,8 +114,10 @@ pub fn thread_pool(jobs: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
 pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
     pb.set_style(
-        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .expect("valid template"),
     );
     pb.set_prefix(what.to_string());
     pb
@@ -142,19 +151,24 @@ struct Job {
     palette: bool,
     overwrite: bool,
     options: MaskOptions,
+    kernels: KernelCache,
 }
 
 impl Job {
     fn process(&self, id: &str) -> Result<Outcome, MaskError> {
         let mask_path = self.out.join(format!("{id}.png"));
-        let conf_path = self.confidence_out.as_ref().map(|d| d.join(format!("{id}.npy")));
-        if !self.overwrite && mask_path.is_file() && conf_path.as_ref().is_none_or(|p| p.is_file()) {
+        let conf_path = self
+            .confidence_out
+            .as_ref()
+            .map(|d| d.join(format!("{id}.npy")));
+        if !self.overwrite && mask_path.is_file() && conf_path.as_ref().is_none_or(|p| p.is_file())
+        {
             return Ok(Outcome::Skipped);
         }
         let cam_path = CamFile::locate(&self.cams, id)?;
         let cam = CamFile::read(&cam_path)?;
         let image = clip_es_image::load_rgb(&locate_image(&self.images, id))?;
-        let mask = pseudo_mask(&cam, &cam_path, &image, &self.options)?;
+        let mask = pseudo_mask(&cam, &cam_path, &image, &self.options, &self.kernels)?;
         let png = encode_label_png(&mask.labels, mask.width, mask.height, self.palette)
             .map_err(|e| MaskError::invalid(&mask_path, format!("PNG encoding: {e}")))?;
         // The mask is written last: its presence marks the image as done.
@@ -162,16 +176,27 @@ impl Job {
             let arr = clip_es_pickle::NdArray {
                 dtype: clip_es_pickle::DType::F32,
                 shape: vec![mask.height, mask.width],
-                data: mask.confidence.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                data: mask
+                    .confidence
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect(),
             };
-            let bytes = clip_es_pickle::encode_npy(&arr).map_err(|e| MaskError::invalid(p, e.to_string()))?;
-            clip_es::atomic::write_bytes_atomic(p, &bytes).map_err(|source| MaskError::Io { path: p.clone(), source })?;
+            let bytes = clip_es_pickle::encode_npy(&arr)
+                .map_err(|e| MaskError::invalid(p, e.to_string()))?;
+            clip_es::atomic::write_bytes_atomic(p, &bytes).map_err(|source| MaskError::Io {
+                path: p.clone(),
+                source,
+            })?;
         }
         if let Err(source) = clip_es::atomic::write_bytes_atomic(&mask_path, &png) {
             if let Some(p) = &conf_path {
                 let _ = std::fs::remove_file(p);
             }
-            return Err(MaskError::Io { path: mask_path, source });
+            return Err(MaskError::Io {
+                path: mask_path,
+                source,
+            });
         }
         Ok(Outcome::Written)
     }
@@ -189,9 +214,18 @@ pub fn run(args: Args) -> ExitCode {
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     let ids = read_split(&args.split)?;
-    anyhow::ensure!(args.cams.is_dir(), "{}: not a directory", args.cams.display());
-    anyhow::ensure!(args.images.is_dir(), "{}: not a directory", args.images.display());
-    std::fs::create_dir_all(&args.out).map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    anyhow::ensure!(
+        args.cams.is_dir(),
+        "{}: not a directory",
+        args.cams.display()
+    );
+    anyhow::ensure!(
+        args.images.is_dir(),
+        "{}: not a directory",
+        args.images.display()
+    );
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
     if let Some(d) = &args.save_confidence {
         std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
     }
@@ -212,6 +246,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             cam_kind: args.cam_key.into(),
             ..MaskOptions::default()
         },
+        kernels: KernelCache::default(),
     };
     let pool = thread_pool(args.jobs)?;
     let pb = progress_bar(ids.len(), "masks");
@@ -228,9 +263,18 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             .collect()
     });
     pb.finish_and_clear();
-    let written = results.iter().filter(|(_, r)| matches!(r, Ok(Outcome::Written))).count();
-    let skipped = results.iter().filter(|(_, r)| matches!(r, Ok(Outcome::Skipped))).count();
-    let failed: Vec<_> = results.iter().filter_map(|(id, r)| r.as_ref().err().map(|e| (id, e))).collect();
+    let written = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(Outcome::Written)))
+        .count();
+    let skipped = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(Outcome::Skipped)))
+        .count();
+    let failed: Vec<_> = results
+        .iter()
+        .filter_map(|(id, r)| r.as_ref().err().map(|e| (id, e)))
+        .collect();
     eprintln!(
         "{} images: {written} masks written, {skipped} already present, {} failed",
         ids.len(),
