@@ -153,22 +153,32 @@ pub fn matmul_scaled(
     }
 }
 
-/// A fully connected layer `y = x W^T + b` with PyTorch's weight layout (out x in).
+/// A fully connected layer `y = x W^T + b` (PyTorch's `nn.Linear`). The weight is kept
+/// transposed (in x out, row-major): the GEMM then reads it without repacking, which measured
+/// 1.05-2.5x faster than reading PyTorch's out x in layout through a transposed view.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    pub weight: Vec<f32>,
+    /// `W^T`, in_features x out_features.
+    weight_t: Vec<f32>,
     pub bias: Option<Vec<f32>>,
     pub in_features: usize,
     pub out_features: usize,
 }
 
 impl Linear {
+    /// `weight` in PyTorch's layout, out_features x in_features.
     pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>, out_features: usize, in_features: usize) -> Self {
         assert_eq!(weight.len(), out_features * in_features);
         if let Some(b) = &bias {
             assert_eq!(b.len(), out_features);
         }
-        Linear { weight, bias, in_features, out_features }
+        let mut weight_t = vec![0f32; weight.len()];
+        for (o, row) in weight.chunks_exact(in_features).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                weight_t[i * out_features + o] = v;
+            }
+        }
+        Linear { weight_t, bias, in_features, out_features }
     }
 
     /// `x` holds `rows` rows of `in_features`.
@@ -197,7 +207,7 @@ impl Linear {
             self.out_features,
             accumulate,
             MatRef::rows(x, self.in_features),
-            MatRef::transposed(&self.weight, self.in_features),
+            MatRef::rows(&self.weight_t, self.out_features),
             None,
         );
     }
@@ -214,7 +224,7 @@ impl Linear {
             self.in_features,
             false,
             MatRef::rows(dy, self.out_features),
-            MatRef::rows(&self.weight, self.in_features),
+            MatRef::transposed(&self.weight_t, self.out_features),
             None,
         );
         dx
@@ -362,7 +372,9 @@ pub fn fast_exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let poly = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((kf as i32 + 127) as u32) << 23);
+    // SAFETY: kf is an integer in [-126, 128] after the clamp: no overflow, no NaN.
+    let k = unsafe { kf.to_int_unchecked::<i32>() };
+    let scale = f32::from_bits(((k + 127) as u32) << 23);
     let y = poly * scale;
     if x < -87.3 {
         0.0
@@ -394,9 +406,22 @@ multiversion! {
 multiversion! {
     /// Softmax of one row in place (max-subtracted, like PyTorch).
     pub fn softmax_inplace(x: &mut [f32]) {
+        // Comparison-select (not f32::max, whose NaN rules block vectorisation).
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        let chunks = x.chunks_exact(16);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for i in 0..16 {
+                if c[i] > lanes[i] {
+                    lanes[i] = c[i];
+                }
+            }
+        }
         let mut m = f32::NEG_INFINITY;
-        for &v in x.iter() {
-            m = m.max(v);
+        for &v in lanes.iter().chain(rest) {
+            if v > m {
+                m = v;
+            }
         }
         let mut acc = [0f32; 16];
         let mut chunks = x.chunks_exact_mut(16);
@@ -492,9 +517,17 @@ impl SendPtr {
     }
 }
 
+/// Rows of queries processed together in [`attention_forward`]: their scores (rows x tokens)
+/// stay in the core's cache between the product, the softmax and the product with V.
+pub const ATTENTION_ROW_BLOCK: usize = 64;
+
 /// Multi-head scaled dot-product attention, as `torch.nn.MultiheadAttention` computes it
-/// (queries scaled by `head_dim^-0.5` before the product). `qkv` is tokens x 3*width; the
-/// output is tokens x width with the heads concatenated. `causal` masks j > i (text encoder).
+/// (queries scaled by `head_dim^-0.5`). `qkv` is tokens x 3*width; the output is
+/// tokens x width with the heads concatenated. `causal` masks j > i (text encoder).
+///
+/// Work is split by blocks of query rows, each running all heads in order: the scores of a
+/// block never leave the cache, nothing of size heads x tokens x tokens is allocated unless
+/// asked for, and the head mean is summed in a fixed order (reruns give identical bits).
 pub fn attention_forward(qkv: &[f32], shape: AttentionShape, causal: bool, keep: KeepProbs) -> Vec<f32> {
     let AttentionShape { tokens: n, width: d, heads } = shape;
     let hd = shape.head_dim();
@@ -502,49 +535,68 @@ pub fn attention_forward(qkv: &[f32], shape: AttentionShape, causal: bool, keep:
     let scale = (hd as f32).powf(-0.5);
     let mut out = vec![0f32; n * d];
     let out_ptr = SendPtr(out.as_mut_ptr());
-    let out_len = out.len();
-
-    // One head: probabilities into `p` (n x n), its output columns into `out`.
-    let run_head = |h: usize, p: &mut [f32]| {
-        let q = MatRef::rows(qkv, 3 * d).offset(h * hd);
-        let k = MatRef::transposed(qkv, 3 * d).offset(d + h * hd);
-        let v = MatRef::rows(qkv, 3 * d).offset(2 * d + h * hd);
-        matmul_scaled(n, n, hd, p, n, false, q, k, scale, Some(gemm::Parallelism::None));
-        for (i, row) in p.chunks_exact_mut(n).enumerate() {
-            let valid = if causal { i + 1 } else { n };
-            softmax_inplace(&mut row[..valid]);
-            row[valid..].fill(0.0);
-        }
-        // SAFETY: head h writes only columns h*hd..(h+1)*hd of each row of `out`; heads are
-        // disjoint, `out` outlives the parallel section, and matmul checks the extent.
-        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(h * hd), out_len - h * hd) };
-        matmul(n, hd, n, dst, d, false, MatRef::rows(p, n), v, Some(gemm::Parallelism::None));
-    };
-
-    match keep {
-        KeepProbs::AllHeads(all) => {
-            assert_eq!(all.len(), heads * n * n);
-            all.par_chunks_mut(n * n).enumerate().for_each(|(h, p)| run_head(h, p));
-        }
+    let (mean_ptr, all_ptr) = match keep {
+        KeepProbs::None => (None, None),
         KeepProbs::HeadMean(mean) => {
             assert_eq!(mean.len(), n * n);
-            // Every head into its own slot, then a fixed-order sum: the result must not depend
-            // on how rayon happens to schedule the heads (reruns give identical files).
-            let mut all = vec![0f32; heads * n * n];
-            all.par_chunks_mut(n * n).enumerate().for_each(|(h, p)| run_head(h, p));
-            let inv = 1.0 / heads as f32;
-            mean.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-                row.copy_from_slice(&all[i * n..(i + 1) * n]);
-                for h in 1..heads {
-                    add_assign(row, &all[h * n * n + i * n..h * n * n + (i + 1) * n]);
+            (Some(SendPtr(mean.as_mut_ptr())), None)
+        }
+        KeepProbs::AllHeads(all) => {
+            assert_eq!(all.len(), heads * n * n);
+            (None, Some(SendPtr(all.as_mut_ptr())))
+        }
+    };
+    let rb = ATTENTION_ROW_BLOCK;
+    // K^T of every head, contiguous (heads x head_dim x tokens): the score products then read
+    // it as a plain row-major operand instead of repacking a strided view for every block.
+    let mut kt = vec![0f32; d * n];
+    kt.par_chunks_mut(hd * n).enumerate().for_each(|(h, kth)| {
+        for (j, row) in qkv.chunks_exact(3 * d).enumerate() {
+            for (t, &v) in row[d + h * hd..d + (h + 1) * hd].iter().enumerate() {
+                kth[t * n + j] = v;
+            }
+        }
+    });
+    let blocks = n.div_ceil(rb);
+    (0..blocks).into_par_iter().for_each_init(
+        || vec![0f32; rb * n],
+        |scratch, b| {
+            let r0 = b * rb;
+            let rows = rb.min(n - r0);
+            let p = &mut scratch[..rows * n];
+            // SAFETY: this task alone writes rows r0..r0+rows of `out`, of the head mean and of
+            // every head's probabilities; the buffers outlive the parallel section.
+            let out_rows = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r0 * d), rows * d) };
+            let mean_rows = mean_ptr.map(|m| unsafe { std::slice::from_raw_parts_mut(m.get().add(r0 * n), rows * n) });
+            let mut mean_rows = mean_rows;
+            for h in 0..heads {
+                let q = MatRef::rows(qkv, 3 * d).offset(r0 * 3 * d + h * hd);
+                let k = MatRef::rows(&kt[h * hd * n..(h + 1) * hd * n], n);
+                matmul_scaled(rows, n, hd, p, n, false, q, k, scale, Some(gemm::Parallelism::None));
+                for (i, row) in p.chunks_exact_mut(n).enumerate() {
+                    let valid = if causal { r0 + i + 1 } else { n };
+                    softmax_inplace(&mut row[..valid]);
+                    row[valid..].fill(0.0);
                 }
-                scale_inplace(row, inv);
-            });
-        }
-        KeepProbs::None => {
-            (0..heads).into_par_iter().for_each_init(|| vec![0f32; n * n], |p, h| run_head(h, p));
-        }
-    }
+                if let Some(mean) = mean_rows.as_deref_mut() {
+                    if h == 0 {
+                        mean.copy_from_slice(p);
+                    } else {
+                        add_assign(mean, p);
+                    }
+                }
+                if let Some(all) = all_ptr {
+                    let dst = unsafe { std::slice::from_raw_parts_mut(all.get().add(h * n * n + r0 * n), rows * n) };
+                    dst.copy_from_slice(p);
+                }
+                let v = MatRef::rows(qkv, 3 * d).offset(2 * d + h * hd);
+                matmul(rows, hd, n, &mut out_rows[h * hd..], d, false, MatRef::rows(p, n), v, Some(gemm::Parallelism::None));
+            }
+            if let Some(mean) = mean_rows {
+                scale_inplace(mean, 1.0 / heads as f32);
+            }
+        },
+    );
     out
 }
 
