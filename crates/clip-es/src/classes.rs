@@ -159,37 +159,23 @@ impl ClassList {
         }
     }
 
-    /// A class file lists one class name per line, background first (its first line is class
-    /// 0); blank lines and lines starting with `#` are skipped. At most 255 classes (255 is the
-    /// ignore value of the masks).
+    /// A class file as `clip-es cams --dataset FILE` reads it (see
+    /// [`crate::prompts::ClassSet::from_spec`]): one class per line, `name` or
+    /// `name: prompt text`, an optional first line `background`; background becomes class 0.
+    /// At most 254 classes besides background (255 is the ignore value of the masks).
     pub fn from_file(path: &Path) -> Result<Self, ClassListError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ClassListError::Io {
-            path: p.clone(),
-            source,
+        let set = crate::prompts::ClassSet::from_file(path).map_err(|e| match e {
+            crate::prompts::ClassFileError::Io { source, .. } => ClassListError::Io { path: p.clone(), source },
+            other => ClassListError::Invalid { path: p.clone(), message: other.to_string() },
         })?;
-        let names: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
-            .collect();
-        if names.len() < 2 {
+        if set.names.len() > 254 {
             return Err(ClassListError::Invalid {
                 path: p,
-                message: format!(
-                    "{} class names; need background and at least one class",
-                    names.len()
-                ),
+                message: format!("{} classes besides background; at most 254", set.names.len()),
             });
         }
-        if names.len() > 255 {
-            return Err(ClassListError::Invalid {
-                path: p,
-                message: format!("{} classes; at most 255", names.len()),
-            });
-        }
-        Ok(ClassList { names })
+        Ok(ClassList { names: std::iter::once("background".to_string()).chain(set.names).collect() })
     }
 
     pub fn len(&self) -> usize {
@@ -228,6 +214,9 @@ mod tests {
             ClassList::parse(f.to_str().unwrap()).unwrap().names,
             vec!["background", "cat", "dog"]
         );
+        // The file `clip-es cams --dataset` takes gives the same list.
+        std::fs::write(&f, "cat\ndog: dog,puppy\n").unwrap();
+        assert_eq!(ClassList::from_file(&f).unwrap().names, vec!["background", "cat", "dog"]);
         std::fs::write(&f, "background\n").unwrap();
         assert!(ClassList::from_file(&f).is_err());
         assert!(ClassList::from_file(&dir.join("missing.txt")).is_err());

@@ -2,6 +2,7 @@
 //! `zeroshot_classifier` in `generate_cams_voc12.py`): class names with synonyms, background
 //! words, prompt templates, and the text classifier built from them.
 
+use crate::classes::{COCO_CLASSES, VOC_CLASSES};
 use std::path::Path;
 
 /// The prompt template of the paper (the one with the lowest "sharpness").
@@ -20,11 +21,6 @@ pub struct ClassSet {
     pub box_threshold: f64,
 }
 
-const VOC_NAMES: [&str; 20] = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-];
-
 const VOC_PROMPT_NAMES: [&str; 20] = [
     "aeroplane", "bicycle", "bird avian", "boat", "bottle", "bus", "car", "cat", "chair seat", "cow",
     "diningtable", "dog", "horse", "motorbike", "person with clothes,people,human", "pottedplant", "sheep", "sofa",
@@ -35,18 +31,6 @@ const VOC_BACKGROUND: [&str; 25] = [
     "ground", "land", "grass", "tree", "building", "wall", "sky", "lake", "water", "river", "sea", "railway",
     "railroad", "keyboard", "helmet", "cloud", "house", "mountain", "ocean", "road", "rock", "street", "valley",
     "bridge", "sign",
-];
-
-const COCO_NAMES: [&str; 80] = [
-    "person", "bicycle", "car", "motorbike", "aeroplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "sofa",
-    "pottedplant", "bed", "diningtable", "toilet", "tvmonitor", "laptop", "mouse", "remote", "keyboard",
-    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
 ];
 
 // The reference's spellings, quirks included ("sknowboard", "glove" for "baseball glove").
@@ -84,20 +68,21 @@ pub enum ClassFileError {
 impl ClassSet {
     /// PASCAL VOC 2012: 20 classes, 25 background words, box threshold 0.4.
     pub fn voc() -> Self {
-        ClassSet { names: strings(&VOC_NAMES), prompt_names: strings(&VOC_PROMPT_NAMES), background: strings(&VOC_BACKGROUND), box_threshold: 0.4 }
+        ClassSet { names: strings(&VOC_CLASSES), prompt_names: strings(&VOC_PROMPT_NAMES), background: strings(&VOC_BACKGROUND), box_threshold: 0.4 }
     }
 
     /// MS COCO 2014: 80 classes, 23 background words, box threshold 0.7.
     pub fn coco() -> Self {
-        ClassSet { names: strings(&COCO_NAMES), prompt_names: strings(&COCO_PROMPT_NAMES), background: strings(&COCO_BACKGROUND), box_threshold: 0.7 }
+        ClassSet { names: strings(&COCO_CLASSES), prompt_names: strings(&COCO_PROMPT_NAMES), background: strings(&COCO_BACKGROUND), box_threshold: 0.7 }
     }
 
     /// A preset name (`voc`, `coco`) or a class file.
     ///
     /// Class file: one class per line, `name` or `name: prompt text` (the prompt text may list
     /// synonyms, e.g. `person: person with clothes,people,human`); blank lines and lines
-    /// starting with `#` are skipped. The background words default to COCO's 23 generic ones
-    /// and the box threshold to 0.4.
+    /// starting with `#` are skipped, and so is a first class named `background` (the same
+    /// file then also serves `clip-es eval`, where background is class 0). The background
+    /// words default to COCO's 23 generic ones and the box threshold to 0.4.
     pub fn from_spec(spec: &str) -> Result<Self, ClassFileError> {
         match spec {
             "voc" => Ok(Self::voc()),
@@ -119,6 +104,9 @@ impl ClassSet {
                 Some((n, t)) => (n.trim(), t.trim()),
                 None => (line, line),
             };
+            if set.names.is_empty() && name.eq_ignore_ascii_case("background") {
+                continue;
+            }
             if name.is_empty() || prompt.is_empty() {
                 return Err(ClassFileError::Parse { path: p, line: i + 1, message: "empty class name or prompt".into() });
             }
@@ -178,7 +166,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("clip-es-classes-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("classes.txt");
-        std::fs::write(&f, "# my classes\ncat\nperson: person with clothes,people,human\n\n").unwrap();
+        std::fs::write(&f, "# my classes\nbackground\ncat\nperson: person with clothes,people,human\n\n").unwrap();
         let set = ClassSet::from_file(&f).unwrap();
         assert_eq!(set.names, vec!["cat", "person"]);
         assert_eq!(set.prompt_names, vec!["cat", "person with clothes,people,human"]);

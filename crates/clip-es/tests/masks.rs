@@ -208,7 +208,7 @@ fn failing_images_are_reported_and_leave_nothing_behind() {
         err.contains("1 masks written, 0 already present, 4 failed"),
         "{err}"
     );
-    let tail = &err[err.find("failed images:").expect(&err)..];
+    let tail = &err[err.find("image(s) failed:").expect(&err)..];
     assert!(
         tail.contains("mini_001") && tail.contains("no CAM file"),
         "{tail}"

@@ -3,6 +3,7 @@
 //! atomically; finished images are skipped on a rerun; `--shard I/N` splits the work between
 //! machines; a failing image is reported and skipped, and the exit code is 1 if any failed.
 
+use super::common::{exit_code, progress_bar, report_failures};
 use anyhow::Context;
 use clip_es::cam::{image_cams, CamOptions, StageTimes, TextClassifier};
 use clip_es::cam_io::CamFile;
@@ -128,13 +129,7 @@ impl Totals {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    match run_inner(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    exit_code(run_inner(args))
 }
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
@@ -193,7 +188,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         unrefined: args.save_unrefined,
     };
 
-    let pb = super::masks::progress_bar(todo.len(), "cams");
+    let pb = progress_bar(todo.len(), "cams");
     let mut totals = Totals::default();
     let mut failures: Vec<(String, String)> = Vec::new();
     for id in todo {
@@ -223,15 +218,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         clip_es::atomic::write_bytes_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if failures.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("{} image(s) failed:", failures.len());
-        for (id, e) in &failures {
-            eprintln!("  {id}: {e}");
-        }
-        Ok(ExitCode::from(1))
-    }
+    Ok(report_failures(&failures))
 }
 
 /// One image: decode, CAMs, atomic write. Returns the decode, stage and write seconds.

@@ -2,7 +2,8 @@
 //! label masks (pseudo masks, `eval_cam.py --cam_type png`) against ground-truth PNGs (spec
 //! section 6). A failing image is reported and left out; the exit code is then 1.
 
-use super::masks::{progress_bar, read_split, thread_pool, CamKindArg};
+use super::common::{exit_code, progress_bar, read_split, report_failures, thread_pool};
+use super::masks::CamKindArg;
 use clap::ValueEnum;
 use clip_es::cam_io::{CamFile, CamKind};
 use clip_es::classes::ClassList;
@@ -28,7 +29,8 @@ pub struct Args {
     /// Split file: one image id per line (first token)
     #[arg(long)]
     split: PathBuf,
-    /// Class list: voc (21), coco (81) or a file with one name per line, background first
+    /// Classes: voc (21), coco (81) or the class file given to `cams --dataset` (background
+    /// becomes class 0)
     #[arg(long, default_value = "voc")]
     classes: String,
     /// Background exponents t tried for CAMs (bg = (1 - max CAM)^t; t < 1: constant t);
@@ -58,13 +60,7 @@ pub enum UnlabelledArg {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    match run_inner(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    exit_code(run_inner(args))
 }
 
 /// What one image contributes: one confusion matrix per background exponent (one for masks).
@@ -242,14 +238,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         });
         write_json(path, &doc)?;
     }
-    if failed.is_empty() {
-        return Ok(ExitCode::SUCCESS);
+    if !failed.is_empty() {
+        eprintln!("(failed images are left out of the scores)");
     }
-    eprintln!("failed images (left out of the scores):");
-    for (id, e) in &failed {
-        eprintln!("  {id}: {e}");
-    }
-    Ok(ExitCode::from(1))
+    Ok(report_failures(&failed))
 }
 
 fn write_json(path: &Path, doc: &serde_json::Value) -> anyhow::Result<()> {

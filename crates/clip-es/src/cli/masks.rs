@@ -8,9 +8,10 @@ use clip_es::cam_io::{CamFile, CamKind};
 use clip_es::masks::{
     encode_label_png, pseudo_mask, CrfImage, KernelCache, MaskError, MaskOptions,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use super::common::{exit_code, progress_bar, read_split, report_failures, thread_pool};
+use clip_es::datasets::image_path;
 use rayon::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -85,59 +86,6 @@ fn parse_threshold(s: &str) -> Result<f32, String> {
     Ok(v as f32)
 }
 
-/// Image ids of a split file: the first whitespace-separated token of each non-empty line.
-pub fn read_split(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let ids: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(String::from)
-        .collect();
-    if ids.is_empty() {
-        anyhow::bail!("{}: no image ids", path.display());
-    }
-    Ok(ids)
-}
-
-/// The rayon pool for `--jobs`.
-pub fn thread_pool(jobs: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
-    let mut b = rayon::ThreadPoolBuilder::new();
-    if let Some(j) = jobs {
-        anyhow::ensure!(j > 0, "--jobs must be at least 1");
-        b = b.num_threads(j);
-    }
-    Ok(b.build()?)
-}
-
-/// A progress bar on stderr (drawn only on a terminal).
-pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .expect("valid template"),
-    );
-    pb.set_prefix(what.to_string());
-    pb
-}
-
-/// The image file of `id`: `<id>.jpg`, else another usual extension.
-fn locate_image(dir: &Path, id: &str) -> PathBuf {
-    let jpg = dir.join(format!("{id}.jpg"));
-    if jpg.is_file() {
-        return jpg;
-    }
-    for ext in ["jpeg", "JPG", "JPEG", "png", "PNG"] {
-        let p = dir.join(format!("{id}.{ext}"));
-        if p.is_file() {
-            return p;
-        }
-    }
-    jpg
-}
-
 enum Outcome {
     Written,
     Skipped,
@@ -167,7 +115,8 @@ impl Job {
         }
         let cam_path = CamFile::locate(&self.cams, id)?;
         let cam = CamFile::read(&cam_path)?;
-        let image = clip_es_image::load_rgb(&locate_image(&self.images, id))?;
+        let image_file = image_path(&self.images, id).map_err(|m| MaskError::invalid(&self.images, m))?;
+        let image = clip_es_image::load_rgb(&image_file)?;
         let mask = pseudo_mask(&cam, &cam_path, &image, &self.options, &self.kernels)?;
         let png = encode_label_png(&mask.labels, mask.width, mask.height, self.palette)
             .map_err(|e| MaskError::invalid(&mask_path, format!("PNG encoding: {e}")))?;
@@ -203,13 +152,7 @@ impl Job {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    match run_inner(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    exit_code(run_inner(args))
 }
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
@@ -280,12 +223,5 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         ids.len(),
         failed.len()
     );
-    if failed.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    eprintln!("failed images:");
-    for (id, e) in &failed {
-        eprintln!("  {id}: {e}");
-    }
-    Ok(ExitCode::from(1))
+    Ok(report_failures(&failed))
 }

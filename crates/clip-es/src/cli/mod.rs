@@ -2,6 +2,7 @@
 
 mod bench;
 mod cams;
+mod common;
 mod eval;
 mod masks;
 mod run;

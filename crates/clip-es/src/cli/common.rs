@@ -1,0 +1,56 @@
+//! What the subcommands share: reading split files, thread pools, progress bars, and turning
+//! a run's outcome into the exit code (0 all done, 1 some images failed, 2 could not run).
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::fmt::Display;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Image ids of a split file: the first token of each line (COCO-style label columns after it
+/// are ignored here); duplicate ids are an error naming both lines.
+pub fn read_split(path: &Path) -> anyhow::Result<Vec<String>> {
+    let ids: Vec<String> = clip_es::datasets::read_id_file(path)?.into_iter().map(|(id, _)| id).collect();
+    anyhow::ensure!(!ids.is_empty(), "{}: no image ids", path.display());
+    Ok(ids)
+}
+
+/// The rayon pool for `--jobs`.
+pub fn thread_pool(jobs: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if let Some(j) = jobs {
+        anyhow::ensure!(j > 0, "--jobs must be at least 1");
+        b = b.num_threads(j);
+    }
+    Ok(b.build()?)
+}
+
+/// A progress bar on stderr with rate and ETA (drawn only on a terminal).
+pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})")
+            .expect("valid template"),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Lists the failed images (if any) and gives the exit code: 1 if any failed.
+pub fn report_failures<I: Display, E: Display>(failures: &[(I, E)]) -> ExitCode {
+    if failures.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("{} image(s) failed:", failures.len());
+    for (id, e) in failures {
+        eprintln!("  {id}: {e}");
+    }
+    ExitCode::from(1)
+}
+
+/// The exit code of a command body: its own code, or 2 with the error printed.
+pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    })
+}
