@@ -28,13 +28,18 @@ fn a_constant_signal_filters_to_itself_when_normalised() {
     let mut rng = Rng(7);
     for (dim, n) in [(1, 300), (2, 500), (3, 400), (5, 600), (9, 200)] {
         let f = rng.vec(n * dim, -4.0, 4.0);
-        let k = PairwiseKernel::new(&f, dim, Compatibility::Potts(1.0), Normalization::After).unwrap();
+        let k =
+            PairwiseKernel::new(&f, dim, Compatibility::Potts(1.0), Normalization::After).unwrap();
         let c = 0.3 + rng.next();
         let q = vec![c; n * 2];
         let mut out = vec![0.0; q.len()];
         k.filter(&q, 2, &mut out).unwrap();
         for (i, v) in out.iter().enumerate() {
-            assert!((v - c).abs() <= 2e-6 * c, "d {dim} point {}: {v} vs {c}", i / 2);
+            assert!(
+                (v - c).abs() <= 2e-6 * c,
+                "d {dim} point {}: {v} vs {c}",
+                i / 2
+            );
         }
     }
 }
@@ -50,7 +55,10 @@ fn the_transposed_filter_is_the_exact_adjoint() {
         lat.filter(&b, vs, &mut kb).unwrap();
         lat.filter_transposed(&a, vs, &mut kta).unwrap();
         let (l, r) = (dot(&a, &kb), dot(&kta, &b));
-        assert!((l - r).abs() <= 1e-5 * (l.abs() + 1.0), "d {dim}: {l} vs {r}");
+        assert!(
+            (l - r).abs() <= 1e-5 * (l.abs() + 1.0),
+            "d {dim}: {l} vs {r}"
+        );
     }
 }
 
@@ -71,7 +79,11 @@ fn the_filter_is_nearly_symmetric() {
     // (Measured: 2e-4 relative, from the image border.)
     assert!((l - r).abs() <= 1e-3 * l.abs(), "{l} vs {r}");
     // Point responses: K e_i at j against K e_j at i.
-    for (i, j) in [(5 * w + 5, 5 * w + 7), (10 * w + 10, 11 * w + 12), (3, 4 * w + 2)] {
+    for (i, j) in [
+        (5 * w + 5, 5 * w + 7),
+        (10 * w + 10, 11 * w + 12),
+        (3, 4 * w + 2),
+    ] {
         let mut e = vec![0.0; n];
         let mut out_i = vec![0.0; n];
         let mut out_j = vec![0.0; n];
@@ -81,7 +93,10 @@ fn the_filter_is_nearly_symmetric() {
         e[j] = 1.0;
         lat.filter(&e, 1, &mut out_j).unwrap();
         let (kij, kji) = (out_i[j], out_j[i]);
-        assert!((kij - kji).abs() <= 1e-4 * kij.max(kji) + 1e-9, "K[{i},{j}] {kij} vs {kji}");
+        assert!(
+            (kij - kji).abs() <= 1e-4 * kij.max(kji) + 1e-9,
+            "K[{i},{j}] {kij} vs {kji}"
+        );
     }
 }
 
@@ -117,7 +132,13 @@ fn a_colour_blind_bilateral_kernel_is_the_gaussian_one() {
     let flat = vec![77u8; w * h * 3];
     let bf = PairwiseKernel::bilateral(w, h, 4.0, 3.0, &flat, Compatibility::Potts(1.0)).unwrap();
     bf.filter(&q, 2, &mut ob).unwrap();
-    let rel2: f64 = og.iter().zip(&ob).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt() / den.sqrt();
+    let rel2: f64 = og
+        .iter()
+        .zip(&ob)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        / den.sqrt();
     assert!(rel2 < 0.05, "relative difference {rel2}");
 }
 

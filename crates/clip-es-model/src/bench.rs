@@ -16,16 +16,25 @@ pub struct RandomWeights {
 impl TensorSource for RandomWeights {
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
         let n: usize = shape.iter().product();
-        let mut s = self.seed ^ name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        let mut s = self.seed
+            ^ name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100000001b3)
+            });
         let fan_in = *shape.last().unwrap_or(&1) as f32;
         // Layer-norm gains of one keep the activations in a realistic range.
-        if name.ends_with("ln_1.weight") || name.ends_with("ln_2.weight") || name.contains("ln_pre.weight") || name.contains("ln_post.weight") {
+        if name.ends_with("ln_1.weight")
+            || name.ends_with("ln_2.weight")
+            || name.contains("ln_pre.weight")
+            || name.contains("ln_post.weight")
+        {
             return Ok(vec![1.0; n]);
         }
         let std = fan_in.powf(-0.5);
         Ok((0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * std * 1.7
             })
             .collect())
@@ -54,7 +63,17 @@ pub fn matmul_gflops(m: usize, n: usize, k: usize, reps: usize) -> f64 {
     let mut best = f64::MAX;
     for _ in 0..reps {
         let t = Instant::now();
-        matmul(m, n, k, &mut c, n, false, MatRef::rows(&a, k), MatRef::rows(&b, n), None);
+        matmul(
+            m,
+            n,
+            k,
+            &mut c,
+            n,
+            false,
+            MatRef::rows(&a, k),
+            MatRef::rows(&b, n),
+            None,
+        );
         best = best.min(t.elapsed().as_secs_f64());
     }
     2.0 * (m * n * k) as f64 / best / 1e9
@@ -68,13 +87,22 @@ pub struct VisionBenchResult {
 }
 
 /// Times `encode` (best of `reps`, after one warm-up) at each size.
-pub fn bench_vision(cfg: &VisionConfig, sizes: &[(usize, usize)], reps: usize) -> Result<Vec<VisionBenchResult>, ModelError> {
+pub fn bench_vision(
+    cfg: &VisionConfig,
+    sizes: &[(usize, usize)],
+    reps: usize,
+) -> Result<Vec<VisionBenchResult>, ModelError> {
     let src = RandomWeights { seed: 7 };
     let model = VisionTransformer::new(&src, cfg, 512, 1e-5)?;
     let mut out = Vec::new();
     for &(h, w) in sizes {
-        let pixels: Vec<f32> = (0..3 * h * w).map(|i| ((i * 31 % 255) as f32 / 255.0 - 0.5) * 3.0).collect();
-        let opts = VisionOptions { keep_attention_from: cfg.layers.saturating_sub(8), round_pos_embed_f16: false };
+        let pixels: Vec<f32> = (0..3 * h * w)
+            .map(|i| ((i * 31 % 255) as f32 / 255.0 - 0.5) * 3.0)
+            .collect();
+        let opts = VisionOptions {
+            keep_attention_from: cfg.layers.saturating_sub(8),
+            round_pos_embed_f16: false,
+        };
         model.encode(&pixels, h, w, opts)?;
         let mut best = f64::MAX;
         for _ in 0..reps {
@@ -82,7 +110,12 @@ pub fn bench_vision(cfg: &VisionConfig, sizes: &[(usize, usize)], reps: usize) -
             model.encode(&pixels, h, w, opts)?;
             best = best.min(t.elapsed().as_secs_f64());
         }
-        out.push(VisionBenchResult { height: h, width: w, seconds: best, gflops: vision_flops(cfg, h, w) / best / 1e9 });
+        out.push(VisionBenchResult {
+            height: h,
+            width: w,
+            seconds: best,
+            gflops: vision_flops(cfg, h, w) / best / 1e9,
+        });
     }
     Ok(out)
 }

@@ -20,8 +20,14 @@ pub enum ClipError {
     Tokenizer(#[from] TokenizerError),
     #[error("{path}: {source}")]
     Model { path: PathBuf, source: ModelError },
-    #[error("{path}: the tokenizer has {tokenizer} tokens but the model's vocabulary only {model}")]
-    VocabMismatch { path: PathBuf, tokenizer: usize, model: usize },
+    #[error(
+        "{path}: the tokenizer has {tokenizer} tokens but the model's vocabulary only {model}"
+    )]
+    VocabMismatch {
+        path: PathBuf,
+        tokenizer: usize,
+        model: usize,
+    },
 }
 
 /// OpenAI CLIP with its tokenizer.
@@ -51,14 +57,30 @@ impl Clip {
         let config = weights.config().clone();
         let path = files.weights.clone();
         if tokenizer.vocab_size() > config.text.vocab_size {
-            return Err(ClipError::VocabMismatch { path, tokenizer: tokenizer.vocab_size(), model: config.text.vocab_size });
+            return Err(ClipError::VocabMismatch {
+                path,
+                tokenizer: tokenizer.vocab_size(),
+                model: config.text.vocab_size,
+            });
         }
-        let model_err = |source| ClipError::Model { path: path.clone(), source };
+        let model_err = |source| ClipError::Model {
+            path: path.clone(),
+            source,
+        };
         let eps = config.layer_norm_eps;
-        let vision = VisionTransformer::new(&weights, &config.vision, config.embed_dim, eps).map_err(model_err)?;
-        let text = TextTransformer::new(&weights, &config.text, config.embed_dim, eps).map_err(model_err)?;
+        let vision = VisionTransformer::new(&weights, &config.vision, config.embed_dim, eps)
+            .map_err(model_err)?;
+        let text = TextTransformer::new(&weights, &config.text, config.embed_dim, eps)
+            .map_err(model_err)?;
         let logit_scale = weights.scalar_f32("logit_scale").map_err(model_err)?.exp();
-        Ok(Clip { config, files, vision, text, logit_scale, tokenizer })
+        Ok(Clip {
+            config,
+            files,
+            vision,
+            text,
+            logit_scale,
+            tokenizer,
+        })
     }
 
     /// Tokenizes and encodes texts (not normalised), batch x embed_dim.
@@ -66,6 +88,9 @@ impl Clip {
         let ctx = self.config.text.context_length;
         let batch = self.tokenizer.tokenize(texts, ctx, false)?;
         let ids: Vec<Vec<u32>> = (0..batch.rows()).map(|i| batch.row(i).to_vec()).collect();
-        self.text.encode(&ids).map_err(|source| ClipError::Model { path: self.files.weights.clone(), source })
+        self.text.encode(&ids).map_err(|source| ClipError::Model {
+            path: self.files.weights.clone(),
+            source,
+        })
     }
 }

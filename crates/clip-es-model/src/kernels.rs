@@ -70,15 +70,26 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A row-major matrix with `cols` columns.
     pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        MatRef { data, rs: cols, cs: 1 }
+        MatRef {
+            data,
+            rs: cols,
+            cs: 1,
+        }
     }
     /// The transpose of a row-major matrix with `cols` columns.
     pub fn transposed(data: &'a [f32], cols: usize) -> Self {
-        MatRef { data, rs: 1, cs: cols }
+        MatRef {
+            data,
+            rs: 1,
+            cs: cols,
+        }
     }
     /// Same layout, starting `offset` elements in (e.g. one head's columns).
     pub fn offset(self, offset: usize) -> Self {
-        MatRef { data: &self.data[offset..], ..self }
+        MatRef {
+            data: &self.data[offset..],
+            ..self
+        }
     }
     fn extent(&self, rows: usize, cols: usize) -> usize {
         if rows == 0 || cols == 0 {
@@ -123,7 +134,10 @@ pub fn matmul_scaled(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(dst.len() >= (m - 1) * dst_rs + n, "matmul: destination too small");
+    assert!(
+        dst.len() >= (m - 1) * dst_rs + n,
+        "matmul: destination too small"
+    );
     assert!(a.data.len() >= a.extent(m, k), "matmul: lhs too small");
     assert!(b.data.len() >= b.extent(k, n), "matmul: rhs too small");
     let par = par.unwrap_or_else(|| parallelism(2 * m * n * k));
@@ -167,7 +181,12 @@ pub struct Linear {
 
 impl Linear {
     /// `weight` in PyTorch's layout, out_features x in_features.
-    pub fn new(weight: Vec<f32>, bias: Option<Vec<f32>>, out_features: usize, in_features: usize) -> Self {
+    pub fn new(
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        out_features: usize,
+        in_features: usize,
+    ) -> Self {
         assert_eq!(weight.len(), out_features * in_features);
         if let Some(b) = &bias {
             assert_eq!(b.len(), out_features);
@@ -178,7 +197,12 @@ impl Linear {
                 weight_t[i * out_features + o] = v;
             }
         }
-        Linear { weight_t, bias, in_features, out_features }
+        Linear {
+            weight_t,
+            bias,
+            in_features,
+            out_features,
+        }
     }
 
     /// `x` holds `rows` rows of `in_features`.
@@ -266,7 +290,10 @@ impl LayerNorm {
 
     pub fn forward_cached(&self, x: &[f32]) -> (Vec<f32>, LayerNormCache) {
         let mut y = vec![0f32; x.len()];
-        let mut cache = LayerNormCache { xhat: vec![0f32; x.len()], rstd: vec![0f32; x.len() / self.dim()] };
+        let mut cache = LayerNormCache {
+            xhat: vec![0f32; x.len()],
+            rstd: vec![0f32; x.len() / self.dim()],
+        };
         self.forward_into(x, &mut y, Some(&mut cache));
         (y, cache)
     }
@@ -370,7 +397,7 @@ pub fn fast_exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 5e-1;
     let poly = p * r * r + r + 1.0;
     // SAFETY: kf is an integer in [-126, 128] after the clamp: no overflow, no NaN.
     let k = unsafe { kf.to_int_unchecked::<i32>() };
@@ -528,8 +555,17 @@ pub const ATTENTION_ROW_BLOCK: usize = 64;
 /// Work is split by blocks of query rows, each running all heads in order: the scores of a
 /// block never leave the cache, nothing of size heads x tokens x tokens is allocated unless
 /// asked for, and the head mean is summed in a fixed order (reruns give identical bits).
-pub fn attention_forward(qkv: &[f32], shape: AttentionShape, causal: bool, keep: KeepProbs) -> Vec<f32> {
-    let AttentionShape { tokens: n, width: d, heads } = shape;
+pub fn attention_forward(
+    qkv: &[f32],
+    shape: AttentionShape,
+    causal: bool,
+    keep: KeepProbs,
+) -> Vec<f32> {
+    let AttentionShape {
+        tokens: n,
+        width: d,
+        heads,
+    } = shape;
     let hd = shape.head_dim();
     assert_eq!(qkv.len(), n * 3 * d);
     let scale = (hd as f32).powf(-0.5);
@@ -566,13 +602,26 @@ pub fn attention_forward(qkv: &[f32], shape: AttentionShape, causal: bool, keep:
             let p = &mut scratch[..rows * n];
             // SAFETY: this task alone writes rows r0..r0+rows of `out`, of the head mean and of
             // every head's probabilities; the buffers outlive the parallel section.
-            let out_rows = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r0 * d), rows * d) };
-            let mean_rows = mean_ptr.map(|m| unsafe { std::slice::from_raw_parts_mut(m.get().add(r0 * n), rows * n) });
+            let out_rows =
+                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r0 * d), rows * d) };
+            let mean_rows = mean_ptr
+                .map(|m| unsafe { std::slice::from_raw_parts_mut(m.get().add(r0 * n), rows * n) });
             let mut mean_rows = mean_rows;
             for h in 0..heads {
                 let q = MatRef::rows(qkv, 3 * d).offset(r0 * 3 * d + h * hd);
                 let k = MatRef::rows(&kt[h * hd * n..(h + 1) * hd * n], n);
-                matmul_scaled(rows, n, hd, p, n, false, q, k, scale, Some(gemm::Parallelism::None));
+                matmul_scaled(
+                    rows,
+                    n,
+                    hd,
+                    p,
+                    n,
+                    false,
+                    q,
+                    k,
+                    scale,
+                    Some(gemm::Parallelism::None),
+                );
                 for (i, row) in p.chunks_exact_mut(n).enumerate() {
                     let valid = if causal { r0 + i + 1 } else { n };
                     softmax_inplace(&mut row[..valid]);
@@ -586,11 +635,23 @@ pub fn attention_forward(qkv: &[f32], shape: AttentionShape, causal: bool, keep:
                     }
                 }
                 if let Some(all) = all_ptr {
-                    let dst = unsafe { std::slice::from_raw_parts_mut(all.get().add(h * n * n + r0 * n), rows * n) };
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(all.get().add(h * n * n + r0 * n), rows * n)
+                    };
                     dst.copy_from_slice(p);
                 }
                 let v = MatRef::rows(qkv, 3 * d).offset(2 * d + h * hd);
-                matmul(rows, hd, n, &mut out_rows[h * hd..], d, false, MatRef::rows(p, n), v, Some(gemm::Parallelism::None));
+                matmul(
+                    rows,
+                    hd,
+                    n,
+                    &mut out_rows[h * hd..],
+                    d,
+                    false,
+                    MatRef::rows(p, n),
+                    v,
+                    Some(gemm::Parallelism::None),
+                );
             }
             if let Some(mean) = mean_rows {
                 scale_inplace(mean, 1.0 / heads as f32);
@@ -614,7 +675,11 @@ pub fn attention_backward_row_sum(
     shape: AttentionShape,
     sum_from: usize,
 ) -> Vec<f32> {
-    let AttentionShape { tokens: n, width: d, heads } = shape;
+    let AttentionShape {
+        tokens: n,
+        width: d,
+        heads,
+    } = shape;
     let hd = shape.head_dim();
     assert_eq!(probs.len(), heads * n * n);
     assert_eq!(d_out.len(), n * d);
@@ -671,7 +736,8 @@ pub fn attention_backward_row_sum(
     let mut out = vec![0f32; 3 * d];
     for (h, g) in per_head.iter().enumerate() {
         for part in 0..3 {
-            out[part * d + h * hd..part * d + (h + 1) * hd].copy_from_slice(&g[part * hd..(part + 1) * hd]);
+            out[part * d + h * hd..part * d + (h + 1) * hd]
+                .copy_from_slice(&g[part * hd..(part + 1) * hd]);
         }
     }
     out
@@ -682,7 +748,9 @@ mod tests {
     use super::*;
 
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
@@ -711,7 +779,17 @@ mod tests {
         let a = rand_vec(m * k, 1);
         let bt = rand_vec(n * k, 2); // b stored transposed (n x k)
         let mut c = vec![1f32; m * n];
-        matmul(m, n, k, &mut c, n, true, MatRef::rows(&a, k), MatRef::transposed(&bt, k), None);
+        matmul(
+            m,
+            n,
+            k,
+            &mut c,
+            n,
+            true,
+            MatRef::rows(&a, k),
+            MatRef::transposed(&bt, k),
+            None,
+        );
         for i in 0..m {
             for j in 0..n {
                 let want: f32 = 1.0 + (0..k).map(|t| a[i * k + t] * bt[j * k + t]).sum::<f32>();
@@ -738,25 +816,43 @@ mod tests {
     #[test]
     fn layer_norm_backward_matches_finite_differences() {
         let d = 8;
-        let ln = LayerNorm::new(rand_vec(d, 4).iter().map(|v| 1.0 + 0.3 * v).collect(), rand_vec(d, 5), 1e-5);
+        let ln = LayerNorm::new(
+            rand_vec(d, 4).iter().map(|v| 1.0 + 0.3 * v).collect(),
+            rand_vec(d, 5),
+            1e-5,
+        );
         let x = rand_vec(2 * d, 6);
         let dy = rand_vec(2 * d, 7);
         let (_, cache) = ln.forward_cached(&x);
         let dx = ln.backward_input(&cache, &dy);
-        let loss = |x: &[f32]| -> f64 { ln.forward(x).iter().zip(&dy).map(|(a, b)| (*a as f64) * (*b as f64)).sum() };
+        let loss = |x: &[f32]| -> f64 {
+            ln.forward(x)
+                .iter()
+                .zip(&dy)
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum()
+        };
         for i in 0..2 * d {
             let mut xp = x.clone();
             let mut xm = x.clone();
             xp[i] += 1e-2;
             xm[i] -= 1e-2;
             let fd = (loss(&xp) - loss(&xm)) / 2e-2;
-            assert!((fd - dx[i] as f64).abs() < 2e-3, "{i}: fd {fd} vs {}", dx[i]);
+            assert!(
+                (fd - dx[i] as f64).abs() < 2e-3,
+                "{i}: fd {fd} vs {}",
+                dx[i]
+            );
         }
     }
 
     /// Naive attention for checks: returns the output and each head's probabilities.
     fn naive_attention(qkv: &[f32], shape: AttentionShape, causal: bool) -> (Vec<f64>, Vec<f64>) {
-        let AttentionShape { tokens: n, width: d, heads } = shape;
+        let AttentionShape {
+            tokens: n,
+            width: d,
+            heads,
+        } = shape;
         let hd = d / heads;
         let s = (hd as f64).powf(-0.5);
         let mut out = vec![0f64; n * d];
@@ -768,7 +864,12 @@ mod tests {
                         if causal && j > i {
                             return f64::NEG_INFINITY;
                         }
-                        (0..hd).map(|t| s * qkv[i * 3 * d + h * hd + t] as f64 * qkv[j * 3 * d + d + h * hd + t] as f64).sum()
+                        (0..hd)
+                            .map(|t| {
+                                s * qkv[i * 3 * d + h * hd + t] as f64
+                                    * qkv[j * 3 * d + d + h * hd + t] as f64
+                            })
+                            .sum()
                     })
                     .collect();
                 let m = row.iter().cloned().fold(f64::MIN, f64::max);
@@ -779,7 +880,8 @@ mod tests {
                 for j in 0..n {
                     probs[h * n * n + i * n + j] = row[j];
                     for t in 0..hd {
-                        out[i * d + h * hd + t] += row[j] * qkv[j * 3 * d + 2 * d + h * hd + t] as f64;
+                        out[i * d + h * hd + t] +=
+                            row[j] * qkv[j * 3 * d + 2 * d + h * hd + t] as f64;
                     }
                 }
             }
@@ -789,7 +891,11 @@ mod tests {
 
     #[test]
     fn attention_forward_matches_naive() {
-        let shape = AttentionShape { tokens: 11, width: 12, heads: 3 };
+        let shape = AttentionShape {
+            tokens: 11,
+            width: 12,
+            heads: 3,
+        };
         let qkv = rand_vec(11 * 36, 8);
         for causal in [false, true] {
             let (want, want_p) = naive_attention(&qkv, shape, causal);
@@ -813,7 +919,11 @@ mod tests {
 
     #[test]
     fn attention_backward_row_sum_matches_finite_differences() {
-        let shape = AttentionShape { tokens: 6, width: 8, heads: 2 };
+        let shape = AttentionShape {
+            tokens: 6,
+            width: 8,
+            heads: 2,
+        };
         let qkv = rand_vec(6 * 24, 9);
         let d_out = rand_vec(6 * 8, 10);
         let mut probs = vec![0f32; 2 * 36];
@@ -833,7 +943,11 @@ mod tests {
                 m[i * 24 + c] -= 1e-3;
                 fd_sum += (loss(&p) - loss(&m)) / 2e-3;
             }
-            assert!((fd_sum - got[c] as f64).abs() < 1e-3, "col {c}: fd {fd_sum} vs {}", got[c]);
+            assert!(
+                (fd_sum - got[c] as f64).abs() < 1e-3,
+                "col {c}: fd {fd_sum} vs {}",
+                got[c]
+            );
         }
     }
 }

@@ -10,7 +10,11 @@ pub enum ModelError {
     #[error("tensor `{0}` is missing from the weights")]
     MissingTensor(String),
     #[error("tensor `{name}` has shape {got:?}, expected {expected:?}")]
-    Shape { name: String, expected: Vec<usize>, got: Vec<usize> },
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
     #[error("{0}")]
     Input(String),
     #[error(transparent)]
@@ -29,23 +33,39 @@ pub trait TensorSource {
 /// Converts a candle tensor after checking its shape.
 pub fn tensor_to_f32(name: &str, t: &Tensor, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
     if t.dims() != shape {
-        return Err(ModelError::Shape { name: name.to_string(), expected: shape.to_vec(), got: t.dims().to_vec() });
+        return Err(ModelError::Shape {
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            got: t.dims().to_vec(),
+        });
     }
-    Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    Ok(t.to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 impl TensorSource for HashMap<String, Tensor> {
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let t = self.get(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let t = self
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
         tensor_to_f32(name, t, shape)
     }
 
     fn scalar_f32(&self, name: &str) -> Result<f32, ModelError> {
-        let t = self.get(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let t = self
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
         if t.elem_count() != 1 {
-            return Err(ModelError::Shape { name: name.to_string(), expected: vec![], got: t.dims().to_vec() });
+            return Err(ModelError::Shape {
+                name: name.to_string(),
+                expected: vec![],
+                got: t.dims().to_vec(),
+            });
         }
-        Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?[0])
+        Ok(t.to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?[0])
     }
 }
 

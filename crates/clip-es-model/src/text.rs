@@ -23,17 +23,31 @@ pub struct TextTransformer {
 
 impl TextTransformer {
     /// Builds the tower from OpenAI-named weights (`token_embedding.weight`, `transformer.*`, ...).
-    pub fn new(src: &dyn TensorSource, config: &TextConfig, embed_dim: usize, eps: f64) -> Result<Self, ModelError> {
+    pub fn new(
+        src: &dyn TensorSource,
+        config: &TextConfig,
+        embed_dim: usize,
+        eps: f64,
+    ) -> Result<Self, ModelError> {
         let w = config.width;
         let eps = eps as f32;
         let blocks = (0..config.layers)
-            .map(|i| ResidualBlock::new(src, &format!("transformer.resblocks.{i}"), w, config.heads, eps))
+            .map(|i| {
+                ResidualBlock::new(
+                    src,
+                    &format!("transformer.resblocks.{i}"),
+                    w,
+                    config.heads,
+                    eps,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TextTransformer {
             config: config.clone(),
             embed_dim,
             token_embedding: src.tensor_f32("token_embedding.weight", &[config.vocab_size, w])?,
-            positional_embedding: src.tensor_f32("positional_embedding", &[config.context_length, w])?,
+            positional_embedding: src
+                .tensor_f32("positional_embedding", &[config.context_length, w])?,
             blocks,
             ln_final: layer_norm(src, "ln_final", w, eps)?,
             text_projection: src.tensor_f32("text_projection", &[w, embed_dim])?,
@@ -47,21 +61,35 @@ impl TextTransformer {
     /// to it: the padding after the longest prompt is never computed (prompts are ~10 tokens
     /// of 77), which gives the same values several times faster.
     pub fn encode(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let (ctx, w, e) = (self.config.context_length, self.config.width, self.embed_dim);
+        let (ctx, w, e) = (
+            self.config.context_length,
+            self.config.width,
+            self.embed_dim,
+        );
         let batch = ids.len();
         let mut eots = Vec::with_capacity(batch);
         for (b, seq) in ids.iter().enumerate() {
             if seq.len() != ctx {
-                return Err(ModelError::Input(format!("token sequence {b} has {} ids, expected {ctx}", seq.len())));
+                return Err(ModelError::Input(format!(
+                    "token sequence {b} has {} ids, expected {ctx}",
+                    seq.len()
+                )));
             }
-            if let Some(&id) = seq.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            if let Some(&id) = seq
+                .iter()
+                .find(|&&id| id as usize >= self.config.vocab_size)
+            {
                 return Err(ModelError::Input(format!(
                     "token id {id} is outside the model's vocabulary of {}",
                     self.config.vocab_size
                 )));
             }
             // The end-of-text token has the largest id; the first maximum, like argmax.
-            eots.push(seq.iter().enumerate().fold(0, |best, (i, &v)| if v > seq[best] { i } else { best }));
+            eots.push(
+                seq.iter()
+                    .enumerate()
+                    .fold(0, |best, (i, &v)| if v > seq[best] { i } else { best }),
+            );
         }
         let len = eots.iter().max().map_or(0, |m| m + 1);
         let mut x = vec![0f32; batch * len * w];
@@ -69,7 +97,11 @@ impl TextTransformer {
             for (t, &id) in seq[..len].iter().enumerate() {
                 let id = id as usize;
                 let row = &mut x[(b * len + t) * w..][..w];
-                for ((r, &te), &pe) in row.iter_mut().zip(&self.token_embedding[id * w..][..w]).zip(&self.positional_embedding[t * w..][..w]) {
+                for ((r, &te), &pe) in row
+                    .iter_mut()
+                    .zip(&self.token_embedding[id * w..][..w])
+                    .zip(&self.positional_embedding[t * w..][..w])
+                {
                     *r = te + pe;
                 }
             }

@@ -20,7 +20,12 @@ pub struct ResidualBlock {
     pub heads: usize,
 }
 
-pub(crate) fn layer_norm(src: &dyn TensorSource, prefix: &str, d: usize, eps: f32) -> Result<LayerNorm, ModelError> {
+pub(crate) fn layer_norm(
+    src: &dyn TensorSource,
+    prefix: &str,
+    d: usize,
+    eps: f32,
+) -> Result<LayerNorm, ModelError> {
     Ok(LayerNorm::new(
         src.tensor_f32(&format!("{prefix}.weight"), &[d])?,
         src.tensor_f32(&format!("{prefix}.bias"), &[d])?,
@@ -28,8 +33,19 @@ pub(crate) fn layer_norm(src: &dyn TensorSource, prefix: &str, d: usize, eps: f3
     ))
 }
 
-fn linear(src: &dyn TensorSource, w: &str, b: &str, out: usize, inp: usize) -> Result<Linear, ModelError> {
-    Ok(Linear::new(src.tensor_f32(w, &[out, inp])?, Some(src.tensor_f32(b, &[out])?), out, inp))
+fn linear(
+    src: &dyn TensorSource,
+    w: &str,
+    b: &str,
+    out: usize,
+    inp: usize,
+) -> Result<Linear, ModelError> {
+    Ok(Linear::new(
+        src.tensor_f32(w, &[out, inp])?,
+        Some(src.tensor_f32(b, &[out])?),
+        out,
+        inp,
+    ))
 }
 
 /// Intermediate values of one block's forward pass, for [`ResidualBlock::backward_to_ln_1`].
@@ -48,18 +64,50 @@ pub struct BlockCache {
 
 impl ResidualBlock {
     /// Loads `{prefix}.attn.in_proj_weight`, `{prefix}.ln_1.weight`, ... (OpenAI names).
-    pub fn new(src: &dyn TensorSource, prefix: &str, width: usize, heads: usize, eps: f32) -> Result<Self, ModelError> {
-        if heads == 0 || width % heads != 0 {
-            return Err(ModelError::Input(format!("{prefix}: width {width} is not divisible into {heads} heads")));
+    pub fn new(
+        src: &dyn TensorSource,
+        prefix: &str,
+        width: usize,
+        heads: usize,
+        eps: f32,
+    ) -> Result<Self, ModelError> {
+        if heads == 0 || !width.is_multiple_of(heads) {
+            return Err(ModelError::Input(format!(
+                "{prefix}: width {width} is not divisible into {heads} heads"
+            )));
         }
         let p = |s: &str| format!("{prefix}.{s}");
         Ok(ResidualBlock {
             ln_1: layer_norm(src, &p("ln_1"), width, eps)?,
-            in_proj: linear(src, &p("attn.in_proj_weight"), &p("attn.in_proj_bias"), 3 * width, width)?,
-            out_proj: linear(src, &p("attn.out_proj.weight"), &p("attn.out_proj.bias"), width, width)?,
+            in_proj: linear(
+                src,
+                &p("attn.in_proj_weight"),
+                &p("attn.in_proj_bias"),
+                3 * width,
+                width,
+            )?,
+            out_proj: linear(
+                src,
+                &p("attn.out_proj.weight"),
+                &p("attn.out_proj.bias"),
+                width,
+                width,
+            )?,
             ln_2: layer_norm(src, &p("ln_2"), width, eps)?,
-            c_fc: linear(src, &p("mlp.c_fc.weight"), &p("mlp.c_fc.bias"), 4 * width, width)?,
-            c_proj: linear(src, &p("mlp.c_proj.weight"), &p("mlp.c_proj.bias"), width, 4 * width)?,
+            c_fc: linear(
+                src,
+                &p("mlp.c_fc.weight"),
+                &p("mlp.c_fc.bias"),
+                4 * width,
+                width,
+            )?,
+            c_proj: linear(
+                src,
+                &p("mlp.c_proj.weight"),
+                &p("mlp.c_proj.bias"),
+                width,
+                4 * width,
+            )?,
             heads,
         })
     }
@@ -69,7 +117,11 @@ impl ResidualBlock {
     }
 
     fn shape(&self, tokens: usize) -> AttentionShape {
-        AttentionShape { tokens, width: self.width(), heads: self.heads }
+        AttentionShape {
+            tokens,
+            width: self.width(),
+            heads: self.heads,
+        }
     }
 
     /// One sequence of `tokens` rows, updated in place. `keep` receives the attention
@@ -116,7 +168,12 @@ impl ResidualBlock {
         let ln_1_out = self.ln_1.forward(x);
         let qkv = self.in_proj.forward(&ln_1_out, tokens);
         let mut probs = vec![0f32; self.heads * tokens * tokens];
-        let attn = kernels::attention_forward(&qkv, self.shape(tokens), false, KeepProbs::AllHeads(&mut probs));
+        let attn = kernels::attention_forward(
+            &qkv,
+            self.shape(tokens),
+            false,
+            KeepProbs::AllHeads(&mut probs),
+        );
         let attn = self.out_proj.forward(&attn, tokens);
         kernels::add_assign(x, &attn);
         let (h, ln_2) = self.ln_2.forward_cached(x);
@@ -125,7 +182,14 @@ impl ResidualBlock {
         kernels::quick_gelu_inplace(&mut f);
         let m = self.c_proj.forward(&f, tokens);
         kernels::add_assign(x, &m);
-        BlockCache { tokens, ln_1_out, qkv, probs, ln_2, fc_pre }
+        BlockCache {
+            tokens,
+            ln_1_out,
+            qkv,
+            probs,
+            ln_2,
+            fc_pre,
+        }
     }
 
     /// The head-averaged attention probabilities of a cached forward pass (tokens x tokens).
@@ -143,7 +207,12 @@ impl ResidualBlock {
     /// `sum_from..tokens`, given the gradient `d_out` with respect to the block's output
     /// (tokens x d). Only the attention branch depends on the `ln_1` output, so the gradient
     /// flows through the MLP branch into the attention output and from there into q, k, v.
-    pub fn backward_to_ln_1_row_sum(&self, cache: &BlockCache, d_out: &[f32], sum_from: usize) -> Vec<f32> {
+    pub fn backward_to_ln_1_row_sum(
+        &self,
+        cache: &BlockCache,
+        d_out: &[f32],
+        sum_from: usize,
+    ) -> Vec<f32> {
         let n = cache.tokens;
         // d x1 = d x2 + LN2^T( W_fc^T (gelu'(f) * (W_proj^T d x2)) )
         let mut dg = self.c_proj.backward_input(d_out, n);
@@ -153,7 +222,13 @@ impl ResidualBlock {
         kernels::add_assign(&mut dx1, d_out);
         // Attention output projection, then the attention itself.
         let d_attn = self.out_proj.backward_input(&dx1, n);
-        let dqkv_sum = kernels::attention_backward_row_sum(&cache.qkv, &cache.probs, &d_attn, self.shape(n), sum_from);
+        let dqkv_sum = kernels::attention_backward_row_sum(
+            &cache.qkv,
+            &cache.probs,
+            &d_attn,
+            self.shape(n),
+            sum_from,
+        );
         // ln_1 output -> qkv is linear: sum_i dA_i = (sum_i dqkv_i) W_in.
         self.in_proj.backward_input(&dqkv_sum, 1)
     }

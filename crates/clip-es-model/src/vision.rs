@@ -30,6 +30,7 @@ pub struct VisionTransformer {
 
 /// What [`VisionTransformer::encode`] keeps besides the embeddings.
 #[derive(Clone, Copy, Debug)]
+#[derive(Default)]
 pub struct VisionOptions {
     /// Keep the head-averaged attention probabilities of blocks `keep_attention_from..`
     /// (0: all blocks; `layers`: none).
@@ -39,11 +40,6 @@ pub struct VisionOptions {
     pub round_pos_embed_f16: bool,
 }
 
-impl Default for VisionOptions {
-    fn default() -> Self {
-        VisionOptions { keep_attention_from: 0, round_pos_embed_f16: false }
-    }
-}
 
 /// Everything the image tower returns for one image.
 #[derive(Clone, Debug)]
@@ -89,16 +85,34 @@ pub struct GradCamOutput {
 
 impl VisionTransformer {
     /// Builds the tower from OpenAI-named weights (`visual.*`).
-    pub fn new(src: &dyn TensorSource, config: &VisionConfig, embed_dim: usize, eps: f64) -> Result<Self, ModelError> {
+    pub fn new(
+        src: &dyn TensorSource,
+        config: &VisionConfig,
+        embed_dim: usize,
+        eps: f64,
+    ) -> Result<Self, ModelError> {
         let (w, p, g) = (config.width, config.patch_size, config.grid);
         let eps = eps as f32;
         let blocks = (0..config.layers)
-            .map(|i| ResidualBlock::new(src, &format!("visual.transformer.resblocks.{i}"), w, config.heads, eps))
+            .map(|i| {
+                ResidualBlock::new(
+                    src,
+                    &format!("visual.transformer.resblocks.{i}"),
+                    w,
+                    config.heads,
+                    eps,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(VisionTransformer {
             config: config.clone(),
             embed_dim,
-            patch_embed: Linear::new(src.tensor_f32("visual.conv1.weight", &[w, 3, p, p])?, None, w, 3 * p * p),
+            patch_embed: Linear::new(
+                src.tensor_f32("visual.conv1.weight", &[w, 3, p, p])?,
+                None,
+                w,
+                3 * p * p,
+            ),
             class_embedding: src.tensor_f32("visual.class_embedding", &[w])?,
             positional_embedding: src.tensor_f32("visual.positional_embedding", &[g * g + 1, w])?,
             ln_pre: layer_norm(src, "visual.ln_pre", w, eps)?,
@@ -115,7 +129,7 @@ impl VisionTransformer {
     /// Checks an input size and returns its token grid.
     pub fn grid_for(&self, height: usize, width: usize) -> Result<(usize, usize), ModelError> {
         let p = self.config.patch_size;
-        if height < p || width < p || height % p != 0 || width % p != 0 {
+        if height < p || width < p || !height.is_multiple_of(p) || !width.is_multiple_of(p) {
             return Err(ModelError::Input(format!(
                 "image input is {width}x{height}; both sides must be positive multiples of the patch size {p}"
             )));
@@ -124,12 +138,18 @@ impl VisionTransformer {
     }
 
     /// The positional embedding for a grid_h x grid_w token grid (class position kept).
-    pub fn positional_embedding_for(&self, grid_h: usize, grid_w: usize, round_f16: bool) -> Vec<f32> {
+    pub fn positional_embedding_for(
+        &self,
+        grid_h: usize,
+        grid_w: usize,
+        round_f16: bool,
+    ) -> Vec<f32> {
         let w = self.width();
         let g = self.config.grid;
         let mut out = vec![0f32; (grid_h * grid_w + 1) * w];
         out[..w].copy_from_slice(&self.positional_embedding[..w]);
-        let resized = resize_bilinear_channels_last(&self.positional_embedding[w..], g, g, grid_h, grid_w, w);
+        let resized =
+            resize_bilinear_channels_last(&self.positional_embedding[w..], g, g, grid_h, grid_w, w);
         out[w..].copy_from_slice(&resized);
         if round_f16 {
             for v in &mut out[w..] {
@@ -141,7 +161,13 @@ impl VisionTransformer {
 
     /// Patch embedding, class token, positional embedding and `ln_pre`: tokens x width.
     /// `pixels` is the normalised image, CHW (3 x height x width).
-    pub fn embed(&self, pixels: &[f32], height: usize, width: usize, round_pos_f16: bool) -> Result<Vec<f32>, ModelError> {
+    pub fn embed(
+        &self,
+        pixels: &[f32],
+        height: usize,
+        width: usize,
+        round_pos_f16: bool,
+    ) -> Result<Vec<f32>, ModelError> {
         let (gh, gw) = self.grid_for(height, width)?;
         if pixels.len() != 3 * height * width {
             return Err(ModelError::Input(format!(
@@ -158,7 +184,8 @@ impl VisionTransformer {
                 let row = &mut cols[(gy * gw + gx) * 3 * p * p..][..3 * p * p];
                 for c in 0..3 {
                     for ky in 0..p {
-                        let src = &pixels[c * height * width + (gy * p + ky) * width + gx * p..][..p];
+                        let src =
+                            &pixels[c * height * width + (gy * p + ky) * width + gx * p..][..p];
                         row[(c * p + ky) * p..][..p].copy_from_slice(src);
                     }
                 }
@@ -175,7 +202,13 @@ impl VisionTransformer {
 
     /// Runs blocks `0..last` over `x`, returning the head-mean attention of blocks
     /// `keep_from..last`.
-    fn run_blocks(&self, x: &mut [f32], tokens: usize, last: usize, keep_from: usize) -> Vec<Vec<f32>> {
+    fn run_blocks(
+        &self,
+        x: &mut [f32],
+        tokens: usize,
+        last: usize,
+        keep_from: usize,
+    ) -> Vec<Vec<f32>> {
         let mut kept = Vec::new();
         for (i, block) in self.blocks[..last].iter().enumerate() {
             if i >= keep_from {
@@ -203,7 +236,13 @@ impl VisionTransformer {
     }
 
     /// Encodes one image (normalised CHW pixels whose sides are multiples of the patch size).
-    pub fn encode(&self, pixels: &[f32], height: usize, width: usize, opts: VisionOptions) -> Result<VisionOutput, ModelError> {
+    pub fn encode(
+        &self,
+        pixels: &[f32],
+        height: usize,
+        width: usize,
+        opts: VisionOptions,
+    ) -> Result<VisionOutput, ModelError> {
         let (gh, gw) = self.grid_for(height, width)?;
         let tokens = gh * gw + 1;
         let d = self.width();
@@ -212,7 +251,7 @@ impl VisionTransformer {
         let mut attention = self.run_blocks(&mut x, tokens, layers - 1, opts.keep_attention_from);
         let last = &self.blocks[layers - 1];
         let last_ln_1 = last.ln_1.forward(&x);
-        if layers - 1 >= opts.keep_attention_from {
+        if layers > opts.keep_attention_from {
             let mut mean = vec![0f32; tokens * tokens];
             last.forward(&mut x, tokens, false, KeepProbs::HeadMean(&mut mean));
             attention.push(mean);
@@ -223,7 +262,14 @@ impl VisionTransformer {
         let cls_embedding = self.project(&y[..d]);
         let mean = mean_rows(&y[d..], d);
         let patch_mean_embedding = self.project(&mean);
-        Ok(VisionOutput { grid_h: gh, grid_w: gw, attention, last_ln_1, cls_embedding, patch_mean_embedding })
+        Ok(VisionOutput {
+            grid_h: gh,
+            grid_w: gw,
+            attention,
+            last_ln_1,
+            cls_embedding,
+            patch_mean_embedding,
+        })
     }
 
     /// Softmax-GradCAM at the last block's `ln_1` output (CLIP-ES section 3.2).
@@ -235,6 +281,7 @@ impl VisionTransformer {
     /// respect to A (the `ln_1` output) is averaged over the patch positions. The frozen blocks
     /// run once; the last block runs once with its intermediates cached, and each target costs
     /// one activation-only backward pass through it.
+    #[allow(clippy::too_many_arguments)]
     pub fn softmax_gradcam(
         &self,
         pixels: &[f32],
@@ -247,12 +294,16 @@ impl VisionTransformer {
     ) -> Result<GradCamOutput, ModelError> {
         let (gh, gw) = self.grid_for(height, width)?;
         let (d, e) = (self.width(), self.embed_dim);
-        if class_features.is_empty() || class_features.len() % e != 0 {
-            return Err(ModelError::Input(format!("class features must be classes x {e} values")));
+        if class_features.is_empty() || !class_features.len().is_multiple_of(e) {
+            return Err(ModelError::Input(format!(
+                "class features must be classes x {e} values"
+            )));
         }
         let classes = class_features.len() / e;
         if let Some(&t) = targets.iter().find(|&&t| t >= classes) {
-            return Err(ModelError::Input(format!("target class {t} out of range for {classes} classes")));
+            return Err(ModelError::Input(format!(
+                "target class {t} out of range for {classes} classes"
+            )));
         }
         let tokens = gh * gw + 1;
         let patches = tokens - 1;
@@ -263,7 +314,7 @@ impl VisionTransformer {
         let mut attention = self.run_blocks(&mut x, tokens, layers - 1, opts.keep_attention_from);
         let last = &self.blocks[layers - 1];
         let cache = last.forward_cached(&mut x, tokens);
-        if layers - 1 >= opts.keep_attention_from {
+        if layers > opts.keep_attention_from {
             attention.push(last.head_mean_probs(&cache));
         }
 
@@ -298,7 +349,11 @@ impl VisionTransformer {
                 }
                 // Through the normalisation z / |z|.
                 let along = dot(&zn, &dzn);
-                let dz: Vec<f32> = dzn.iter().zip(&zn).map(|(g, u)| (g - u * along) / z_norm).collect();
+                let dz: Vec<f32> = dzn
+                    .iter()
+                    .zip(&zn)
+                    .map(|(g, u)| (g - u * along) / z_norm)
+                    .collect();
                 // Through `@ proj` and the mean over patches: every patch row gets de / patches.
                 let mut dy = vec![0f32; tokens * d];
                 for dd in 0..d {
@@ -354,7 +409,14 @@ fn mean_rows(x: &[f32], d: usize) -> Vec<f32> {
 /// Bilinear resize of an `in_h x in_w` grid of `c`-vectors (channels last) to `out_h x out_w`,
 /// as `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)` computes it:
 /// source coordinate `(o + 0.5) * in / out - 0.5`, clamped at 0, neighbours clamped at the edge.
-pub fn resize_bilinear_channels_last(src: &[f32], in_h: usize, in_w: usize, out_h: usize, out_w: usize, c: usize) -> Vec<f32> {
+pub fn resize_bilinear_channels_last(
+    src: &[f32],
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+    c: usize,
+) -> Vec<f32> {
     assert_eq!(src.len(), in_h * in_w * c);
     let taps = |inp: usize, out: usize| -> Vec<(usize, usize, f32, f32)> {
         let scale = inp as f32 / out as f32;
@@ -399,7 +461,9 @@ mod tests {
     fn resize_matches_hand_computed_values() {
         // 2x2 -> 4x4, one channel: torch gives rows [1, 1.25, 1.75, 2] for input [[1, 2], [3, 4]].
         let out = resize_bilinear_channels_last(&[1.0, 2.0, 3.0, 4.0], 2, 2, 4, 4, 1);
-        let want = [1.0, 1.25, 1.75, 2.0, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3.0, 3.25, 3.75, 4.0];
+        let want = [
+            1.0, 1.25, 1.75, 2.0, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3.0, 3.25, 3.75, 4.0,
+        ];
         for (a, b) in out.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{out:?}");
         }

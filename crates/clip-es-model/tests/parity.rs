@@ -11,7 +11,9 @@ use std::path::PathBuf;
 const TOL: f32 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn golden() -> HashMap<String, Tensor> {
@@ -20,12 +22,21 @@ fn golden() -> HashMap<String, Tensor> {
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 fn max_diff(what: &str, got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let d = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let d = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(d <= TOL, "{what}: max abs diff {d} > {TOL}");
     d
 }
@@ -40,22 +51,51 @@ fn towers(path: &str) -> (VisionTransformer, TextTransformer) {
 }
 
 /// Checks every golden image case `{prefix}.{h}x{w}.*` and the text case `{text}.text.*`.
-fn check(g: &HashMap<String, Tensor>, vision: &VisionTransformer, text: Option<(&TextTransformer, &str)>, prefix: &str, round_f16: bool) -> usize {
+fn check(
+    g: &HashMap<String, Tensor>,
+    vision: &VisionTransformer,
+    text: Option<(&TextTransformer, &str)>,
+    prefix: &str,
+    round_f16: bool,
+) -> usize {
     let mut cases = 0;
     let mut worst = 0f32;
-    for key in g.keys().filter(|k| k.starts_with(&format!("{prefix}.")) && k.ends_with(".input")) {
+    for key in g
+        .keys()
+        .filter(|k| k.starts_with(&format!("{prefix}.")) && k.ends_with(".input"))
+    {
         let case = key.trim_end_matches(".input");
         let input = &g[key];
         let (_, h, w) = input.dims3().unwrap();
         let out = vision
-            .encode(&values(input), h, w, VisionOptions { keep_attention_from: 0, round_pos_embed_f16: round_f16 })
+            .encode(
+                &values(input),
+                h,
+                w,
+                VisionOptions {
+                    keep_attention_from: 0,
+                    round_pos_embed_f16: round_f16,
+                },
+            )
             .unwrap();
         let want_attn = &g[&format!("{case}.attention")];
         assert_eq!(want_attn.dims()[0], out.attention.len());
         let got_attn: Vec<f32> = out.attention.concat();
-        worst = worst.max(max_diff(&format!("{case} attention"), &got_attn, &values(want_attn)));
-        worst = worst.max(max_diff(&format!("{case} last ln_1"), &out.last_ln_1, &values(&g[&format!("{case}.last_ln_1")])));
-        worst = worst.max(max_diff(&format!("{case} cls"), &out.cls_embedding, &values(&g[&format!("{case}.cls_embedding")])));
+        worst = worst.max(max_diff(
+            &format!("{case} attention"),
+            &got_attn,
+            &values(want_attn),
+        ));
+        worst = worst.max(max_diff(
+            &format!("{case} last ln_1"),
+            &out.last_ln_1,
+            &values(&g[&format!("{case}.last_ln_1")]),
+        ));
+        worst = worst.max(max_diff(
+            &format!("{case} cls"),
+            &out.cls_embedding,
+            &values(&g[&format!("{case}.cls_embedding")]),
+        ));
         worst = worst.max(max_diff(
             &format!("{case} patch mean"),
             &out.patch_mean_embedding,
@@ -65,9 +105,20 @@ fn check(g: &HashMap<String, Tensor>, vision: &VisionTransformer, text: Option<(
     }
     if let Some((text, name)) = text {
         let ids = &g[&format!("{name}.text.ids")];
-        let rows: Vec<Vec<u32>> = ids.to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap().iter().map(|r| r.iter().map(|&v| v as u32).collect()).collect();
+        let rows: Vec<Vec<u32>> = ids
+            .to_dtype(DType::I64)
+            .unwrap()
+            .to_vec2::<i64>()
+            .unwrap()
+            .iter()
+            .map(|r| r.iter().map(|&v| v as u32).collect())
+            .collect();
         let got: Vec<f32> = text.encode(&rows).unwrap().concat();
-        worst = worst.max(max_diff(&format!("{name} text"), &got, &values(&g[&format!("{name}.text.embedding")])));
+        worst = worst.max(max_diff(
+            &format!("{name} text"),
+            &got,
+            &values(&g[&format!("{name}.text.embedding")]),
+        ));
         cases += 1;
     }
     println!("{prefix}: {cases} cases, worst max abs diff {worst:e}");
@@ -80,8 +131,16 @@ fn tiny_openai_matches_pytorch_in_every_layout() {
     for layout in ["tiny-openai-hf", "tiny-openai.pt", "tiny-openai-jit.pt"] {
         let (vision, text) = towers(layout);
         // 48x48 (the native grid), 64x96 (non-square, up), 32x80 (down and up) + text.
-        assert_eq!(check(&g, &vision, Some((&text, "openai")), "openai", false), 4, "{layout}");
-        assert_eq!(check(&g, &vision, None, "openai_f16pos", true), 1, "{layout}");
+        assert_eq!(
+            check(&g, &vision, Some((&text, "openai")), "openai", false),
+            4,
+            "{layout}"
+        );
+        assert_eq!(
+            check(&g, &vision, None, "openai_f16pos", true),
+            1,
+            "{layout}"
+        );
     }
 }
 
@@ -96,8 +155,14 @@ fn tiny_deep_matches_pytorch() {
 #[test]
 fn rejects_sizes_that_are_not_patch_multiples() {
     let (vision, _) = towers("tiny-deep-hf");
-    let err = vision.encode(&vec![0.0; 3 * 40 * 48], 40, 48, VisionOptions::default()).unwrap_err().to_string();
+    let err = vision
+        .encode(&vec![0.0; 3 * 40 * 48], 40, 48, VisionOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("multiples of the patch size 16"), "{err}");
-    let err = vision.encode(&vec![0.0; 5], 48, 48, VisionOptions::default()).unwrap_err().to_string();
+    let err = vision
+        .encode(&[0.0; 5], 48, 48, VisionOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("expected 3 x 48 x 48"), "{err}");
 }

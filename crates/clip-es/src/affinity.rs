@@ -166,7 +166,11 @@ pub fn refine(affinity: &SquareMatrix, cam: &[f32], mask: &[bool]) -> Vec<f32> {
     assert_eq!(cam.len(), n);
     assert_eq!(mask.len(), n);
     // Masking column j of A is the same as zeroing cam[j] in the product.
-    let masked: Vec<f32> = cam.iter().zip(mask).map(|(&c, &m)| if m { c } else { 0.0 }).collect();
+    let masked: Vec<f32> = cam
+        .iter()
+        .zip(mask)
+        .map(|(&c, &m)| if m { c } else { 0.0 })
+        .collect();
     let mut r: Vec<f32> = affinity
         .data
         .chunks_exact(n)
@@ -183,7 +187,9 @@ mod tests {
     #[test]
     fn sinkhorn_result_is_symmetric_and_nearly_doubly_stochastic() {
         let n = 5;
-        let data: Vec<f32> = (0..n * n).map(|i| 0.1 + ((i * 37 % 11) as f32) / 7.0).collect();
+        let data: Vec<f32> = (0..n * n)
+            .map(|i| 0.1 + ((i * 37 % 11) as f32) / 7.0)
+            .collect();
         let a = affinity_from_attention(&SquareMatrix { n, data });
         for i in 0..n {
             for j in 0..n {
@@ -245,7 +251,10 @@ mod tests {
     #[test]
     fn refine_keeps_only_masked_sources() {
         let n = 3;
-        let a = SquareMatrix { n, data: vec![1.0, 0.5, 0.0, 0.5, 1.0, 0.5, 0.0, 0.5, 1.0] };
+        let a = SquareMatrix {
+            n,
+            data: vec![1.0, 0.5, 0.0, 0.5, 1.0, 0.5, 0.0, 0.5, 1.0],
+        };
         let r = refine(&a, &[1.0, 1.0, 1.0], &[true, false, false]);
         // A @ [1, 0, 0] = [1, 0.5, 0] -> normalised.
         assert!((r[0] - 1.0).abs() < 1e-6 && (r[1] - 0.5).abs() < 1e-6 && r[2].abs() < 1e-6);

@@ -9,16 +9,24 @@ use std::path::{Path, PathBuf};
 /// The temporary sibling name used while `path` is being written. It keeps the directory (so
 /// the rename is atomic) and carries the process id (so two runs never share a partial file).
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }
 
 /// Removes the temporary files that interrupted writers of `finals` (final paths, all in one
 /// directory) left behind. Only call it for outputs no other live process is writing (e.g. the
 /// ids of this process's own shard). Returns how many were removed.
-pub fn remove_stale_partials<'a>(dir: &Path, finals: impl IntoIterator<Item = &'a Path>) -> io::Result<usize> {
-    let names: std::collections::HashSet<String> =
-        finals.into_iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+pub fn remove_stale_partials<'a>(
+    dir: &Path,
+    finals: impl IntoIterator<Item = &'a Path>,
+) -> io::Result<usize> {
+    let names: std::collections::HashSet<String> = finals
+        .into_iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
     let mut removed = 0;
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
@@ -29,8 +37,15 @@ pub fn remove_stale_partials<'a>(dir: &Path, finals: impl IntoIterator<Item = &'
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         // `.{final}.{pid}.partial`
-        let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".partial")) else { continue };
-        let Some((final_name, pid)) = inner.rsplit_once('.') else { continue };
+        let Some(inner) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".partial"))
+        else {
+            continue;
+        };
+        let Some((final_name, pid)) = inner.rsplit_once('.') else {
+            continue;
+        };
         if pid.chars().all(|c| c.is_ascii_digit()) && names.contains(final_name) {
             fs::remove_file(entry.path())?;
             removed += 1;
@@ -99,7 +114,11 @@ mod tests {
         fs::write(dir.join(".a.npz.notapid.partial"), b"x").unwrap();
         assert_eq!(remove_stale_partials(&dir, [mine.as_path()]).unwrap(), 1);
         assert!(!dir.join(".a.npz.123.partial").exists());
-        assert!(dir.join(".b.npz.123.partial").exists(), "{}", other.display());
+        assert!(
+            dir.join(".b.npz.123.partial").exists(),
+            "{}",
+            other.display()
+        );
         assert!(dir.join(".a.npz.notapid.partial").exists());
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -46,7 +46,12 @@ pub struct CamOptions {
 
 impl Default for CamOptions {
     fn default() -> Self {
-        CamOptions { box_threshold: 0.4, attention_blocks: 8, round_pos_embed_f16: true, unrefined: false }
+        CamOptions {
+            box_threshold: 0.4,
+            attention_blocks: 8,
+            round_pos_embed_f16: true,
+            unrefined: false,
+        }
     }
 }
 
@@ -78,7 +83,16 @@ pub struct StageTimes {
 /// weights: `ReLU(A w)`, min-max normalised twice as the reference does.
 pub fn gradcam_map(activation: &[f32], weights: &[f32]) -> Vec<f32> {
     let d = weights.len();
-    let mut cam: Vec<f32> = activation.chunks_exact(d).map(|a| a.iter().zip(weights).map(|(x, w)| x * w).sum::<f32>().max(0.0)).collect();
+    let mut cam: Vec<f32> = activation
+        .chunks_exact(d)
+        .map(|a| {
+            a.iter()
+                .zip(weights)
+                .map(|(x, w)| x * w)
+                .sum::<f32>()
+                .max(0.0)
+        })
+        .collect();
     affinity::min_max_normalize(&mut cam);
     affinity::min_max_normalize(&mut cam);
     cam
@@ -106,15 +120,28 @@ pub fn image_cams(
     };
     let rows = classifier.rows_for(labels);
     let targets: Vec<usize> = (0..labels.len()).collect();
-    let g = model.softmax_gradcam(pixels, in_h, in_w, &rows, classifier.logit_scale, &targets, vopts)?;
+    let g = model.softmax_gradcam(
+        pixels,
+        in_h,
+        in_w,
+        &rows,
+        classifier.logit_scale,
+        &targets,
+        vopts,
+    )?;
     times.forward = g.forward_seconds;
     times.backward = g.backward_seconds;
 
     let t = Instant::now();
     let (gh, gw) = (g.grid_h, g.grid_w);
     let tokens = gh * gw + 1;
-    let affinity = affinity::affinity_from_attention(&affinity::mean_patch_attention(&g.attention, tokens));
-    let cams: Vec<Vec<f32>> = g.channel_weights.iter().map(|w| gradcam_map(&g.activation, w)).collect();
+    let affinity =
+        affinity::affinity_from_attention(&affinity::mean_patch_attention(&g.attention, tokens));
+    let cams: Vec<Vec<f32>> = g
+        .channel_weights
+        .iter()
+        .map(|w| gradcam_map(&g.activation, w))
+        .collect();
     let refined_grid: Vec<Vec<f32>> = cams
         .iter()
         .map(|cam| {
@@ -128,24 +155,47 @@ pub fn image_cams(
     let upsample = |maps: &[Vec<f32>]| -> Vec<f32> {
         let mut out = Vec::with_capacity(maps.len() * orig_h * orig_w);
         for m in maps {
-            out.extend(clip_es_image::resize_bilinear_f32(m, gw, gh, orig_w, orig_h));
+            out.extend(clip_es_image::resize_bilinear_f32(
+                m, gw, gh, orig_w, orig_h,
+            ));
         }
         out
     };
     let refined = upsample(&refined_grid);
     let unrefined = opts.unrefined.then(|| upsample(&cams));
     times.resize = t.elapsed().as_secs_f64();
-    Ok((ImageCams { height: orig_h, width: orig_w, refined, unrefined, probabilities: g.probabilities }, times))
+    Ok((
+        ImageCams {
+            height: orig_h,
+            width: orig_w,
+            refined,
+            unrefined,
+            probabilities: g.probabilities,
+        },
+        times,
+    ))
 }
 
 impl TextClassifier {
     /// Builds the classifier as the reference's `zeroshot_classifier`: for each name, every
     /// template filled in, encoded, L2-normalised, averaged over templates, normalised again.
-    pub fn build(clip: &clip_es_model::Clip, class_names: &[String], background: &[String], templates: &[String]) -> Result<Self, clip_es_model::ClipError> {
+    pub fn build(
+        clip: &clip_es_model::Clip,
+        class_names: &[String],
+        background: &[String],
+        templates: &[String],
+    ) -> Result<Self, clip_es_model::ClipError> {
         let e = clip.config.embed_dim;
         let embed = |names: &[String]| -> Result<Vec<f32>, clip_es_model::ClipError> {
-            let texts: Vec<String> = names.iter().flat_map(|n| templates.iter().map(move |t| t.replace("{}", n))).collect();
-            let feats = if texts.is_empty() { vec![] } else { clip.encode_texts(&texts)? };
+            let texts: Vec<String> = names
+                .iter()
+                .flat_map(|n| templates.iter().map(move |t| t.replace("{}", n)))
+                .collect();
+            let feats = if texts.is_empty() {
+                vec![]
+            } else {
+                clip.encode_texts(&texts)?
+            };
             let mut out = Vec::with_capacity(names.len() * e);
             for group in feats.chunks(templates.len()) {
                 let mut mean = vec![0f32; e];
@@ -162,6 +212,11 @@ impl TextClassifier {
             }
             Ok(out)
         };
-        Ok(TextClassifier { embed_dim: e, classes: embed(class_names)?, background: embed(background)?, logit_scale: clip.logit_scale })
+        Ok(TextClassifier {
+            embed_dim: e,
+            classes: embed(class_names)?,
+            background: embed(background)?,
+            logit_scale: clip.logit_scale,
+        })
     }
 }

@@ -166,16 +166,29 @@ impl ClassList {
     pub fn from_file(path: &Path) -> Result<Self, ClassListError> {
         let p = path.display().to_string();
         let set = crate::prompts::ClassSet::from_file(path).map_err(|e| match e {
-            crate::prompts::ClassFileError::Io { source, .. } => ClassListError::Io { path: p.clone(), source },
-            other => ClassListError::Invalid { path: p.clone(), message: other.to_string() },
+            crate::prompts::ClassFileError::Io { source, .. } => ClassListError::Io {
+                path: p.clone(),
+                source,
+            },
+            other => ClassListError::Invalid {
+                path: p.clone(),
+                message: other.to_string(),
+            },
         })?;
         if set.names.len() > 254 {
             return Err(ClassListError::Invalid {
                 path: p,
-                message: format!("{} classes besides background; at most 254", set.names.len()),
+                message: format!(
+                    "{} classes besides background; at most 254",
+                    set.names.len()
+                ),
             });
         }
-        Ok(ClassList { names: std::iter::once("background".to_string()).chain(set.names).collect() })
+        Ok(ClassList {
+            names: std::iter::once("background".to_string())
+                .chain(set.names)
+                .collect(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -216,7 +229,10 @@ mod tests {
         );
         // The file `clip-es cams --dataset` takes gives the same list.
         std::fs::write(&f, "cat\ndog: dog,puppy\n").unwrap();
-        assert_eq!(ClassList::from_file(&f).unwrap().names, vec!["background", "cat", "dog"]);
+        assert_eq!(
+            ClassList::from_file(&f).unwrap().names,
+            vec!["background", "cat", "dog"]
+        );
         std::fs::write(&f, "background\n").unwrap();
         assert!(ClassList::from_file(&f).is_err());
         assert!(ClassList::from_file(&dir.join("missing.txt")).is_err());

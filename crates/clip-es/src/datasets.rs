@@ -23,9 +23,16 @@ pub struct Sample {
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {message}")]
-    Parse { path: String, line: usize, message: String },
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
     #[error("{0}")]
     Config(String),
 }
@@ -48,7 +55,10 @@ fn parse_line(line: &str) -> Option<(String, Vec<String>)> {
 
 /// Reads a split or label file: ids in order, with the labels listed after each id.
 pub fn read_id_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, DatasetError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Io { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     let mut out = Vec::new();
     let mut seen = HashMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -67,13 +77,21 @@ pub fn read_id_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, DatasetEr
 }
 
 /// The ids to process and where their labels come from, from the command-line options.
-pub fn plan(split: Option<&Path>, labels: Option<&Path>, annotations: Option<&Path>) -> Result<(Vec<String>, LabelSource), DatasetError> {
+pub fn plan(
+    split: Option<&Path>,
+    labels: Option<&Path>,
+    annotations: Option<&Path>,
+) -> Result<(Vec<String>, LabelSource), DatasetError> {
     let split_lines = split.map(read_id_file).transpose()?;
     let label_lines = labels.map(read_id_file).transpose()?;
     let ids: Vec<String> = match (&split_lines, &label_lines) {
         (Some(s), _) => s.iter().map(|(id, _)| id.clone()).collect(),
         (None, Some(l)) => l.iter().map(|(id, _)| id.clone()).collect(),
-        (None, None) => return Err(DatasetError::Config("give --split (and/or --labels) to say which images to process".into())),
+        (None, None) => {
+            return Err(DatasetError::Config(
+                "give --split (and/or --labels) to say which images to process".into(),
+            ))
+        }
     };
     let source = if let Some(dir) = annotations {
         LabelSource::VocAnnotations(dir.to_path_buf())
@@ -104,13 +122,18 @@ pub fn image_path(dir: &Path, id: &str) -> Result<PathBuf, String> {
             return Ok(p);
         }
     }
-    Err(format!("no image file for `{id}` in {} (tried {id}.jpg, .jpeg, .png, ...)", dir.display()))
+    Err(format!(
+        "no image file for `{id}` in {} (tried {id}.jpg, .jpeg, .png, ...)",
+        dir.display()
+    ))
 }
 
 /// The distinct object names of a VOC annotation, in order of first appearance.
 pub fn voc_object_names(xml_path: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(xml_path).map_err(|e| format!("{}: {e}", xml_path.display()))?;
-    let doc = roxmltree::Document::parse(&text).map_err(|e| format!("{}: invalid XML: {e}", xml_path.display()))?;
+    let text =
+        std::fs::read_to_string(xml_path).map_err(|e| format!("{}: {e}", xml_path.display()))?;
+    let doc = roxmltree::Document::parse(&text)
+        .map_err(|e| format!("{}: invalid XML: {e}", xml_path.display()))?;
     let mut names: Vec<String> = Vec::new();
     for obj in doc.descendants().filter(|n| n.has_tag_name("object")) {
         let name = obj
@@ -131,12 +154,18 @@ impl LabelSource {
     pub fn sample(&self, id: &str, images: &Path, classes: &ClassSet) -> Result<Sample, String> {
         let raw: Vec<String> = match self {
             LabelSource::VocAnnotations(dir) => voc_object_names(&dir.join(format!("{id}.xml")))?,
-            LabelSource::Listed(map) => map.get(id).cloned().ok_or_else(|| "no entry in the label file".to_string())?,
+            LabelSource::Listed(map) => map
+                .get(id)
+                .cloned()
+                .ok_or_else(|| "no entry in the label file".to_string())?,
         };
         let mut labels = Vec::new();
         for name in &raw {
             let c = classes.resolve(name).ok_or_else(|| {
-                format!("unknown class `{name}` (not a class name or an index below {})", classes.names.len())
+                format!(
+                    "unknown class `{name}` (not a class name or an index below {})",
+                    classes.names.len()
+                )
             })?;
             if !labels.contains(&c) {
                 labels.push(c);
@@ -145,7 +174,11 @@ impl LabelSource {
         if labels.is_empty() {
             return Err("no image-level labels".to_string());
         }
-        Ok(Sample { id: id.to_string(), image: image_path(images, id)?, labels })
+        Ok(Sample {
+            id: id.to_string(),
+            image: image_path(images, id)?,
+            labels,
+        })
     }
 }
 
@@ -183,10 +216,19 @@ mod tests {
         let s = src.sample("x", &d, &voc).unwrap();
         assert_eq!(s.labels, vec![14, 11]);
         assert_eq!(s.image, d.join("x.jpg"));
-        assert!(src.sample("y", &d, &voc).unwrap_err().contains("no image-level labels"));
-        assert!(src.sample("z", &d, &voc).unwrap_err().contains("no image file"));
+        assert!(src
+            .sample("y", &d, &voc)
+            .unwrap_err()
+            .contains("no image-level labels"));
+        assert!(src
+            .sample("z", &d, &voc)
+            .unwrap_err()
+            .contains("no image file"));
         std::fs::write(&split, "x 14\nx 3\n").unwrap();
-        assert!(plan(Some(&split), None, None).unwrap_err().to_string().contains("already listed on line 1"));
+        assert!(plan(Some(&split), None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("already listed on line 1"));
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -7,9 +7,9 @@
 pub mod affinity;
 pub mod atomic;
 pub mod cam;
-pub mod datasets;
-pub mod prompts;
 pub mod cam_io;
 pub mod classes;
+pub mod datasets;
 pub mod eval;
 pub mod masks;
+pub mod prompts;

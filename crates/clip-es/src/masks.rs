@@ -420,13 +420,15 @@ pub fn read_label_png(path: &Path) -> Result<LabelMap, MaskError> {
     let (color, depth) = reader.output_color_type();
     match color {
         png::ColorType::Indexed | png::ColorType::Grayscale => {}
-        other => return Err(MaskError::invalid(
-            path,
-            format!(
+        other => {
+            return Err(MaskError::invalid(
+                path,
+                format!(
                 "{other:?} PNG ({} channels); a label map must be a palette or single-channel PNG",
                 other.samples()
             ),
-        )),
+            ))
+        }
     }
     let bits = match depth {
         png::BitDepth::One => 1,

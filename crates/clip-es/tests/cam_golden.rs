@@ -9,12 +9,21 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 fn compare(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let d = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let d = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(d <= tol, "{what}: max abs diff {d} > {tol}");
     d
 }
@@ -22,15 +31,23 @@ fn compare(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
 #[test]
 fn cam_stage_matches_python_reference() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let g: HashMap<String, Tensor> = safetensors::load(root.join("tests/data/golden_cams.safetensors"), &Device::Cpu).unwrap();
-    let weights = ClipWeights::load(root.join("../clip-es-model/tests/fixtures/tiny-deep-hf")).unwrap();
+    let g: HashMap<String, Tensor> = safetensors::load(
+        root.join("tests/data/golden_cams.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let weights =
+        ClipWeights::load(root.join("../clip-es-model/tests/fixtures/tiny-deep-hf")).unwrap();
     let c = weights.config().clone();
-    let vision = VisionTransformer::new(&weights, &c.vision, c.embed_dim, c.layer_norm_eps).unwrap();
+    let vision =
+        VisionTransformer::new(&weights, &c.vision, c.embed_dim, c.layer_norm_eps).unwrap();
     let logit_scale = weights.scalar_f32("logit_scale").unwrap().exp();
     let mut cases = 0;
     for i in 0.. {
         let key = format!("case{i}");
-        let Some(input) = g.get(&format!("{key}.input")) else { break };
+        let Some(input) = g.get(&format!("{key}.input")) else {
+            break;
+        };
         let (_, h, w) = input.dims3().unwrap();
         let k = g[&format!("{key}.labels")].to_vec1::<i64>().unwrap()[0] as usize;
         let size = g[&format!("{key}.original_size")].to_vec1::<i64>().unwrap();
@@ -38,12 +55,42 @@ fn cam_stage_matches_python_reference() {
         let thr = g[&format!("{key}.box_threshold")].to_vec1::<f64>().unwrap()[0];
         let text = values(&g[&format!("{key}.text")]);
         let e = c.embed_dim;
-        let classifier = TextClassifier { embed_dim: e, classes: text[..k * e].to_vec(), background: text[k * e..].to_vec(), logit_scale };
+        let classifier = TextClassifier {
+            embed_dim: e,
+            classes: text[..k * e].to_vec(),
+            background: text[k * e..].to_vec(),
+            logit_scale,
+        };
         let labels: Vec<usize> = (0..k).collect();
-        let opts = CamOptions { box_threshold: thr, unrefined: true, ..CamOptions::default() };
-        let (cams, _) = image_cams(&vision, &classifier, &values(input), h, w, oh, ow, &labels, &opts).unwrap();
-        let d1 = compare(&format!("{key} attn_highres"), &cams.refined, &values(&g[&format!("{key}.attn_highres")]), 1e-4);
-        let d2 = compare(&format!("{key} highres"), cams.unrefined.as_ref().unwrap(), &values(&g[&format!("{key}.highres")]), 1e-4);
+        let opts = CamOptions {
+            box_threshold: thr,
+            unrefined: true,
+            ..CamOptions::default()
+        };
+        let (cams, _) = image_cams(
+            &vision,
+            &classifier,
+            &values(input),
+            h,
+            w,
+            oh,
+            ow,
+            &labels,
+            &opts,
+        )
+        .unwrap();
+        let d1 = compare(
+            &format!("{key} attn_highres"),
+            &cams.refined,
+            &values(&g[&format!("{key}.attn_highres")]),
+            1e-4,
+        );
+        let d2 = compare(
+            &format!("{key} highres"),
+            cams.unrefined.as_ref().unwrap(),
+            &values(&g[&format!("{key}.highres")]),
+            1e-4,
+        );
         println!("{key}: {k} labels, {h}x{w} -> {oh}x{ow}: attn_highres {d1:e}, highres {d2:e}");
         cases += 1;
     }

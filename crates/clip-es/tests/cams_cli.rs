@@ -30,7 +30,10 @@ fn write(path: &Path, contents: impl AsRef<[u8]>) {
 }
 
 fn voc_xml(names: &[&str]) -> String {
-    let objects: String = names.iter().map(|n| format!("<object><name>{n}</name><difficult>0</difficult></object>")).collect();
+    let objects: String = names
+        .iter()
+        .map(|n| format!("<object><name>{n}</name><difficult>0</difficult></object>"))
+        .collect();
     format!("<annotation><size><width>1</width><height>1</height></size>{objects}</annotation>")
 }
 
@@ -57,7 +60,11 @@ fn check_file(path: &Path, keys: &[i64], size: (usize, usize)) {
         let map = &f.attn_highres[k * size.0 * size.1..(k + 1) * size.0 * size.1];
         let max = map.iter().map(|v| v.to_f32()).fold(f32::MIN, f32::max);
         let min = map.iter().map(|v| v.to_f32()).fold(f32::MAX, f32::min);
-        assert!(min >= 0.0 && max <= 1.0, "{}: values in [{min}, {max}]", path.display());
+        assert!(
+            min >= 0.0 && max <= 1.0,
+            "{}: values in [{min}, {max}]",
+            path.display()
+        );
     }
 }
 
@@ -67,21 +74,32 @@ fn voc_annotations_give_distinct_labels_in_order() {
     std::fs::create_dir_all(d.join("JPEGImages")).unwrap();
     std::fs::copy(example("chelsea.jpg"), d.join("JPEGImages/a.jpg")).unwrap();
     std::fs::copy(example("camera.jpg"), d.join("JPEGImages/b.jpg")).unwrap();
-    write(&d.join("Annotations/a.xml"), voc_xml(&["cat", "person", "cat"]));
+    write(
+        &d.join("Annotations/a.xml"),
+        voc_xml(&["cat", "person", "cat"]),
+    );
     write(&d.join("Annotations/b.xml"), voc_xml(&["person"]));
     write(&d.join("train.txt"), "a\nb\n");
     let o = cams(&[
-        "--dataset", "voc",
-        "--images", d.join("JPEGImages").to_str().unwrap(),
-        "--annotations", d.join("Annotations").to_str().unwrap(),
-        "--split", d.join("train.txt").to_str().unwrap(),
-        "--out", d.join("out").to_str().unwrap(),
+        "--dataset",
+        "voc",
+        "--images",
+        d.join("JPEGImages").to_str().unwrap(),
+        "--annotations",
+        d.join("Annotations").to_str().unwrap(),
+        "--split",
+        d.join("train.txt").to_str().unwrap(),
+        "--out",
+        d.join("out").to_str().unwrap(),
         "--save-unrefined",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     check_file(&d.join("out/a.npz"), &[7, 14], (300, 451));
     check_file(&d.join("out/b.npz"), &[14], (512, 512));
-    assert!(CamFile::read(&d.join("out/a.npz")).unwrap().highres.is_some());
+    assert!(CamFile::read(&d.join("out/a.npz"))
+        .unwrap()
+        .highres
+        .is_some());
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -92,19 +110,34 @@ fn split_labels_label_files_and_class_files() {
     std::fs::copy(example("horse.jpg"), d.join("b.jpg")).unwrap();
     // COCO-style split: indices or names after the id.
     write(&d.join("split.txt"), "a 7 person\nb horse\n");
-    let o = cams(&["--images", d.to_str().unwrap(), "--split", d.join("split.txt").to_str().unwrap(), "--out", d.join("o1").to_str().unwrap()]);
+    let o = cams(&[
+        "--images",
+        d.to_str().unwrap(),
+        "--split",
+        d.join("split.txt").to_str().unwrap(),
+        "--out",
+        d.join("o1").to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     check_file(&d.join("o1/a.npz"), &[7, 14], (300, 451));
     check_file(&d.join("o1/b.npz"), &[12], (328, 400));
     // A custom dataset: class file, label file, no split.
-    write(&d.join("classes.txt"), "# custom\ncat\nperson: person with clothes,people,human\n");
+    write(
+        &d.join("classes.txt"),
+        "# custom\ncat\nperson: person with clothes,people,human\n",
+    );
     write(&d.join("labels.txt"), "a person cat\n");
     let o = cams(&[
-        "--dataset", d.join("classes.txt").to_str().unwrap(),
-        "--images", d.to_str().unwrap(),
-        "--labels", d.join("labels.txt").to_str().unwrap(),
-        "--out", d.join("o2").to_str().unwrap(),
-        "--background", "none",
+        "--dataset",
+        d.join("classes.txt").to_str().unwrap(),
+        "--images",
+        d.to_str().unwrap(),
+        "--labels",
+        d.join("labels.txt").to_str().unwrap(),
+        "--out",
+        d.join("o2").to_str().unwrap(),
+        "--background",
+        "none",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     check_file(&d.join("o2/a.npz"), &[1, 0], (300, 451));
@@ -117,7 +150,8 @@ fn tiny_png(path: &Path, w: u32, h: u32) {
     let mut enc = png::Encoder::new(file, w, h);
     enc.set_color(png::ColorType::Rgb);
     let mut wr = enc.write_header().unwrap();
-    wr.write_image_data(&vec![128u8; (w * h * 3) as usize]).unwrap();
+    wr.write_image_data(&vec![128u8; (w * h * 3) as usize])
+        .unwrap();
 }
 
 #[test]
@@ -129,24 +163,36 @@ fn bad_inputs_fail_per_image_and_the_run_goes_on() {
     std::fs::copy(example("chelsea.jpg"), img.join("good.jpg")).unwrap();
     write(&ann.join("good.xml"), voc_xml(&["cat"]));
     write(&ann.join("missing.xml"), voc_xml(&["cat"])); // no image
-    write(&img.join("corrupt.jpg"), b"\xff\xd8\xff\xe0 this is not a jpeg");
+    write(
+        &img.join("corrupt.jpg"),
+        b"\xff\xd8\xff\xe0 this is not a jpeg",
+    );
     write(&ann.join("corrupt.xml"), voc_xml(&["cat"]));
     std::fs::copy(example("chelsea.jpg"), img.join("noxml.jpg")).unwrap();
     std::fs::copy(example("chelsea.jpg"), img.join("badxml.jpg")).unwrap();
-    write(&ann.join("badxml.xml"), "<annotation><object><name>cat</name></object>");
+    write(
+        &ann.join("badxml.xml"),
+        "<annotation><object><name>cat</name></object>",
+    );
     std::fs::copy(example("chelsea.jpg"), img.join("unknown.jpg")).unwrap();
     write(&ann.join("unknown.xml"), voc_xml(&["unicorn"]));
     std::fs::copy(example("chelsea.jpg"), img.join("nolabels.jpg")).unwrap();
     write(&ann.join("nolabels.xml"), voc_xml(&[]));
     tiny_png(&img.join("tiny.png"), 12, 10);
     write(&ann.join("tiny.xml"), voc_xml(&["cat"]));
-    let ids = ["good", "missing", "corrupt", "noxml", "badxml", "unknown", "nolabels", "tiny"];
+    let ids = [
+        "good", "missing", "corrupt", "noxml", "badxml", "unknown", "nolabels", "tiny",
+    ];
     write(&d.join("split.txt"), ids.join("\n"));
     let o = cams(&[
-        "--images", img.to_str().unwrap(),
-        "--annotations", ann.to_str().unwrap(),
-        "--split", d.join("split.txt").to_str().unwrap(),
-        "--out", d.join("out").to_str().unwrap(),
+        "--images",
+        img.to_str().unwrap(),
+        "--annotations",
+        ann.to_str().unwrap(),
+        "--split",
+        d.join("split.txt").to_str().unwrap(),
+        "--out",
+        d.join("out").to_str().unwrap(),
     ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -161,10 +207,17 @@ fn bad_inputs_fail_per_image_and_the_run_goes_on() {
         ("nolabels", "no image-level labels"),
         ("tiny", "smaller than the model's 16-pixel patch"),
     ] {
-        assert!(err.lines().any(|l| l.contains(&format!("{id}: ")) && l.contains(why)), "{id}: no line with `{why}` in\n{err}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("{id}: ")) && l.contains(why)),
+            "{id}: no line with `{why}` in\n{err}"
+        );
         assert!(!d.join(format!("out/{id}.npz")).exists());
     }
-    let leftovers: Vec<_> = std::fs::read_dir(d.join("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(d.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -187,7 +240,12 @@ fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -199,7 +257,12 @@ fn reruns_skip_finished_images_and_shards_are_disjoint() {
     let img = dataset_of_copies(&d, 5);
     let split = d.join("split.txt");
     let run = |out: &str, extra: &[&str]| {
-        let mut a = vec!["--images", img.to_str().unwrap(), "--split", split.to_str().unwrap()];
+        let mut a = vec![
+            "--images",
+            img.to_str().unwrap(),
+            "--split",
+            split.to_str().unwrap(),
+        ];
         let out = d.join(out);
         let out = out.to_str().unwrap().to_string();
         a.extend(["--out", &out]);
@@ -211,15 +274,26 @@ fn reruns_skip_finished_images_and_shards_are_disjoint() {
     let full = outputs(&d.join("full"));
     assert_eq!(full.len(), 5);
     let o = run("full", &[]);
-    assert!(stderr(&o).contains("5 already done, 0 to process"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("5 already done, 0 to process"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::remove_file(d.join("full/im03.npz")).unwrap();
     let o = run("full", &[]);
-    assert!(stderr(&o).contains("4 already done, 1 to process"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("4 already done, 1 to process"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(outputs(&d.join("full")), full);
 
     let o = run("sharded", &["--shard", "0/2"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let names: Vec<String> = outputs(&d.join("sharded")).into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = outputs(&d.join("sharded"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(names, vec!["im00.npz", "im02.npz", "im04.npz"]);
     let o = run("sharded", &["--shard", "1/2"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -251,15 +325,27 @@ fn a_killed_run_resumes_to_the_same_files() {
         ]
     };
     let reference = d.join("reference");
-    let o = Command::new(env!("CARGO_BIN_EXE_clip-es")).args(args(&reference)).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_clip-es"))
+        .args(args(&reference))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 
     let out = d.join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clip-es")).args(args(&out)).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clip-es"))
+        .args(args(&out))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     // Kill as soon as the first image is written (or whenever the run ends by itself).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while std::time::Instant::now() < deadline {
-        let done = std::fs::read_dir(&out).map(|r| r.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().ends_with(".npz"))).unwrap_or(false);
+        let done = std::fs::read_dir(&out)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".npz"))
+            })
+            .unwrap_or(false);
         if done || child.try_wait().unwrap().is_some() {
             break;
         }
@@ -273,8 +359,57 @@ fn a_killed_run_resumes_to_the_same_files() {
             CamFile::read(&out.join(&name)).unwrap();
         }
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_clip-es")).args(args(&out)).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_clip-es"))
+        .args(args(&out))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(outputs(&out), outputs(&reference), "resumed run differs from an uninterrupted one");
+    assert_eq!(
+        outputs(&out),
+        outputs(&reference),
+        "resumed run differs from an uninterrupted one"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn run_chains_cams_masks_and_eval() {
+    let d = tmpdir("run");
+    let ex = root().join("../../examples");
+    let o = Command::new(env!("CARGO_BIN_EXE_clip-es"))
+        .args([
+            "run",
+            "--model",
+            model().to_str().unwrap(),
+            "--threads",
+            "1",
+        ])
+        .args([
+            "--images",
+            ex.join("images").to_str().unwrap(),
+            "--labels",
+            ex.join("labels.txt").to_str().unwrap(),
+        ])
+        .args([
+            "--gt",
+            ex.join("gt").to_str().unwrap(),
+            "--out",
+            d.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(o.status.success(), "{out}\n{err}");
+    for id in ["astronaut", "camera", "chelsea", "horse"] {
+        assert!(d.join(format!("cams/{id}.npz")).is_file());
+        assert!(d.join(format!("masks/{id}.png")).is_file());
+    }
+    // Both evaluations ran: the CAM one with its background-exponent sweep.
+    assert_eq!(
+        out.matches("\nmIoU ").count() + usize::from(out.starts_with("mIoU ")),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("best bg power"), "{out}");
     std::fs::remove_dir_all(&d).unwrap();
 }

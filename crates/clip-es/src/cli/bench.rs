@@ -19,17 +19,22 @@ pub struct Args {
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
-    let (h, w) = s.split_once('x').ok_or_else(|| format!("{s:?}: expected HxW, e.g. 384x512"))?;
+    let (h, w) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: expected HxW, e.g. 384x512"))?;
     let h: usize = h.parse().map_err(|e| format!("{s:?}: {e}"))?;
     let w: usize = w.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    if h == 0 || w == 0 || h % 16 != 0 || w % 16 != 0 {
+    if h == 0 || w == 0 || !h.is_multiple_of(16) || !w.is_multiple_of(16) {
         return Err(format!("{s:?}: sides must be positive multiples of 16"));
     }
     Ok((h, w))
 }
 
 pub fn run(args: Args) -> ExitCode {
-    if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(args.threads.max(1)).build_global() {
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.max(1))
+        .build_global()
+    {
         eprintln!("error: thread pool: {e}");
         return ExitCode::from(2);
     }

@@ -12,28 +12,58 @@ use clip_es::prompts::{ClassSet, DEFAULT_TEMPLATE};
 use clip_es_image::{patch_multiple, DecodedImage};
 use clip_es_model::{Clip, DEFAULT_MODEL};
 use half::f16;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
+/// Which images and labels: shared by `cams` and `run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DatasetArgs {
     /// Classes: `voc`, `coco`, or a class file (one `name` or `name: prompt text` per line)
     #[arg(long, default_value = "voc")]
-    dataset: String,
+    pub dataset: String,
     /// Directory of the images (<id>.jpg, or another usual extension)
     #[arg(long)]
-    images: PathBuf,
+    pub images: PathBuf,
     /// VOC annotations directory: labels are the objects of <id>.xml
     #[arg(long, conflicts_with = "labels")]
-    annotations: Option<PathBuf>,
+    pub annotations: Option<PathBuf>,
     /// Label file with lines `id l1 l2 ...` (class indices or names); without --split, its ids
     /// are the images to process
     #[arg(long)]
-    labels: Option<PathBuf>,
+    pub labels: Option<PathBuf>,
     /// Split file: one image id per line, optionally followed by its labels (COCO format)
     #[arg(long)]
-    split: Option<PathBuf>,
+    pub split: Option<PathBuf>,
+}
+
+impl DatasetArgs {
+    /// The same options as command-line arguments.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "--dataset".into(),
+            (&self.dataset).into(),
+            "--images".into(),
+            self.images.clone().into(),
+        ];
+        for (flag, value) in [
+            ("--annotations", &self.annotations),
+            ("--labels", &self.labels),
+            ("--split", &self.split),
+        ] {
+            if let Some(v) = value {
+                a.extend([flag.into(), v.clone().into()]);
+            }
+        }
+        a
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    data: DatasetArgs,
     /// Model: a Hugging Face id, a local directory or file (HF, OpenAI .pt), or ViT-B/16 etc.
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: String,
@@ -71,7 +101,9 @@ pub struct Args {
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
-    let (i, n) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected I/N, e.g. 0/4"))?;
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: expected I/N, e.g. 0/4"))?;
     let i: usize = i.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
     let n: usize = n.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
     if n == 0 || i >= n {
@@ -135,29 +167,53 @@ pub fn run(args: Args) -> ExitCode {
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(t) = args.threads {
         anyhow::ensure!(t > 0, "--threads must be at least 1");
-        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("setting up the thread pool")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .context("setting up the thread pool")?;
     }
-    let mut classes = ClassSet::from_spec(&args.dataset)?;
+    let mut classes = ClassSet::from_spec(&args.data.dataset)?;
     if let Some(bg) = &args.background {
         classes.background = ClassSet::background_from_spec(bg)?;
     }
     let box_threshold = args.box_threshold.unwrap_or(classes.box_threshold);
-    anyhow::ensure!((0.0..=1.0).contains(&box_threshold), "--box-threshold must be in [0, 1]");
-    anyhow::ensure!(args.templates.iter().all(|t| t.contains("{}")), "every --template must contain {{}}");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&box_threshold),
+        "--box-threshold must be in [0, 1]"
+    );
+    anyhow::ensure!(
+        args.templates.iter().all(|t| t.contains("{}")),
+        "every --template must contain {{}}"
+    );
 
-    let (ids, source) = datasets::plan(args.split.as_deref(), args.labels.as_deref(), args.annotations.as_deref())?;
+    let (ids, source) = datasets::plan(
+        args.data.split.as_deref(),
+        args.data.labels.as_deref(),
+        args.data.annotations.as_deref(),
+    )?;
     let total_ids = ids.len();
     let ids: Vec<String> = match args.shard {
-        Some((i, n)) => ids.into_iter().enumerate().filter(|(k, _)| k % n == i).map(|(_, id)| id).collect(),
+        Some((i, n)) => ids
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| k % n == i)
+            .map(|(_, id)| id)
+            .collect(),
         None => ids,
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let out_path = |id: &str| args.out.join(format!("{id}.npz"));
-    let todo: Vec<&String> = ids.iter().filter(|id| args.overwrite || !out_path(id).exists()).collect();
+    let todo: Vec<&String> = ids
+        .iter()
+        .filter(|id| args.overwrite || !out_path(id).exists())
+        .collect();
     eprintln!(
         "{} images in the split{}, {} already done, {} to process",
         total_ids,
-        args.shard.map(|(i, n)| format!(" ({} in shard {i}/{n})", ids.len())).unwrap_or_default(),
+        args.shard
+            .map(|(i, n)| format!(" ({} in shard {i}/{n})", ids.len()))
+            .unwrap_or_default(),
         ids.len() - todo.len(),
         todo.len()
     );
@@ -171,7 +227,12 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
 
     let t = Instant::now();
     let clip = Clip::load(&args.model)?;
-    let classifier = TextClassifier::build(&clip, &classes.prompt_names, &classes.background, &args.templates)?;
+    let classifier = TextClassifier::build(
+        &clip,
+        &classes.prompt_names,
+        &classes.background,
+        &args.templates,
+    )?;
     eprintln!(
         "model {} ({} blocks, width {}) and {} + {} text prompts ready in {:.1} s",
         clip.files.weights.display(),
@@ -193,7 +254,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     let mut failures: Vec<(String, String)> = Vec::new();
     for id in todo {
         let result = source
-            .sample(id, &args.images, &classes)
+            .sample(id, &args.data.images, &classes)
             .map_err(anyhow::Error::msg)
             .and_then(|sample| process(&clip, &classifier, &sample, &opts, &out_path(id)));
         match result {
@@ -206,7 +267,11 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         pb.inc(1);
     }
     pb.finish_and_clear();
-    eprintln!("{} image(s) written to {}", totals.images, args.out.display());
+    eprintln!(
+        "{} image(s) written to {}",
+        totals.images,
+        args.out.display()
+    );
     totals.report();
     if let Some(path) = &args.report {
         let report = serde_json::json!({
@@ -215,14 +280,23 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             "images": totals.per_image,
             "failures": failures.iter().map(|(id, e)| serde_json::json!({"id": id, "error": e})).collect::<Vec<_>>(),
         });
-        clip_es::atomic::write_bytes_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
+        clip_es::atomic::write_bytes_atomic(
+            path,
+            serde_json::to_string_pretty(&report)?.as_bytes(),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(report_failures(&failures))
 }
 
 /// One image: decode, CAMs, atomic write. Returns the decode, stage and write seconds.
-fn process(clip: &Clip, classifier: &TextClassifier, sample: &Sample, opts: &CamOptions, out: &Path) -> anyhow::Result<(f64, StageTimes, f64)> {
+fn process(
+    clip: &Clip,
+    classifier: &TextClassifier,
+    sample: &Sample,
+    opts: &CamOptions,
+    out: &Path,
+) -> anyhow::Result<(f64, StageTimes, f64)> {
     let t = Instant::now();
     let image = DecodedImage::open(&sample.image)?;
     let (w, h) = (image.width() as usize, image.height() as usize);
@@ -236,8 +310,18 @@ fn process(clip: &Clip, classifier: &TextClassifier, sample: &Sample, opts: &Cam
     let input = image.clip_input(ih, iw)?;
     let decode = t.elapsed().as_secs_f64();
 
-    let (cams, stages) = image_cams(&clip.vision, classifier, &input.data, ih, iw, h, w, &sample.labels, opts)
-        .with_context(|| format!("{}", sample.image.display()))?;
+    let (cams, stages) = image_cams(
+        &clip.vision,
+        classifier,
+        &input.data,
+        ih,
+        iw,
+        h,
+        w,
+        &sample.labels,
+        opts,
+    )
+    .with_context(|| format!("{}", sample.image.display()))?;
     let t = Instant::now();
     let to_f16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
     let file = CamFile {
@@ -250,4 +334,3 @@ fn process(clip: &Clip, classifier: &TextClassifier, sample: &Sample, opts: &Cam
     file.write_npz(out)?;
     Ok((decode, stages, t.elapsed().as_secs_f64()))
 }
-

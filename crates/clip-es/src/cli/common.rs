@@ -9,7 +9,10 @@ use std::process::ExitCode;
 /// Image ids of a split file: the first token of each line (COCO-style label columns after it
 /// are ignored here); duplicate ids are an error naming both lines.
 pub fn read_split(path: &Path) -> anyhow::Result<Vec<String>> {
-    let ids: Vec<String> = clip_es::datasets::read_id_file(path)?.into_iter().map(|(id, _)| id).collect();
+    let ids: Vec<String> = clip_es::datasets::read_id_file(path)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     anyhow::ensure!(!ids.is_empty(), "{}: no image ids", path.display());
     Ok(ids)
 }
@@ -28,8 +31,10 @@ pub fn thread_pool(jobs: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
 pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
     pb.set_style(
-        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .expect("valid template"),
     );
     pb.set_prefix(what.to_string());
     pb

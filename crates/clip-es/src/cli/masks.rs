@@ -3,13 +3,13 @@
 //! skipped), atomic writes; a failing image is reported and skipped, the exit code is 1 if any
 //! image failed.
 
+use super::common::{exit_code, progress_bar, read_split, report_failures, thread_pool};
 use clap::ValueEnum;
 use clip_es::cam_io::{CamFile, CamKind};
+use clip_es::datasets::image_path;
 use clip_es::masks::{
     encode_label_png, pseudo_mask, CrfImage, KernelCache, MaskError, MaskOptions,
 };
-use super::common::{exit_code, progress_bar, read_split, report_failures, thread_pool};
-use clip_es::datasets::image_path;
 use rayon::prelude::*;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,7 +115,8 @@ impl Job {
         }
         let cam_path = CamFile::locate(&self.cams, id)?;
         let cam = CamFile::read(&cam_path)?;
-        let image_file = image_path(&self.images, id).map_err(|m| MaskError::invalid(&self.images, m))?;
+        let image_file =
+            image_path(&self.images, id).map_err(|m| MaskError::invalid(&self.images, m))?;
         let image = clip_es_image::load_rgb(&image_file)?;
         let mask = pseudo_mask(&cam, &cam_path, &image, &self.options, &self.kernels)?;
         let png = encode_label_png(&mask.labels, mask.width, mask.height, self.palette)

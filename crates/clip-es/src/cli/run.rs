@@ -2,27 +2,15 @@
 //! into `<out>/masks`, then (with `--gt`) `eval` of the CAMs and of the masks. Each stage is the
 //! same code as its own subcommand, so it is resumable the same way.
 
+use super::cams::DatasetArgs;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Classes: `voc`, `coco`, or a class file (one `name` or `name: prompt text` per line)
-    #[arg(long, default_value = "voc")]
-    dataset: String,
-    /// Directory of the images
-    #[arg(long)]
-    images: PathBuf,
-    /// VOC annotations directory (labels from <id>.xml)
-    #[arg(long, conflicts_with = "labels")]
-    annotations: Option<PathBuf>,
-    /// Label file with lines `id l1 l2 ...`; without --split, its ids are the images
-    #[arg(long)]
-    labels: Option<PathBuf>,
-    /// Split file: one image id per line, optionally followed by its labels
-    #[arg(long)]
-    split: Option<PathBuf>,
+    #[command(flatten)]
+    data: DatasetArgs,
     /// Ground-truth masks (<id>.png): evaluate the CAMs and the masks against them
     #[arg(long)]
     gt: Option<PathBuf>,
@@ -42,7 +30,7 @@ fn os(v: &[&str]) -> Vec<OsString> {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let split = match args.split.as_ref().or(args.labels.as_ref()) {
+    let split = match args.data.split.as_ref().or(args.data.labels.as_ref()) {
         Some(s) => s.clone(),
         None => {
             eprintln!("error: give --split and/or --labels to say which images to process");
@@ -53,19 +41,15 @@ pub fn run(args: Args) -> ExitCode {
     let masks_dir = args.out.join("masks");
     let threads = args.threads.map(|t| t.to_string());
 
-    let mut cams = os(&["cams", "--dataset", &args.dataset, "--model", &args.model]);
-    cams.extend([OsString::from("--images"), args.images.clone().into(), "--out".into(), cams_dir.clone().into()]);
-    for (flag, value) in [("--annotations", &args.annotations), ("--labels", &args.labels), ("--split", &args.split)] {
-        if let Some(v) = value {
-            cams.extend([OsString::from(flag), v.clone().into()]);
-        }
-    }
+    let mut cams = os(&["cams", "--model", &args.model]);
+    cams.extend(args.data.to_args());
+    cams.extend([OsString::from("--out"), cams_dir.clone().into()]);
     let mut masks = os(&["masks"]);
     masks.extend([
         OsString::from("--cams"),
         cams_dir.clone().into(),
         "--images".into(),
-        args.images.clone().into(),
+        args.data.images.clone().into(),
         "--split".into(),
         split.clone().into(),
         "--out".into(),
@@ -80,9 +64,21 @@ pub fn run(args: Args) -> ExitCode {
         for (what, dir) in [("--cams", &cams_dir), ("--masks", &masks_dir)] {
             let mut eval = os(&["eval", what]);
             eval.push(dir.clone().into());
-            eval.extend([OsString::from("--gt"), gt.clone().into(), "--split".into(), split.clone().into()]);
-            eval.extend(os(&["--classes", &args.dataset]));
-            stages.push((if what == "--cams" { "evaluation of the CAMs" } else { "evaluation of the masks" }, eval));
+            eval.extend([
+                OsString::from("--gt"),
+                gt.clone().into(),
+                "--split".into(),
+                split.clone().into(),
+            ]);
+            eval.extend(os(&["--classes", &args.data.dataset]));
+            stages.push((
+                if what == "--cams" {
+                    "evaluation of the CAMs"
+                } else {
+                    "evaluation of the masks"
+                },
+                eval,
+            ));
         }
     }
     let mut worst = ExitCode::SUCCESS;
