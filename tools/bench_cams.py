@@ -4,7 +4,7 @@ Prints both medians of seconds per image, the ratio, wall times and peak memory,
 that the two outputs agree.
 
 usage:
-  OFFICIAL_REPO=/path/to/CLIP-ES /work/pyenv/bin/python tools/bench_cams.py \
+  OFFICIAL_REPO=/path/to/CLIP-ES python tools/bench_cams.py \
       --fixture /work/parity/fixture --parity-kit ../shared/parity [--threads 2] [--rounds 1]
 
 The fixture is what ../shared/parity/make_fixture.py writes (VOC2012/ mini dataset and

@@ -8,7 +8,7 @@ mean, wrapped to uint8), times pydensecrf (set unary, both kernels, 10 iteration
 benchmark (crates/clip-es-crf/examples/bench_crf.rs) on them, and prints both times, the ratio,
 and whether the marginals agree bit for bit.
 
-    /work/pyenv/bin/python tools/bench_crf.py \
+    python tools/bench_crf.py \
         --cams /work/parity/runs/voc/cams \
         --images /work/parity/fixture/VOC2012/JPEGImages \
         --split /work/parity/fixture/VOC2012/ImageSets/Segmentation/train.txt

@@ -3,7 +3,7 @@ needs to reproduce Python's behaviour exactly.
 
 Run from the repository root:
 
-    /work/pyenv/bin/python tools/gen_tokenizer_tables.py
+    python tools/gen_tokenizer_tables.py
 
 What is extracted, and from where (each table is data, computed from the installed packages):
 - HTML5 named character references: Python's `html.entities.html5` (used by `html.unescape`).

@@ -3,7 +3,7 @@ of crates/clip-es-model/tests/fixtures, computed with our PyTorch reference
 (tools/torch_clip.py, tools/torch_cam.py; tools/check_torch_cam.py checks the latter against
 the CLIP-ES reference itself).
 
-usage: /work/pyenv/bin/python tools/golden_clip.py
+usage: python tools/golden_clip.py
 writes crates/clip-es-model/tests/data/golden_clip.safetensors   (encoders)
        crates/clip-es/tests/data/golden_cams.safetensors          (CAM stage)
 Needs torch, numpy, safetensors, opencv-python-headless. Deterministic (fixed seeds).

@@ -4,7 +4,7 @@
 
 Re-run from the repository root:
 
-    /work/pyenv/bin/python tools/golden_crf.py
+    python tools/golden_crf.py
 
 It rewrites
   crates/clip-es-crf/tests/data/  manifest.txt, <case>_{features,image,unary,q}.npy,

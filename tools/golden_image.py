@@ -2,7 +2,7 @@
 
 Re-run from the repository root with
 
-    /work/pyenv/bin/python tools/golden_image.py
+    python tools/golden_image.py
 
 It rewrites crates/clip-es-image/tests/data/ (images, expected arrays as .npy, manifest.json).
 Needs Pillow, torchvision, OpenCV (cv2), numpy and scikit-image; the Rust tests only read the

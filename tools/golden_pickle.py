@@ -16,7 +16,7 @@ Writes small fixtures and the values Rust must read back to crates/clip-es-pickl
   expected.json          per file: tensor/array name, dtype, shape, C-order little-endian bytes
                          (hex) and values
 
-usage: /work/pyenv/bin/python tools/golden_pickle.py   (from any directory; seeded, so re-runs give the
+usage: python tools/golden_pickle.py   (from any directory; seeded, so re-runs give the
 same files except state_dict_legacy.pt, whose storage keys are Python object ids)
 """
 import collections

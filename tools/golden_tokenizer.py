@@ -1,8 +1,9 @@
 """Golden files for crates/clip-es-tokenizer: token ids from OpenAI's own CLIP tokenizer.
 
-Run from the repository root (needs the reference checkout at /work/official, torch, ftfy, regex):
+Run from the repository root (needs a checkout of the reference, OFFICIAL_REPO, default
+/work/official; torch, ftfy, regex):
 
-    /work/pyenv/bin/python tools/golden_tokenizer.py
+    python tools/golden_tokenizer.py
 
 It imports the reference's `clip` package (/work/official/clip: `clip.tokenize` and its
 `SimpleTokenizer`, with the bundled bpe_simple_vocab_16e6.txt.gz) and writes, under
@@ -32,7 +33,8 @@ import sys
 import warnings
 
 warnings.filterwarnings("ignore")
-sys.path.insert(0, "/work/official")
+OFFICIAL = os.environ.get("OFFICIAL_REPO", "/work/official")
+sys.path.insert(0, OFFICIAL)
 
 import ftfy  # noqa: E402
 import ftfy.badness  # noqa: E402
@@ -276,7 +278,7 @@ def main():
     ftfy_data = {"fix_text": mojibake_cases(rng), "is_bad": badness_cases(rng)}
     with open(os.path.join(DATA, "ftfy_golden.json"), "w", encoding="utf-8") as f:
         json.dump(ftfy_data, f, ensure_ascii=False, indent=0)
-    custom_vocab(os.path.join("/work/official/clip", "bpe_simple_vocab_16e6.txt.gz"))
+    custom_vocab(os.path.join(OFFICIAL, "clip", "bpe_simple_vocab_16e6.txt.gz"))
     print("%d tokenize records (%d prompts), %d fix_text cases, %d is_bad pairs + %d strings"
           % (len(records), n_prompts, len(ftfy_data["fix_text"]), len(ftfy_data["is_bad"]["pool"]) ** 2,
              len(ftfy_data["is_bad"]["strings"])))

@@ -1,7 +1,7 @@
 """Builds examples/: a mini dataset of public-domain / CC0 photos from scikit-image with
 image-level labels (`id l1 l2 ...`, VOC class names) and approximate ground-truth masks.
 
-usage: /work/pyenv/bin/python tools/make_examples.py   (needs scikit-image, opencv, pillow)
+usage: python tools/make_examples.py   (needs scikit-image, opencv, pillow)
 
 The ground truth is coarse: the horse mask is the silhouette itself (exact); the others are
 polygons drawn by eye below (with a 7-pixel ignore band, 255, along their outline), good enough

@@ -1,9 +1,9 @@
 """Deterministic tiny random CLIP models for the tests of crates/clip-es-model.
 
 usage (from the repository root):
-    /work/pyenv/bin/python tools/make_tiny_clip.py [OUT_DIR]
+    python tools/make_tiny_clip.py [OUT_DIR]
         OUT_DIR defaults to crates/clip-es-model/tests/fixtures
-    OFFICIAL_REPO=/work/official /work/pyenv/bin/python tools/make_tiny_clip.py
+    OFFICIAL_REPO=/work/official python tools/make_tiny_clip.py
         additionally checks tools/torch_clip.py against OpenAI's clip/model.py (the CLIP-ES copy)
 
 Writes (same seed, same bytes of tensor data):

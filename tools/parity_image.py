@@ -3,7 +3,7 @@
 Not part of `cargo test` (needs Python). From the repository root:
 
     cargo build --release -p clip-es-image --example parity_dump
-    /work/pyenv/bin/python tools/parity_image.py [--bin target/release/examples/parity_dump] [IMAGE...]
+    python tools/parity_image.py [--bin target/release/examples/parity_dump] [IMAGE...]
 
 Encodes scikit-image's photos at full size with several JPEG settings (plus any IMAGE given,
 e.g. the VOC JPEGs of the parity fixture), runs the example, and compares decoded pixels, the

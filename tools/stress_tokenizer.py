@@ -1,6 +1,6 @@
 """Random stress cases for crates/clip-es-tokenizer, compared outside `cargo test`.
 
-    /work/pyenv/bin/python tools/stress_tokenizer.py SEED COUNT OUT.json
+    python tools/stress_tokenizer.py SEED COUNT OUT.json
     cargo run --release -p clip-es-tokenizer --example compare_with_python -- OUT.json
 
 Writes COUNT random strings (printable and control ASCII, Latin, random code points of the BMP and
