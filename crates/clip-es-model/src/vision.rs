@@ -29,8 +29,7 @@ pub struct VisionTransformer {
 }
 
 /// What [`VisionTransformer::encode`] keeps besides the embeddings.
-#[derive(Clone, Copy, Debug)]
-#[derive(Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct VisionOptions {
     /// Keep the head-averaged attention probabilities of blocks `keep_attention_from..`
     /// (0: all blocks; `layers`: none).
@@ -39,7 +38,6 @@ pub struct VisionOptions {
     /// (`upsample_pos_emb` returns a half parameter); off gives plain CLIP.
     pub round_pos_embed_f16: bool,
 }
-
 
 /// Everything the image tower returns for one image.
 #[derive(Clone, Debug)]

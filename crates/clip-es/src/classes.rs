@@ -150,34 +150,24 @@ impl ClassList {
         }
     }
 
-    /// `voc`, `coco`, or the path of a class file.
-    pub fn parse(spec: &str) -> Result<Self, ClassListError> {
-        match spec {
-            "voc" => Ok(Self::voc()),
-            "coco" => Ok(Self::coco()),
-            path => Self::from_file(Path::new(path)),
-        }
-    }
-
-    /// A class file as `clip-es cams --dataset FILE` reads it (see
-    /// [`crate::prompts::ClassSet::from_spec`]): one class per line, `name` or
-    /// `name: prompt text`, an optional first line `background`; background becomes class 0.
+    /// `voc`, `coco`, or a class file as `clip-es cams --dataset` reads it (see
+    /// [`crate::prompts::ClassSet::from_spec`]: one class per line, `name` or
+    /// `name: prompt text`, an optional first line `background`); background becomes class 0.
     /// At most 254 classes besides background (255 is the ignore value of the masks).
-    pub fn from_file(path: &Path) -> Result<Self, ClassListError> {
-        let p = path.display().to_string();
-        let set = crate::prompts::ClassSet::from_file(path).map_err(|e| match e {
+    pub fn parse(spec: &str) -> Result<Self, ClassListError> {
+        let set = crate::prompts::ClassSet::from_spec(spec).map_err(|e| match e {
             crate::prompts::ClassFileError::Io { source, .. } => ClassListError::Io {
-                path: p.clone(),
+                path: spec.to_string(),
                 source,
             },
             other => ClassListError::Invalid {
-                path: p.clone(),
+                path: spec.to_string(),
                 message: other.to_string(),
             },
         })?;
         if set.names.len() > 254 {
             return Err(ClassListError::Invalid {
-                path: p,
+                path: spec.to_string(),
                 message: format!(
                     "{} classes besides background; at most 254",
                     set.names.len()
@@ -189,6 +179,11 @@ impl ClassList {
                 .chain(set.names)
                 .collect(),
         })
+    }
+
+    /// A class file (see [`ClassList::parse`]).
+    pub fn from_file(path: &Path) -> Result<Self, ClassListError> {
+        Self::parse(&path.display().to_string())
     }
 
     pub fn len(&self) -> usize {

@@ -40,6 +40,33 @@ pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
     pb
 }
 
+/// Runs `work` for every id on a pool of `jobs` threads with a progress bar, printing each
+/// failure as it happens (above the bar). Results come back in the order of `ids`.
+pub fn for_each_image<T: Send, E: Display + Send>(
+    ids: &[String],
+    jobs: Option<usize>,
+    what: &str,
+    work: impl Fn(&str) -> Result<T, E> + Sync,
+) -> anyhow::Result<Vec<(String, Result<T, E>)>> {
+    use rayon::prelude::*;
+    let pool = thread_pool(jobs)?;
+    let pb = progress_bar(ids.len(), what);
+    let results = pool.install(|| {
+        ids.par_iter()
+            .map(|id| {
+                let r = work(id);
+                if let Err(e) = &r {
+                    pb.suspend(|| eprintln!("{id}: {e}"));
+                }
+                pb.inc(1);
+                (id.clone(), r)
+            })
+            .collect()
+    });
+    pb.finish_and_clear();
+    Ok(results)
+}
+
 /// Lists the failed images (if any) and gives the exit code: 1 if any failed.
 pub fn report_failures<I: Display, E: Display>(failures: &[(I, E)]) -> ExitCode {
     if failures.is_empty() {

@@ -2,14 +2,13 @@
 //! label masks (pseudo masks, `eval_cam.py --cam_type png`) against ground-truth PNGs (spec
 //! section 6). A failing image is reported and left out; the exit code is then 1.
 
-use super::common::{exit_code, progress_bar, read_split, report_failures, thread_pool};
+use super::common::{exit_code, for_each_image, read_split, report_failures};
 use super::masks::CamKindArg;
 use clap::ValueEnum;
 use clip_es::cam_io::{CamFile, CamKind};
 use clip_es::classes::ClassList;
 use clip_es::eval::{cam_predictions, ConfusionMatrix, EvalError, Scores, UnlabelledPolicy};
 use clip_es::masks::read_label_png;
-use rayon::prelude::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -128,21 +127,9 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         !is_cams || powers.iter().all(|t| t.is_finite()),
         "--bg-power values must be finite"
     );
-    let pool = thread_pool(args.jobs)?;
-    let pb = progress_bar(ids.len(), "eval");
-    let results: Vec<(String, ImageResult)> = pool.install(|| {
-        ids.par_iter()
-            .map(|id| {
-                let r = evaluate_image(id, &args, &classes, kind);
-                if let Err(e) = &r {
-                    pb.suspend(|| eprintln!("{id}: {e}"));
-                }
-                pb.inc(1);
-                (id.clone(), r)
-            })
-            .collect()
-    });
-    pb.finish_and_clear();
+    let results: Vec<(String, ImageResult)> = for_each_image(&ids, args.jobs, "eval", |id| {
+        evaluate_image(id, &args, &classes, kind)
+    })?;
 
     let mut totals = vec![ConfusionMatrix::new(classes.len()); powers.len()];
     let mut failed = Vec::new();

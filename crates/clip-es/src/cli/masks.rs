@@ -3,14 +3,13 @@
 //! skipped), atomic writes; a failing image is reported and skipped, the exit code is 1 if any
 //! image failed.
 
-use super::common::{exit_code, progress_bar, read_split, report_failures, thread_pool};
+use super::common::{exit_code, for_each_image, read_split, report_failures};
 use clap::ValueEnum;
 use clip_es::cam_io::{CamFile, CamKind};
 use clip_es::datasets::image_path;
 use clip_es::masks::{
     encode_label_png, pseudo_mask, CrfImage, KernelCache, MaskError, MaskOptions,
 };
-use rayon::prelude::*;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -192,21 +191,8 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         },
         kernels: KernelCache::default(),
     };
-    let pool = thread_pool(args.jobs)?;
-    let pb = progress_bar(ids.len(), "masks");
-    let results: Vec<(String, Result<Outcome, MaskError>)> = pool.install(|| {
-        ids.par_iter()
-            .map(|id| {
-                let r = job.process(id);
-                if let Err(e) = &r {
-                    pb.suspend(|| eprintln!("{id}: {e}"));
-                }
-                pb.inc(1);
-                (id.clone(), r)
-            })
-            .collect()
-    });
-    pb.finish_and_clear();
+    let results: Vec<(String, Result<Outcome, MaskError>)> =
+        for_each_image(&ids, args.jobs, "masks", |id| job.process(id))?;
     let written = results
         .iter()
         .filter(|(_, r)| matches!(r, Ok(Outcome::Written)))
