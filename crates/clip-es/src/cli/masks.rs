@@ -18,7 +18,7 @@ pub struct Args {
     /// Directory of CAM files: <id>.npz (clip-es) or <id>.npy (the reference's dicts)
     #[arg(long)]
     cams: PathBuf,
-    /// Directory of the images (<id>.jpg)
+    /// Directory of the images (<id>.jpg, or another usual extension)
     #[arg(long)]
     images: PathBuf,
     /// Split file: one image id per line (first token; COCO-style label columns are ignored)
