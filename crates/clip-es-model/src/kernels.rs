@@ -313,16 +313,13 @@ impl LayerNorm {
         }
     }
 
-    /// `dx` for upstream `dy` (rows x dim); `dy` may hold several stacked batches of the same
-    /// rows (`dy.len()` a multiple of the cached rows).
+    /// `dx` for upstream `dy` (the cached rows x dim).
     pub fn backward_input(&self, cache: &LayerNormCache, dy: &[f32]) -> Vec<f32> {
         let d = self.dim();
-        let rows = cache.rstd.len();
-        assert_eq!(dy.len() % (rows * d), 0);
+        assert_eq!(dy.len(), cache.rstd.len() * d);
         let mut dx = vec![0f32; dy.len()];
         let inv_d = 1.0 / d as f32;
-        for (i, (dyr, dxr)) in dy.chunks_exact(d).zip(dx.chunks_exact_mut(d)).enumerate() {
-            let r = i % rows;
+        for (r, (dyr, dxr)) in dy.chunks_exact(d).zip(dx.chunks_exact_mut(d)).enumerate() {
             let xhat = &cache.xhat[r * d..(r + 1) * d];
             let (mut s1, mut s2) = (0f32, 0f32);
             for j in 0..d {
@@ -604,9 +601,8 @@ pub fn attention_forward(
             // every head's probabilities; the buffers outlive the parallel section.
             let out_rows =
                 unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(r0 * d), rows * d) };
-            let mean_rows = mean_ptr
+            let mut mean_rows = mean_ptr
                 .map(|m| unsafe { std::slice::from_raw_parts_mut(m.get().add(r0 * n), rows * n) });
-            let mut mean_rows = mean_rows;
             for h in 0..heads {
                 let q = MatRef::rows(qkv, 3 * d).offset(r0 * 3 * d + h * hd);
                 let k = MatRef::rows(&kt[h * hd * n..(h + 1) * hd * n], n);
