@@ -76,36 +76,15 @@ fn opencv_cmyk_to_rgb(p: [u8; 4]) -> [u8; 3] {
 }
 
 /// OpenCV's `ApplyExifOrientation` (values 2..8; anything else leaves the image alone).
-fn apply_exif_orientation(img: Rgb8Image, orientation: u16) -> Rgb8Image {
+pub(crate) fn apply_exif_orientation(img: Rgb8Image, orientation: u16) -> Rgb8Image {
     let (w, h) = (img.width as usize, img.height as usize);
-    // (transpose, flip_x, flip_y) applied in that order, as OpenCV does
-    let (transpose, flip_x, flip_y) = match orientation {
-        2 => (false, true, false),
-        3 => (false, true, true),
-        4 => (false, false, true),
-        5 => (true, false, false),
-        6 => (true, true, false),
-        7 => (true, true, true),
-        8 => (true, false, true),
-        _ => return img,
-    };
-    let (ow, oh) = if transpose { (h, w) } else { (w, h) };
-    let mut data = vec![0u8; w * h * 3];
-    for y in 0..oh {
-        for x in 0..ow {
-            // undo the flips, then the transpose, to find the source pixel
-            let tx = if flip_x { ow - 1 - x } else { x };
-            let ty = if flip_y { oh - 1 - y } else { y };
-            let (sx, sy) = if transpose { (ty, tx) } else { (tx, ty) };
-            let s = (sy * w + sx) * 3;
-            let d = (y * ow + x) * 3;
-            data[d..d + 3].copy_from_slice(&img.data[s..s + 3]);
-        }
-    }
-    Rgb8Image {
-        width: ow as u32,
-        height: oh as u32,
-        data,
+    match crate::orientation::orient_pixels(&img.data, w, h, 3, orientation) {
+        Some((ow, oh, data)) => Rgb8Image {
+            width: ow as u32,
+            height: oh as u32,
+            data,
+        },
+        None => img,
     }
 }
 

@@ -43,6 +43,7 @@ mod cv_imread;
 mod cv_resize;
 mod decode;
 mod jpeg;
+mod orientation;
 mod pil_convert;
 mod pil_resample;
 mod png_decode;
@@ -52,6 +53,7 @@ use std::path::{Path, PathBuf};
 pub use clip_input::{patch_multiple, ClipInput, CLIP_MEAN, CLIP_STD};
 pub use cv_resize::{resize_bilinear_f32, resize_bilinear_f32_without_ipp};
 pub use decode::{DecodedImage, PilMode};
+pub use orientation::{exif_orientation, exif_orientation_of_bytes};
 
 /// Pillow refuses images above `2 * Image.MAX_IMAGE_PIXELS` pixels (DecompressionBombError);
 /// the same limit keeps a corrupt header from asking for an absurd allocation.
