@@ -53,6 +53,9 @@ pub struct VisionOutput {
     pub cls_embedding: Vec<f32>,
     /// CLIP-ES's embedding: the mean of `ln_post(x)` over the patch tokens, `@ proj`.
     pub patch_mean_embedding: Vec<f32>,
+    /// Every patch token's `ln_post(x_i) @ proj` (patches x embed_dim, row-major): the local
+    /// embeddings that label-free tagging classifies patch by patch.
+    pub patch_embeddings: Vec<f32>,
 }
 
 impl VisionOutput {
@@ -260,6 +263,10 @@ impl VisionTransformer {
         let cls_embedding = self.project(&y[..d]);
         let mean = mean_rows(&y[d..], d);
         let patch_mean_embedding = self.project(&mean);
+        let patch_embeddings = y[d..]
+            .chunks_exact(d)
+            .flat_map(|r| self.project(r))
+            .collect();
         Ok(VisionOutput {
             grid_h: gh,
             grid_w: gw,
@@ -267,6 +274,7 @@ impl VisionTransformer {
             last_ln_1,
             cls_embedding,
             patch_mean_embedding,
+            patch_embeddings,
         })
     }
 
