@@ -220,3 +220,159 @@ impl TextClassifier {
         })
     }
 }
+
+/// Test-time augmentation of the CAM stage: the image is also seen at other scales and mirrored,
+/// and the refined CAMs of every view, resized to the image's size (and mirrored back), are
+/// averaged. The reference holds this as a disabled code path (`img_ms_and_flip` in
+/// `generate_cams_voc12.py`, which makes each scale's input `ceil(scale * side / patch) * patch`
+/// pixels and its mirror) and runs scale 1.0 only; that is the default here.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Augment {
+    pub scales: Vec<f64>,
+    pub flip: bool,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Augment {
+            scales: vec![1.0],
+            flip: false,
+        }
+    }
+}
+
+impl Augment {
+    /// One view at scale 1, not mirrored: the reference's single pass.
+    pub fn is_identity(&self) -> bool {
+        self.scales == [1.0] && !self.flip
+    }
+
+    /// Parses `--scales 1.0,0.75,1.25`: positive, finite, distinct.
+    pub fn parse_scales(s: &str) -> Result<Vec<f64>, String> {
+        let mut out: Vec<f64> = Vec::new();
+        for part in s.split(',') {
+            let v: f64 = part
+                .trim()
+                .parse()
+                .map_err(|e| format!("scale {part:?}: {e}"))?;
+            if !(v.is_finite() && v > 0.0 && v <= 8.0) {
+                return Err(format!("scale {v} must be in (0, 8]"));
+            }
+            if out.contains(&v) {
+                return Err(format!("scale {v} given twice"));
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+}
+
+/// Why the CAMs of an image could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum CamError {
+    #[error("the image is {width}x{height}, smaller than the model's {patch}-pixel patch")]
+    TooSmall {
+        width: usize,
+        height: usize,
+        patch: usize,
+    },
+    #[error(transparent)]
+    Image(#[from] clip_es_image::ImageError),
+    #[error(transparent)]
+    Model(#[from] clip_es_model::ModelError),
+}
+
+/// The CAMs of a decoded image at its own size, for `labels` (rows of `classifier`): the
+/// CLIP input at the image's size rounded up to the patch size, [`image_cams`], and with
+/// `augment` other than the identity the average over all views. With the identity this is
+/// exactly the reference's single pass (`clip-es cams` output unchanged).
+pub fn cams_for_image(
+    model: &VisionTransformer,
+    classifier: &TextClassifier,
+    image: &clip_es_image::DecodedImage,
+    labels: &[usize],
+    opts: &CamOptions,
+    augment: &Augment,
+) -> Result<(ImageCams, StageTimes), CamError> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let patch = model.config.patch_size;
+    if w < patch || h < patch {
+        return Err(CamError::TooSmall {
+            width: w,
+            height: h,
+            patch,
+        });
+    }
+    let mut times = StageTimes::default();
+    let mut add = |t: &StageTimes| {
+        times.forward += t.forward;
+        times.backward += t.backward;
+        times.affinity += t.affinity;
+        times.resize += t.resize;
+    };
+    if augment.is_identity() {
+        let (ih, iw) = clip_es_image::patch_multiple(h, w, patch);
+        let input = image.clip_input(ih, iw)?;
+        let (cams, t) = image_cams(model, classifier, &input.data, ih, iw, h, w, labels, opts)?;
+        add(&t);
+        return Ok((cams, times));
+    }
+    let side = |s: f64, v: usize| ((s * v as f64 / patch as f64).ceil() as usize).max(1) * patch;
+    // Each scale's view and its mirror are added first, then the scales in order: a mirrored
+    // image then gives exactly the mirrored sum (addition commutes).
+    let mut sum: Option<ImageCams> = None;
+    let mut views = 0usize;
+    for &s in &augment.scales {
+        let (ih, iw) = (side(s, h), side(s, w));
+        let input = image.clip_input(ih, iw)?;
+        let (mut pair, t) = image_cams(model, classifier, &input.data, ih, iw, h, w, labels, opts)?;
+        add(&t);
+        views += 1;
+        if augment.flip {
+            let flipped = input.flipped_horizontally();
+            let (mut c, t) =
+                image_cams(model, classifier, &flipped.data, ih, iw, h, w, labels, opts)?;
+            add(&t);
+            views += 1;
+            mirror_rows(&mut c.refined, w);
+            if let Some(u) = c.unrefined.as_mut() {
+                mirror_rows(u, w);
+            }
+            accumulate(&mut pair, &c);
+        }
+        match sum.as_mut() {
+            None => sum = Some(pair),
+            Some(acc) => accumulate(acc, &pair),
+        }
+    }
+    let mut out =
+        sum.ok_or_else(|| clip_es_model::ModelError::Input("no scales given for the CAMs".into()))?;
+    let k = 1.0 / views as f32;
+    out.refined.iter_mut().for_each(|v| *v *= k);
+    if let Some(u) = out.unrefined.as_mut() {
+        u.iter_mut().for_each(|v| *v *= k);
+    }
+    out.probabilities.iter_mut().for_each(|v| *v *= k);
+    Ok((out, times))
+}
+
+/// Mirrors every row of maps `w` wide.
+pub fn mirror_rows(maps: &mut [f32], w: usize) {
+    for row in maps.chunks_exact_mut(w.max(1)) {
+        row.reverse();
+    }
+}
+
+fn accumulate(acc: &mut ImageCams, c: &ImageCams) {
+    acc.refined
+        .iter_mut()
+        .zip(&c.refined)
+        .for_each(|(a, b)| *a += b);
+    if let (Some(a), Some(b)) = (acc.unrefined.as_mut(), c.unrefined.as_ref()) {
+        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+    }
+    acc.probabilities
+        .iter_mut()
+        .zip(&c.probabilities)
+        .for_each(|(a, b)| *a += b);
+}

@@ -5,11 +5,11 @@
 
 use super::common::{exit_code, progress_bar, report_failures};
 use anyhow::Context;
-use clip_es::cam::{image_cams, CamOptions, StageTimes, TextClassifier};
+use clip_es::cam::{cams_for_image, Augment, CamOptions, StageTimes, TextClassifier};
 use clip_es::cam_io::CamFile;
 use clip_es::datasets::{self, Sample};
 use clip_es::prompts::{ClassSet, DEFAULT_TEMPLATE};
-use clip_es_image::{patch_multiple, DecodedImage};
+use clip_es_image::DecodedImage;
 use clip_es_model::{Clip, DEFAULT_MODEL};
 use half::f16;
 use std::ffi::OsString;
@@ -83,6 +83,14 @@ pub struct Args {
     /// Also save the unrefined GradCAM maps (`highres`)
     #[arg(long)]
     save_unrefined: bool,
+    /// Test-time augmentation: scales at which the CAMs are also computed and averaged after
+    /// resizing to the image size (each input side is rounded up to the patch size)
+    #[arg(long, default_value = "1.0", value_parser = Augment::parse_scales)]
+    scales: ::std::vec::Vec<f64>,
+    /// Test-time augmentation: also compute the CAMs of the mirrored image at every scale
+    /// (mirrored back before averaging)
+    #[arg(long)]
+    flip: bool,
     /// Keep the resized positional embedding in float32 (the reference rounds it to float16)
     #[arg(long)]
     exact_pos_embed: bool,
@@ -249,6 +257,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         unrefined: args.save_unrefined,
     };
 
+    let augment = Augment {
+        scales: args.scales.clone(),
+        flip: args.flip,
+    };
     let pb = progress_bar(todo.len(), "cams");
     let mut totals = Totals::default();
     let mut failures: Vec<(String, String)> = Vec::new();
@@ -256,7 +268,9 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         let result = source
             .sample(id, &args.data.images, &classes)
             .map_err(anyhow::Error::msg)
-            .and_then(|sample| process(&clip, &classifier, &sample, &opts, &out_path(id)));
+            .and_then(|sample| {
+                process(&clip, &classifier, &sample, &opts, &augment, &out_path(id))
+            });
         match result {
             Ok((decode, stages, write)) => totals.add(id, decode, &stages, write),
             Err(e) => {
@@ -295,31 +309,20 @@ fn process(
     classifier: &TextClassifier,
     sample: &Sample,
     opts: &CamOptions,
+    augment: &Augment,
     out: &Path,
 ) -> anyhow::Result<(f64, StageTimes, f64)> {
     let t = Instant::now();
     let image = DecodedImage::open(&sample.image)?;
-    let (w, h) = (image.width() as usize, image.height() as usize);
-    let patch = clip.config.vision.patch_size;
-    anyhow::ensure!(
-        w >= patch && h >= patch,
-        "{}: the image is {w}x{h}, smaller than the model's {patch}-pixel patch",
-        sample.image.display()
-    );
-    let (ih, iw) = patch_multiple(h, w, patch);
-    let input = image.clip_input(ih, iw)?;
     let decode = t.elapsed().as_secs_f64();
-
-    let (cams, stages) = image_cams(
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let (cams, stages) = cams_for_image(
         &clip.vision,
         classifier,
-        &input.data,
-        ih,
-        iw,
-        h,
-        w,
+        &image,
         &sample.labels,
         opts,
+        augment,
     )
     .with_context(|| format!("{}", sample.image.display()))?;
     let t = Instant::now();
