@@ -13,3 +13,4 @@ pub mod datasets;
 pub mod eval;
 pub mod masks;
 pub mod prompts;
+pub mod viz;

@@ -45,6 +45,9 @@ pub struct Args {
     /// Also write the results as JSON
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw the per-class IoU as a bar chart PNG (classes with ground truth)
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Worker threads (default: all cores)
     #[arg(long, short)]
     jobs: Option<usize>,
@@ -224,6 +227,42 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             })).collect::<Vec<_>>(),
         });
         write_json(path, &doc)?;
+    }
+    if let Some(path) = &args.plot {
+        let rows: Vec<(String, Option<f64>, clip_es::viz::Rgb)> = classes
+            .names
+            .iter()
+            .enumerate()
+            .filter(|&(c, _)| s.gt_pixels[c] > 0)
+            .map(|(c, name)| {
+                let colour = if c == 0 {
+                    [90, 90, 90]
+                } else {
+                    clip_es::viz::voc_colour(c.min(255) as u8)
+                };
+                (
+                    name.clone(),
+                    Some(s.class_iou[c]).filter(|v| v.is_finite()),
+                    colour,
+                )
+            })
+            .collect();
+        let title = format!(
+            "{} IoU per class, mIoU {:.1}%{}",
+            if is_cams { "CAM" } else { "mask" },
+            100.0 * s.mean_iou,
+            if is_cams {
+                format!(" (bg power {})", powers[best])
+            } else {
+                String::new()
+            }
+        );
+        let png = clip_es::viz::iou_chart(&title, &rows)
+            .encode_png()
+            .map_err(|e| anyhow::anyhow!("{}: PNG encoding: {e}", path.display()))?;
+        clip_es::atomic::write_bytes_atomic(path, &png)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        println!("IoU chart written to {}", path.display());
     }
     if !failed.is_empty() {
         eprintln!("(failed images are left out of the scores)");

@@ -6,10 +6,12 @@
 use super::common::{exit_code, for_each_image, read_split, report_failures};
 use clap::ValueEnum;
 use clip_es::cam_io::{CamFile, CamKind};
+use clip_es::classes::ClassList;
 use clip_es::datasets::image_path;
 use clip_es::masks::{
     encode_label_png, pseudo_mask, CrfImage, KernelCache, MaskError, MaskOptions,
 };
+use clip_es::viz::{self, LegendEntry, OverlayStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,6 +45,13 @@ pub struct Args {
     /// Also write the confidence map (float32 <id>.npy, H x W) into this directory
     #[arg(long)]
     save_confidence: Option<PathBuf>,
+    /// Also write an overlay PNG per image into this directory (photo, coloured mask with
+    /// outlines, legend)
+    #[arg(long)]
+    overlays: Option<PathBuf>,
+    /// Class names for the overlays' legends: voc, coco or a class file (as `cams --dataset`)
+    #[arg(long, default_value = "voc")]
+    classes: String,
     /// Which CAMs of the files to use
     #[arg(long, value_enum, default_value_t = CamKindArg::AttnHighres)]
     cam_key: CamKindArg,
@@ -77,7 +86,7 @@ impl From<CamKindArg> for CamKind {
 
 /// A threshold given in decimal becomes the float32 nearest its float64 value, as numpy does
 /// when comparing a float32 array with a Python float.
-fn parse_threshold(s: &str) -> Result<f32, String> {
+pub(crate) fn parse_threshold(s: &str) -> Result<f32, String> {
     let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
     if !(0.0..=1.0).contains(&v) {
         return Err(format!("{v} is not in [0, 1]"));
@@ -95,6 +104,7 @@ struct Job {
     images: PathBuf,
     out: PathBuf,
     confidence_out: Option<PathBuf>,
+    overlays: Option<(PathBuf, ClassList)>,
     palette: bool,
     overwrite: bool,
     options: MaskOptions,
@@ -108,7 +118,14 @@ impl Job {
             .confidence_out
             .as_ref()
             .map(|d| d.join(format!("{id}.npy")));
-        if !self.overwrite && mask_path.is_file() && conf_path.as_ref().is_none_or(|p| p.is_file())
+        let overlay_path = self
+            .overlays
+            .as_ref()
+            .map(|(d, _)| d.join(format!("{id}.png")));
+        if !self.overwrite
+            && mask_path.is_file()
+            && conf_path.as_ref().is_none_or(|p| p.is_file())
+            && overlay_path.as_ref().is_none_or(|p| p.is_file())
         {
             return Ok(Outcome::Skipped);
         }
@@ -120,6 +137,14 @@ impl Job {
         let mask = pseudo_mask(&cam, &cam_path, &image, &self.options, &self.kernels)?;
         let png = encode_label_png(&mask.labels, mask.width, mask.height, self.palette)
             .map_err(|e| MaskError::invalid(&mask_path, format!("PNG encoding: {e}")))?;
+        if let (Some(p), Some((_, classes))) = (&overlay_path, &self.overlays) {
+            let png = overlay_png(&image, &mask.labels, classes)
+                .map_err(|e| MaskError::invalid(p, format!("PNG encoding: {e}")))?;
+            clip_es::atomic::write_bytes_atomic(p, &png).map_err(|source| MaskError::Io {
+                path: p.clone(),
+                source,
+            })?;
+        }
         // The mask is written last: its presence marks the image as done.
         if let Some(p) = &conf_path {
             let arr = clip_es_pickle::NdArray {
@@ -151,6 +176,42 @@ impl Job {
     }
 }
 
+/// The overlay of a pseudo mask: VOC-palette colours by label value, legend names from the
+/// class list (background is class 0).
+fn overlay_png(
+    image: &clip_es_image::Rgb8Image,
+    labels: &[u8],
+    classes: &ClassList,
+) -> Result<Vec<u8>, png::EncodingError> {
+    let mut present = [false; 256];
+    labels.iter().for_each(|&l| present[l as usize] = true);
+    let mut legend: Vec<LegendEntry> = (1..255u8)
+        .filter(|&l| present[l as usize])
+        .map(|l| LegendEntry {
+            name: classes
+                .names
+                .get(l as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("class {l}")),
+            colour: viz::voc_colour(l),
+        })
+        .collect();
+    if present[255] {
+        legend.push(LegendEntry {
+            name: "not confident".into(),
+            colour: [200, 200, 200],
+        });
+    }
+    viz::overlay(
+        image,
+        labels,
+        &|l| Some(viz::voc_colour(l)),
+        &legend,
+        &OverlayStyle::default(),
+    )
+    .encode_png()
+}
+
 pub fn run(args: Args) -> ExitCode {
     exit_code(run_inner(args))
 }
@@ -172,11 +233,19 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(d) = &args.save_confidence {
         std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
     }
+    let overlays = match &args.overlays {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
+            Some((d.clone(), ClassList::parse(&args.classes)?))
+        }
+        None => None,
+    };
     let job = Job {
         cams: args.cams,
         images: args.images,
         out: args.out,
         confidence_out: args.save_confidence,
+        overlays,
         palette: args.palette,
         overwrite: args.overwrite,
         options: MaskOptions {

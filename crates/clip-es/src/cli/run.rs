@@ -20,6 +20,15 @@ pub struct Args {
     /// Output directory: cams/ and masks/ are made inside
     #[arg(long)]
     out: PathBuf,
+    /// Also write overlay PNGs of the masks into <out>/overlays
+    #[arg(long)]
+    overlays: bool,
+    /// Test-time augmentation of the CAMs (see `clip-es cams --help`)
+    #[arg(long, default_value = "1.0")]
+    scales: String,
+    /// Test-time augmentation: also the mirrored image
+    #[arg(long)]
+    flip: bool,
     /// Threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
@@ -44,6 +53,10 @@ pub fn run(args: Args) -> ExitCode {
     let mut cams = os(&["cams", "--model", &args.model]);
     cams.extend(args.data.to_args());
     cams.extend([OsString::from("--out"), cams_dir.clone().into()]);
+    cams.extend(os(&["--scales", &args.scales]));
+    if args.flip {
+        cams.extend(os(&["--flip"]));
+    }
     let mut masks = os(&["masks"]);
     masks.extend([
         OsString::from("--cams"),
@@ -55,6 +68,14 @@ pub fn run(args: Args) -> ExitCode {
         "--out".into(),
         masks_dir.clone().into(),
     ]);
+    if args.overlays {
+        masks.extend([
+            OsString::from("--overlays"),
+            args.out.join("overlays").into(),
+            "--classes".into(),
+            (&args.data.dataset).into(),
+        ]);
+    }
     if let Some(t) = &threads {
         cams.extend(os(&["--threads", t]));
         masks.extend(os(&["--jobs", t]));
