@@ -13,4 +13,6 @@ pub mod datasets;
 pub mod eval;
 pub mod masks;
 pub mod prompts;
+pub mod segment;
+pub mod tags;
 pub mod viz;

@@ -6,6 +6,7 @@ mod common;
 mod eval;
 mod masks;
 mod run;
+mod segment;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +28,9 @@ enum Command {
     Masks(masks::Args),
     /// mIoU of CAMs or masks against ground truth
     Eval(eval::Args),
+    /// Segment any photo: typed class names, a preset's, or label-free tags; writes label
+    /// masks, overlays, heat maps and a JSON summary
+    Segment(segment::Args),
     /// Speed of the image tower next to the machine's matmul speed
     Bench(bench::Args),
 }
@@ -53,5 +57,6 @@ fn execute(cli: Cli) -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Masks(a) => masks::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Segment(a) => segment::run(a),
     }
 }

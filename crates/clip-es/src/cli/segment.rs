@@ -1,0 +1,316 @@
+//! `clip-es segment`: any photo, with class names typed by the user, a preset's classes, or
+//! label-free tags (docs/segment.md). The work is [`clip_es::segment`]'s; this file reads the
+//! options, finds the images, loops over them and prints where the results are.
+
+use super::common::{exit_code, progress_bar, report_failures};
+use anyhow::Context;
+use clip_es::cam::{Augment, CamOptions};
+use clip_es::masks::MaskOptions;
+use clip_es::prompts::{ClassSet, DEFAULT_TEMPLATE};
+use clip_es::segment::{
+    default_vocabulary, parse_classes, preset_classes, tags_json, write_outputs, SegmentOptions,
+    Segmenter, Selection,
+};
+use clip_es::tags::TagOptions;
+use clip_es_model::{Clip, DEFAULT_MODEL};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Photos, or directories whose photos (.jpg .jpeg .png .bmp .gif .tif .tiff .webp; not
+    /// recursive) are all segmented
+    #[arg(required = true, value_name = "IMAGE|DIR")]
+    inputs: Vec<PathBuf>,
+    /// Classes to segment, separated by `,`; synonyms of one class by `;`
+    /// ("cat,sofa,person with clothes;people"). With --dataset: names of its classes. Without
+    /// --classes each photo is tagged first (label-free)
+    #[arg(long)]
+    classes: Option<String>,
+    /// Preset (`voc`, `coco`) or class file: its class names, prompts, synonyms, background
+    /// words and label values are used
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Background words: `voc`, `coco`, `none` or a file with one per line (default: the
+    /// dataset's, else coco's)
+    #[arg(long)]
+    background: Option<String>,
+    /// Label-free mode: the classes to tag from (class-file format; default: the VOC classes
+    /// and the rest of COCO's, or --dataset's classes)
+    #[arg(long, conflicts_with_all = ["classes", "dataset"])]
+    vocabulary: Option<PathBuf>,
+    /// Only tag the photos: print the tags with their scores and write <out>/tags.json
+    #[arg(long, conflicts_with = "classes")]
+    tags_only: bool,
+    /// Label-free mode: keep classes whose score (mean of global probability and share of
+    /// patches) reaches this
+    #[arg(long, default_value_t = TagOptions::default().threshold)]
+    tag_threshold: f32,
+    /// Label-free mode: at most this many tags per photo
+    #[arg(long, default_value_t = TagOptions::default().max_tags)]
+    max_tags: usize,
+    /// Output directory
+    #[arg(long, default_value = "segments")]
+    out: PathBuf,
+    /// Skip the CRF: label = argmax of [1 - max CAM, CAMs]
+    #[arg(long)]
+    no_crf: bool,
+    /// Pixels whose confidence is below this are 255 ("not confident")
+    #[arg(long, default_value = "0.95", value_parser = super::masks::parse_threshold)]
+    confidence: f32,
+    /// Test-time augmentation: scales whose CAMs are averaged (see `clip-es cams --help`)
+    #[arg(long, default_value = "1.0", value_parser = Augment::parse_scales)]
+    scales: ::std::vec::Vec<f64>,
+    /// Test-time augmentation: also the mirrored photo
+    #[arg(long)]
+    flip: bool,
+    /// Prompt template(s), `{}` standing for the class name; several are averaged
+    #[arg(long = "template", default_value = DEFAULT_TEMPLATE)]
+    templates: Vec<String>,
+    /// Model (see `clip-es cams --help`)
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Threads (default: all cores)
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// File extensions taken from directories.
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
+
+/// The photos to process: files as given, directories expanded to their images (sorted). A
+/// directory without images is an error; so are two photos with the same file stem (their
+/// outputs would collide).
+pub fn collect_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .with_context(|| format!("reading {}", input.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                            IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                        })
+                })
+                .collect();
+            anyhow::ensure!(
+                !found.is_empty(),
+                "{}: no images in this directory (looked for .{})",
+                input.display(),
+                IMAGE_EXTENSIONS.join(" .")
+            );
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(input.clone());
+        }
+    }
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let mut named = Vec::with_capacity(out.len());
+    for p in out {
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .with_context(|| format!("{}: not a file name", p.display()))?;
+        if let Some(first) = seen.insert(stem.clone(), p.clone()) {
+            anyhow::bail!(
+                "{} and {} would write the same outputs ({stem}.*); segment them into different --out directories",
+                first.display(),
+                p.display()
+            );
+        }
+        named.push((p, stem));
+    }
+    Ok(named)
+}
+
+pub fn run(args: Args) -> ExitCode {
+    exit_code(run_inner(args))
+}
+
+fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(t) = args.threads {
+        anyhow::ensure!(t > 0, "--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .context("setting up the thread pool")?;
+    }
+    anyhow::ensure!(
+        args.templates.iter().all(|t| t.contains("{}")),
+        "every --template must contain {{}}"
+    );
+    anyhow::ensure!(args.max_tags >= 1, "--max-tags must be at least 1");
+    let images = collect_images(&args.inputs)?;
+
+    // Candidates, selection, background words, box threshold.
+    let (candidates, selection, mut background, box_threshold) = match &args.dataset {
+        Some(spec) => {
+            let set = ClassSet::from_spec(spec)?;
+            let all = preset_classes(&set).map_err(|e| anyhow::anyhow!("{spec}: {e}"))?;
+            let selection = match &args.classes {
+                Some(text) => {
+                    let chosen = parse_classes(text, Some(&all))?;
+                    Selection::Fixed(chosen.iter().map(|c| (c.id - 1) as usize).collect())
+                }
+                None => Selection::Tags,
+            };
+            (all, selection, set.background, set.box_threshold)
+        }
+        None => match &args.classes {
+            Some(text) => {
+                let chosen = parse_classes(text, None)?;
+                let n = chosen.len();
+                let bg = ClassSet::coco().background;
+                (chosen, Selection::Fixed((0..n).collect()), bg, 0.4)
+            }
+            None => {
+                let set = match &args.vocabulary {
+                    Some(p) => ClassSet::from_file(p)?,
+                    None => default_vocabulary(),
+                };
+                let all = preset_classes(&set).map_err(|e| anyhow::anyhow!("vocabulary: {e}"))?;
+                (all, Selection::Tags, set.background, set.box_threshold)
+            }
+        },
+    };
+    if let Some(bg) = &args.background {
+        background = ClassSet::background_from_spec(bg)?;
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+
+    let clip = Clip::load(&args.model)?;
+    let options = SegmentOptions {
+        cam: CamOptions {
+            box_threshold,
+            ..CamOptions::default()
+        },
+        mask: MaskOptions {
+            confidence: args.confidence,
+            use_crf: !args.no_crf,
+            ..MaskOptions::default()
+        },
+        augment: Augment {
+            scales: args.scales.clone(),
+            flip: args.flip,
+        },
+        tags: TagOptions {
+            threshold: args.tag_threshold,
+            max_tags: args.max_tags,
+            ..TagOptions::default()
+        },
+    };
+    let seg = Segmenter::new(
+        &clip,
+        candidates,
+        &background,
+        &args.templates,
+        selection,
+        options,
+    )?;
+    eprintln!(
+        "model {}; {} images; {}",
+        clip.files.weights.display(),
+        images.len(),
+        match &seg.selection {
+            Selection::Fixed(c) => format!(
+                "classes: {}",
+                c.iter()
+                    .map(|&i| seg.candidates[i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Selection::Tags => format!("label-free: tagging from {} classes", seg.candidates.len()),
+        }
+    );
+
+    let pb = progress_bar(images.len(), "segment");
+    if images.len() == 1 {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut failures: Vec<(String, String)> = Vec::new();
+    let mut all_tags = Vec::new();
+    let mut done = 0usize;
+    for (path, stem) in &images {
+        let result: anyhow::Result<String> = if args.tags_only {
+            Segmenter::upright(path)
+                .and_then(|(o, d)| seg.tag(&d, path).map(|t| (o, t)))
+                .map_err(anyhow::Error::from)
+                .map(|(orientation, tags)| {
+                    let line = tags
+                        .chosen
+                        .iter()
+                        .map(|&c| format!("{} {:.3}", seg.candidates[c].name, tags.scores[c].score))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    all_tags.push(serde_json::json!({
+                        "image": path.display().to_string(),
+                        "exif_orientation": orientation,
+                        "tags": tags_json(&tags, &seg.candidates),
+                    }));
+                    format!("{}: {line}", path.display())
+                })
+        } else {
+            seg.segment(path)
+                .and_then(|r| write_outputs(&seg, &r, &args.out, stem))
+                .map_err(anyhow::Error::from)
+                .map(|(files, summary)| {
+                    let classes = summary["classes"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|c| {
+                                    format!(
+                                        "{} {:.1}%",
+                                        c["name"].as_str().unwrap_or("?"),
+                                        100.0 * c["pixel_fraction"].as_f64().unwrap_or(0.0)
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "{}: {classes}\n  overlay {}\n  mask    {}\n  summary {}\n  heat maps: {}",
+                        path.display(),
+                        files.overlay.display(),
+                        files.mask.display(),
+                        files.summary.display(),
+                        files
+                            .heat_maps
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                })
+        };
+        match result {
+            Ok(text) => {
+                done += 1;
+                pb.suspend(|| println!("{text}"));
+            }
+            Err(e) => {
+                pb.suspend(|| eprintln!("skipping {}: {e:#}", path.display()));
+                failures.push((path.display().to_string(), format!("{e:#}")));
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    if args.tags_only {
+        let file = args.out.join("tags.json");
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "images": all_tags }))?;
+        clip_es::atomic::write_bytes_atomic(&file, text.as_bytes())
+            .with_context(|| format!("writing {}", file.display()))?;
+        eprintln!("{done} image(s) tagged; tags in {}", file.display());
+    } else {
+        eprintln!("{done} image(s) segmented into {}", args.out.display());
+    }
+    Ok(report_failures(&failures))
+}

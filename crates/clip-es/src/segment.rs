@@ -1,0 +1,566 @@
+//! Segmenting any photo (`clip-es segment`, docs/segment.md): class names typed by the user,
+//! taken from a preset, or found by label-free tagging ([`crate::tags`]), then the CAM stage
+//! ([`crate::cam::cams_for_image`], paper sections 3.1-3.3) and the pseudo-mask stage
+//! ([`crate::masks::pseudo_mask`], section 3.4) exactly as `clip-es cams` + `clip-es masks`
+//! run them, and pictures ([`crate::viz`]).
+//!
+//! The photo is turned upright by its EXIF orientation before every step (CLIP input, CRF
+//! image, pictures); the JSON summary says which orientation was applied.
+
+use crate::cam::{cams_for_image, Augment, CamError, CamOptions, ImageCams, TextClassifier};
+use crate::cam_io::CamFile;
+use crate::masks::{
+    encode_label_png, pseudo_mask, KernelCache, MaskError, MaskOptions, PseudoMask,
+};
+use crate::prompts::ClassSet;
+use crate::tags::{tag_image, TagOptions, Tags};
+use crate::viz::{self, LegendEntry, OverlayStyle, Rgb};
+use clip_es_image::{DecodedImage, Rgb8Image};
+use clip_es_model::VisionTransformer;
+use half::f16;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Label values 1..=254 are classes; 0 is background and 255 "not confident".
+pub const MAX_CLASSES: usize = 254;
+
+/// A class that can be segmented: its name, the text put into the prompt template (synonyms
+/// separated by commas, as the reference fuses them), its label value and its colour.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentClass {
+    pub name: String,
+    pub prompt: String,
+    pub id: u8,
+    pub colour: Rgb,
+}
+
+/// A problem with the class names given.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClassError(pub String);
+
+/// The classes of a preset or class file, with its ids (position + 1) and VOC-palette colours.
+pub fn preset_classes(set: &ClassSet) -> Result<Vec<SegmentClass>, ClassError> {
+    if set.names.len() > MAX_CLASSES {
+        return Err(ClassError(format!(
+            "{} classes; at most {MAX_CLASSES} (label values 1..254; 255 marks pixels that are not confident)",
+            set.names.len()
+        )));
+    }
+    Ok(set
+        .names
+        .iter()
+        .zip(&set.prompt_names)
+        .enumerate()
+        .map(|(i, (n, p))| SegmentClass {
+            name: n.clone(),
+            prompt: p.clone(),
+            id: (i + 1) as u8,
+            colour: viz::voc_colour((i + 1) as u8),
+        })
+        .collect())
+}
+
+/// The default vocabulary of label-free tagging: the VOC classes (ids 1..20, VOC prompts), then
+/// the COCO classes not among them (COCO prompts), with COCO's background words (VOC's also
+/// list `keyboard` and `sign`, which COCO has as classes) and VOC's box threshold.
+pub fn default_vocabulary() -> ClassSet {
+    let mut set = ClassSet::voc();
+    let coco = ClassSet::coco();
+    for (n, p) in coco.names.iter().zip(&coco.prompt_names) {
+        if !set.names.contains(n) {
+            set.names.push(n.clone());
+            set.prompt_names.push(p.clone());
+        }
+    }
+    set.background = coco.background;
+    set
+}
+
+/// Parses `--classes`: classes separated by `,`, synonyms of one class by `;`
+/// (`"cat,sofa,person with clothes;people"`). With a preset, every name must be one of its
+/// classes (its prompts, synonyms and ids are used) and the result holds indices into the
+/// preset; free names get ids 1..k in the order given and distinct colours.
+pub fn parse_classes(
+    text: &str,
+    preset: Option<&[SegmentClass]>,
+) -> Result<Vec<SegmentClass>, ClassError> {
+    let items: Vec<&str> = text.split(',').map(str::trim).collect();
+    if items.len() > MAX_CLASSES {
+        return Err(ClassError(format!(
+            "--classes: {} classes; at most {MAX_CLASSES} (label values 1..254; 255 marks pixels that are not confident)",
+            items.len()
+        )));
+    }
+    let colours = viz::distinct_colours(items.len());
+    let mut out: Vec<SegmentClass> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let synonyms: Vec<&str> = item.split(';').map(str::trim).collect();
+        if synonyms.iter().any(|s| s.is_empty()) {
+            return Err(ClassError(format!(
+                "--classes: empty class name (item {} of {text:?})",
+                i + 1
+            )));
+        }
+        let name = synonyms[0];
+        if out.iter().any(|c| c.name == name) {
+            return Err(ClassError(format!("--classes: `{name}` is given twice")));
+        }
+        let class = match preset {
+            Some(p) => {
+                if synonyms.len() > 1 {
+                    return Err(ClassError(format!(
+                        "--classes: `{item}`: a preset's classes take their synonyms from the preset; give the class name alone"
+                    )));
+                }
+                p.iter().find(|c| c.name == name).cloned().ok_or_else(|| {
+                    let names: Vec<&str> = p.iter().map(|c| c.name.as_str()).collect();
+                    ClassError(format!(
+                        "--classes: `{name}` is not a class of the dataset (its classes: {})",
+                        names.join(", ")
+                    ))
+                })?
+            }
+            None => SegmentClass {
+                name: name.to_string(),
+                prompt: synonyms.join(","),
+                id: (i + 1) as u8,
+                colour: colours[i],
+            },
+        };
+        out.push(class);
+    }
+    Ok(out)
+}
+
+/// Why one image could not be segmented.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    #[error("{path}: {source}")]
+    Cam { path: PathBuf, source: CamError },
+    #[error("{0}")]
+    Image(#[from] clip_es_image::ImageError),
+    #[error(transparent)]
+    Mask(#[from] MaskError),
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Settings of the stages `segment` runs.
+#[derive(Clone, Debug, Default)]
+pub struct SegmentOptions {
+    pub cam: CamOptions,
+    pub mask: MaskOptions,
+    pub augment: Augment,
+    pub tags: TagOptions,
+}
+
+/// Which classes an image is segmented for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Selection {
+    /// These candidates (indices), in this order.
+    Fixed(Vec<usize>),
+    /// Tag every image with the candidates as the vocabulary.
+    Tags,
+}
+
+/// Everything `segment` needs besides the model: candidate classes with their text classifier
+/// (one row per candidate, built once), which of them to use, and the stage settings.
+pub struct Segmenter<'a> {
+    pub vision: &'a VisionTransformer,
+    pub classifier: TextClassifier,
+    pub candidates: Vec<SegmentClass>,
+    pub selection: Selection,
+    pub options: SegmentOptions,
+    kernels: KernelCache,
+}
+
+/// The result for one image.
+pub struct Segmented {
+    pub path: PathBuf,
+    /// EXIF orientation applied (1: none).
+    pub orientation: u16,
+    /// The upright photo as the CRF saw it.
+    pub image: Rgb8Image,
+    /// Candidate indices segmented, in CAM order.
+    pub classes: Vec<usize>,
+    pub cams: ImageCams,
+    pub mask: PseudoMask,
+    pub tags: Option<Tags>,
+}
+
+impl<'a> Segmenter<'a> {
+    /// Builds the text classifier for the candidates (`templates` averaged as in `cams`).
+    pub fn new(
+        clip: &'a clip_es_model::Clip,
+        candidates: Vec<SegmentClass>,
+        background: &[String],
+        templates: &[String],
+        selection: Selection,
+        options: SegmentOptions,
+    ) -> Result<Self, clip_es_model::ClipError> {
+        let prompts: Vec<String> = candidates.iter().map(|c| c.prompt.clone()).collect();
+        let classifier = TextClassifier::build(clip, &prompts, background, templates)?;
+        Ok(Segmenter {
+            vision: &clip.vision,
+            classifier,
+            candidates,
+            selection,
+            options,
+            kernels: KernelCache::default(),
+        })
+    }
+
+    /// The photo upright: its EXIF orientation and the decoded image turned by it.
+    pub fn upright(path: &Path) -> Result<(u16, DecodedImage), SegmentError> {
+        let orientation = clip_es_image::exif_orientation(path)?;
+        let decoded = DecodedImage::open(path)?;
+        Ok(if orientation == 1 {
+            (1, decoded)
+        } else {
+            (orientation, decoded.oriented(orientation))
+        })
+    }
+
+    /// Tags an upright photo with the candidates as the vocabulary.
+    pub fn tag(&self, decoded: &DecodedImage, path: &Path) -> Result<Tags, SegmentError> {
+        let cam_err = |source| SegmentError::Cam {
+            path: path.to_path_buf(),
+            source,
+        };
+        let patch = self.vision.config.patch_size;
+        let (w, h) = (decoded.width() as usize, decoded.height() as usize);
+        if w < patch || h < patch {
+            return Err(cam_err(CamError::TooSmall {
+                width: w,
+                height: h,
+                patch,
+            }));
+        }
+        let (ih, iw) = clip_es_image::patch_multiple(h, w, patch);
+        let input = decoded.clip_input(ih, iw)?;
+        tag_image(
+            self.vision,
+            &self.classifier,
+            &input.data,
+            ih,
+            iw,
+            &TagOptions {
+                round_pos_embed_f16: self.options.cam.round_pos_embed_f16,
+                ..self.options.tags
+            },
+        )
+        .map_err(|e| cam_err(CamError::Model(e)))
+    }
+
+    /// Segments one photo.
+    pub fn segment(&self, path: &Path) -> Result<Segmented, SegmentError> {
+        let (orientation, decoded) = Self::upright(path)?;
+        // The CRF's image (OpenCV's decoding, which applies the orientation itself).
+        let image = clip_es_image::load_rgb(path)?;
+        if (image.width, image.height) != (decoded.width(), decoded.height()) {
+            return Err(SegmentError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "decoders disagree on the size ({}x{} and {}x{})",
+                    image.width,
+                    image.height,
+                    decoded.width(),
+                    decoded.height()
+                ),
+            });
+        }
+        let cam_err = |source| SegmentError::Cam {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (classes, tags) = match &self.selection {
+            Selection::Fixed(c) => (c.clone(), None),
+            Selection::Tags => {
+                let tags = self.tag(&decoded, path)?;
+                (tags.chosen.clone(), Some(tags))
+            }
+        };
+        let (cams, _) = cams_for_image(
+            self.vision,
+            &self.classifier,
+            &decoded,
+            &classes,
+            &self.options.cam,
+            &self.options.augment,
+        )
+        .map_err(cam_err)?;
+        // The CAMs go to the mask stage as `clip-es cams` stores them: float16, keyed by
+        // label value - 1.
+        let cam_file = CamFile {
+            keys: classes
+                .iter()
+                .map(|&c| self.candidates[c].id as i64 - 1)
+                .collect(),
+            height: cams.height,
+            width: cams.width,
+            attn_highres: cams.refined.iter().map(|&v| f16::from_f32(v)).collect(),
+            highres: None,
+        };
+        let mask = pseudo_mask(&cam_file, path, &image, &self.options.mask, &self.kernels)?;
+        Ok(Segmented {
+            path: path.to_path_buf(),
+            orientation,
+            image,
+            classes,
+            cams,
+            mask,
+            tags,
+        })
+    }
+}
+
+/// File names of one image's outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputFiles {
+    pub mask: PathBuf,
+    pub overlay: PathBuf,
+    pub heat_maps: Vec<PathBuf>,
+    pub summary: PathBuf,
+}
+
+/// A class name made safe for a file name: lower case letters and digits, `-` for the rest.
+pub fn slug(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s.trim_matches('-').to_string();
+    if s.is_empty() {
+        "class".into()
+    } else {
+        s
+    }
+}
+
+/// The output names for image `stem` in `dir`: `<stem>.png` (label mask), `<stem>.overlay.png`,
+/// `<stem>.heat.<id>-<name>.png` per class, `<stem>.json`.
+pub fn output_files(dir: &Path, stem: &str, classes: &[&SegmentClass]) -> OutputFiles {
+    OutputFiles {
+        mask: dir.join(format!("{stem}.png")),
+        overlay: dir.join(format!("{stem}.overlay.png")),
+        heat_maps: classes
+            .iter()
+            .map(|c| dir.join(format!("{stem}.heat.{}-{}.png", c.id, slug(&c.name))))
+            .collect(),
+        summary: dir.join(format!("{stem}.json")),
+    }
+}
+
+/// The legend of an overlay: the classes that have pixels in the mask, then "not confident"
+/// when the mask has such pixels.
+pub fn legend_entries(classes: &[&SegmentClass], labels: &[u8]) -> Vec<LegendEntry> {
+    let mut present = [false; 256];
+    labels.iter().for_each(|&l| present[l as usize] = true);
+    let mut legend: Vec<LegendEntry> = classes
+        .iter()
+        .filter(|c| present[c.id as usize])
+        .map(|c| LegendEntry {
+            name: c.name.clone(),
+            colour: c.colour,
+        })
+        .collect();
+    if labels.contains(&viz::UNCONFIDENT) {
+        legend.push(LegendEntry {
+            name: "not confident".into(),
+            colour: [200, 200, 200],
+        });
+    }
+    legend
+}
+
+/// The overlay picture of a label mask: classes coloured by `classes` (looked up by label value).
+pub fn overlay_picture(image: &Rgb8Image, labels: &[u8], classes: &[&SegmentClass]) -> viz::Canvas {
+    let colour_of = |l: u8| classes.iter().find(|c| c.id == l).map(|c| c.colour);
+    viz::overlay(
+        image,
+        labels,
+        &colour_of,
+        &legend_entries(classes, labels),
+        &OverlayStyle::default(),
+    )
+}
+
+/// Writes one image's outputs (heat maps, overlay, JSON summary, then the label mask, each
+/// atomically) and returns their names and the JSON summary.
+pub fn write_outputs(
+    seg: &Segmenter,
+    result: &Segmented,
+    dir: &Path,
+    stem: &str,
+) -> Result<(OutputFiles, serde_json::Value), SegmentError> {
+    let classes: Vec<&SegmentClass> = result.classes.iter().map(|&c| &seg.candidates[c]).collect();
+    let files = output_files(dir, stem, &classes);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SegmentError::Io { path, source }
+    };
+    let png_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: png::EncodingError| SegmentError::Invalid {
+            path,
+            message: format!("PNG encoding: {e}"),
+        }
+    };
+    let (w, h) = (result.mask.width, result.mask.height);
+    let n = w * h;
+    for (k, (class, file)) in classes.iter().zip(&files.heat_maps).enumerate() {
+        let cam = &result.cams.refined[k * n..(k + 1) * n];
+        let pic = viz::heat_map(&result.image, cam, &class.name, 0.5);
+        let bytes = pic.encode_png().map_err(png_err(file))?;
+        crate::atomic::write_bytes_atomic(file, &bytes).map_err(io(file))?;
+    }
+    let pic = overlay_picture(&result.image, &result.mask.labels, &classes);
+    let bytes = pic.encode_png().map_err(png_err(&files.overlay))?;
+    crate::atomic::write_bytes_atomic(&files.overlay, &bytes).map_err(io(&files.overlay))?;
+
+    let count = |v: u8| result.mask.labels.iter().filter(|&&l| l == v).count() as f64 / n as f64;
+    let name_of = |p: &Path| p.file_name().map(|f| f.to_string_lossy().into_owned());
+    let summary = json!({
+        "image": result.path.display().to_string(),
+        "width": w,
+        "height": h,
+        "exif_orientation": result.orientation,
+        "orientation_applied": result.orientation != 1,
+        "crf": seg.options.mask.use_crf,
+        "scales": seg.options.augment.scales,
+        "flip": seg.options.augment.flip,
+        "classes": classes.iter().enumerate().map(|(k, c)| {
+            let cam = &result.cams.refined[k * n..(k + 1) * n];
+            json!({
+                "name": c.name,
+                "prompt": c.prompt,
+                "id": c.id,
+                "colour": c.colour,
+                "pixel_fraction": count(c.id),
+                "mean_cam": cam.iter().map(|&v| v as f64).sum::<f64>() / n as f64,
+                "clip_probability": result.cams.probabilities[k],
+            })
+        }).collect::<Vec<_>>(),
+        "background_fraction": count(0),
+        "unconfident_fraction": count(viz::UNCONFIDENT),
+        "tags": result.tags.as_ref().map(|t| tags_json(t, &seg.candidates)),
+        "files": {
+            "mask": name_of(&files.mask),
+            "overlay": name_of(&files.overlay),
+            "heat_maps": files.heat_maps.iter().map(|p| name_of(p)).collect::<Vec<_>>(),
+        },
+    });
+    let text = serde_json::to_string_pretty(&summary).expect("JSON of plain values");
+    crate::atomic::write_bytes_atomic(&files.summary, text.as_bytes())
+        .map_err(io(&files.summary))?;
+    let png = encode_label_png(&result.mask.labels, w, h, false).map_err(png_err(&files.mask))?;
+    crate::atomic::write_bytes_atomic(&files.mask, &png).map_err(io(&files.mask))?;
+    Ok((files, summary))
+}
+
+/// The chosen tags, then the ten best-scoring classes, as JSON.
+pub fn tags_json(tags: &Tags, candidates: &[SegmentClass]) -> serde_json::Value {
+    let entry = |c: usize| {
+        let s = &tags.scores[c];
+        json!({
+            "name": candidates[c].name,
+            "id": candidates[c].id,
+            "score": s.score,
+            "global": s.global,
+            "local": s.local,
+        })
+    };
+    let mut order: Vec<usize> = (0..tags.scores.len()).collect();
+    order.sort_by(|&a, &b| {
+        tags.scores[b]
+            .score
+            .total_cmp(&tags.scores[a].score)
+            .then(a.cmp(&b))
+    });
+    json!({
+        "chosen": tags.chosen.iter().map(|&c| entry(c)).collect::<Vec<_>>(),
+        "best": order.iter().take(10).map(|&c| entry(c)).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_classes_with_synonyms() {
+        let c = parse_classes("cat, sofa ,person with clothes;people", None).unwrap();
+        let names: Vec<_> = c.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["cat", "sofa", "person with clothes"]);
+        assert_eq!(c[2].prompt, "person with clothes,people");
+        assert_eq!(c.iter().map(|c| c.id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_ne!(c[0].colour, c[1].colour);
+    }
+
+    #[test]
+    fn preset_classes_keep_their_ids_and_prompts() {
+        let voc = preset_classes(&ClassSet::voc()).unwrap();
+        let c = parse_classes("person,diningtable", Some(&voc)).unwrap();
+        assert_eq!((c[0].id, c[1].id), (15, 11));
+        assert_eq!(c[0].prompt, "person with clothes,people,human");
+        assert_eq!(c[0].colour, viz::voc_colour(15));
+    }
+
+    #[test]
+    fn bad_class_lists_say_what_is_wrong() {
+        let voc = preset_classes(&ClassSet::voc()).unwrap();
+        let err = |t: &str, p: Option<&[SegmentClass]>| parse_classes(t, p).unwrap_err().0;
+        assert!(err("", None).contains("empty class name"));
+        assert!(err("cat,,dog", None).contains("item 2"));
+        assert!(err("cat;", None).contains("empty"));
+        assert!(err("cat,dog,cat", None).contains("`cat` is given twice"));
+        assert!(err("kitty", Some(&voc)).contains("`kitty` is not a class"));
+        assert!(err("person;human", Some(&voc)).contains("synonyms"));
+        let many: Vec<String> = (0..255).map(|i| format!("c{i}")).collect();
+        assert!(err(&many.join(","), None).contains("at most 254"));
+        assert_eq!(
+            parse_classes(&many[..254].join(","), None).unwrap().len(),
+            254
+        );
+    }
+
+    #[test]
+    fn default_vocabulary_is_voc_then_the_rest_of_coco() {
+        let v = default_vocabulary();
+        assert_eq!(v.names.len(), 80);
+        assert_eq!(&v.names[..20], &ClassSet::voc().names[..]);
+        assert_eq!(v.names[20], "truck");
+        assert!(!v.background.contains(&"keyboard".to_string()));
+        let mut sorted = v.names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 80);
+    }
+
+    #[test]
+    fn slugs_and_file_names() {
+        assert_eq!(slug("Person with clothes"), "person-with-clothes");
+        assert_eq!(slug("!!"), "class");
+        let c = SegmentClass {
+            name: "teddy bear".into(),
+            prompt: "teddy bear".into(),
+            id: 78,
+            colour: [0, 0, 0],
+        };
+        let f = output_files(Path::new("out"), "img", &[&c]);
+        assert_eq!(f.heat_maps[0], Path::new("out/img.heat.78-teddy-bear.png"));
+        assert_eq!(f.mask, Path::new("out/img.png"));
+    }
+}

@@ -1,0 +1,404 @@
+//! `clip-es segment` end to end on the tiny random 10-block model: the same masks as
+//! `cams` + `masks`, every promised file for each way of naming classes, and clear errors.
+
+use clip_es::masks::read_label_png;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn model() -> PathBuf {
+    root().join("../clip-es-model/tests/fixtures/tiny-deep-hf")
+}
+
+fn example(name: &str) -> PathBuf {
+    root().join("../../examples/images").join(name)
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("clip-es-segment-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn clip_es(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clip-es"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn segment(args: &[&str]) -> Output {
+    let m = model();
+    let mut all = vec!["segment", "--model", m.to_str().unwrap(), "--threads", "1"];
+    all.extend_from_slice(args);
+    clip_es(&all)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        stderr(o)
+    );
+}
+
+/// A small copy of an example photo (nearest-neighbour), saved as PNG: keeps the tests fast.
+fn small_copy(name: &str, dest: &Path, w: u32, h: u32) {
+    let img = clip_es_image::load_rgb(&example(name)).unwrap();
+    let mut c = clip_es::viz::Canvas::new(w as usize, h as usize, [0, 0, 0]);
+    for y in 0..h {
+        for x in 0..w {
+            let p = img.pixel(x * img.width / w, y * img.height / h);
+            c.set(x as usize, y as usize, p);
+        }
+    }
+    std::fs::write(dest, c.encode_png().unwrap()).unwrap();
+}
+
+fn voc_xml(names: &[&str]) -> String {
+    let objects: String = names
+        .iter()
+        .map(|n| format!("<object><name>{n}</name></object>"))
+        .collect();
+    format!("<annotation>{objects}</annotation>")
+}
+
+/// Acceptance 1: for every image of a VOC-style set, `segment --dataset voc --classes <its
+/// labels>` writes the same label mask as `cams` + `masks`.
+#[test]
+fn segment_masks_equal_cams_plus_masks() {
+    let d = tmpdir("same");
+    let set: [(&str, &str, u32, u32, &[&str]); 4] = [
+        ("chelsea", "chelsea.jpg", 90, 60, &["cat", "sofa"]),
+        ("astronaut", "astronaut.jpg", 64, 64, &["person"]),
+        (
+            "camera",
+            "camera.jpg",
+            70,
+            70,
+            &["person", "tvmonitor", "bottle"],
+        ),
+        ("horse", "horse.jpg", 100, 66, &["horse", "person"]),
+    ];
+    std::fs::create_dir_all(d.join("images")).unwrap();
+    std::fs::create_dir_all(d.join("ann")).unwrap();
+    let mut split = String::new();
+    for (id, file, w, h, labels) in &set {
+        small_copy(file, &d.join(format!("images/{id}.png")), *w, *h);
+        std::fs::write(d.join(format!("ann/{id}.xml")), voc_xml(labels)).unwrap();
+        split.push_str(&format!("{id}\n"));
+    }
+    std::fs::write(d.join("split.txt"), split).unwrap();
+    let s = |p: &str| d.join(p).to_str().unwrap().to_string();
+    let m = model();
+    ok(&clip_es(&[
+        "cams",
+        "--model",
+        m.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--dataset",
+        "voc",
+        "--images",
+        &s("images"),
+        "--annotations",
+        &s("ann"),
+        "--split",
+        &s("split.txt"),
+        "--out",
+        &s("cams"),
+    ]));
+    ok(&clip_es(&[
+        "masks",
+        "--cams",
+        &s("cams"),
+        "--images",
+        &s("images"),
+        "--split",
+        &s("split.txt"),
+        "--out",
+        &s("masks"),
+        "--jobs",
+        "1",
+    ]));
+    for (id, _, w, h, labels) in &set {
+        let out = d.join(format!("seg-{id}"));
+        ok(&segment(&[
+            &s(&format!("images/{id}.png")),
+            "--dataset",
+            "voc",
+            "--classes",
+            &labels.join(","),
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+        let a = read_label_png(&d.join(format!("masks/{id}.png"))).unwrap();
+        let b = read_label_png(&out.join(format!("{id}.png"))).unwrap();
+        assert_eq!((b.width, b.height), (*w as usize, *h as usize));
+        assert_eq!(a, b, "{id}: segment and cams + masks differ");
+        // The same bytes too (both grayscale PNGs of the same values).
+        assert_eq!(
+            std::fs::read(d.join(format!("masks/{id}.png"))).unwrap(),
+            std::fs::read(out.join(format!("{id}.png"))).unwrap()
+        );
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(format!("{id}.json"))).unwrap())
+                .unwrap();
+        let ids: Vec<u64> = summary["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_u64().unwrap())
+            .collect();
+        let voc = clip_es::prompts::ClassSet::voc();
+        let expect: Vec<u64> = labels
+            .iter()
+            .map(|l| voc.resolve(l).unwrap() as u64 + 1)
+            .collect();
+        assert_eq!(ids, expect, "{id}: preset ids");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let r = dec.read_info().unwrap();
+    (r.info().width, r.info().height)
+}
+
+/// Checks every promised file of one image and returns its JSON summary.
+fn check_outputs(out: &Path, stem: &str, size: (u32, u32)) -> serde_json::Value {
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(format!("{stem}.json"))).unwrap()).unwrap();
+    let mask = read_label_png(&out.join(format!("{stem}.png"))).unwrap();
+    assert_eq!((mask.width as u32, mask.height as u32), size);
+    assert_eq!(png_size(&out.join(format!("{stem}.overlay.png"))), size);
+    let classes = summary["classes"].as_array().unwrap();
+    assert!(!classes.is_empty(), "{stem}: no classes");
+    let heat = summary["files"]["heat_maps"].as_array().unwrap();
+    assert_eq!(heat.len(), classes.len());
+    for h in heat {
+        assert_eq!(png_size(&out.join(h.as_str().unwrap())), size);
+    }
+    let mut total = 0.0;
+    for c in classes {
+        let f = c["pixel_fraction"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&f));
+        total += f;
+        let p = c["clip_probability"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p));
+        let m = c["mean_cam"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&m));
+        // Label values in the mask are the classes' ids (and 0 / 255).
+        assert_eq!(c["colour"].as_array().unwrap().len(), 3);
+    }
+    assert!(
+        total <= 1.0 + 1e-9,
+        "{stem}: class fractions sum to {total}"
+    );
+    let bg = summary["background_fraction"].as_f64().unwrap();
+    let unc = summary["unconfident_fraction"].as_f64().unwrap();
+    assert!((total + bg + unc - 1.0).abs() < 1e-9);
+    let ids: Vec<u8> = classes
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap() as u8)
+        .collect();
+    assert!(mask
+        .labels
+        .iter()
+        .all(|&l| l == 0 || l == 255 || ids.contains(&l)));
+    assert_eq!(summary["exif_orientation"], 1);
+    summary
+}
+
+#[test]
+fn free_classes_preset_tags_vocabulary_and_folders() {
+    let d = tmpdir("e2e");
+    let photos = d.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    small_copy("chelsea.jpg", &photos.join("cat.png"), 96, 64);
+    std::fs::copy(example("horse.jpg"), photos.join("horse.jpg")).unwrap();
+    std::fs::write(photos.join("notes.txt"), "not an image").unwrap();
+    let cat = photos.join("cat.png");
+    let cat = cat.to_str().unwrap();
+
+    // Free classes with synonyms: ids 1..k in order.
+    let out = d.join("free");
+    let o = segment(&[
+        cat,
+        "--classes",
+        "cat,sofa;couch,person with clothes;people",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let s = check_outputs(&out, "cat", (96, 64));
+    let names: Vec<&str> = s["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cat", "sofa", "person with clothes"]);
+    assert_eq!(s["classes"][1]["prompt"], "sofa,couch");
+    assert_eq!(s["classes"][2]["id"], 3);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("cat.overlay.png"));
+    assert!(out.join("cat.heat.2-sofa.png").is_file());
+
+    // A preset without --classes: tags from its classes, preset ids.
+    let out = d.join("preset-tags");
+    ok(&segment(&[
+        cat,
+        "--dataset",
+        "voc",
+        "--no-crf",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let s = check_outputs(&out, "cat", (96, 64));
+    assert!(s["tags"]["chosen"]
+        .as_array()
+        .is_some_and(|t| !t.is_empty()));
+    assert_eq!(s["crf"], false);
+
+    // No classes at all: the default vocabulary (VOC + COCO).
+    let out = d.join("tags");
+    ok(&segment(&[
+        cat,
+        "--max-tags",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let s = check_outputs(&out, "cat", (96, 64));
+    let chosen = s["tags"]["chosen"].as_array().unwrap();
+    assert!((1..=2).contains(&chosen.len()));
+    assert_eq!(s["tags"]["best"].as_array().unwrap().len(), 10);
+
+    // A vocabulary file.
+    let vocab = d.join("vocab.txt");
+    std::fs::write(&vocab, "cat\nsofa: sofa,couch\nlamp\n").unwrap();
+    let out = d.join("vocab");
+    ok(&segment(&[
+        cat,
+        "--vocabulary",
+        vocab.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let s = check_outputs(&out, "cat", (96, 64));
+    for c in s["classes"].as_array().unwrap() {
+        assert!(["cat", "sofa", "lamp"].contains(&c["name"].as_str().unwrap()));
+    }
+
+    // --tags-only: printed, and tags.json.
+    let out = d.join("tags-only");
+    let o = segment(&[
+        cat,
+        "--vocabulary",
+        vocab.to_str().unwrap(),
+        "--tags-only",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("cat.png: "), "{text}");
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("tags.json")).unwrap()).unwrap();
+    assert_eq!(t["images"].as_array().unwrap().len(), 1);
+    assert!(!out.join("cat.png").exists());
+
+    // A folder: every image in it (the text file is not one), with a scale/flip ensemble.
+    let out = d.join("folder");
+    ok(&segment(&[
+        photos.to_str().unwrap(),
+        "--classes",
+        "cat,horse",
+        "--scales",
+        "1.0,0.5",
+        "--flip",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    check_outputs(&out, "cat", (96, 64));
+    let s = check_outputs(&out, "horse", (400, 328));
+    assert_eq!(s["flip"], true);
+    assert_eq!(s["scales"], serde_json::json!([1.0, 0.5]));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn bad_class_lists_and_inputs_are_clear_errors() {
+    let d = tmpdir("errors");
+    let img = d.join("a.png");
+    small_copy("chelsea.jpg", &img, 48, 32);
+    let img = img.to_str().unwrap();
+    let out = d.join("out");
+    let out = out.to_str().unwrap();
+    let many: Vec<String> = (0..255).map(|i| format!("thing {i}")).collect();
+    let many = many.join(",");
+    let empty = d.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cases: [(Vec<&str>, &str); 6] = [
+        (
+            vec![img, "--classes", "cat,,dog", "--out", out],
+            "empty class name",
+        ),
+        (vec![img, "--classes", "", "--out", out], "empty class name"),
+        (
+            vec![img, "--classes", "cat,dog,cat", "--out", out],
+            "`cat` is given twice",
+        ),
+        (
+            vec![
+                img,
+                "--dataset",
+                "voc",
+                "--classes",
+                "cat,kitty",
+                "--out",
+                out,
+            ],
+            "`kitty` is not a class",
+        ),
+        (vec![img, "--classes", &many, "--out", out], "at most 254"),
+        (
+            vec![empty.to_str().unwrap(), "--classes", "cat", "--out", out],
+            "no images",
+        ),
+    ];
+    for (args, message) in cases.iter() {
+        let o = segment(args);
+        assert_eq!(o.status.code(), Some(2), "{message}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(message),
+            "expected {message:?} in {}",
+            stderr(&o)
+        );
+    }
+    // A bad image among good ones is reported and skipped; the good one is written.
+    std::fs::write(d.join("broken.jpg"), b"not a jpeg").unwrap();
+    let o = segment(&[
+        img,
+        d.join("broken.jpg").to_str().unwrap(),
+        "--classes",
+        "cat",
+        "--out",
+        out,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("broken.jpg"));
+    assert!(Path::new(out).join("a.png").is_file());
+    std::fs::remove_dir_all(&d).unwrap();
+}
