@@ -12,6 +12,7 @@ pub mod classes;
 pub mod datasets;
 pub mod eval;
 pub mod masks;
+pub mod prompt_select;
 pub mod prompts;
 pub mod segment;
 pub mod tags;

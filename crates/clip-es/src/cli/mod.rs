@@ -5,6 +5,7 @@ mod cams;
 mod common;
 mod eval;
 mod masks;
+mod prompts;
 mod run;
 mod segment;
 
@@ -31,6 +32,8 @@ enum Command {
     /// Segment any photo: typed class names, a preset's, or label-free tags; writes label
     /// masks, overlays, heat maps and a JSON summary
     Segment(segment::Args),
+    /// Rank prompt templates by the paper's sharpness criterion over multi-label images
+    Prompts(prompts::Args),
     /// Speed of the image tower next to the machine's matmul speed
     Bench(bench::Args),
 }
@@ -58,5 +61,6 @@ fn execute(cli: Cli) -> ExitCode {
         Command::Masks(a) => masks::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Segment(a) => segment::run(a),
+        Command::Prompts(a) => prompts::run(a),
     }
 }
