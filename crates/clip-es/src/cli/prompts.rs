@@ -145,7 +145,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     );
     println!("{:>4}  {:>12}  template", "rank", "sharpness");
     for (rank, (k, s)) in ranked.iter().enumerate() {
-        println!("{:>4}  {:>12.6}  {}", rank + 1, s, templates[*k]);
+        println!("{:>4}  {:>12.4e}  {}", rank + 1, s, templates[*k]);
     }
     if let Some(path) = &args.json {
         let json = serde_json::json!({
