@@ -158,9 +158,9 @@ impl Canvas {
     pub fn blend(&mut self, x: usize, y: usize, c: Rgb, alpha: f32) {
         if x < self.width && y < self.height {
             let i = (y * self.width + x) * 3;
-            for k in 0..3 {
-                let v = self.data[i + k] as f32 * (1.0 - alpha) + c[k] as f32 * alpha;
-                self.data[i + k] = v.round().clamp(0.0, 255.0) as u8;
+            for (d, &v) in self.data[i..i + 3].iter_mut().zip(&c) {
+                let m = *d as f32 * (1.0 - alpha) + v as f32 * alpha;
+                *d = m.round().clamp(0.0, 255.0) as u8;
             }
         }
     }
