@@ -126,7 +126,7 @@ impl Cams {
     ) -> Result<(ImageCams, StageTimes), CamsError> {
         let t = Instant::now();
         let (w, h) = (image.width() as usize, image.height() as usize);
-        let patch = self.clip.config.vision.patch_size;
+        let patch = self.clip.config().vision.patch_size;
         if w < patch || h < patch {
             return Err(CamsError::Invalid(format!(
                 "the image is {w}x{h}, smaller than the model's {patch}-pixel patch"
@@ -145,7 +145,7 @@ impl Cams {
         let input = image.clip_input(ih, iw)?;
         let prepare = t.elapsed().as_secs_f64();
         let (cams, mut times) = image_cams(
-            &self.clip.vision,
+            self.clip.vision(),
             &self.classifier,
             &input,
             (h, w),
@@ -357,12 +357,12 @@ fn run_in_pool(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsRepor
     let t = Instant::now();
     let cams = Cams::load(&config.model, config.classes.clone(), &config.settings)?;
     let clip = cams.clip();
-    report.model = clip.files.weights.display().to_string();
+    report.model = clip.files().weights.display().to_string();
     progress.message(&format!(
         "model {} ({} blocks, width {}) and {} + {} text prompts ready in {:.1} s",
-        clip.files.weights.display(),
-        clip.config.vision.layers,
-        clip.config.vision.width,
+        clip.files().weights.display(),
+        clip.config().vision.layers,
+        clip.config().vision.width,
         config.classes.names.len(),
         config.classes.background.len(),
         t.elapsed().as_secs_f64()
