@@ -22,14 +22,17 @@ pub fn image_embedding(
     width: usize,
     round_pos_embed_f16: bool,
 ) -> Result<Vec<f32>, ModelError> {
+    let (gh, gw) = model.grid_for(height, width)?;
+    let pos =
+        round_pos_embed_f16.then(|| crate::cam::reference_positional_embedding(model, gh, gw));
     Ok(model
         .encode(
             pixels,
             height,
             width,
             VisionOptions {
-                keep_attention_from: model.blocks.len(),
-                round_pos_embed_f16,
+                keep_attention_from: model.layers(),
+                positional_embedding: pos.as_deref(),
             },
         )?
         .patch_mean_embedding)

@@ -7,22 +7,20 @@
 //! The photo is turned upright by its EXIF orientation before every step (CLIP input, CRF
 //! image, pictures); the JSON summary says which orientation was applied.
 
-use crate::cam::{cams_for_image, Augment, CamError, CamOptions, ImageCams, TextClassifier};
-use crate::cam_io::CamFile;
+use crate::cam::{CamError, ImageCams};
+use crate::cams::{CamSettings, Cams, CamsError};
+use crate::classes::ClassSet;
 use crate::masks::{
-    encode_label_png, pseudo_mask, KernelCache, MaskError, MaskOptions, PseudoMask,
+    encode_label_png, pseudo_mask_file, KernelCache, MaskError, MaskOptions, PseudoMask,
 };
-use crate::prompts::ClassSet;
 use crate::tags::{tag_image, TagOptions, Tags};
 use crate::viz::{self, LegendEntry, OverlayStyle, Rgb};
 use clip_es_image::{DecodedImage, Rgb8Image};
-use clip_es_model::VisionTransformer;
-use half::f16;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
 /// Label values 1..=254 are classes; 0 is background and 255 "not confident".
-pub const MAX_CLASSES: usize = 254;
+pub use crate::classes::MAX_CLASSES;
 
 /// A class that can be segmented: its name, the text put into the prompt template (synonyms
 /// separated by commas, as the reference fuses them), its label value and its colour.
@@ -138,6 +136,8 @@ pub fn parse_classes(
 pub enum SegmentError {
     #[error("{path}: {source}")]
     Cam { path: PathBuf, source: CamError },
+    #[error("{path}: {source}")]
+    Cams { path: PathBuf, source: CamsError },
     #[error("{0}")]
     Image(#[from] clip_es_image::ImageError),
     #[error(transparent)]
@@ -151,12 +151,10 @@ pub enum SegmentError {
     },
 }
 
-/// Settings of the stages `segment` runs.
+/// Settings of the stages `segment` runs besides the CAM settings.
 #[derive(Clone, Debug, Default)]
 pub struct SegmentOptions {
-    pub cam: CamOptions,
     pub mask: MaskOptions,
-    pub augment: Augment,
     pub tags: TagOptions,
 }
 
@@ -169,11 +167,11 @@ pub enum Selection {
     Tags,
 }
 
-/// Everything `segment` needs besides the model: candidate classes with their text classifier
-/// (one row per candidate, built once), which of them to use, and the stage settings.
-pub struct Segmenter<'a> {
-    pub vision: &'a VisionTransformer,
-    pub classifier: TextClassifier,
+/// Everything `segment` needs: the CAM stage ([`Cams`], holding the model and the text
+/// classifier of the candidate classes, built once), which candidates to use, the mask
+/// settings.
+pub struct Segmenter {
+    cams: Cams,
     pub candidates: Vec<SegmentClass>,
     pub selection: Selection,
     pub options: SegmentOptions,
@@ -194,26 +192,48 @@ pub struct Segmented {
     pub tags: Option<Tags>,
 }
 
-impl<'a> Segmenter<'a> {
-    /// Builds the text classifier for the candidates (`templates` averaged as in `cams`).
+impl Segmenter {
+    /// The CAM stage for the candidates (their ids must be their positions + 1, as
+    /// [`parse_classes`], [`preset_classes`] give them) with these background words.
     pub fn new(
-        clip: &'a clip_es_model::Clip,
+        clip: clip_es_model::Clip,
         candidates: Vec<SegmentClass>,
-        background: &[String],
-        templates: &[String],
+        background: Vec<String>,
+        box_threshold: f64,
+        settings: &CamSettings,
         selection: Selection,
         options: SegmentOptions,
-    ) -> Result<Self, clip_es_model::ClipError> {
-        let prompts: Vec<String> = candidates.iter().map(|c| c.prompt.clone()).collect();
-        let classifier = TextClassifier::build(clip, &prompts, background, templates)?;
+    ) -> Result<Self, CamsError> {
+        if let Some((i, c)) = candidates
+            .iter()
+            .enumerate()
+            .find(|(i, c)| c.id as usize != i + 1)
+        {
+            return Err(CamsError::Invalid(format!(
+                "class {} has label value {}, not {}",
+                c.name,
+                c.id,
+                i + 1
+            )));
+        }
+        let classes = ClassSet {
+            names: candidates.iter().map(|c| c.name.clone()).collect(),
+            prompt_names: candidates.iter().map(|c| c.prompt.clone()).collect(),
+            background,
+            box_threshold,
+        };
         Ok(Segmenter {
-            vision: &clip.vision,
-            classifier,
+            cams: Cams::new(clip, classes, settings)?,
             candidates,
             selection,
             options,
             kernels: KernelCache::default(),
         })
+    }
+
+    /// The CAM stage (model, classifier, settings).
+    pub fn cams(&self) -> &Cams {
+        &self.cams
     }
 
     /// The photo upright: its EXIF orientation and the decoded image turned by it.
@@ -233,7 +253,8 @@ impl<'a> Segmenter<'a> {
             path: path.to_path_buf(),
             source,
         };
-        let patch = self.vision.config.patch_size;
+        let vision = self.cams.clip().vision();
+        let patch = vision.patch_size();
         let (w, h) = (decoded.width() as usize, decoded.height() as usize);
         if w < patch || h < patch {
             return Err(cam_err(CamError::TooSmall {
@@ -245,13 +266,13 @@ impl<'a> Segmenter<'a> {
         let (ih, iw) = clip_es_image::patch_multiple(h, w, patch);
         let input = decoded.clip_input(ih, iw)?;
         tag_image(
-            self.vision,
-            &self.classifier,
+            vision,
+            self.cams.classifier(),
             &input.data,
             ih,
             iw,
             &TagOptions {
-                round_pos_embed_f16: self.options.cam.round_pos_embed_f16,
+                round_pos_embed_f16: self.cams.options().round_pos_embed_f16,
                 ..self.options.tags
             },
         )
@@ -275,10 +296,6 @@ impl<'a> Segmenter<'a> {
                 ),
             });
         }
-        let cam_err = |source| SegmentError::Cam {
-            path: path.to_path_buf(),
-            source,
-        };
         let (classes, tags) = match &self.selection {
             Selection::Fixed(c) => (c.clone(), None),
             Selection::Tags => {
@@ -286,28 +303,17 @@ impl<'a> Segmenter<'a> {
                 (tags.chosen.clone(), Some(tags))
             }
         };
-        let (cams, _) = cams_for_image(
-            self.vision,
-            &self.classifier,
-            &decoded,
-            &classes,
-            &self.options.cam,
-            &self.options.augment,
-        )
-        .map_err(cam_err)?;
-        // The CAMs go to the mask stage as `clip-es cams` stores them: float16, keyed by
-        // label value - 1.
-        let cam_file = CamFile {
-            keys: classes
-                .iter()
-                .map(|&c| self.candidates[c].id as i64 - 1)
-                .collect(),
-            height: cams.height,
-            width: cams.width,
-            attn_highres: cams.refined.iter().map(|&v| f16::from_f32(v)).collect(),
-            highres: None,
-        };
-        let mask = pseudo_mask(&cam_file, path, &image, &self.options.mask, &self.kernels)?;
+        let (cams, _) =
+            self.cams
+                .image(&decoded, &classes)
+                .map_err(|source| SegmentError::Cams {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        // The CAMs go to the mask stage as `clip-es cams` stores them (float16), keyed by
+        // candidate index = label value - 1.
+        let cam_file = cams.to_cam_file(&classes);
+        let mask = pseudo_mask_file(&cam_file, path, &image, &self.options.mask, &self.kernels)?;
         Ok(Segmented {
             path: path.to_path_buf(),
             orientation,
@@ -439,8 +445,8 @@ pub fn write_outputs(
         "exif_orientation": result.orientation,
         "orientation_applied": result.orientation != 1,
         "crf": seg.options.mask.use_crf,
-        "scales": seg.options.augment.scales,
-        "flip": seg.options.augment.flip,
+        "scales": seg.cams().augment().scales,
+        "flip": seg.cams().augment().flip,
         "classes": classes.iter().enumerate().map(|(k, c)| {
             let cam = &result.cams.refined[k * n..(k + 1) * n];
             json!({

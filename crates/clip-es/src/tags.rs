@@ -114,13 +114,17 @@ pub fn tag_image(
 ) -> Result<Tags, ModelError> {
     let e = classifier.embed_dim;
     let k = classifier.classes.len() / e;
+    let (gh, gw) = model.grid_for(height, width)?;
+    let pos = opts
+        .round_pos_embed_f16
+        .then(|| crate::cam::reference_positional_embedding(model, gh, gw));
     let out = model.encode(
         pixels,
         height,
         width,
         VisionOptions {
-            keep_attention_from: model.blocks.len(),
-            round_pos_embed_f16: opts.round_pos_embed_f16,
+            keep_attention_from: model.layers(),
+            positional_embedding: pos.as_deref(),
         },
     )?;
     let mut rows = classifier.classes.clone();

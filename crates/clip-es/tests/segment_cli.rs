@@ -160,7 +160,7 @@ fn segment_masks_equal_cams_plus_masks() {
             .iter()
             .map(|c| c["id"].as_u64().unwrap())
             .collect();
-        let voc = clip_es::prompts::ClassSet::voc();
+        let voc = clip_es::classes::ClassSet::voc();
         let expect: Vec<u64> = labels
             .iter()
             .map(|l| voc.resolve(l).unwrap() as u64 + 1)

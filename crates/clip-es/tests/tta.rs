@@ -58,8 +58,8 @@ fn a_mirrored_image_gives_mirrored_cams_with_flip() {
         scales: vec![1.0],
         flip: true,
     };
-    let (a, _) = cams_for_image(&clip.vision, &cls, &img, &labels, &opts, &aug).unwrap();
-    let (b, _) = cams_for_image(&clip.vision, &cls, &mirror, &labels, &opts, &aug).unwrap();
+    let (a, _) = cams_for_image(clip.vision(), &cls, &img, &labels, &opts, &aug).unwrap();
+    let (b, _) = cams_for_image(clip.vision(), &cls, &mirror, &labels, &opts, &aug).unwrap();
     let mut a_mirrored = a.refined.clone();
     clip_es::cam::mirror_rows(&mut a_mirrored, w);
     assert_eq!(
@@ -69,7 +69,7 @@ fn a_mirrored_image_gives_mirrored_cams_with_flip() {
     assert_eq!(a.probabilities, b.probabilities);
     // Without --flip they are not (the positional embedding is not symmetric).
     let (c, _) = cams_for_image(
-        &clip.vision,
+        clip.vision(),
         &cls,
         &img,
         &labels,
@@ -78,7 +78,7 @@ fn a_mirrored_image_gives_mirrored_cams_with_flip() {
     )
     .unwrap();
     let (d, _) = cams_for_image(
-        &clip.vision,
+        clip.vision(),
         &cls,
         &mirror,
         &labels,
@@ -105,7 +105,7 @@ fn scale_one_without_flip_is_the_single_reference_pass() {
     let labels = [1];
     let opts = CamOptions::default();
     let (a, _) = cams_for_image(
-        &clip.vision,
+        clip.vision(),
         &cls,
         &img,
         &labels,
@@ -114,25 +114,14 @@ fn scale_one_without_flip_is_the_single_reference_pass() {
     )
     .unwrap();
     let input = img.clip_input(48, 64).unwrap();
-    let (b, _) = image_cams(
-        &clip.vision,
-        &cls,
-        &input.data,
-        48,
-        64,
-        37,
-        50,
-        &labels,
-        &opts,
-    )
-    .unwrap();
+    let (b, _) = image_cams(clip.vision(), &cls, &input, (37, 50), &labels, &opts).unwrap();
     assert_eq!(a.refined, b.refined);
     // Other scales: maps at the image's size, in [0, 1], different from scale 1 alone.
     let aug = Augment {
         scales: vec![1.0, 0.75, 1.25],
         flip: true,
     };
-    let (m, _) = cams_for_image(&clip.vision, &cls, &img, &labels, &opts, &aug).unwrap();
+    let (m, _) = cams_for_image(clip.vision(), &cls, &img, &labels, &opts, &aug).unwrap();
     assert_eq!((m.height, m.width), (37, 50));
     assert_eq!(m.refined.len(), 37 * 50);
     assert!(m.refined.iter().all(|v| (0.0..=1.0 + 1e-6).contains(v)));

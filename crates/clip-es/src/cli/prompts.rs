@@ -2,12 +2,13 @@
 //! (section 3.2; [`clip_es::prompt_select`]) over a dataset's multi-label images.
 
 use super::cams::DatasetArgs;
-use super::common::{exit_code, progress_bar, report_failures};
+use super::common::{exit_code, report_failures, Bars};
 use anyhow::Context;
 use clip_es::cam::TextClassifier;
+use clip_es::classes::ClassSet;
 use clip_es::datasets;
+use clip_es::progress::Progress;
 use clip_es::prompt_select::{image_embedding, image_sharpness, label_scores, mean_sharpness};
-use clip_es::prompts::ClassSet;
 use clip_es_image::{patch_multiple, DecodedImage};
 use clip_es_model::{Clip, DEFAULT_MODEL};
 use std::path::PathBuf;
@@ -86,9 +87,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|t| TextClassifier::build(&clip, &classes.prompt_names, &[], std::slice::from_ref(t)))
         .collect::<Result<Vec<_>, _>>()?;
-    let patch = clip.config.vision.patch_size;
+    let patch = clip.config().vision.patch_size;
 
-    let pb = progress_bar(ids.len(), "prompts");
+    let pb = Bars::default();
+    pb.start("prompts", ids.len());
     let mut per_template: Vec<Vec<f64>> = vec![Vec::new(); templates.len()];
     let mut single_label = 0usize;
     let mut failures: Vec<(String, String)> = Vec::new();
@@ -109,7 +111,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             );
             let (ih, iw) = patch_multiple(h, w, patch);
             let input = image.clip_input(ih, iw)?;
-            let z = image_embedding(&clip.vision, &input.data, ih, iw, !args.exact_pos_embed)
+            let z = image_embedding(clip.vision(), &input.data, ih, iw, !args.exact_pos_embed)
                 .with_context(|| sample.image.display().to_string())?;
             for (k, c) in classifiers.iter().enumerate() {
                 per_template[k].push(image_sharpness(&label_scores(&z, c, &sample.labels)));
@@ -120,13 +122,13 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             Ok(true) => {}
             Ok(false) => single_label += 1,
             Err(e) => {
-                pb.suspend(|| eprintln!("skipping {id}: {e:#}"));
+                pb.message(&format!("skipping {id}: {e:#}"));
                 failures.push((id.clone(), format!("{e:#}")));
             }
         }
-        pb.inc(1);
+        pb.advance();
     }
-    pb.finish_and_clear();
+    pb.finish();
     let used = per_template[0].len();
     anyhow::ensure!(
         used > 0,
@@ -149,7 +151,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.json {
         let json = serde_json::json!({
-            "model": clip.files.weights.display().to_string(),
+            "model": clip.files().weights.display().to_string(),
             "dataset": args.data.dataset,
             "images_used": used,
             "single_label_images": single_label,

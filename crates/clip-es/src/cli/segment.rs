@@ -2,11 +2,13 @@
 //! label-free tags (docs/segment.md). The work is [`clip_es::segment`]'s; this file reads the
 //! options, finds the images, loops over them and prints where the results are.
 
-use super::common::{exit_code, progress_bar, report_failures};
+use super::common::{exit_code, report_failures, Bars};
 use anyhow::Context;
-use clip_es::cam::{Augment, CamOptions};
+use clip_es::cam::{Augment, DEFAULT_TEMPLATE};
+use clip_es::cams::CamSettings;
+use clip_es::classes::ClassSet;
 use clip_es::masks::MaskOptions;
-use clip_es::prompts::{ClassSet, DEFAULT_TEMPLATE};
+use clip_es::progress::Progress;
 use clip_es::segment::{
     default_vocabulary, parse_classes, preset_classes, tags_json, write_outputs, SegmentOptions,
     Segmenter, Selection,
@@ -185,19 +187,20 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", args.out.display()))?;
 
     let clip = Clip::load(&args.model)?;
-    let options = SegmentOptions {
-        cam: CamOptions {
-            box_threshold,
-            ..CamOptions::default()
+    let weights = clip.files().weights.display().to_string();
+    let settings = CamSettings {
+        templates: args.templates.clone(),
+        augment: Augment {
+            scales: args.scales.clone(),
+            flip: args.flip,
         },
+        ..CamSettings::default()
+    };
+    let options = SegmentOptions {
         mask: MaskOptions {
             confidence: args.confidence,
             use_crf: !args.no_crf,
             ..MaskOptions::default()
-        },
-        augment: Augment {
-            scales: args.scales.clone(),
-            flip: args.flip,
         },
         tags: TagOptions {
             threshold: args.tag_threshold,
@@ -206,16 +209,17 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         },
     };
     let seg = Segmenter::new(
-        &clip,
+        clip,
         candidates,
-        &background,
-        &args.templates,
+        background,
+        box_threshold,
+        &settings,
         selection,
         options,
     )?;
     eprintln!(
         "model {}; {} images; {}",
-        clip.files.weights.display(),
+        weights,
         images.len(),
         match &seg.selection {
             Selection::Fixed(c) => format!(
@@ -229,9 +233,9 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         }
     );
 
-    let pb = progress_bar(images.len(), "segment");
-    if images.len() == 1 {
-        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    let pb = Bars::default();
+    if images.len() > 1 {
+        pb.start("segment", images.len());
     }
     let mut failures: Vec<(String, String)> = Vec::new();
     let mut all_tags = Vec::new();
@@ -293,16 +297,16 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         match result {
             Ok(text) => {
                 done += 1;
-                pb.suspend(|| println!("{text}"));
+                pb.stdout(&text);
             }
             Err(e) => {
-                pb.suspend(|| eprintln!("skipping {}: {e:#}", path.display()));
+                pb.message(&format!("skipping {}: {e:#}", path.display()));
                 failures.push((path.display().to_string(), format!("{e:#}")));
             }
         }
-        pb.inc(1);
+        pb.advance();
     }
-    pb.finish_and_clear();
+    pb.finish();
     if args.tags_only {
         let file = args.out.join("tags.json");
         let text = serde_json::to_string_pretty(&serde_json::json!({ "images": all_tags }))?;
