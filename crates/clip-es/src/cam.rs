@@ -364,9 +364,11 @@ impl TextClassifier {
 
 /// Test-time augmentation of the CAM stage: the image is also seen at other scales and mirrored,
 /// and the refined CAMs of every view, resized to the image's size (and mirrored back), are
-/// averaged. The reference holds this as a disabled code path (`img_ms_and_flip` in
-/// `generate_cams_voc12.py`, which makes each scale's input `ceil(scale * side / patch) * patch`
-/// pixels and its mirror) and runs scale 1.0 only; that is the default here.
+/// averaged. The reference holds this as a disabled code path (`img_ms_and_flip`,
+/// linyq2117/CLIP-ES@3893f817 `generate_cams_voc12.py:82-91`, makes each scale's input
+/// `ceil(scale * side / patch) * patch` pixels and its mirror; lines 125-126 keep only the
+/// unflipped scale-1.0 view, and lines 205-207 only the first scale's maps) and runs scale 1.0
+/// only; that is the default here. docs/segment.md describes the averaging.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Augment {
     pub scales: Vec<f64>,

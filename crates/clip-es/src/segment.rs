@@ -1,7 +1,7 @@
 //! Segmenting any photo (`clip-es segment`, docs/segment.md): class names typed by the user,
 //! taken from a preset, or found by label-free tagging ([`crate::tags`]), then the CAM stage
-//! ([`crate::cam::cams_for_image`], paper sections 3.1-3.3) and the pseudo-mask stage
-//! ([`crate::masks::pseudo_mask`], section 3.4) exactly as `clip-es cams` + `clip-es masks`
+//! ([`crate::cams::Cams::image`], paper sections 3.1-3.3) and the pseudo-mask stage
+//! ([`crate::masks::pseudo_mask_file`], section 3.4) exactly as `clip-es cams` + `clip-es masks`
 //! run them, and pictures ([`crate::viz`]).
 //!
 //! The photo is turned upright by its EXIF orientation before every step (CLIP input, CRF
@@ -137,7 +137,10 @@ pub enum SegmentError {
     #[error("{path}: {source}")]
     Cam { path: PathBuf, source: CamError },
     #[error("{path}: {source}")]
-    Cams { path: PathBuf, source: CamsError },
+    Cams {
+        path: PathBuf,
+        source: Box<CamsError>,
+    },
     #[error("{0}")]
     Image(#[from] clip_es_image::ImageError),
     #[error(transparent)]
@@ -308,7 +311,7 @@ impl Segmenter {
                 .image(&decoded, &classes)
                 .map_err(|source| SegmentError::Cams {
                     path: path.to_path_buf(),
-                    source,
+                    source: Box::new(source),
                 })?;
         // The CAMs go to the mask stage as `clip-es cams` stores them (float16), keyed by
         // candidate index = label value - 1.

@@ -402,3 +402,66 @@ fn bad_class_lists_and_inputs_are_clear_errors() {
     assert!(Path::new(out).join("a.png").is_file());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A phone photo stored sideways (EXIF orientation 6 in a PNG eXIf chunk) is segmented upright:
+/// every output has the turned size and the JSON says which orientation was applied.
+#[test]
+fn exif_orientation_is_applied_everywhere() {
+    let d = tmpdir("exif");
+    let plain = d.join("plain.png");
+    small_copy("horse.jpg", &plain, 64, 40);
+    let png = std::fs::read(&plain).unwrap();
+    // Insert eXIf (TIFF, little endian, IFD0 with Orientation = 6) right after IHDR.
+    let tiff: [u8; 26] = [
+        b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let mut chunk = (tiff.len() as u32).to_be_bytes().to_vec();
+    let mut body = b"eXIf".to_vec();
+    body.extend_from_slice(&tiff);
+    chunk.extend_from_slice(&body);
+    chunk.extend_from_slice(&crc32(&body).to_be_bytes());
+    let ihdr_end = 8 + 8 + 13 + 4;
+    let mut rotated = png[..ihdr_end].to_vec();
+    rotated.extend_from_slice(&chunk);
+    rotated.extend_from_slice(&png[ihdr_end..]);
+    let photo = d.join("phone.png");
+    std::fs::write(&photo, rotated).unwrap();
+    assert_eq!(clip_es_image::exif_orientation(&photo).unwrap(), 6);
+
+    let out = d.join("out");
+    ok(&segment(&[
+        photo.to_str().unwrap(),
+        "--classes",
+        "horse",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("phone.json")).unwrap()).unwrap();
+    assert_eq!(summary["exif_orientation"], 6);
+    assert_eq!(summary["orientation_applied"], true);
+    assert_eq!(
+        (summary["width"].as_u64(), summary["height"].as_u64()),
+        (Some(40), Some(64))
+    );
+    let mask = read_label_png(&out.join("phone.png")).unwrap();
+    assert_eq!((mask.width, mask.height), (40, 64));
+    assert_eq!(png_size(&out.join("phone.overlay.png")), (40, 64));
+    assert_eq!(png_size(&out.join("phone.heat.1-horse.png")), (40, 64));
+    std::fs::remove_dir_all(&d).unwrap();
+}
