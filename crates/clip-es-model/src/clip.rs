@@ -4,7 +4,7 @@
 use crate::backend::Backend;
 use crate::config::ClipConfig;
 use crate::hub::{resolve_model, HubError, ModelFiles, TokenizerFiles};
-use crate::tensors::{ModelError, TensorSource};
+use crate::tensors::{ModelError, TakeTensors, TensorSource};
 use crate::text::TextTransformer;
 use crate::vision::VisionTransformer;
 use crate::weights::{ClipWeights, WeightsError};
@@ -70,11 +70,13 @@ impl Clip {
             source,
         };
         let eps = config.layer_norm_eps;
-        let vision = VisionTransformer::new(&weights, &config.vision, config.embed_dim, eps)
+        // The towers take the weights' buffers over (moved, not copied).
+        let src = TakeTensors::new(weights.into_tensors());
+        let logit_scale = src.scalar_f32("logit_scale").map_err(model_err)?.exp();
+        let vision = VisionTransformer::new(&src, &config.vision, config.embed_dim, eps)
             .map_err(model_err)?;
-        let text = TextTransformer::new(&weights, &config.text, config.embed_dim, eps)
-            .map_err(model_err)?;
-        let logit_scale = weights.scalar_f32("logit_scale").map_err(model_err)?.exp();
+        let text =
+            TextTransformer::new(&src, &config.text, config.embed_dim, eps).map_err(model_err)?;
         Ok(Clip {
             config,
             files,

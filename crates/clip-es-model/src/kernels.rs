@@ -1,11 +1,11 @@
-//! CPU kernels for the transformer hot path: matrix products (the `gemm` crate candle itself
-//! uses), layer norm, QuickGELU, row softmax and multi-head attention, each with the
-//! activation-only backward pass the Softmax-GradCAM of CLIP-ES needs (paper section 3.2,
-//! reference `pytorch_grad_cam/base_cam.py`).
+//! CPU kernels for the transformer hot path, behind [`crate::backend::Cpu`]: matrix products
+//! (the `gemm` crate), layer norm, QuickGELU, row softmax and multi-head attention, each with
+//! the activation-only backward pass a gradient-based explanation needs (docs/algorithm.md,
+//! "Softmax-GradCAM").
 //!
-//! Why not candle ops: at the token counts of CAM inputs (500x375 -> 769 tokens) stock candle
-//! attention spends most of its time in a softmax over 12 x N x N and in per-head batched
-//! matmuls with copies. Here each head runs two strided GEMMs straight on the packed QKV
+//! Why hand-written: at the token counts of CAM inputs (500x375 -> 769 tokens) a generic tensor
+//! library's attention spends most of its time in a softmax over 12 x N x N and in per-head
+//! batched matmuls with copies. Here each head runs two strided GEMMs straight on the packed QKV
 //! buffer and an in-place vectorised softmax, heads in parallel. The elementwise kernels are
 //! compiled for AVX-512 / AVX2+FMA and picked at run time, so one binary runs everywhere.
 //!
