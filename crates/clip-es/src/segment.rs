@@ -197,7 +197,8 @@ pub struct Segmented {
 
 impl Segmenter {
     /// The CAM stage for the candidates (their ids must be their positions + 1, as
-    /// [`parse_classes`], [`preset_classes`] give them) with these background words.
+    /// [`parse_classes`], [`preset_classes`] give them) with these background words, less any
+    /// that is also the name of a candidate.
     pub fn new(
         clip: clip_es_model::Clip,
         candidates: Vec<SegmentClass>,
@@ -219,6 +220,7 @@ impl Segmenter {
                 i + 1
             )));
         }
+        let background = background_without_classes(background, &candidates);
         let classes = ClassSet {
             names: candidates.iter().map(|c| c.name.clone()).collect(),
             prompt_names: candidates.iter().map(|c| c.prompt.clone()).collect(),
@@ -327,6 +329,13 @@ impl Segmenter {
             tags,
         })
     }
+}
+
+/// The background words less those that name one of the classes (a class "grass" would
+/// otherwise compete with the background word "grass").
+pub fn background_without_classes(mut words: Vec<String>, classes: &[SegmentClass]) -> Vec<String> {
+    words.retain(|w| !classes.iter().any(|c| c.name.eq_ignore_ascii_case(w)));
+    words
 }
 
 /// File names of one image's outputs.
@@ -556,6 +565,16 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 80);
+    }
+
+    #[test]
+    fn a_class_is_not_also_a_background_word() {
+        let classes = parse_classes("Grass,cat", None).unwrap();
+        let words = ["ground", "grass", "sky"].map(String::from).to_vec();
+        assert_eq!(
+            background_without_classes(words, &classes),
+            ["ground", "sky"].map(String::from).to_vec()
+        );
     }
 
     #[test]
