@@ -17,6 +17,13 @@ pub enum ModelError {
     },
     #[error("{0}")]
     Input(String),
+    #[error("tensor `{name}` holds {count} non-finite value(s) (first: {first} at index {index}): the weights are corrupt")]
+    NonFinite {
+        name: String,
+        count: usize,
+        first: f32,
+        index: usize,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -30,7 +37,21 @@ pub trait TensorSource {
     fn scalar_f32(&self, name: &str) -> Result<f32, ModelError>;
 }
 
-/// Converts a candle tensor after checking its shape.
+/// Fails on a NaN or infinity among the values of tensor `name` (one pass at load: a corrupt
+/// weight would otherwise turn every CAM into zeros without a word).
+pub fn check_finite(name: &str, values: &[f32]) -> Result<(), ModelError> {
+    let Some(index) = values.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    Err(ModelError::NonFinite {
+        name: name.to_string(),
+        count: values[index..].iter().filter(|v| !v.is_finite()).count(),
+        first: values[index],
+        index,
+    })
+}
+
+/// Converts a candle tensor after checking its shape and that its values are finite.
 pub fn tensor_to_f32(name: &str, t: &Tensor, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
     if t.dims() != shape {
         return Err(ModelError::Shape {
@@ -39,9 +60,12 @@ pub fn tensor_to_f32(name: &str, t: &Tensor, shape: &[usize]) -> Result<Vec<f32>
             got: t.dims().to_vec(),
         });
     }
-    Ok(t.to_dtype(candle_core::DType::F32)?
+    let v = t
+        .to_dtype(candle_core::DType::F32)?
         .flatten_all()?
-        .to_vec1::<f32>()?)
+        .to_vec1::<f32>()?;
+    check_finite(name, &v)?;
+    Ok(v)
 }
 
 impl TensorSource for HashMap<String, Tensor> {
@@ -63,9 +87,12 @@ impl TensorSource for HashMap<String, Tensor> {
                 got: t.dims().to_vec(),
             });
         }
-        Ok(t.to_dtype(candle_core::DType::F32)?
+        let v = t
+            .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
-            .to_vec1::<f32>()?[0])
+            .to_vec1::<f32>()?;
+        check_finite(name, &v)?;
+        Ok(v[0])
     }
 }
 

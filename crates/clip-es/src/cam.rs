@@ -131,6 +131,20 @@ pub fn image_cams(
     )?;
     times.forward = g.forward_seconds;
     times.backward = g.backward_seconds;
+    // A NaN or infinity anywhere upstream (weights, an overflow) would come out as all-zero
+    // maps after the min-max normalisation: fail the image loudly instead.
+    if let Some(p) = g.probabilities.iter().find(|p| !p.is_finite()) {
+        return Err(clip_es_model::ModelError::Input(format!(
+            "the model's class probabilities are not finite ({p}): check the weights"
+        )));
+    }
+    if g.channel_weights.iter().flatten().any(|v| !v.is_finite())
+        || g.activation.iter().any(|v| !v.is_finite())
+    {
+        return Err(clip_es_model::ModelError::Input(
+            "the GradCAM activations or gradients are not finite: check the weights".into(),
+        ));
+    }
 
     let t = Instant::now();
     let (gh, gw) = (g.grid_h, g.grid_w);
@@ -161,6 +175,12 @@ pub fn image_cams(
         }
         out
     };
+    if refined_grid.iter().flatten().any(|v| !v.is_finite()) {
+        return Err(clip_es_model::ModelError::Input(
+            "the refined CAMs are not finite (attention or affinity overflow): check the weights"
+                .into(),
+        ));
+    }
     let refined = upsample(&refined_grid);
     let unrefined = opts.unrefined.then(|| upsample(&cams));
     times.resize = t.elapsed().as_secs_f64();

@@ -6,6 +6,7 @@
 
 pub mod affinity;
 pub mod atomic;
+pub mod budget;
 pub mod cam;
 pub mod cam_io;
 pub mod classes;

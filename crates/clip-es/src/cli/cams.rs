@@ -5,11 +5,12 @@
 
 use super::common::{exit_code, progress_bar, report_failures};
 use anyhow::Context;
+use clip_es::budget;
 use clip_es::cam::{image_cams, CamOptions, StageTimes, TextClassifier};
 use clip_es::cam_io::CamFile;
 use clip_es::datasets::{self, Sample};
 use clip_es::prompts::{ClassSet, DEFAULT_TEMPLATE};
-use clip_es_image::{patch_multiple, DecodedImage};
+use clip_es_image::DecodedImage;
 use clip_es_model::{Clip, DEFAULT_MODEL};
 use half::f16;
 use std::ffi::OsString;
@@ -98,6 +99,17 @@ pub struct Args {
     /// Write a JSON report (per-image seconds by stage, failures) to this file
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Images whose longer side exceeds this many pixels are downscaled for the ViT (their CAMs
+    /// are still written at the original size); 0 never downscales. The default leaves VOC and
+    /// COCO images (at most 640 pixels) as the reference runs them
+    #[arg(long, default_value_t = 640)]
+    max_side: usize,
+    /// Memory limit in MB for one image's CAM computation (estimated before allocating; an
+    /// image over it fails with a message). Default: the memory available (and `ulimit -v`)
+    #[arg(long)]
+    memory_limit: Option<u64>,
+    #[command(flatten)]
+    exif: super::common::ExifArgs,
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
@@ -186,11 +198,14 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         "every --template must contain {{}}"
     );
 
-    let (ids, source) = datasets::plan(
+    let (ids, source, note) = datasets::plan(
         args.data.split.as_deref(),
         args.data.labels.as_deref(),
         args.data.annotations.as_deref(),
     )?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
     let total_ids = ids.len();
     let ids: Vec<String> = match args.shard {
         Some((i, n)) => ids
@@ -201,8 +216,16 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             .collect(),
         None => ids,
     };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    anyhow::ensure!(
+        args.data.images.is_dir(),
+        "--images {}: not a directory",
+        args.data.images.display()
+    );
+    // Before the model is loaded: an unwritable output is found now, not after the work.
+    clip_es::atomic::probe_dir(&args.out).map_err(anyhow::Error::msg)?;
+    if let Some(r) = &args.report {
+        clip_es::atomic::probe_file_dir(r).map_err(anyhow::Error::msg)?;
+    }
     let out_path = |id: &str| args.out.join(format!("{id}.npz"));
     let todo: Vec<&String> = ids
         .iter()
@@ -249,6 +272,13 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         unrefined: args.save_unrefined,
     };
 
+    let limits = Limits {
+        max_side: args.max_side,
+        memory_limit: args.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
+        exif: args.exif.mode(),
+    };
+    let warn = super::common::ExifWarning::new(limits.exif);
+
     let pb = progress_bar(todo.len(), "cams");
     let mut totals = Totals::default();
     let mut failures: Vec<(String, String)> = Vec::new();
@@ -256,12 +286,23 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         let result = source
             .sample(id, &args.data.images, &classes)
             .map_err(anyhow::Error::msg)
-            .and_then(|sample| process(&clip, &classifier, &sample, &opts, &out_path(id)));
+            .and_then(|sample| {
+                process(
+                    &clip,
+                    &classifier,
+                    &sample,
+                    &opts,
+                    &limits,
+                    &out_path(id),
+                    &|o| warn.note(id, o, &pb),
+                )
+            });
         match result {
             Ok((decode, stages, write)) => totals.add(id, decode, &stages, write),
             Err(e) => {
-                pb.suspend(|| eprintln!("skipping {id}: {e:#}"));
-                failures.push((id.clone(), format!("{e:#}")));
+                let m = super::common::message(&e);
+                pb.suspend(|| eprintln!("skipping {id}: {m}"));
+                failures.push((id.clone(), m));
             }
         }
         pb.inc(1);
@@ -289,16 +330,28 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     Ok(report_failures(&failures))
 }
 
+/// Size and memory limits of one image.
+struct Limits {
+    max_side: usize,
+    /// Bytes; None: what the system has available when the image starts.
+    memory_limit: Option<u64>,
+    exif: clip_es_image::ExifOrientation,
+}
+
 /// One image: decode, CAMs, atomic write. Returns the decode, stage and write seconds.
+/// `orientation` is told the file's EXIF orientation tag.
 fn process(
     clip: &Clip,
     classifier: &TextClassifier,
     sample: &Sample,
     opts: &CamOptions,
+    limits: &Limits,
     out: &Path,
+    orientation: &dyn Fn(u16),
 ) -> anyhow::Result<(f64, StageTimes, f64)> {
     let t = Instant::now();
-    let image = DecodedImage::open(&sample.image)?;
+    let (image, tag) = DecodedImage::open_with(&sample.image, limits.exif)?;
+    orientation(tag);
     let (w, h) = (image.width() as usize, image.height() as usize);
     let patch = clip.config.vision.patch_size;
     anyhow::ensure!(
@@ -306,8 +359,26 @@ fn process(
         "{}: the image is {w}x{h}, smaller than the model's {patch}-pixel patch",
         sample.image.display()
     );
-    let (ih, iw) = patch_multiple(h, w, patch);
+    let (ih, iw) = budget::vit_input_size(h, w, patch, limits.max_side);
+    let shape = budget::CamShape {
+        height: h,
+        width: w,
+        input_height: ih,
+        input_width: iw,
+        patch,
+        model_width: clip.config.vision.width,
+        heads: clip.config.vision.heads,
+        attention_blocks: opts.attention_blocks.min(clip.config.vision.layers),
+        labels: sample.labels.len(),
+        unrefined: opts.unrefined,
+        threads: rayon::current_num_threads(),
+    };
+    if let Some(limit) = limits.memory_limit.or_else(budget::available_bytes) {
+        budget::check(&shape, limit)
+            .map_err(|m| anyhow::anyhow!("{}: {m}", sample.image.display()))?;
+    }
     let input = image.clip_input(ih, iw)?;
+    drop(image);
     let decode = t.elapsed().as_secs_f64();
 
     let (cams, stages) = image_cams(

@@ -71,7 +71,7 @@ fn evaluate_image(id: &str, args: &Args, classes: &ClassList, kind: CamKind) -> 
     let gt = read_label_png(&gt_path).map_err(|e| e.to_string())?;
     let (preds, pred_path, pw, ph) = if let Some(dir) = &args.cams {
         let path = CamFile::locate(dir, id).map_err(|e| e.to_string())?;
-        let cam = CamFile::read(&path).map_err(|e| e.to_string())?;
+        let cam = CamFile::read_for_image(&path, gt.height, gt.width).map_err(|e| e.to_string())?;
         let p = cam_predictions(&cam, kind, &args.bg_power, n)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         (p, path, cam.width, cam.height)
@@ -127,6 +127,18 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         !is_cams || powers.iter().all(|t| t.is_finite()),
         "--bg-power values must be finite"
     );
+    for (flag, dir) in [
+        ("--gt", Some(&args.gt)),
+        ("--cams", args.cams.as_ref()),
+        ("--masks", args.masks.as_ref()),
+    ] {
+        if let Some(d) = dir {
+            anyhow::ensure!(d.is_dir(), "{flag} {}: not a directory", d.display());
+        }
+    }
+    if let Some(j) = &args.json {
+        clip_es::atomic::probe_file_dir(j).map_err(anyhow::Error::msg)?;
+    }
     let results: Vec<(String, ImageResult)> = for_each_image(&ids, args.jobs, "eval", |id| {
         evaluate_image(id, &args, &classes, kind)
     })?;

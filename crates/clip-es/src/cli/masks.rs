@@ -52,6 +52,8 @@ pub struct Args {
     /// Worker threads (default: all cores)
     #[arg(long, short)]
     jobs: Option<usize>,
+    #[command(flatten)]
+    exif: super::common::ExifArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -99,6 +101,8 @@ struct Job {
     overwrite: bool,
     options: MaskOptions,
     kernels: KernelCache,
+    exif: clip_es_image::ExifOrientation,
+    on_orientation: Box<dyn Fn(&str, u16) + Sync>,
 }
 
 impl Job {
@@ -113,10 +117,12 @@ impl Job {
             return Ok(Outcome::Skipped);
         }
         let cam_path = CamFile::locate(&self.cams, id)?;
-        let cam = CamFile::read(&cam_path)?;
         let image_file =
             image_path(&self.images, id).map_err(|m| MaskError::invalid(&self.images, m))?;
-        let image = clip_es_image::load_rgb(&image_file)?;
+        let (image, orientation) = clip_es_image::load_rgb_with(&image_file, self.exif)?;
+        (self.on_orientation)(id, orientation);
+        // The image's size bounds what the CAM file may inflate to.
+        let cam = CamFile::read_for_image(&cam_path, image.height as usize, image.width as usize)?;
         let mask = pseudo_mask(&cam, &cam_path, &image, &self.options, &self.kernels)?;
         let png = encode_label_png(&mask.labels, mask.width, mask.height, self.palette)
             .map_err(|e| MaskError::invalid(&mask_path, format!("PNG encoding: {e}")))?;
@@ -159,18 +165,17 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     let ids = read_split(&args.split)?;
     anyhow::ensure!(
         args.cams.is_dir(),
-        "{}: not a directory",
+        "--cams {}: not a directory",
         args.cams.display()
     );
     anyhow::ensure!(
         args.images.is_dir(),
-        "{}: not a directory",
+        "--images {}: not a directory",
         args.images.display()
     );
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    clip_es::atomic::probe_dir(&args.out).map_err(anyhow::Error::msg)?;
     if let Some(d) = &args.save_confidence {
-        std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
+        clip_es::atomic::probe_dir(d).map_err(anyhow::Error::msg)?;
     }
     let job = Job {
         cams: args.cams,
@@ -190,6 +195,11 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             ..MaskOptions::default()
         },
         kernels: KernelCache::default(),
+        exif: args.exif.mode(),
+        on_orientation: {
+            let warn = super::common::ExifWarning::new(args.exif.mode());
+            Box::new(move |id, o| warn.note(id, o, &indicatif::ProgressBar::hidden()))
+        },
     };
     let results: Vec<(String, Result<Outcome, MaskError>)> =
         for_each_image(&ids, args.jobs, "masks", |id| job.process(id))?;

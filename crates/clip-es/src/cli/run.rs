@@ -23,6 +23,11 @@ pub struct Args {
     /// Threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
+    /// Longer image side the ViT sees (see `clip-es cams --help`)
+    #[arg(long)]
+    max_side: Option<usize>,
+    #[command(flatten)]
+    exif: super::common::ExifArgs,
 }
 
 fn os(v: &[&str]) -> Vec<OsString> {
@@ -55,6 +60,11 @@ pub fn run(args: Args) -> ExitCode {
         "--out".into(),
         masks_dir.clone().into(),
     ]);
+    cams.extend(args.exif.to_args());
+    masks.extend(args.exif.to_args());
+    if let Some(m) = args.max_side {
+        cams.extend(os(&["--max-side", &m.to_string()]));
+    }
     if let Some(t) = &threads {
         cams.extend(os(&["--threads", t]));
         masks.extend(os(&["--jobs", t]));
