@@ -12,6 +12,9 @@
 //! CAM is. Whatever `max_side`, the memory an image would need is estimated first and an image
 //! over the limit fails with a message, the run going on.
 
+/// The default of `--max-side`: VOC and COCO images (at most 640 pixels) are never scaled.
+pub const DEFAULT_MAX_SIDE: usize = 640;
+
 /// The side of the image the ViT sees: the original `h x w` scaled so that its longer side is at
 /// most `max_side` (0: never scaled), then rounded up to multiples of `patch` (the reference's
 /// rounding). Returns (input height, input width).
