@@ -77,6 +77,10 @@ pub struct MaskOptions {
     pub use_crf: bool,
     pub crf: CrfParams,
     pub cam_kind: CamKind,
+    /// The number of foreground classes of the run, when known: a CAM key at or above it fails
+    /// the image instead of becoming a label the evaluation rejects. `None`: only the 8-bit
+    /// limit (keys up to 253).
+    pub num_classes: Option<usize>,
 }
 
 impl Default for MaskOptions {
@@ -87,6 +91,7 @@ impl Default for MaskOptions {
             use_crf: true,
             crf: CrfParams::default(),
             cam_kind: CamKind::AttnHighres,
+            num_classes: None,
         }
     }
 }
@@ -235,7 +240,7 @@ pub fn pseudo_mask(
     cache: &KernelCache,
 ) -> Result<PseudoMask, String> {
     let (w, h) = (image.width as usize, image.height as usize);
-    let cams = cam.validate(options.cam_kind, None)?;
+    let cams = cam.validate(options.cam_kind, options.num_classes)?;
     if (cam.width, cam.height) != (w, h) {
         return Err(format!(
             "CAMs are {}x{} but the image is {w}x{h}",

@@ -683,3 +683,78 @@ fn a_full_disk_is_reported_once_per_image() {
     assert_eq!(files_under(&d.join("out")), Vec::<PathBuf>::new());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Defect 7: class ids beyond the run's classes are refused where they enter: a class file of
+/// more than 254 classes when parsed (before the model loads), a CAM key beyond the classes
+/// given to `masks` (and `run`) for that image, instead of a label the evaluation rejects.
+#[test]
+fn class_ids_stay_within_the_classes() {
+    let d = tmpdir("classes");
+    let img = d.join("images");
+    std::fs::create_dir_all(&img).unwrap();
+    png_rgb(&img.join("a.png"), 64, 48);
+    png_rgb(&img.join("b.png"), 64, 48);
+    std::fs::write(d.join("split.txt"), "a 1\nb 1\n").unwrap();
+    let names: String = (0..255).map(|i| format!("class{i}\n")).collect();
+    std::fs::write(d.join("classes.txt"), names).unwrap();
+    let o = cams(&[
+        "--dataset",
+        s(&d.join("classes.txt")),
+        "--images",
+        s(&img),
+        "--split",
+        s(&d.join("split.txt")),
+        "--out",
+        s(&d.join("cams")),
+    ]);
+    let e = stderr(&o);
+    assert_eq!(code(&o), Some(2), "{e}");
+    assert!(
+        e.contains("255 classes") && e.contains("at most 254"),
+        "{e}"
+    );
+    assert!(!e.contains("ready in"), "{e}");
+
+    let cams_dir = d.join("cams2");
+    for (id, key) in [("a", 14), ("b", 25)] {
+        CamFile {
+            keys: vec![key],
+            height: 48,
+            width: 64,
+            attn_highres: vec![half::f16::from_f32(0.99); 64 * 48],
+            highres: None,
+        }
+        .write_npz(&cams_dir.join(format!("{id}.npz")))
+        .unwrap();
+    }
+    let split = d.join("split.txt");
+    let masks = |out: &Path, classes: Option<&str>| {
+        let mut a = vec![
+            "masks",
+            "--cams",
+            s(&cams_dir),
+            "--images",
+            s(&img),
+            "--split",
+            s(&split),
+            "--no-crf",
+        ];
+        a.extend(["--out", s(out)]);
+        if let Some(c) = classes {
+            a.extend(["--classes", c]);
+        }
+        clip_es(&a)
+    };
+    let o = masks(&d.join("voc"), Some("voc"));
+    let e = stderr(&o);
+    assert_eq!(code(&o), Some(1), "{e}");
+    assert!(
+        e.contains("b.npz") && e.contains("class key 25 does not fit 21 classes"),
+        "{e}"
+    );
+    assert!(d.join("voc/a.png").is_file() && !d.join("voc/b.png").exists());
+    // A COCO-sized run may use key 25.
+    let o = masks(&d.join("coco"), Some("coco"));
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -86,6 +86,10 @@ pub struct Args {
     threads: Option<usize>,
     #[command(flatten)]
     exif: super::common::ExifArgs,
+    /// Classes of the run (voc, coco or the class file given to `cams --dataset`): CAM keys
+    /// beyond them fail the image. Without it only the 8-bit label limit is checked
+    #[arg(long)]
+    classes: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -130,6 +134,9 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     config.overwrite = args.overwrite;
     config.threads = check_threads(args.threads)?;
     config.exif = args.exif.mode();
+    if let Some(spec) = &args.classes {
+        config.options.num_classes = Some(clip_es::ClassSet::from_spec(spec)?.len());
+    }
     execute(&config)
 }
 

@@ -81,6 +81,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     masks.overwrite = args.overwrite;
     // One pixel grid in both stages.
     masks.exif = args.cam.exif.mode();
+    masks.options.num_classes = Some(classes.len());
     masks.threads = threads;
     let mut evals = Vec::new();
     if let Some(gt) = &args.gt {
