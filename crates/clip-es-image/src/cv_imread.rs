@@ -48,10 +48,12 @@ pub(crate) fn imread_color(
                 height: raw.height as u32,
                 data: raw.to_cv_rgb(),
             };
-            let orientation = match raw.exif.as_deref().and_then(jpeg::tiff_orientation) {
-                Some(v @ 1..=8) => v,
-                _ => 1,
-            };
+            let orientation = raw
+                .exif
+                .as_deref()
+                .and_then(jpeg::tiff_orientation)
+                .filter(|v| (1..=8).contains(v))
+                .unwrap_or(1);
             (img, orientation)
         }
         Format::Other => {

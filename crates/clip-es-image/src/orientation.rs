@@ -27,10 +27,7 @@ pub fn exif_orientation(bytes: &[u8]) -> u16 {
         Format::Png => png_exif(bytes).and_then(jpeg::tiff_orientation),
         Format::Other => None,
     };
-    match o {
-        Some(v @ 1..=8) => v,
-        _ => 1,
-    }
+    o.filter(|v| (1..=8).contains(v)).unwrap_or(1)
 }
 
 /// The data of a PNG's eXIf chunk (before the image data), by walking the chunk list.
