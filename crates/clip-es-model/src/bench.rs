@@ -86,11 +86,13 @@ pub struct VisionBenchResult {
     pub gflops: f64,
 }
 
-/// Times `encode` (best of `reps`, after one warm-up) at each size.
+/// Times `encode` (best of `reps`, after one warm-up) at each size, keeping the attention
+/// maps of the last `attention_blocks` blocks as a CAM method does.
 pub fn bench_vision(
     cfg: &VisionConfig,
     sizes: &[(usize, usize)],
     reps: usize,
+    attention_blocks: usize,
 ) -> Result<Vec<VisionBenchResult>, ModelError> {
     let src = RandomWeights { seed: 7 };
     let model = VisionTransformer::new(&src, cfg, 512, 1e-5)?;
@@ -100,8 +102,8 @@ pub fn bench_vision(
             .map(|i| ((i * 31 % 255) as f32 / 255.0 - 0.5) * 3.0)
             .collect();
         let opts = VisionOptions {
-            keep_attention_from: cfg.layers.saturating_sub(8),
-            round_pos_embed_f16: false,
+            keep_attention_from: cfg.layers.saturating_sub(attention_blocks),
+            positional_embedding: None,
         };
         model.encode(&pixels, h, w, opts)?;
         let mut best = f64::MAX;

@@ -1,14 +1,16 @@
 //! A whole CLIP model ready to encode: resolved files, both towers, the logit scale and the
 //! matching tokenizer (reference `clip/clip.py` `load` and `tokenize`).
 
+use crate::backend::Backend;
 use crate::config::ClipConfig;
 use crate::hub::{resolve_model, HubError, ModelFiles, TokenizerFiles};
-use crate::tensors::{ModelError, TensorSource};
+use crate::tensors::{ModelError, TakeTensors, TensorSource};
 use crate::text::TextTransformer;
 use crate::vision::VisionTransformer;
 use crate::weights::{ClipWeights, WeightsError};
 use clip_es_tokenizer::{ClipTokenizer, TokenizerError};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClipError {
@@ -32,13 +34,13 @@ pub enum ClipError {
 
 /// OpenAI CLIP with its tokenizer.
 pub struct Clip {
-    pub config: ClipConfig,
-    pub files: ModelFiles,
-    pub vision: VisionTransformer,
-    pub text: TextTransformer,
+    config: ClipConfig,
+    files: ModelFiles,
+    vision: VisionTransformer,
+    text: TextTransformer,
     /// `exp(logit_scale)`: 100 for the released models.
-    pub logit_scale: f32,
-    pub tokenizer: ClipTokenizer,
+    logit_scale: f32,
+    tokenizer: ClipTokenizer,
 }
 
 impl Clip {
@@ -68,11 +70,13 @@ impl Clip {
             source,
         };
         let eps = config.layer_norm_eps;
-        let vision = VisionTransformer::new(&weights, &config.vision, config.embed_dim, eps)
+        // The towers take the weights' buffers over (moved, not copied).
+        let src = TakeTensors::new(weights.into_tensors());
+        let logit_scale = src.scalar_f32("logit_scale").map_err(model_err)?.exp();
+        let vision = VisionTransformer::new(&src, &config.vision, config.embed_dim, eps)
             .map_err(model_err)?;
-        let text = TextTransformer::new(&weights, &config.text, config.embed_dim, eps)
-            .map_err(model_err)?;
-        let logit_scale = weights.scalar_f32("logit_scale").map_err(model_err)?.exp();
+        let text =
+            TextTransformer::new(&src, &config.text, config.embed_dim, eps).map_err(model_err)?;
         Ok(Clip {
             config,
             files,
@@ -83,14 +87,53 @@ impl Clip {
         })
     }
 
+    /// Both towers on another backend.
+    pub fn with_backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.vision = self.vision.with_backend(backend.clone());
+        self.text = self.text.with_backend(backend);
+        self
+    }
+
+    /// The model's sizes.
+    pub fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+
+    /// Where the weights and the tokenizer came from.
+    pub fn files(&self) -> &ModelFiles {
+        &self.files
+    }
+
+    /// The image tower.
+    pub fn vision(&self) -> &VisionTransformer {
+        &self.vision
+    }
+
+    /// The text tower.
+    pub fn text(&self) -> &TextTransformer {
+        &self.text
+    }
+
+    /// `exp(logit_scale)`: 100 for the released models.
+    pub fn logit_scale(&self) -> f32 {
+        self.logit_scale
+    }
+
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
     /// Tokenizes and encodes texts (not normalised), batch x embed_dim.
     pub fn encode_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, ClipError> {
         let ctx = self.config.text.context_length;
         let batch = self.tokenizer.tokenize(texts, ctx, false)?;
         let ids: Vec<Vec<u32>> = (0..batch.rows()).map(|i| batch.row(i).to_vec()).collect();
-        self.text.encode(&ids).map_err(|source| ClipError::Model {
-            path: self.files.weights.clone(),
-            source,
-        })
+        let eots = batch.eot_positions();
+        self.text
+            .encode_at(&ids, &eots)
+            .map_err(|source| ClipError::Model {
+                path: self.files.weights.clone(),
+                source,
+            })
     }
 }

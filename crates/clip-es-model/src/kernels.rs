@@ -1,11 +1,11 @@
-//! CPU kernels for the transformer hot path: matrix products (the `gemm` crate candle itself
-//! uses), layer norm, QuickGELU, row softmax and multi-head attention, each with the
-//! activation-only backward pass the Softmax-GradCAM of CLIP-ES needs (paper section 3.2,
-//! reference `pytorch_grad_cam/base_cam.py`).
+//! CPU kernels for the transformer hot path, behind [`crate::backend::Cpu`]: matrix products
+//! (the `gemm` crate), layer norm, QuickGELU, row softmax and multi-head attention, each with
+//! the activation-only backward pass a gradient-based explanation needs (docs/algorithm.md,
+//! "Softmax-GradCAM").
 //!
-//! Why not candle ops: at the token counts of CAM inputs (500x375 -> 769 tokens) stock candle
-//! attention spends most of its time in a softmax over 12 x N x N and in per-head batched
-//! matmuls with copies. Here each head runs two strided GEMMs straight on the packed QKV
+//! Why hand-written: at the token counts of CAM inputs (500x375 -> 769 tokens) a generic tensor
+//! library's attention spends most of its time in a softmax over 12 x N x N and in per-head
+//! batched matmuls with copies. Here each head runs two strided GEMMs straight on the packed QKV
 //! buffer and an in-place vectorised softmax, heads in parallel. The elementwise kernels are
 //! compiled for AVX-512 / AVX2+FMA and picked at run time, so one binary runs everywhere.
 //!
@@ -27,22 +27,52 @@ macro_rules! multiversion {
                 unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512dq")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                {
-                    // SAFETY: the features were detected just above.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: the features were detected just above.
-                    return unsafe { avx2($($arg),*) };
+                match simd_level() {
+                    // SAFETY: `simd_level` detected these features on this CPU.
+                    SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    SimdLevel::Avx2 => return unsafe { avx2($($arg),*) },
+                    SimdLevel::Generic => {}
                 }
             }
             generic($($arg),*)
         }
     };
+}
+
+/// The instruction sets the multiversioned kernels may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimdLevel {
+    Generic,
+    /// AVX2 and FMA.
+    Avx2,
+    /// AVX-512 F, BW, DQ, VL (with AVX2 and FMA).
+    Avx512,
+}
+
+/// The best instruction set of this CPU, detected once per process.
+pub fn simd_level() -> SimdLevel {
+    static LEVEL: std::sync::OnceLock<SimdLevel> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return SimdLevel::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return SimdLevel::Avx2;
+            }
+        }
+        SimdLevel::Generic
+    })
 }
 
 /// Number of threads the kernels may use (rayon's pool).

@@ -1,9 +1,10 @@
-//! Named-tensor access for building the encoders: anything that can hand out a tensor by its
-//! OpenAI state-dict name (`visual.transformer.resblocks.0.attn.in_proj_weight`, ...) can feed
-//! [`crate::vision::VisionTransformer::new`] and [`crate::text::TextTransformer::new`].
+//! Host tensors and named-tensor access for building the encoders: anything that can hand out
+//! a tensor by its OpenAI state-dict name (`visual.transformer.resblocks.0.attn.in_proj_weight`,
+//! ...) can feed [`crate::vision::VisionTransformer::new`] and
+//! [`crate::text::TextTransformer::new`].
 
-use candle_core::Tensor;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -24,8 +25,43 @@ pub enum ModelError {
         first: f32,
         index: usize,
     },
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+}
+
+/// A float32 tensor in host memory: its shape and its values in row-major order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl Tensor {
+    /// Panics if `data` does not hold exactly the elements of `shape`.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "tensor of shape {shape:?}"
+        );
+        Tensor { shape, data }
+    }
+
+    pub fn dims(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn values(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// The values, moved out.
+    pub fn into_values(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// The value of a tensor with one element (any number of unit dims).
+    pub fn scalar(&self) -> Option<f32> {
+        (self.data.len() == 1).then(|| self.data[0])
+    }
 }
 
 /// A source of weights in OpenAI naming.
@@ -51,48 +87,39 @@ pub fn check_finite(name: &str, values: &[f32]) -> Result<(), ModelError> {
     })
 }
 
-/// Converts a candle tensor after checking its shape and that its values are finite.
-pub fn tensor_to_f32(name: &str, t: &Tensor, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-    if t.dims() != shape {
+/// The tensor `name` after checking its shape (`None`: one element) and that its values are
+/// finite.
+fn checked<'a>(
+    map: &'a HashMap<String, Tensor>,
+    name: &str,
+    shape: Option<&[usize]>,
+) -> Result<&'a Tensor, ModelError> {
+    let t = map
+        .get(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    let ok = match shape {
+        Some(s) => t.dims() == s,
+        None => t.data.len() == 1,
+    };
+    if !ok {
         return Err(ModelError::Shape {
             name: name.to_string(),
-            expected: shape.to_vec(),
+            expected: shape.map_or(vec![], <[usize]>::to_vec),
             got: t.dims().to_vec(),
         });
     }
-    let v = t
-        .to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    check_finite(name, &v)?;
-    Ok(v)
+    check_finite(name, &t.data)?;
+    Ok(t)
 }
 
+/// Copies the tensors it hands out.
 impl TensorSource for HashMap<String, Tensor> {
     fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let t = self
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-        tensor_to_f32(name, t, shape)
+        Ok(checked(self, name, Some(shape))?.data.clone())
     }
 
     fn scalar_f32(&self, name: &str) -> Result<f32, ModelError> {
-        let t = self
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-        if t.elem_count() != 1 {
-            return Err(ModelError::Shape {
-                name: name.to_string(),
-                expected: vec![],
-                got: t.dims().to_vec(),
-            });
-        }
-        let v = t
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        check_finite(name, &v)?;
-        Ok(v[0])
+        Ok(checked(self, name, None)?.data[0])
     }
 }
 
@@ -103,5 +130,28 @@ impl TensorSource for crate::weights::ClipWeights {
 
     fn scalar_f32(&self, name: &str) -> Result<f32, ModelError> {
         self.tensors().scalar_f32(name)
+    }
+}
+
+/// Hands each tensor out once, moving it (no copy): for building a model from weights that
+/// are not needed afterwards.
+pub struct TakeTensors(Mutex<HashMap<String, Tensor>>);
+
+impl TakeTensors {
+    pub fn new(tensors: HashMap<String, Tensor>) -> Self {
+        TakeTensors(Mutex::new(tensors))
+    }
+}
+
+impl TensorSource for TakeTensors {
+    fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        checked(&map, name, Some(shape))?;
+        Ok(map.remove(name).expect("checked above").data)
+    }
+
+    fn scalar_f32(&self, name: &str) -> Result<f32, ModelError> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(checked(&map, name, None)?.data[0])
     }
 }

@@ -1,16 +1,18 @@
-//! CLIP's text transformer (CLIP-ES section 3.1, text side; reference `clip/model.py`
+//! CLIP's text transformer (docs/algorithm.md, "Text side"; reference `clip/model.py`
 //! `CLIP.encode_text`): token + positional embedding, causal residual blocks, `ln_final`, the
 //! hidden state at the end-of-text token (the largest id of each sequence) `@ text_projection`.
 
+use crate::backend::{cpu, Backend};
 use crate::config::TextConfig;
 use crate::kernels::LayerNorm;
 use crate::tensors::{ModelError, TensorSource};
-use crate::transformer::{layer_norm, ResidualBlock};
+use crate::transformer::{layer_norm, project_row, ResidualBlock};
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub struct TextTransformer {
-    pub config: TextConfig,
-    pub embed_dim: usize,
+    config: TextConfig,
+    embed_dim: usize,
     /// vocab x width.
     token_embedding: Vec<f32>,
     /// context x width.
@@ -19,6 +21,7 @@ pub struct TextTransformer {
     ln_final: LayerNorm,
     /// width x embed_dim.
     text_projection: Vec<f32>,
+    backend: Arc<dyn Backend>,
 }
 
 impl TextTransformer {
@@ -51,28 +54,70 @@ impl TextTransformer {
             blocks,
             ln_final: layer_norm(src, "ln_final", w, eps)?,
             text_projection: src.tensor_f32("text_projection", &[w, embed_dim])?,
+            backend: cpu(),
         })
     }
 
+    /// The same tower running on another backend.
+    pub fn with_backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    pub fn config(&self) -> &TextConfig {
+        &self.config
+    }
+
+    /// Output dimension of the projection (the joint embedding space).
+    pub fn embed_dim(&self) -> usize {
+        self.embed_dim
+    }
+
+    /// [`TextTransformer::encode_at`] at the end-of-text positions of the sequences: the first
+    /// maximum of each (the end-of-text token has the largest id).
+    pub fn encode(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let eots: Vec<usize> = ids
+            .iter()
+            .map(|seq| {
+                seq.iter()
+                    .enumerate()
+                    .fold(0, |best, (i, &v)| if v > seq[best] { i } else { best })
+            })
+            .collect();
+        self.encode_at(ids, &eots)
+    }
+
     /// Encodes token sequences (each exactly `context_length` ids, as `clip.tokenize` makes
-    /// them). Returns batch x embed_dim, not normalised.
+    /// them), reading each at its end-of-text position `eots[b]` (the tokenizer knows it).
+    /// Returns batch x embed_dim, not normalised.
     ///
     /// The mask is causal, so the state at the end-of-text token depends only on the tokens up
     /// to it: the padding after the longest prompt is never computed (prompts are ~10 tokens
     /// of 77), which gives the same values several times faster.
-    pub fn encode(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
+    pub fn encode_at(&self, ids: &[Vec<u32>], eots: &[usize]) -> Result<Vec<Vec<f32>>, ModelError> {
         let (ctx, w, e) = (
             self.config.context_length,
             self.config.width,
             self.embed_dim,
         );
         let batch = ids.len();
-        let mut eots = Vec::with_capacity(batch);
+        if eots.len() != batch {
+            return Err(ModelError::Input(format!(
+                "{} end-of-text positions for {batch} sequences",
+                eots.len()
+            )));
+        }
         for (b, seq) in ids.iter().enumerate() {
             if seq.len() != ctx {
                 return Err(ModelError::Input(format!(
                     "token sequence {b} has {} ids, expected {ctx}",
                     seq.len()
+                )));
+            }
+            if eots[b] >= ctx {
+                return Err(ModelError::Input(format!(
+                    "end-of-text position {} of sequence {b} is outside the context of {ctx}",
+                    eots[b]
                 )));
             }
             if let Some(&id) = seq
@@ -84,12 +129,6 @@ impl TextTransformer {
                     self.config.vocab_size
                 )));
             }
-            // The end-of-text token has the largest id; the first maximum, like argmax.
-            eots.push(
-                seq.iter()
-                    .enumerate()
-                    .fold(0, |best, (i, &v)| if v > seq[best] { i } else { best }),
-            );
         }
         let len = eots.iter().max().map_or(0, |m| m + 1);
         let mut x = vec![0f32; batch * len * w];
@@ -106,21 +145,16 @@ impl TextTransformer {
                 }
             }
         }
+        let be = self.backend.as_ref();
         for block in &self.blocks {
-            block.forward_batch(&mut x, batch, len, true);
+            block.forward_batch(be, &mut x, batch, len, true);
         }
         Ok(eots
             .iter()
             .enumerate()
             .map(|(b, &eot)| {
-                let h = self.ln_final.forward(&x[(b * len + eot) * w..][..w]);
-                let mut z = vec![0f32; e];
-                for (d, &v) in h.iter().enumerate() {
-                    for (zj, &p) in z.iter_mut().zip(&self.text_projection[d * e..(d + 1) * e]) {
-                        *zj += v * p;
-                    }
-                }
-                z
+                let h = be.layer_norm(&self.ln_final, &x[(b * len + eot) * w..][..w]);
+                project_row(&h, &self.text_projection, e)
             })
             .collect())
     }

@@ -3,21 +3,35 @@
 //! `x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))`, MLP = Linear(d, 4d), QuickGELU, Linear(4d, d).
 //!
 //! Besides the plain forward pass, [`ResidualBlock::forward_cached`] keeps what the
-//! activation-only backward pass of Softmax-GradCAM needs (CLIP-ES section 3.2).
+//! activation-only backward pass of Softmax-GradCAM needs (docs/algorithm.md, "Softmax-GradCAM").
+//! The maths runs on a [`Backend`].
 
-use crate::kernels::{self, AttentionShape, KeepProbs, LayerNorm, LayerNormCache, Linear};
+use crate::backend::Backend;
+use crate::kernels::{AttentionShape, KeepProbs, LayerNorm, LayerNormCache, Linear};
 use crate::tensors::{ModelError, TensorSource};
 
 #[derive(Clone, Debug)]
 pub struct ResidualBlock {
-    pub ln_1: LayerNorm,
+    ln_1: LayerNorm,
     /// Packed q, k, v projection (3d x d), as `nn.MultiheadAttention.in_proj_weight`.
-    pub in_proj: Linear,
-    pub out_proj: Linear,
-    pub ln_2: LayerNorm,
-    pub c_fc: Linear,
-    pub c_proj: Linear,
-    pub heads: usize,
+    in_proj: Linear,
+    out_proj: Linear,
+    ln_2: LayerNorm,
+    c_fc: Linear,
+    c_proj: Linear,
+    heads: usize,
+}
+
+/// `row @ proj` for one row of `proj.len() / e` values (`proj` is rows x e, row-major): the
+/// projection into the joint embedding space of both towers.
+pub(crate) fn project_row(row: &[f32], proj: &[f32], e: usize) -> Vec<f32> {
+    let mut z = vec![0f32; e];
+    for (d, &v) in row.iter().enumerate() {
+        for (zj, &p) in z.iter_mut().zip(&proj[d * e..(d + 1) * e]) {
+            *zj += v * p;
+        }
+    }
+    z
 }
 
 pub(crate) fn layer_norm(
@@ -48,18 +62,20 @@ fn linear(
     ))
 }
 
-/// Intermediate values of one block's forward pass, for [`ResidualBlock::backward_to_ln_1`].
+/// Intermediate values of one block's forward pass, for
+/// [`ResidualBlock::backward_to_ln_1_row_sum`].
+#[derive(Clone, Debug)]
 pub struct BlockCache {
     pub tokens: usize,
     /// Output of `ln_1`: the activation Softmax-GradCAM explains (tokens x d).
     pub ln_1_out: Vec<f32>,
     /// Packed q, k, v (tokens x 3d).
-    pub qkv: Vec<f32>,
+    qkv: Vec<f32>,
     /// Every head's attention probabilities (heads x tokens x tokens).
-    pub probs: Vec<f32>,
-    pub ln_2: LayerNormCache,
+    probs: Vec<f32>,
+    ln_2: LayerNormCache,
     /// MLP pre-activation (tokens x 4d).
-    pub fc_pre: Vec<f32>,
+    fc_pre: Vec<f32>,
 }
 
 impl ResidualBlock {
@@ -116,6 +132,11 @@ impl ResidualBlock {
         self.ln_1.dim()
     }
 
+    /// The block's `ln_1` (its output is the activation Softmax-GradCAM explains).
+    pub fn ln_1(&self) -> &LayerNorm {
+        &self.ln_1
+    }
+
     fn shape(&self, tokens: usize) -> AttentionShape {
         AttentionShape {
             tokens,
@@ -126,23 +147,37 @@ impl ResidualBlock {
 
     /// One sequence of `tokens` rows, updated in place. `keep` receives the attention
     /// probabilities (head mean or all heads) if asked.
-    pub fn forward(&self, x: &mut [f32], tokens: usize, causal: bool, keep: KeepProbs) {
-        let h = self.ln_1.forward(x);
-        let qkv = self.in_proj.forward(&h, tokens);
-        let attn = kernels::attention_forward(&qkv, self.shape(tokens), causal, keep);
-        let attn = self.out_proj.forward(&attn, tokens);
-        kernels::add_assign(x, &attn);
-        self.mlp_residual(x, tokens);
+    pub fn forward(
+        &self,
+        be: &dyn Backend,
+        x: &mut [f32],
+        tokens: usize,
+        causal: bool,
+        keep: KeepProbs,
+    ) {
+        let h = be.layer_norm(&self.ln_1, x);
+        let qkv = be.linear(&self.in_proj, &h, tokens);
+        let attn = be.attention(&qkv, self.shape(tokens), causal, keep);
+        let attn = be.linear(&self.out_proj, &attn, tokens);
+        be.add_assign(x, &attn);
+        self.mlp_residual(be, x, tokens);
     }
 
     /// Several sequences of `tokens` rows each (the linear layers see all rows at once).
-    pub fn forward_batch(&self, x: &mut [f32], batch: usize, tokens: usize, causal: bool) {
+    pub fn forward_batch(
+        &self,
+        be: &dyn Backend,
+        x: &mut [f32],
+        batch: usize,
+        tokens: usize,
+        causal: bool,
+    ) {
         let d = self.width();
-        let h = self.ln_1.forward(x);
-        let qkv = self.in_proj.forward(&h, batch * tokens);
+        let h = be.layer_norm(&self.ln_1, x);
+        let qkv = be.linear(&self.in_proj, &h, batch * tokens);
         let mut attn = vec![0f32; batch * tokens * d];
         for b in 0..batch {
-            let out = kernels::attention_forward(
+            let out = be.attention(
                 &qkv[b * tokens * 3 * d..(b + 1) * tokens * 3 * d],
                 self.shape(tokens),
                 causal,
@@ -150,38 +185,38 @@ impl ResidualBlock {
             );
             attn[b * tokens * d..(b + 1) * tokens * d].copy_from_slice(&out);
         }
-        let attn = self.out_proj.forward(&attn, batch * tokens);
-        kernels::add_assign(x, &attn);
-        self.mlp_residual(x, batch * tokens);
+        let attn = be.linear(&self.out_proj, &attn, batch * tokens);
+        be.add_assign(x, &attn);
+        self.mlp_residual(be, x, batch * tokens);
     }
 
-    fn mlp_residual(&self, x: &mut [f32], rows: usize) {
-        let h = self.ln_2.forward(x);
-        let mut f = self.c_fc.forward(&h, rows);
-        kernels::quick_gelu_inplace(&mut f);
-        let m = self.c_proj.forward(&f, rows);
-        kernels::add_assign(x, &m);
+    fn mlp_residual(&self, be: &dyn Backend, x: &mut [f32], rows: usize) {
+        let h = be.layer_norm(&self.ln_2, x);
+        let mut f = be.linear(&self.c_fc, &h, rows);
+        be.quick_gelu(&mut f);
+        let m = be.linear(&self.c_proj, &f, rows);
+        be.add_assign(x, &m);
     }
 
     /// Forward pass (not causal) keeping every intermediate the backward pass needs.
-    pub fn forward_cached(&self, x: &mut [f32], tokens: usize) -> BlockCache {
-        let ln_1_out = self.ln_1.forward(x);
-        let qkv = self.in_proj.forward(&ln_1_out, tokens);
+    pub fn forward_cached(&self, be: &dyn Backend, x: &mut [f32], tokens: usize) -> BlockCache {
+        let ln_1_out = be.layer_norm(&self.ln_1, x);
+        let qkv = be.linear(&self.in_proj, &ln_1_out, tokens);
         let mut probs = vec![0f32; self.heads * tokens * tokens];
-        let attn = kernels::attention_forward(
+        let attn = be.attention(
             &qkv,
             self.shape(tokens),
             false,
             KeepProbs::AllHeads(&mut probs),
         );
-        let attn = self.out_proj.forward(&attn, tokens);
-        kernels::add_assign(x, &attn);
-        let (h, ln_2) = self.ln_2.forward_cached(x);
-        let fc_pre = self.c_fc.forward(&h, tokens);
+        let attn = be.linear(&self.out_proj, &attn, tokens);
+        be.add_assign(x, &attn);
+        let (h, ln_2) = be.layer_norm_cached(&self.ln_2, x);
+        let fc_pre = be.linear(&self.c_fc, &h, tokens);
         let mut f = fc_pre.clone();
-        kernels::quick_gelu_inplace(&mut f);
-        let m = self.c_proj.forward(&f, tokens);
-        kernels::add_assign(x, &m);
+        be.quick_gelu(&mut f);
+        let m = be.linear(&self.c_proj, &f, tokens);
+        be.add_assign(x, &m);
         BlockCache {
             tokens,
             ln_1_out,
@@ -193,13 +228,13 @@ impl ResidualBlock {
     }
 
     /// The head-averaged attention probabilities of a cached forward pass (tokens x tokens).
-    pub fn head_mean_probs(&self, cache: &BlockCache) -> Vec<f32> {
+    pub fn head_mean_probs(&self, be: &dyn Backend, cache: &BlockCache) -> Vec<f32> {
         let nn = cache.tokens * cache.tokens;
         let mut mean = vec![0f32; nn];
         for p in cache.probs.chunks_exact(nn) {
-            kernels::add_assign(&mut mean, p);
+            be.add_assign(&mut mean, p);
         }
-        kernels::scale_inplace(&mut mean, 1.0 / self.heads as f32);
+        be.scale(&mut mean, 1.0 / self.heads as f32);
         mean
     }
 
@@ -209,20 +244,21 @@ impl ResidualBlock {
     /// flows through the MLP branch into the attention output and from there into q, k, v.
     pub fn backward_to_ln_1_row_sum(
         &self,
+        be: &dyn Backend,
         cache: &BlockCache,
         d_out: &[f32],
         sum_from: usize,
     ) -> Vec<f32> {
         let n = cache.tokens;
         // d x1 = d x2 + LN2^T( W_fc^T (gelu'(f) * (W_proj^T d x2)) )
-        let mut dg = self.c_proj.backward_input(d_out, n);
-        kernels::quick_gelu_backward_inplace(&mut dg, &cache.fc_pre);
-        let du = self.c_fc.backward_input(&dg, n);
-        let mut dx1 = self.ln_2.backward_input(&cache.ln_2, &du);
-        kernels::add_assign(&mut dx1, d_out);
+        let mut dg = be.linear_backward_input(&self.c_proj, d_out, n);
+        be.quick_gelu_backward(&mut dg, &cache.fc_pre);
+        let du = be.linear_backward_input(&self.c_fc, &dg, n);
+        let mut dx1 = be.layer_norm_backward_input(&self.ln_2, &cache.ln_2, &du);
+        be.add_assign(&mut dx1, d_out);
         // Attention output projection, then the attention itself.
-        let d_attn = self.out_proj.backward_input(&dx1, n);
-        let dqkv_sum = kernels::attention_backward_row_sum(
+        let d_attn = be.linear_backward_input(&self.out_proj, &dx1, n);
+        let dqkv_sum = be.attention_backward_row_sum(
             &cache.qkv,
             &cache.probs,
             &d_attn,
@@ -230,6 +266,6 @@ impl ResidualBlock {
             sum_from,
         );
         // ln_1 output -> qkv is linear: sum_i dA_i = (sum_i dqkv_i) W_in.
-        self.in_proj.backward_input(&dqkv_sum, 1)
+        be.linear_backward_input(&self.in_proj, &dqkv_sum, 1)
     }
 }

@@ -1,42 +1,48 @@
-//! CLIP's vision transformer at any input size, and the Softmax-GradCAM gradients of
-//! CLIP-ES (paper sections 3.1-3.2; reference `clip/model.py` `VisionTransformer`,
-//! `CLIP.forward_last_layer`, and `generate_cams_voc12.py` with `pytorch_grad_cam`).
+//! CLIP's vision transformer at any input size (reference `clip/model.py` `VisionTransformer`
+//! and `CLIP.forward_last_layer`; docs/algorithm.md, "Image side"): the plain forward pass, and
+//! a forward pass with the last block's intermediates cached plus the backward pass from a
+//! gradient on the patch-mean embedding that a gradient-based explanation (the CLIP-ES method
+//! in the `clip-es` crate) needs.
 //!
 //! The input may be any size that is a multiple of the patch size: the pretrained positional
 //! embedding grid is resized bilinearly (`align_corners = false`) to the token grid.
 
+use crate::backend::{cpu, Backend};
 use crate::config::VisionConfig;
-use crate::kernels::{self, KeepProbs, LayerNorm, Linear};
+use crate::kernels::{KeepProbs, LayerNorm, LayerNormCache, Linear};
 use crate::tensors::{ModelError, TensorSource};
-use crate::transformer::{layer_norm, ResidualBlock};
+use crate::transformer::{layer_norm, project_row, BlockCache, ResidualBlock};
+use std::sync::Arc;
 
 /// CLIP ViT image encoder.
 #[derive(Clone, Debug)]
 pub struct VisionTransformer {
-    pub config: VisionConfig,
+    config: VisionConfig,
     /// Output dimension of `proj`.
-    pub embed_dim: usize,
+    embed_dim: usize,
     /// `conv1` as a matrix: width x (3 * patch * patch), columns in (channel, row, col) order.
     patch_embed: Linear,
     class_embedding: Vec<f32>,
     /// (grid * grid + 1) x width.
     positional_embedding: Vec<f32>,
     ln_pre: LayerNorm,
-    pub blocks: Vec<ResidualBlock>,
+    blocks: Vec<ResidualBlock>,
     ln_post: LayerNorm,
     /// width x embed_dim (`x @ proj`).
     proj: Vec<f32>,
+    backend: Arc<dyn Backend>,
 }
 
-/// What [`VisionTransformer::encode`] keeps besides the embeddings.
+/// What a forward pass keeps and uses besides the pixels.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct VisionOptions {
+pub struct VisionOptions<'a> {
     /// Keep the head-averaged attention probabilities of blocks `keep_attention_from..`
     /// (0: all blocks; `layers`: none).
     pub keep_attention_from: usize,
-    /// Round the resized positional embedding to float16, as the CLIP-ES reference does
-    /// (`upsample_pos_emb` returns a half parameter); off gives plain CLIP.
-    pub round_pos_embed_f16: bool,
+    /// The positional embedding to add ((grid_h * grid_w + 1) x width) instead of
+    /// [`VisionTransformer::positional_embedding_for`] of the input's grid. A method that
+    /// changes it (CLIP-ES rounds it to float16) passes its own.
+    pub positional_embedding: Option<&'a [f32]>,
 }
 
 /// Everything the image tower returns for one image.
@@ -61,28 +67,34 @@ impl VisionOutput {
     }
 }
 
-/// The Softmax-GradCAM ingredients for one image and several target classes.
+/// A forward pass that keeps what a backward pass through the last block needs
+/// ([`VisionTransformer::forward_cached`], [`VisionTransformer::backward_patch_mean`]).
 #[derive(Clone, Debug)]
-pub struct GradCamOutput {
+pub struct CachedForward {
     pub grid_h: usize,
     pub grid_w: usize,
-    /// The last block's `ln_1` output at the patch tokens (patches x width): the activation A.
-    pub activation: Vec<f32>,
-    /// For each target: the gradient of its softmax probability with respect to A, averaged
-    /// over the patch positions (width values): the GradCAM channel weights.
-    pub channel_weights: Vec<Vec<f32>>,
-    /// Softmax over all given classes.
-    pub probabilities: Vec<f32>,
-    /// Head-averaged attention of blocks `keep_attention_from..layers`, the last one from the
-    /// gradient pass (tokens x tokens each).
+    /// Head-averaged attention of blocks `keep_attention_from..layers` (tokens x tokens each).
     pub attention: Vec<Vec<f32>>,
-    /// Seconds spent in the forward pass and in the backward passes.
-    pub forward_seconds: f64,
-    pub backward_seconds: f64,
+    /// The patch-mean pooled embedding: the mean of `ln_post(x)` over the patch tokens,
+    /// `@ proj` (not normalised).
+    pub patch_mean_embedding: Vec<f32>,
+    last: BlockCache,
+    post: LayerNormCache,
+}
+
+impl CachedForward {
+    pub fn tokens(&self) -> usize {
+        self.grid_h * self.grid_w + 1
+    }
+
+    /// The output of the last block's `ln_1` (tokens x width; row 0 is the class token).
+    pub fn last_ln_1(&self) -> &[f32] {
+        &self.last.ln_1_out
+    }
 }
 
 impl VisionTransformer {
-    /// Builds the tower from OpenAI-named weights (`visual.*`).
+    /// Builds the tower from OpenAI-named weights (`visual.*`) on the CPU backend.
     pub fn new(
         src: &dyn TensorSource,
         config: &VisionConfig,
@@ -117,11 +129,41 @@ impl VisionTransformer {
             blocks,
             ln_post: layer_norm(src, "visual.ln_post", w, eps)?,
             proj: src.tensor_f32("visual.proj", &[w, embed_dim])?,
+            backend: cpu(),
         })
+    }
+
+    /// The same tower running on another backend.
+    pub fn with_backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// The backend the tower runs on.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    pub fn config(&self) -> &VisionConfig {
+        &self.config
+    }
+
+    /// Output dimension of the projection (the joint embedding space).
+    pub fn embed_dim(&self) -> usize {
+        self.embed_dim
     }
 
     pub fn width(&self) -> usize {
         self.config.width
+    }
+
+    /// Number of residual blocks.
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn patch_size(&self) -> usize {
+        self.config.patch_size
     }
 
     /// Checks an input size and returns its token grid.
@@ -135,13 +177,9 @@ impl VisionTransformer {
         Ok((height / p, width / p))
     }
 
-    /// The positional embedding for a grid_h x grid_w token grid (class position kept).
-    pub fn positional_embedding_for(
-        &self,
-        grid_h: usize,
-        grid_w: usize,
-        round_f16: bool,
-    ) -> Vec<f32> {
+    /// The positional embedding for a grid_h x grid_w token grid: the class position as it
+    /// is, the pretrained grid resized bilinearly (`align_corners = false`).
+    pub fn positional_embedding_for(&self, grid_h: usize, grid_w: usize) -> Vec<f32> {
         let w = self.width();
         let g = self.config.grid;
         let mut out = vec![0f32; (grid_h * grid_w + 1) * w];
@@ -149,11 +187,6 @@ impl VisionTransformer {
         let resized =
             resize_bilinear_channels_last(&self.positional_embedding[w..], g, g, grid_h, grid_w, w);
         out[w..].copy_from_slice(&resized);
-        if round_f16 {
-            for v in &mut out[w..] {
-                *v = half::f16::from_f32(*v).to_f32();
-            }
-        }
         out
     }
 
@@ -164,7 +197,7 @@ impl VisionTransformer {
         pixels: &[f32],
         height: usize,
         width: usize,
-        round_pos_f16: bool,
+        positional_embedding: Option<&[f32]>,
     ) -> Result<Vec<f32>, ModelError> {
         let (gh, gw) = self.grid_for(height, width)?;
         if pixels.len() != 3 * height * width {
@@ -175,6 +208,15 @@ impl VisionTransformer {
         }
         let p = self.config.patch_size;
         let d = self.width();
+        let tokens = gh * gw + 1;
+        if let Some(pos) = positional_embedding {
+            if pos.len() != tokens * d {
+                return Err(ModelError::Input(format!(
+                    "positional embedding has {} values, expected {tokens} x {d}",
+                    pos.len()
+                )));
+            }
+        }
         // im2col: one row per patch, (channel, ky, kx) order like conv1's weight.
         let mut cols = vec![0f32; gh * gw * 3 * p * p];
         for gy in 0..gh {
@@ -189,13 +231,16 @@ impl VisionTransformer {
                 }
             }
         }
-        let patches = self.patch_embed.forward(&cols, gh * gw);
-        let mut x = vec![0f32; (gh * gw + 1) * d];
+        let be = self.backend();
+        let patches = be.linear(&self.patch_embed, &cols, gh * gw);
+        let mut x = vec![0f32; tokens * d];
         x[..d].copy_from_slice(&self.class_embedding);
         x[d..].copy_from_slice(&patches);
-        let pos = self.positional_embedding_for(gh, gw, round_pos_f16);
-        kernels::add_assign(&mut x, &pos);
-        Ok(self.ln_pre.forward(&x))
+        match positional_embedding {
+            Some(pos) => be.add_assign(&mut x, pos),
+            None => be.add_assign(&mut x, &self.positional_embedding_for(gh, gw)),
+        }
+        Ok(be.layer_norm(&self.ln_pre, &x))
     }
 
     /// Runs blocks `0..last` over `x`, returning the head-mean attention of blocks
@@ -207,30 +252,23 @@ impl VisionTransformer {
         last: usize,
         keep_from: usize,
     ) -> Vec<Vec<f32>> {
+        let be = self.backend();
         let mut kept = Vec::new();
         for (i, block) in self.blocks[..last].iter().enumerate() {
             if i >= keep_from {
                 let mut mean = vec![0f32; tokens * tokens];
-                block.forward(x, tokens, false, KeepProbs::HeadMean(&mut mean));
+                block.forward(be, x, tokens, false, KeepProbs::HeadMean(&mut mean));
                 kept.push(mean);
             } else {
-                block.forward(x, tokens, false, KeepProbs::None);
+                block.forward(be, x, tokens, false, KeepProbs::None);
             }
         }
         kept
     }
 
-    /// `ln_post` then `@ proj` of one row of width values.
+    /// `@ proj` of one row of width values.
     fn project(&self, row: &[f32]) -> Vec<f32> {
-        let e = self.embed_dim;
-        let mut z = vec![0f32; e];
-        for (d, &v) in row.iter().enumerate() {
-            let pr = &self.proj[d * e..(d + 1) * e];
-            for j in 0..e {
-                z[j] += v * pr[j];
-            }
-        }
-        z
+        project_row(row, &self.proj, self.embed_dim)
     }
 
     /// Encodes one image (normalised CHW pixels whose sides are multiples of the patch size).
@@ -245,20 +283,21 @@ impl VisionTransformer {
         let tokens = gh * gw + 1;
         let d = self.width();
         let layers = self.blocks.len();
-        let mut x = self.embed(pixels, height, width, opts.round_pos_embed_f16)?;
+        let be = self.backend();
+        let mut x = self.embed(pixels, height, width, opts.positional_embedding)?;
         let mut attention = self.run_blocks(&mut x, tokens, layers - 1, opts.keep_attention_from);
         let last = &self.blocks[layers - 1];
-        let last_ln_1 = last.ln_1.forward(&x);
+        let last_ln_1 = be.layer_norm(last.ln_1(), &x);
         if layers > opts.keep_attention_from {
             let mut mean = vec![0f32; tokens * tokens];
-            last.forward(&mut x, tokens, false, KeepProbs::HeadMean(&mut mean));
+            last.forward(be, &mut x, tokens, false, KeepProbs::HeadMean(&mut mean));
             attention.push(mean);
         } else {
-            last.forward(&mut x, tokens, false, KeepProbs::None);
+            last.forward(be, &mut x, tokens, false, KeepProbs::None);
         }
-        let y = self.ln_post.forward(&x);
+        let y = be.layer_norm(&self.ln_post, &x);
         let cls_embedding = self.project(&y[..d]);
-        let mean = mean_rows(&y[d..], d);
+        let mean = mean_rows(be, &y[d..], d);
         let patch_mean_embedding = self.project(&mean);
         Ok(VisionOutput {
             grid_h: gh,
@@ -270,118 +309,63 @@ impl VisionTransformer {
         })
     }
 
-    /// Softmax-GradCAM at the last block's `ln_1` output (CLIP-ES section 3.2).
-    ///
-    /// The image embedding is the patch-mean pooling, L2-normalised; the logits are
-    /// `logit_scale * cos(image, class)` for the rows of `class_features` (classes x embed_dim,
-    /// each normalised here again as the reference does), and softmax runs over all of them.
-    /// For each index in `targets` the gradient of that class's softmax probability with
-    /// respect to A (the `ln_1` output) is averaged over the patch positions. The frozen blocks
-    /// run once; the last block runs once with its intermediates cached, and each target costs
-    /// one activation-only backward pass through it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn softmax_gradcam(
+    /// The forward pass up to the patch-mean embedding, keeping the last block's
+    /// intermediates for [`VisionTransformer::backward_patch_mean`]. The frozen blocks run
+    /// once without caches; the last one caches what its backward pass needs.
+    pub fn forward_cached(
         &self,
         pixels: &[f32],
         height: usize,
         width: usize,
-        class_features: &[f32],
-        logit_scale: f32,
-        targets: &[usize],
         opts: VisionOptions,
-    ) -> Result<GradCamOutput, ModelError> {
+    ) -> Result<CachedForward, ModelError> {
         let (gh, gw) = self.grid_for(height, width)?;
-        let (d, e) = (self.width(), self.embed_dim);
-        if class_features.is_empty() || !class_features.len().is_multiple_of(e) {
-            return Err(ModelError::Input(format!(
-                "class features must be classes x {e} values"
-            )));
-        }
-        let classes = class_features.len() / e;
-        if let Some(&t) = targets.iter().find(|&&t| t >= classes) {
-            return Err(ModelError::Input(format!(
-                "target class {t} out of range for {classes} classes"
-            )));
-        }
         let tokens = gh * gw + 1;
-        let patches = tokens - 1;
+        let d = self.width();
         let layers = self.blocks.len();
-
-        let start = std::time::Instant::now();
-        let mut x = self.embed(pixels, height, width, opts.round_pos_embed_f16)?;
+        let be = self.backend();
+        let mut x = self.embed(pixels, height, width, opts.positional_embedding)?;
         let mut attention = self.run_blocks(&mut x, tokens, layers - 1, opts.keep_attention_from);
-        let last = &self.blocks[layers - 1];
-        let cache = last.forward_cached(&mut x, tokens);
+        let last_block = &self.blocks[layers - 1];
+        let last = last_block.forward_cached(be, &mut x, tokens);
         if layers > opts.keep_attention_from {
-            attention.push(last.head_mean_probs(&cache));
+            attention.push(last_block.head_mean_probs(be, &last));
         }
-
-        // Image embedding: mean of ln_post over the patch tokens, projected, normalised.
-        let (y, post_cache) = self.ln_post.forward_cached(&x);
-        let z = self.project(&mean_rows(&y[d..], d));
-        let z_norm = norm(&z);
-        let zn: Vec<f32> = z.iter().map(|v| v / z_norm).collect();
-        let text: Vec<Vec<f32>> = class_features
-            .chunks_exact(e)
-            .map(|t| {
-                let n = norm(t);
-                t.iter().map(|v| v / n).collect()
-            })
-            .collect();
-        let mut probabilities: Vec<f32> = text.iter().map(|t| logit_scale * dot(&zn, t)).collect();
-        kernels::softmax_inplace(&mut probabilities);
-        let forward_seconds = start.elapsed().as_secs_f64();
-
-        let start = std::time::Instant::now();
-        let channel_weights = targets
-            .iter()
-            .map(|&k| {
-                // d p_k / d logit_c = p_k (delta_kc - p_c)
-                let pk = probabilities[k];
-                let mut dzn = vec![0f32; e];
-                for (c, t) in text.iter().enumerate() {
-                    let g = pk * (f32::from(c == k) - probabilities[c]) * logit_scale;
-                    for j in 0..e {
-                        dzn[j] += g * t[j];
-                    }
-                }
-                // Through the normalisation z / |z|.
-                let along = dot(&zn, &dzn);
-                let dz: Vec<f32> = dzn
-                    .iter()
-                    .zip(&zn)
-                    .map(|(g, u)| (g - u * along) / z_norm)
-                    .collect();
-                // Through `@ proj` and the mean over patches: every patch row gets de / patches.
-                let mut dy = vec![0f32; tokens * d];
-                for dd in 0..d {
-                    let pr = &self.proj[dd * e..(dd + 1) * e];
-                    dy[d + dd] = dot(pr, &dz) / patches as f32;
-                }
-                let (first, rest) = dy.split_at_mut(2 * d);
-                let row = first[d..].to_vec();
-                for r in rest.chunks_exact_mut(d) {
-                    r.copy_from_slice(&row);
-                }
-                let dx = self.ln_post.backward_input(&post_cache, &dy);
-                let mut w = last.backward_to_ln_1_row_sum(&cache, &dx, 1);
-                kernels::scale_inplace(&mut w, 1.0 / patches as f32);
-                w
-            })
-            .collect();
-
-        let backward_seconds = start.elapsed().as_secs_f64();
-        let activation = cache.ln_1_out[d..].to_vec();
-        Ok(GradCamOutput {
+        let (y, post) = be.layer_norm_cached(&self.ln_post, &x);
+        let patch_mean_embedding = self.project(&mean_rows(be, &y[d..], d));
+        Ok(CachedForward {
             grid_h: gh,
             grid_w: gw,
-            activation,
-            channel_weights,
-            probabilities,
             attention,
-            forward_seconds,
-            backward_seconds,
+            patch_mean_embedding,
+            last,
+            post,
         })
+    }
+
+    /// Backward pass from a gradient on the patch-mean embedding (`d_embedding`, embed_dim
+    /// values) to the output of the last block's `ln_1`, summed over the patch tokens (width
+    /// values): through `@ proj`, the mean over the patches, `ln_post` and the last block
+    /// (activations only: the weights are frozen).
+    pub fn backward_patch_mean(&self, fwd: &CachedForward, d_embedding: &[f32]) -> Vec<f32> {
+        let (d, e) = (self.width(), self.embed_dim);
+        assert_eq!(d_embedding.len(), e, "gradient of the embedding");
+        let tokens = fwd.tokens();
+        let patches = tokens - 1;
+        let be = self.backend();
+        // Through `@ proj` and the mean over patches: every patch row gets de / patches.
+        let mut dy = vec![0f32; tokens * d];
+        for dd in 0..d {
+            let pr = &self.proj[dd * e..(dd + 1) * e];
+            dy[d + dd] = dot(pr, d_embedding) / patches as f32;
+        }
+        let (first, rest) = dy.split_at_mut(2 * d);
+        let row = first[d..].to_vec();
+        for r in rest.chunks_exact_mut(d) {
+            r.copy_from_slice(&row);
+        }
+        let dx = be.layer_norm_backward_input(&self.ln_post, &fwd.post, &dy);
+        self.blocks[self.blocks.len() - 1].backward_to_ln_1_row_sum(be, &fwd.last, &dx, 1)
     }
 }
 
@@ -389,18 +373,14 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn norm(a: &[f32]) -> f32 {
-    dot(a, a).sqrt()
-}
-
 /// Mean of the rows of a rows x d matrix.
-fn mean_rows(x: &[f32], d: usize) -> Vec<f32> {
+fn mean_rows(be: &dyn Backend, x: &[f32], d: usize) -> Vec<f32> {
     let rows = x.len() / d;
     let mut m = vec![0f32; d];
     for r in x.chunks_exact(d) {
-        kernels::add_assign(&mut m, r);
+        be.add_assign(&mut m, r);
     }
-    kernels::scale_inplace(&mut m, 1.0 / rows as f32);
+    be.scale(&mut m, 1.0 / rows as f32);
     m
 }
 

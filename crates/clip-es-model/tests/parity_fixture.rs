@@ -48,20 +48,8 @@ fn parity_fixture_layouts_are_identical() {
     for other in &others {
         assert_eq!(other.config(), hf.config());
         for name in hf.names() {
-            let a = hf
-                .get(name)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let b = other
-                .get(name)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let a = hf.get(name).unwrap().values();
+            let b = other.get(name).unwrap().values();
             assert!(
                 a == b,
                 "{name} differs between {} and {}",

@@ -6,12 +6,65 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use clip_es_model::{ClipConfig, ClipWeights, TextConfig, VisionConfig, WeightsFormat};
+use clip_es_model::container::write_safetensors;
+use clip_es_model::{
+    Checkpoint, ClipConfig, ClipWeights, DType, Tensor, TextConfig, VisionConfig, WeightsFormat,
+};
 use common::{copy_dir, fixture, TempDir};
 
 fn values(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    t.values().to_vec()
+}
+
+/// A tensor as written to a test file: element type, shape, little-endian bytes.
+type Raw = (DType, Vec<usize>, Vec<u8>);
+
+fn f32_raw(shape: &[usize], v: &[f32]) -> Raw {
+    (
+        DType::F32,
+        shape.to_vec(),
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+fn zeros(shape: &[usize], dtype: DType) -> Raw {
+    let n: usize = shape.iter().product();
+    let size = if dtype == DType::I64 {
+        8
+    } else {
+        dtype.size().unwrap()
+    };
+    (dtype, shape.to_vec(), vec![0u8; n * size])
+}
+
+/// Every tensor of a safetensors file, as stored.
+fn load_raw(path: &Path) -> HashMap<String, Raw> {
+    let checkpoint = Checkpoint::open(path).unwrap();
+    let store = checkpoint.store().unwrap();
+    store
+        .iter()
+        .map(|(k, t)| (k.to_string(), (t.dtype, t.shape.clone(), t.data.to_vec())))
+        .collect()
+}
+
+fn raw_values(raw: &Raw) -> Vec<f32> {
+    clip_es_model::container::decode_f32(&raw.2, raw.0)
+}
+
+fn save_raw(tensors: &HashMap<String, Raw>, path: &Path) {
+    let list: Vec<(String, DType, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(k, (d, s, b))| (k.clone(), *d, s.clone(), b.clone()))
+        .collect();
+    write_safetensors(path, &list).unwrap();
+}
+
+/// Float32 tensors as written to a test file.
+fn raw_of(tensors: &HashMap<String, Tensor>) -> HashMap<String, Raw> {
+    tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), f32_raw(t.dims(), t.values())))
+        .collect()
 }
 
 /// Every tensor of `a` equals (bit for bit) the tensor of the same name in `b`.
@@ -23,7 +76,6 @@ fn assert_same_weights(a: &ClipWeights, b: &ClipWeights) {
     for name in names_a {
         let (ta, tb) = (a.get(name).unwrap(), b.get(name).unwrap());
         assert_eq!(ta.dims(), tb.dims(), "{name}");
-        assert_eq!(ta.dtype(), DType::F32, "{name}");
         assert_eq!(values(ta), values(tb), "{name} differs");
     }
 }
@@ -52,26 +104,25 @@ fn tiny_openai_config() -> ClipConfig {
 
 /// Writes `weights` as a float32 safetensors file with OpenAI names.
 fn save_openai_safetensors(weights: &ClipWeights, path: &Path) {
-    candle_core::safetensors::save(weights.tensors(), path).unwrap();
+    save_raw(&raw_of(weights.tensors()), path);
 }
 
 /// A float32 copy of an HF directory whose safetensors are float16.
 fn hf_dir_as_f32(src: &Path, dst: &Path) {
     copy_dir(src, dst, &["model.safetensors"]);
-    let tensors =
-        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
-    let converted: HashMap<String, Tensor> = tensors
+    let tensors = load_raw(&src.join("model.safetensors"));
+    let converted: HashMap<String, Raw> = tensors
         .into_iter()
         .map(|(k, t)| {
-            let t = if t.dtype() == DType::F16 {
-                t.to_dtype(DType::F32).unwrap()
+            let t = if t.0 == DType::F16 {
+                f32_raw(&t.1, &raw_values(&t))
             } else {
                 t
             };
             (k, t)
         })
         .collect();
-    candle_core::safetensors::save(&converted, dst.join("model.safetensors")).unwrap();
+    save_raw(&converted, &dst.join("model.safetensors"));
 }
 
 fn error_of(path: &Path) -> String {
@@ -100,7 +151,7 @@ fn tiny_openai_hf_directory_loads() {
     assert_eq!(w.get("text_projection").unwrap().dims(), &[64, 32]);
     assert_eq!(w.get("logit_scale").unwrap().dims(), &[] as &[usize]);
     // ln(100) rounded to float16, as make_tiny_clip.py stores it
-    let scale = w.get("logit_scale").unwrap().to_scalar::<f32>().unwrap();
+    let scale = w.get("logit_scale").unwrap().scalar().unwrap();
     assert_eq!(scale, half::f16::from_f32(100f32.ln()).to_f32());
     let e = w.get("visual.nope").unwrap_err().to_string();
     assert!(
@@ -156,32 +207,45 @@ fn hf_names_map_to_openai_names() {
     // the mapping checked against the HF file's own tensors
     let dir = fixture("tiny-deep-hf");
     let w = ClipWeights::load(&dir).unwrap();
-    let raw = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
-    let hf = |name: &str| raw[name].to_dtype(DType::F32).unwrap();
+    let raw = load_raw(&dir.join("model.safetensors"));
+    let hf = |name: &str| raw_values(&raw[name]);
     let in_proj = w
         .get("visual.transformer.resblocks.9.attn.in_proj_weight")
         .unwrap();
     assert_eq!(in_proj.dims(), &[96, 32]);
     for (i, part) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
-        let rows = in_proj.narrow(0, 32 * i, 32).unwrap();
+        let rows = &in_proj.values()[32 * 32 * i..32 * 32 * (i + 1)];
         let src = hf(&format!(
             "vision_model.encoder.layers.9.self_attn.{part}.weight"
         ));
-        assert_eq!(values(&rows), values(&src), "{part}");
+        assert_eq!(rows, &src[..], "{part}");
         let bias = w.get("transformer.resblocks.1.attn.in_proj_bias").unwrap();
         let src = hf(&format!(
             "text_model.encoder.layers.1.self_attn.{part}.bias"
         ));
         assert_eq!(
-            values(&bias.narrow(0, 32 * i, 32).unwrap()),
-            values(&src),
+            &bias.values()[32 * i..32 * (i + 1)],
+            &src[..],
             "{part} bias"
         );
     }
-    let proj_t = hf("visual_projection.weight").t().unwrap();
-    assert_eq!(values(w.get("visual.proj").unwrap()), values(&proj_t));
-    let text_t = hf("text_projection.weight").t().unwrap();
-    assert_eq!(values(w.get("text_projection").unwrap()), values(&text_t));
+    let transpose = |name: &str, rows: usize, cols: usize| -> Vec<f32> {
+        // the stored matrix is cols x rows; its transpose rows x cols
+        let v = hf(name);
+        let mut out = vec![0f32; v.len()];
+        for c in 0..cols {
+            for r in 0..rows {
+                out[r * cols + c] = v[c * rows + r];
+            }
+        }
+        out
+    };
+    let proj = w.get("visual.proj").unwrap();
+    let (r, c) = (proj.dims()[0], proj.dims()[1]);
+    assert_eq!(values(proj), transpose("visual_projection.weight", r, c));
+    let text_proj = w.get("text_projection").unwrap();
+    let (r, c) = (text_proj.dims()[0], text_proj.dims()[1]);
+    assert_eq!(values(text_proj), transpose("text_projection.weight", r, c));
     let pairs = [
         ("visual.ln_pre.weight", "vision_model.pre_layrnorm.weight"),
         ("visual.ln_post.bias", "vision_model.post_layernorm.bias"),
@@ -228,11 +292,7 @@ fn hf_names_map_to_openai_names() {
         ),
     ];
     for (openai, hf_name) in pairs {
-        assert_eq!(
-            values(w.get(openai).unwrap()),
-            values(&hf(hf_name)),
-            "{openai}"
-        );
+        assert_eq!(values(w.get(openai).unwrap()), hf(hf_name), "{openai}");
     }
 }
 
@@ -291,8 +351,7 @@ fn sharded_hf_directory_loads() {
     let tmp = TempDir::new("sharded");
     let dir = tmp.join("model");
     copy_dir(&src, &dir, &["model.safetensors"]);
-    let tensors =
-        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let tensors = load_raw(&src.join("model.safetensors"));
     let (mut vision, mut rest) = (HashMap::new(), HashMap::new());
     let mut index = serde_json::Map::new();
     for (k, t) in tensors {
@@ -308,8 +367,8 @@ fn sharded_hf_directory_loads() {
             rest.insert(k, t);
         }
     }
-    candle_core::safetensors::save(&vision, dir.join("model-00001-of-00002.safetensors")).unwrap();
-    candle_core::safetensors::save(&rest, dir.join("model-00002-of-00002.safetensors")).unwrap();
+    save_raw(&vision, &dir.join("model-00001-of-00002.safetensors"));
+    save_raw(&rest, &dir.join("model-00002-of-00002.safetensors"));
     let json = serde_json::json!({"metadata": {}, "weight_map": index});
     std::fs::write(dir.join("model.safetensors.index.json"), json.to_string()).unwrap();
     assert_same_weights(
@@ -462,14 +521,13 @@ fn config_disagreeing_with_the_weights() {
 #[test]
 fn non_clip_and_resnet_safetensors() {
     let tmp = TempDir::new("not-clip");
-    let dev = Device::Cpu;
     let mut other = HashMap::new();
     other.insert(
         "encoder.layer.0.weight".to_string(),
-        Tensor::zeros((4, 4), DType::F32, &dev).unwrap(),
+        zeros(&[4, 4], DType::F32),
     );
     let path = tmp.join("bert.safetensors");
-    candle_core::safetensors::save(&other, &path).unwrap();
+    save_raw(&other, &path);
     let e = error_of(&path);
     assert!(
         e.contains("bert.safetensors") && e.contains("not a CLIP"),
@@ -479,14 +537,14 @@ fn non_clip_and_resnet_safetensors() {
     let mut resnet = HashMap::new();
     resnet.insert(
         "visual.layer1.0.conv1.weight".to_string(),
-        Tensor::zeros((64, 64, 1, 1), DType::F32, &dev).unwrap(),
+        zeros(&[64, 64, 1, 1], DType::F32),
     );
     resnet.insert(
         "visual.attnpool.positional_embedding".to_string(),
-        Tensor::zeros((50, 2048), DType::F32, &dev).unwrap(),
+        zeros(&[50, 2048], DType::F32),
     );
     let path = tmp.join("RN50.safetensors");
-    candle_core::safetensors::save(&resnet, &path).unwrap();
+    save_raw(&resnet, &path);
     let e = error_of(&path);
     assert!(
         e.contains("RN50.safetensors") && e.contains("ResNet"),
@@ -499,23 +557,20 @@ fn openai_safetensors_with_a_missing_or_malformed_tensor() {
     let hf = ClipWeights::load(fixture("tiny-openai-hf")).unwrap();
     let tmp = TempDir::new("openai-bad");
 
-    let mut missing = hf.tensors().clone();
+    let mut missing = raw_of(hf.tensors());
     missing.remove("transformer.resblocks.1.ln_2.bias");
     let path = tmp.join("missing.safetensors");
-    candle_core::safetensors::save(&missing, &path).unwrap();
+    save_raw(&missing, &path);
     let e = error_of(&path);
     assert!(
         e.contains("missing.safetensors") && e.contains("transformer.resblocks.1.ln_2.bias"),
         "{e}"
     );
 
-    let mut reshaped = hf.tensors().clone();
-    reshaped.insert(
-        "visual.ln_post.weight".into(),
-        Tensor::zeros(100, DType::F32, &Device::Cpu).unwrap(),
-    );
+    let mut reshaped = raw_of(hf.tensors());
+    reshaped.insert("visual.ln_post.weight".into(), zeros(&[100], DType::F32));
     let path = tmp.join("reshaped.safetensors");
-    candle_core::safetensors::save(&reshaped, &path).unwrap();
+    save_raw(&reshaped, &path);
     let e = error_of(&path);
     assert!(
         e.contains("reshaped.safetensors")
@@ -524,13 +579,10 @@ fn openai_safetensors_with_a_missing_or_malformed_tensor() {
         "{e}"
     );
 
-    let mut integer = hf.tensors().clone();
-    integer.insert(
-        "visual.ln_pre.bias".into(),
-        Tensor::zeros(128, DType::I64, &Device::Cpu).unwrap(),
-    );
+    let mut integer = raw_of(hf.tensors());
+    integer.insert("visual.ln_pre.bias".into(), zeros(&[128], DType::I64));
     let path = tmp.join("integer.safetensors");
-    candle_core::safetensors::save(&integer, &path).unwrap();
+    save_raw(&integer, &path);
     let e = error_of(&path);
     assert!(
         e.contains("integer.safetensors")
@@ -554,19 +606,20 @@ fn hf_directory_with_pytorch_model_bin() {
 }
 
 #[test]
-fn from_tensors_checks_and_converts() {
+fn from_tensors_checks_and_moves() {
     let hf = ClipWeights::load(fixture("tiny-openai-hf")).unwrap();
     let source = hf.source().clone();
-    // float16 inputs are widened to float32
-    let halves: HashMap<String, Tensor> = hf
-        .tensors()
-        .iter()
-        .map(|(k, t)| (k.clone(), t.to_dtype(DType::F16).unwrap()))
-        .collect();
+    let tensors = hf.tensors().clone();
     let rebuilt =
-        ClipWeights::from_tensors(hf.config().clone(), halves.clone(), source.clone()).unwrap();
+        ClipWeights::from_tensors(hf.config().clone(), tensors.clone(), source.clone()).unwrap();
     assert_same_weights(&hf, &rebuilt);
-    let mut missing = halves;
+    let mut reshaped = tensors.clone();
+    reshaped.insert("visual.proj".into(), Tensor::new(vec![4], vec![0.0; 4]));
+    let e = ClipWeights::from_tensors(hf.config().clone(), reshaped, source.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("visual.proj") && e.contains("[4]"), "{e}");
+    let mut missing = tensors;
     missing.remove("visual.proj");
     let e = ClipWeights::from_tensors(hf.config().clone(), missing, source)
         .unwrap_err()

@@ -1,9 +1,12 @@
-//! Class-aware attention-based affinity (CAA), CLIP-ES paper section 3.3; reference
-//! `generate_cams_voc12.py` (the loop after the GradCAM call) and `utils.py::scoremap2bbox`.
+//! Class-aware attention-based affinity (CAA), CLIP-ES paper section 3.3; docs/algorithm.md,
+//! "Class-aware attention affinity"; reference `generate_cams_voc12.py:160-197` and
+//! `utils.py:115-142` (`scoremap2bbox`).
 //!
 //! The mean attention of the last blocks becomes a symmetric, doubly normalised transition
 //! matrix; each class's CAM is propagated through it, restricted to the boxes around the
 //! class's confident regions.
+
+use clip_es_model::Backend;
 
 /// A square matrix, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -14,7 +17,7 @@ pub struct SquareMatrix {
 
 /// Builds the affinity `A = D @ D` from patch-to-patch attention `w` (n x n, class token
 /// already removed): three Sinkhorn rounds (columns then rows), `D = (T + T^T) / 2`.
-pub fn affinity_from_attention(w: &SquareMatrix) -> SquareMatrix {
+pub fn affinity_from_attention(backend: &dyn Backend, w: &SquareMatrix) -> SquareMatrix {
     let n = w.n;
     let mut t = w.data.clone();
     for _ in 0..3 {
@@ -27,19 +30,10 @@ pub fn affinity_from_attention(w: &SquareMatrix) -> SquareMatrix {
             d[i * n + j] = (t[i * n + j] + t[j * n + i]) / 2.0;
         }
     }
-    let mut a = vec![0f32; n * n];
-    clip_es_model::kernels::matmul(
+    SquareMatrix {
         n,
-        n,
-        n,
-        &mut a,
-        n,
-        false,
-        clip_es_model::kernels::MatRef::rows(&d, n),
-        clip_es_model::kernels::MatRef::rows(&d, n),
-        None,
-    );
-    SquareMatrix { n, data: a }
+        data: backend.matmul(&d, &d, n, n, n),
+    }
 }
 
 fn normalize_columns(t: &mut [f32], n: usize) {
@@ -190,7 +184,7 @@ mod tests {
         let data: Vec<f32> = (0..n * n)
             .map(|i| 0.1 + ((i * 37 % 11) as f32) / 7.0)
             .collect();
-        let a = affinity_from_attention(&SquareMatrix { n, data });
+        let a = affinity_from_attention(&clip_es_model::Cpu, &SquareMatrix { n, data });
         for i in 0..n {
             for j in 0..n {
                 assert!((a.data[i * n + j] - a.data[j * n + i]).abs() < 1e-6);

@@ -1,10 +1,15 @@
-//! Per-image CAMs of CLIP-ES (paper sections 3.2-3.3; reference `generate_cams_voc12.py`
-//! `perform`, `pytorch_grad_cam/base_cam.py`): Softmax-GradCAM over [the image's labels +
-//! background words], then class-aware attention affinity, resized to the original image.
+//! The CLIP-ES method on one image (paper sections 3.2-3.3; docs/algorithm.md,
+//! "Softmax-GradCAM" and "Class-aware attention affinity"; reference `generate_cams_voc12.py`
+//! lines 146-197, `clip/model.py:400-420`, `pytorch_grad_cam/base_cam.py:62-154`):
+//! Softmax-GradCAM over [the image's labels + background words] with the text classifier of
+//! `zeroshot_classifier` (`generate_cams_voc12.py:48-60`), then class-aware attention affinity,
+//! resized to the original image. The model crate supplies the forward pass with cached
+//! activations and the backward pass from a gradient on the pooled embedding; the logits, the
+//! softmax gradient, the targets and the float16 positional-embedding quirk are the method's.
 
 use crate::affinity;
 use clip_es_image::ClipInput;
-use clip_es_model::{VisionOptions, VisionTransformer};
+use clip_es_model::{ModelError, VisionOptions, VisionTransformer};
 
 /// How many of the last blocks' attention maps the affinity averages (the paper's 8;
 /// docs/algorithm.md, "Class-aware attention affinity").
@@ -108,6 +113,146 @@ pub fn gradcam_map(activation: &[f32], weights: &[f32]) -> Vec<f32> {
     cam
 }
 
+/// The Softmax-GradCAM ingredients for one image and several target classes.
+#[derive(Clone, Debug)]
+pub struct GradCamOutput {
+    pub grid_h: usize,
+    pub grid_w: usize,
+    /// The last block's `ln_1` output at the patch tokens (patches x width): the activation A.
+    pub activation: Vec<f32>,
+    /// For each target: the gradient of its softmax probability with respect to A, averaged
+    /// over the patch positions (width values): the GradCAM channel weights.
+    pub channel_weights: Vec<Vec<f32>>,
+    /// Softmax over all given classes.
+    pub probabilities: Vec<f32>,
+    /// Head-averaged attention of the kept blocks, the last one from the gradient pass
+    /// (tokens x tokens each).
+    pub attention: Vec<Vec<f32>>,
+    /// Seconds spent in the forward pass and in the backward passes.
+    pub forward_seconds: f64,
+    pub backward_seconds: f64,
+}
+
+/// The positional embedding CLIP-ES adds: the pretrained one resized to the grid, then rounded
+/// to float16 except at the class position, as the reference's `upsample_pos_emb` returns a
+/// half parameter (docs/algorithm.md, "Image side", step 5; `clip/model.py:24`).
+pub fn reference_positional_embedding(
+    model: &VisionTransformer,
+    grid_h: usize,
+    grid_w: usize,
+) -> Vec<f32> {
+    let mut pos = model.positional_embedding_for(grid_h, grid_w);
+    for v in &mut pos[model.width()..] {
+        *v = half::f16::from_f32(*v).to_f32();
+    }
+    pos
+}
+
+/// Softmax-GradCAM at the last block's `ln_1` output (docs/algorithm.md, "Softmax-GradCAM";
+/// reference `clip/model.py:400-420`, `pytorch_grad_cam/base_cam.py:62-154`).
+///
+/// The image embedding is the patch-mean pooling, L2-normalised; the logits are
+/// `logit_scale * cos(image, class)` for the rows of `class_features` (classes x embed_dim,
+/// each normalised here again as the reference does), and softmax runs over all of them.
+/// For each index in `targets` the gradient of that class's softmax probability with
+/// respect to A (the `ln_1` output) is averaged over the patch positions. The frozen blocks
+/// run once; the last block runs once with its intermediates cached, and each target costs
+/// one activation-only backward pass through it.
+pub fn softmax_gradcam(
+    model: &VisionTransformer,
+    input: &ClipInput,
+    class_features: &[f32],
+    logit_scale: f32,
+    targets: &[usize],
+    opts: &CamOptions,
+) -> Result<GradCamOutput, ModelError> {
+    let (gh, gw) = model.grid_for(input.height, input.width)?;
+    let (d, e) = (model.width(), model.embed_dim());
+    if class_features.is_empty() || !class_features.len().is_multiple_of(e) {
+        return Err(ModelError::Input(format!(
+            "class features must be classes x {e} values"
+        )));
+    }
+    let classes = class_features.len() / e;
+    if let Some(&t) = targets.iter().find(|&&t| t >= classes) {
+        return Err(ModelError::Input(format!(
+            "target class {t} out of range for {classes} classes"
+        )));
+    }
+    let patches = gh * gw;
+
+    let start = Instant::now();
+    let pos = opts
+        .round_pos_embed_f16
+        .then(|| reference_positional_embedding(model, gh, gw));
+    let vopts = VisionOptions {
+        keep_attention_from: model.layers().saturating_sub(opts.attention_blocks),
+        positional_embedding: pos.as_deref(),
+    };
+    let fwd = model.forward_cached(&input.data, input.height, input.width, vopts)?;
+    // Image embedding: mean of ln_post over the patch tokens, projected, normalised.
+    let z = &fwd.patch_mean_embedding;
+    let z_norm = norm(z);
+    let zn: Vec<f32> = z.iter().map(|v| v / z_norm).collect();
+    let text: Vec<Vec<f32>> = class_features
+        .chunks_exact(e)
+        .map(|t| {
+            let n = norm(t);
+            t.iter().map(|v| v / n).collect()
+        })
+        .collect();
+    let mut probabilities: Vec<f32> = text.iter().map(|t| logit_scale * dot(&zn, t)).collect();
+    model.backend().softmax(&mut probabilities);
+    let forward_seconds = start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let channel_weights = targets
+        .iter()
+        .map(|&k| {
+            // d p_k / d logit_c = p_k (delta_kc - p_c)
+            let pk = probabilities[k];
+            let mut dzn = vec![0f32; e];
+            for (c, t) in text.iter().enumerate() {
+                let g = pk * (f32::from(c == k) - probabilities[c]) * logit_scale;
+                for j in 0..e {
+                    dzn[j] += g * t[j];
+                }
+            }
+            // Through the normalisation z / |z|.
+            let along = dot(&zn, &dzn);
+            let dz: Vec<f32> = dzn
+                .iter()
+                .zip(&zn)
+                .map(|(g, u)| (g - u * along) / z_norm)
+                .collect();
+            // Summed over the patch positions by the model; GradCAM wants the mean.
+            let mut w = model.backward_patch_mean(&fwd, &dz);
+            model.backend().scale(&mut w, 1.0 / patches as f32);
+            w
+        })
+        .collect();
+    let backward_seconds = start.elapsed().as_secs_f64();
+    let activation = fwd.last_ln_1()[d..].to_vec();
+    Ok(GradCamOutput {
+        grid_h: gh,
+        grid_w: gw,
+        activation,
+        channel_weights,
+        probabilities,
+        attention: fwd.attention,
+        forward_seconds,
+        backward_seconds,
+    })
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f32]) -> f32 {
+    dot(a, a).sqrt()
+}
+
 /// Computes the CAMs of one image from its CLIP input (sides multiples of the patch size) for
 /// its `labels` (rows of the classifier); the maps are resized to `original` = (height, width).
 pub fn image_cams(
@@ -117,25 +262,12 @@ pub fn image_cams(
     original: (usize, usize),
     labels: &[usize],
     opts: &CamOptions,
-) -> Result<(ImageCams, StageTimes), clip_es_model::ModelError> {
+) -> Result<(ImageCams, StageTimes), ModelError> {
     let (orig_h, orig_w) = original;
     let mut times = StageTimes::default();
-    let layers = model.config.layers;
-    let vopts = VisionOptions {
-        keep_attention_from: layers.saturating_sub(opts.attention_blocks),
-        round_pos_embed_f16: opts.round_pos_embed_f16,
-    };
     let rows = classifier.rows_for(labels);
     let targets: Vec<usize> = (0..labels.len()).collect();
-    let g = model.softmax_gradcam(
-        &input.data,
-        input.height,
-        input.width,
-        &rows,
-        classifier.logit_scale,
-        &targets,
-        vopts,
-    )?;
+    let g = softmax_gradcam(model, input, &rows, classifier.logit_scale, &targets, opts)?;
     times.forward = g.forward_seconds;
     times.backward = g.backward_seconds;
     // A NaN or infinity anywhere upstream (weights, an overflow) would come out as all-zero
@@ -156,8 +288,10 @@ pub fn image_cams(
     let t = Instant::now();
     let (gh, gw) = (g.grid_h, g.grid_w);
     let tokens = gh * gw + 1;
-    let affinity =
-        affinity::affinity_from_attention(&affinity::mean_patch_attention(&g.attention, tokens));
+    let affinity = affinity::affinity_from_attention(
+        model.backend(),
+        &affinity::mean_patch_attention(&g.attention, tokens),
+    );
     let cams: Vec<Vec<f32>> = g
         .channel_weights
         .iter()
@@ -212,7 +346,7 @@ impl TextClassifier {
         background: &[String],
         templates: &[String],
     ) -> Result<Self, clip_es_model::ClipError> {
-        let e = clip.config.embed_dim;
+        let e = clip.config().embed_dim;
         let embed = |names: &[String]| -> Result<Vec<f32>, clip_es_model::ClipError> {
             let texts: Vec<String> = names
                 .iter()
@@ -243,7 +377,7 @@ impl TextClassifier {
             embed_dim: e,
             classes: embed(class_names)?,
             background: embed(background)?,
-            logit_scale: clip.logit_scale,
+            logit_scale: clip.logit_scale(),
         })
     }
 }

@@ -142,7 +142,7 @@ impl Cams {
     ) -> Result<(ImageCams, StageTimes), CamsError> {
         let t = Instant::now();
         let (w, h) = (image.width() as usize, image.height() as usize);
-        let patch = self.clip.config.vision.patch_size;
+        let patch = self.clip.config().vision.patch_size;
         if w < patch || h < patch {
             return Err(CamsError::Invalid(format!(
                 "the image is {w}x{h}, smaller than the model's {patch}-pixel patch"
@@ -158,7 +158,7 @@ impl Cams {
             return Err(CamsError::Invalid("no labels".into()));
         }
         let (ih, iw) = budget::vit_input_size(h, w, patch, self.max_side);
-        let vision = &self.clip.config.vision;
+        let vision = &self.clip.config().vision;
         let shape = budget::CamShape {
             height: h,
             width: w,
@@ -178,7 +178,7 @@ impl Cams {
         let input = image.clip_input(ih, iw)?;
         let prepare = t.elapsed().as_secs_f64();
         let (cams, mut times) = image_cams(
-            &self.clip.vision,
+            self.clip.vision(),
             &self.classifier,
             &input,
             (h, w),
@@ -406,12 +406,12 @@ fn run_in_pool(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsRepor
     let t = Instant::now();
     let cams = Cams::load(&config.model, config.classes.clone(), &config.settings)?;
     let clip = cams.clip();
-    report.model = clip.files.weights.display().to_string();
+    report.model = clip.files().weights.display().to_string();
     progress.message(&format!(
         "model {} ({} blocks, width {}) and {} + {} text prompts ready in {:.1} s",
-        clip.files.weights.display(),
-        clip.config.vision.layers,
-        clip.config.vision.width,
+        clip.files().weights.display(),
+        clip.config().vision.layers,
+        clip.config().vision.width,
         config.classes.names.len(),
         config.classes.background.len(),
         t.elapsed().as_secs_f64()

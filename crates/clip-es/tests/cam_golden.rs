@@ -2,20 +2,47 @@
 //! 10-block model: the GradCAM maps, the refined maps on the patch grid and `attn_highres` /
 //! `highres` at the original size. Goldens: tools/golden_clip.py.
 
-use candle_core::{safetensors, DType, Device, Tensor};
 use clip_es::cam::{image_cams, CamOptions, TextClassifier};
 use clip_es_image::ClipInput;
-use clip_es_model::{ClipWeights, TensorSource, VisionTransformer};
+use clip_es_model::{Checkpoint, ClipWeights, TensorSource, VisionTransformer};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+/// A golden tensor: its shape and values (floating-point ones as f32, integers as i64).
+struct G {
+    shape: Vec<usize>,
+    f32: Vec<f32>,
+    i64: Option<Vec<i64>>,
+    f64: Option<Vec<f64>>,
+}
+
+impl G {
+    fn dims3(&self) -> (usize, usize, usize) {
+        (self.shape[0], self.shape[1], self.shape[2])
+    }
+}
+
+fn load_golden(path: PathBuf) -> HashMap<String, G> {
+    let checkpoint = Checkpoint::open(&path).unwrap();
+    let store = checkpoint.store().unwrap();
+    store
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.to_string(),
+                G {
+                    shape: t.shape.clone(),
+                    f32: t.to_f32().unwrap_or_default(),
+                    i64: t.to_i64(),
+                    f64: t.to_f64(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn values(t: &G) -> Vec<f32> {
+    t.f32.clone()
 }
 
 fn compare(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
@@ -32,11 +59,7 @@ fn compare(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
 #[test]
 fn cam_stage_matches_python_reference() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let g: HashMap<String, Tensor> = safetensors::load(
-        root.join("tests/data/golden_cams.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let g = load_golden(root.join("tests/data/golden_cams.safetensors"));
     let weights =
         ClipWeights::load(root.join("../clip-es-model/tests/fixtures/tiny-deep-hf")).unwrap();
     let c = weights.config().clone();
@@ -49,11 +72,11 @@ fn cam_stage_matches_python_reference() {
         let Some(input) = g.get(&format!("{key}.input")) else {
             break;
         };
-        let (_, h, w) = input.dims3().unwrap();
-        let k = g[&format!("{key}.labels")].to_vec1::<i64>().unwrap()[0] as usize;
-        let size = g[&format!("{key}.original_size")].to_vec1::<i64>().unwrap();
+        let (_, h, w) = input.dims3();
+        let k = g[&format!("{key}.labels")].i64.as_ref().unwrap()[0] as usize;
+        let size = g[&format!("{key}.original_size")].i64.clone().unwrap();
         let (oh, ow) = (size[0] as usize, size[1] as usize);
-        let thr = g[&format!("{key}.box_threshold")].to_vec1::<f64>().unwrap()[0];
+        let thr = g[&format!("{key}.box_threshold")].f64.as_ref().unwrap()[0];
         let text = values(&g[&format!("{key}.text")]);
         let e = c.embed_dim;
         let classifier = TextClassifier {

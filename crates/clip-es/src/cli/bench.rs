@@ -1,6 +1,7 @@
 //! `clip-es bench`: throughput of the image tower on a ViT-B/16-shaped random model next to
 //! the machine's own matrix-product speed, measured in the same run.
 
+use clip_es::cam::ATTENTION_BLOCKS;
 use clip_es_model::bench::{bench_vision, matmul_gflops};
 use clip_es_model::ClipConfig;
 use std::process::ExitCode;
@@ -42,7 +43,7 @@ pub fn run(args: Args) -> ExitCode {
     let mm = matmul_gflops(769, 3072, 768, 5).max(matmul_gflops(1024, 1024, 1024, 3));
     println!("threads: {}", rayon::current_num_threads());
     println!("matmul (best of 769x768 @ 768x3072 and 1024^3): {mm:.1} GFLOP/s");
-    match bench_vision(&cfg, &args.sizes, args.reps.max(1)) {
+    match bench_vision(&cfg, &args.sizes, args.reps.max(1), ATTENTION_BLOCKS) {
         Ok(results) => {
             for r in results {
                 println!(
