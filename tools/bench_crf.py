@@ -18,7 +18,7 @@ single-threaded). Run it on an otherwise idle machine. CAMs may be the reference
 `.npy` dicts or clip-es `.npz` files.
 
 With --scaling it also times the whole `clip-es masks` command (CAM and image reading, CRF,
-PNG writing) on the split with --jobs 1, 2, 4, ... up to the number of cores (wall clock).
+PNG writing) on the split with --threads 1, 2, 4, ... up to the number of cores (wall clock).
 """
 import argparse
 import os
@@ -143,11 +143,11 @@ def scaling(args, work):
         for _ in range(args.repeats):
             t = time.perf_counter()
             subprocess.run([exe, "masks", "--cams", args.cams, "--images", args.images, "--split", args.split,
-                            "--out", os.path.join(work, "masks"), "--overwrite", "--jobs", str(j)],
+                            "--out", os.path.join(work, "masks"), "--overwrite", "--threads", str(j)],
                            check=True, capture_output=True)
             best = min(best, time.perf_counter() - t)
         base = base or best
-        print(f"  --jobs {j}: {best:.3f} s ({base / best:.2f}x)")
+        print(f"  --threads {j}: {best:.3f} s ({base / best:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@
 
 use crate::argmax::first_max;
 use crate::cam_io::{CamFile, CamKind};
-use crate::classes::{ClassSet, BACKGROUND_LABEL};
+use crate::classes::{ClassSet, BACKGROUND_LABEL, IGNORE_LABEL};
 use crate::masks::read_label_png;
 use crate::progress::{for_each_image, Progress};
 use std::path::PathBuf;
@@ -99,7 +99,7 @@ impl ConfusionMatrix {
             }
             if pu < n {
                 self.counts[g * n + pu] += 1;
-            } else if p == 255 {
+            } else if p == IGNORE_LABEL {
                 self.unlabelled[g] += 1;
             } else {
                 return Err(EvalError::BadPrediction {
