@@ -3,14 +3,20 @@
 //! OpenCV 5.0 `imgcodecs`: JPEG through libjpeg-turbo with RGB output for one and three
 //! components (grey is replicated by libjpeg) and raw CMYK for four, converted by
 //! `icvCvt_CMYK2BGR_8u_C4C3R` (`k - ((255 - c) * k >> 8)` on the Adobe-inverted samples); PNG as
-//! in [`crate::png_decode`]; then `ApplyExifOrientation` with the file's EXIF orientation.
+//! in [`crate::png_decode`]; then `ApplyExifOrientation` with the file's EXIF orientation
+//! (only with [`ExifOrientation::Apply`]: clip-es reads the stored grid by default, see
+//! [`crate::orientation`]).
 
 use std::path::Path;
 
 use crate::decode::{read_file, sniff, Format};
-use crate::{jpeg, png_decode, ImageError, Rgb8Image};
+use crate::{jpeg, png_decode, ExifOrientation, ImageError, Rgb8Image};
 
-pub(crate) fn imread_color(path: &Path) -> Result<Rgb8Image, ImageError> {
+/// The image and the file's EXIF orientation (1 when none), applied or not as asked.
+pub(crate) fn imread_color(
+    path: &Path,
+    exif: ExifOrientation,
+) -> Result<(Rgb8Image, u16), ImageError> {
     let bytes = read_file(path)?;
     let fail = |message: String| ImageError::Decode {
         path: path.to_path_buf(),
@@ -33,7 +39,7 @@ pub(crate) fn imread_color(path: &Path) -> Result<Rgb8Image, ImageError> {
                 height: r.height,
                 data,
             };
-            (img, jpeg::exif_orientation(&bytes))
+            (img, crate::exif_orientation(&bytes))
         }
         Format::Png => {
             let raw = png_decode::read(&bytes).map_err(fail)?;
@@ -42,7 +48,12 @@ pub(crate) fn imread_color(path: &Path) -> Result<Rgb8Image, ImageError> {
                 height: raw.height as u32,
                 data: raw.to_cv_rgb(),
             };
-            let orientation = raw.exif.as_deref().and_then(jpeg::tiff_orientation);
+            let orientation = raw
+                .exif
+                .as_deref()
+                .and_then(jpeg::tiff_orientation)
+                .filter(|v| (1..=8).contains(v))
+                .unwrap_or(1);
             (img, orientation)
         }
         Format::Other => {
@@ -60,11 +71,14 @@ pub(crate) fn imread_color(path: &Path) -> Result<Rgb8Image, ImageError> {
                     height: rgb.height(),
                     data: rgb.into_raw(),
                 },
-                None,
+                1,
             )
         }
     };
-    Ok(apply_exif_orientation(img, orientation.unwrap_or(1)))
+    Ok(match exif {
+        ExifOrientation::Apply => (img.oriented(orientation), orientation),
+        ExifOrientation::Ignore => (img, orientation),
+    })
 }
 
 /// OpenCV's CMYK -> RGB for libjpeg's raw (Adobe-inverted) CMYK samples.
@@ -75,78 +89,9 @@ fn opencv_cmyk_to_rgb(p: [u8; 4]) -> [u8; 3] {
     [f(p[0]), f(p[1]), f(p[2])]
 }
 
-/// OpenCV's `ApplyExifOrientation` (values 2..8; anything else leaves the image alone).
-pub(crate) fn apply_exif_orientation(img: Rgb8Image, orientation: u16) -> Rgb8Image {
-    let (w, h) = (img.width as usize, img.height as usize);
-    match crate::orientation::orient_pixels(&img.data, w, h, 3, orientation) {
-        Some((ow, oh, data)) => Rgb8Image {
-            width: ow as u32,
-            height: oh as u32,
-            data,
-        },
-        None => img,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample() -> Rgb8Image {
-        // 3 wide, 2 high; pixel value = 10 * y + x in all channels
-        let data = (0..2)
-            .flat_map(|y| (0..3).flat_map(move |x| [10 * y + x; 3]))
-            .collect();
-        Rgb8Image {
-            width: 3,
-            height: 2,
-            data,
-        }
-    }
-
-    fn grid(img: &Rgb8Image) -> Vec<Vec<u8>> {
-        (0..img.height)
-            .map(|y| (0..img.width).map(|x| img.pixel(x, y)[0]).collect())
-            .collect()
-    }
-
-    #[test]
-    fn orientations_match_opencv_semantics() {
-        assert_eq!(
-            grid(&apply_exif_orientation(sample(), 1)),
-            vec![vec![0, 1, 2], vec![10, 11, 12]]
-        );
-        assert_eq!(
-            grid(&apply_exif_orientation(sample(), 2)),
-            vec![vec![2, 1, 0], vec![12, 11, 10]]
-        );
-        assert_eq!(
-            grid(&apply_exif_orientation(sample(), 3)),
-            vec![vec![12, 11, 10], vec![2, 1, 0]]
-        );
-        assert_eq!(
-            grid(&apply_exif_orientation(sample(), 4)),
-            vec![vec![10, 11, 12], vec![0, 1, 2]]
-        );
-        assert_eq!(
-            grid(&apply_exif_orientation(sample(), 5)),
-            vec![vec![0, 10], vec![1, 11], vec![2, 12]]
-        );
-        // 6: rotate 90 degrees clockwise
-        assert_eq!(
-            grid(&apply_exif_orientation(sample(), 6)),
-            vec![vec![10, 0], vec![11, 1], vec![12, 2]]
-        );
-        assert_eq!(
-            grid(&apply_exif_orientation(sample(), 7)),
-            vec![vec![12, 2], vec![11, 1], vec![10, 0]]
-        );
-        // 8: rotate 90 degrees counter-clockwise
-        assert_eq!(
-            grid(&apply_exif_orientation(sample(), 8)),
-            vec![vec![2, 12], vec![1, 11], vec![0, 10]]
-        );
-    }
 
     #[test]
     fn opencv_cmyk_extremes() {

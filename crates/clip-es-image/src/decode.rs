@@ -104,6 +104,18 @@ impl DecodedImage {
         Self::from_bytes(&bytes).map_err(|e| e.with_path(path))
     }
 
+    /// [`DecodedImage::open`] with a choice about the EXIF orientation; also returns the file's
+    /// orientation tag (1 when none).
+    pub fn open_with(path: &Path, exif: crate::ExifOrientation) -> Result<(Self, u16), ImageError> {
+        let bytes = read_file(path)?;
+        let image = Self::from_bytes(&bytes).map_err(|e| e.with_path(path))?;
+        let orientation = crate::exif_orientation(&bytes);
+        Ok(match exif {
+            crate::ExifOrientation::Apply => (image.oriented(orientation), orientation),
+            crate::ExifOrientation::Ignore => (image, orientation),
+        })
+    }
+
     /// Decodes an image held in memory (errors name `<memory>`).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ImageError> {
         let fail = |message: String| ImageError::Decode {

@@ -28,7 +28,8 @@
 //! - `cv2.imread(IMREAD_COLOR)` of PNGs: 16-bit samples are cut to their high byte (Pillow's
 //!   16-bit RGB/RGBA reading does the same), alpha is dropped without compositing, palettes
 //!   are expanded (tRNS ignored), grey is replicated; the EXIF orientation is applied (JPEG
-//!   APP1, PNG eXIf), which Pillow's `Image.open` does not do.
+//!   APP1, PNG eXIf), which Pillow's `Image.open` does not do. clip-es ignores it in every
+//!   stage by default ([`ExifOrientation`]), so that CAMs and masks share one pixel grid.
 //! - `I;16` (16-bit grey PNG) follows Pillow: resized in 16 bits with double weights, then
 //!   `convert("RGB")` saturates every value above 255 to 255 (no scaling), so such images
 //!   reach CLIP almost white - as they do in the reference.
@@ -53,7 +54,7 @@ use std::path::{Path, PathBuf};
 pub use clip_input::{patch_multiple, ClipInput, CLIP_MEAN, CLIP_STD};
 pub use cv_resize::{resize_bilinear_f32, resize_bilinear_f32_without_ipp};
 pub use decode::{DecodedImage, PilMode};
-pub use orientation::{exif_orientation, exif_orientation_of_bytes};
+pub use orientation::{exif_orientation, ExifOrientation};
 
 /// Pillow refuses images above `2 * Image.MAX_IMAGE_PIXELS` pixels (DecompressionBombError);
 /// the same limit keeps a corrupt header from asking for an absurd allocation.
@@ -92,11 +93,18 @@ impl Rgb8Image {
 }
 
 /// `cv2.imread(path, cv2.IMREAD_COLOR)` with the channels reversed to RGB: what the reference's
-/// CRF step sees. JPEG: libjpeg-turbo's pixels (grey replicated; CMYK through OpenCV's own
-/// formula), then the EXIF orientation applied. PNG: 16-bit samples cut to their high byte, alpha
-/// and tRNS dropped without compositing, palette expanded, grey replicated, eXIf orientation
-/// applied. Other formats (BMP, TIFF, WebP, GIF) are decoded by the `image` crate without
-/// promising OpenCV's exact pixels.
+/// CRF step sees, except that the EXIF orientation is ignored (the stored pixel grid, the one
+/// [`DecodedImage::open`] and the CAM stage read). JPEG: libjpeg-turbo's pixels (grey
+/// replicated; CMYK through OpenCV's own formula). PNG: 16-bit samples cut to their high byte,
+/// alpha and tRNS dropped without compositing, palette expanded, grey replicated. Other formats
+/// (BMP, TIFF, WebP, GIF) are decoded by the `image` crate without promising OpenCV's exact
+/// pixels.
 pub fn load_rgb(path: &Path) -> Result<Rgb8Image, ImageError> {
-    cv_imread::imread_color(path)
+    Ok(cv_imread::imread_color(path, ExifOrientation::Ignore)?.0)
+}
+
+/// [`load_rgb`] with a choice about the EXIF orientation; also returns the file's orientation
+/// tag (1 when none). With [`ExifOrientation::Apply`] this is exactly `cv2.imread`.
+pub fn load_rgb_with(path: &Path, exif: ExifOrientation) -> Result<(Rgb8Image, u16), ImageError> {
+    cv_imread::imread_color(path, exif)
 }

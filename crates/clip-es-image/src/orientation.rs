@@ -1,15 +1,27 @@
-//! EXIF orientation for the photos of `clip-es segment`: phones store pictures sideways and
-//! say how to turn them in EXIF tag 0x0112 (JPEG APP1, PNG `eXIf`). `load_rgb` applies it
-//! (as `cv2.imread` does) but `DecodedImage::open` does not (as `PIL.Image.open` does not);
-//! [`DecodedImage::oriented`] turns a decoded image the same way, so that every step of a
-//! command can see the photo upright.
+//! The EXIF orientation tag (TIFF tag 0x0112) and its application.
+//!
+//! The reference reads its images two ways: `PIL.Image.open` for the CAMs (orientation
+//! ignored: the pixels as stored) and `cv2.imread` for the CRF (orientation applied). A photo
+//! whose tag rotates it therefore gets CAMs on one pixel grid and a CRF on another. clip-es reads
+//! the stored grid everywhere by default (what the datasets' ground truth uses and what the
+//! reference's CAMs see) and applies the tag in every stage alike only when asked.
 
-use crate::decode::{read_file, sniff, Format};
-use crate::{jpeg, DecodedImage, ImageError};
-use std::path::Path;
+use crate::decode::{sniff, Format};
+use crate::{jpeg, DecodedImage, Rgb8Image};
 
-/// The EXIF orientation (1..8) of an image file's bytes; 1 when it has none or an invalid one.
-pub fn exif_orientation_of_bytes(bytes: &[u8]) -> u16 {
+/// What to do with an image's EXIF orientation tag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExifOrientation {
+    /// Read the pixels as stored (Pillow's `Image.open`; the default of every clip-es stage).
+    #[default]
+    Ignore,
+    /// Rotate / flip as the tag says (OpenCV's `imread`, Pillow's `ImageOps.exif_transpose`).
+    Apply,
+}
+
+/// The EXIF orientation of an encoded image (JPEG APP1 or PNG eXIf; 1..=8), 1 when the file has
+/// none or an unreadable one. Other formats: 1.
+pub fn exif_orientation(bytes: &[u8]) -> u16 {
     let o = match sniff(bytes) {
         Format::Jpeg => jpeg::exif_orientation(bytes),
         Format::Png => png_exif(bytes).and_then(jpeg::tiff_orientation),
@@ -18,30 +30,25 @@ pub fn exif_orientation_of_bytes(bytes: &[u8]) -> u16 {
     o.filter(|v| (1..=8).contains(v)).unwrap_or(1)
 }
 
-/// The EXIF orientation of an image file (see [`exif_orientation_of_bytes`]).
-pub fn exif_orientation(path: &Path) -> Result<u16, ImageError> {
-    Ok(exif_orientation_of_bytes(&read_file(path)?))
-}
-
-/// The payload of a PNG's `eXIf` chunk (before the image data).
+/// The data of a PNG's eXIf chunk (before the image data), by walking the chunk list.
 fn png_exif(bytes: &[u8]) -> Option<&[u8]> {
-    let mut i = 8;
-    while i + 8 <= bytes.len() {
-        let len = u32::from_be_bytes(bytes[i..i + 4].try_into().ok()?) as usize;
-        let kind = &bytes[i + 4..i + 8];
-        let data = bytes.get(i + 8..i + 8 + len)?;
+    let mut pos = 8usize;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().ok()?) as usize;
+        let kind = &bytes[pos + 4..pos + 8];
+        let data = bytes.get(pos + 8..(pos + 8).checked_add(len)?)?;
         match kind {
             b"eXIf" => return Some(data),
             b"IDAT" | b"IEND" => return None,
-            _ => i += 12 + len,
+            _ => pos = pos + 12 + len,
         }
     }
     None
 }
 
-/// `(transpose, flip_x, flip_y)` of an orientation, applied in that order (OpenCV's
-/// `ApplyExifOrientation`); `None` for 1 and unknown values.
-pub(crate) fn orientation_ops(orientation: u16) -> Option<(bool, bool, bool)> {
+/// (transpose, flip_x, flip_y), applied in that order, for orientations 2..=8 (OpenCV's
+/// `ApplyExifOrientation`); None for 1 and invalid values.
+fn transform(orientation: u16) -> Option<(bool, bool, bool)> {
     Some(match orientation {
         2 => (false, true, false),
         3 => (false, true, true),
@@ -54,52 +61,67 @@ pub(crate) fn orientation_ops(orientation: u16) -> Option<(bool, bool, bool)> {
     })
 }
 
-/// Reorders `w x h` pixels of `stride` items each by an orientation; returns the new width and
-/// height with the data.
-pub(crate) fn orient_pixels<T: Copy + Default>(
+/// Re-arranges `w x h` pixels of `ch` samples each; returns the data and the new (w, h).
+fn orient<T: Copy + Default>(
     data: &[T],
     w: usize,
     h: usize,
-    stride: usize,
+    ch: usize,
     orientation: u16,
-) -> Option<(usize, usize, Vec<T>)> {
-    let (transpose, flip_x, flip_y) = orientation_ops(orientation)?;
+) -> Option<(Vec<T>, usize, usize)> {
+    let (transpose, flip_x, flip_y) = transform(orientation)?;
     let (ow, oh) = if transpose { (h, w) } else { (w, h) };
-    let mut out = vec![T::default(); data.len()];
+    let mut out = vec![T::default(); w * h * ch];
     for y in 0..oh {
         for x in 0..ow {
-            // Undo the flips, then the transpose, to find the source pixel.
+            // undo the flips, then the transpose, to find the source pixel
             let tx = if flip_x { ow - 1 - x } else { x };
             let ty = if flip_y { oh - 1 - y } else { y };
             let (sx, sy) = if transpose { (ty, tx) } else { (tx, ty) };
-            let s = (sy * w + sx) * stride;
-            let d = (y * ow + x) * stride;
-            out[d..d + stride].copy_from_slice(&data[s..s + stride]);
+            let s = (sy * w + sx) * ch;
+            let d = (y * ow + x) * ch;
+            out[d..d + ch].copy_from_slice(&data[s..s + ch]);
         }
     }
-    Some((ow, oh, out))
+    Some((out, ow, oh))
+}
+
+impl Rgb8Image {
+    /// The image turned as the EXIF `orientation` says (1 and invalid values: unchanged).
+    pub fn oriented(self, orientation: u16) -> Rgb8Image {
+        match orient(
+            &self.data,
+            self.width as usize,
+            self.height as usize,
+            3,
+            orientation,
+        ) {
+            Some((data, w, h)) => Rgb8Image {
+                width: w as u32,
+                height: h as u32,
+                data,
+            },
+            None => self,
+        }
+    }
 }
 
 impl DecodedImage {
-    /// The image turned upright by an EXIF orientation (1..8), in its own mode; the same pixel
-    /// moves as in [`crate::load_rgb`].
-    pub fn oriented(&self, orientation: u16) -> DecodedImage {
+    /// The image turned as the EXIF `orientation` says (1 and invalid values: unchanged), in
+    /// its own mode: the same pixel grid as [`Rgb8Image::oriented`] of its RGB conversion.
+    pub fn oriented(self, orientation: u16) -> DecodedImage {
         let (w, h) = (self.width as usize, self.height as usize);
-        let mut out = self.clone();
-        if !self.data.is_empty() {
-            let stride = self.data.len() / (w * h).max(1);
-            if let Some((ow, oh, d)) = orient_pixels(&self.data, w, h, stride, orientation) {
-                out.width = ow as u32;
-                out.height = oh as u32;
-                out.data = d;
-            }
+        if transform(orientation).is_none() {
+            return self;
         }
-        if !self.data16.is_empty() {
-            if let Some((ow, oh, d)) = orient_pixels(&self.data16, w, h, 1, orientation) {
-                out.width = ow as u32;
-                out.height = oh as u32;
-                out.data16 = d;
+        let mut out = self;
+        if out.mode == crate::PilMode::I16 {
+            if let Some((d, ow, oh)) = orient(&out.data16, w, h, 1, orientation) {
+                (out.data16, out.width, out.height) = (d, ow as u32, oh as u32);
             }
+        } else if let Some((d, ow, oh)) = orient(&out.data, w, h, out.mode.channels(), orientation)
+        {
+            (out.data, out.width, out.height) = (d, ow as u32, oh as u32);
         }
         out
     }
@@ -109,44 +131,73 @@ impl DecodedImage {
 mod tests {
     use super::*;
 
-    #[test]
-    fn oriented_matches_the_rgb_path() {
-        // 3 x 2 RGB image; every orientation moves pixels as apply_exif_orientation does.
-        let data: Vec<u8> = (0..6u8).flat_map(|v| [v, 10 * v, 100 + v]).collect();
-        let img = DecodedImage::from_raw(3, 2, crate::PilMode::Rgb, data.clone(), None).unwrap();
-        for o in 1..=8u16 {
-            let a = img.oriented(o).to_rgb8();
-            let b = crate::cv_imread::apply_exif_orientation(
-                crate::Rgb8Image {
-                    width: 3,
-                    height: 2,
-                    data: data.clone(),
-                },
-                o,
-            );
-            assert_eq!(a, b, "orientation {o}");
+    fn sample() -> Rgb8Image {
+        // 3 wide, 2 high; pixel value = 10 * y + x in all channels
+        let data = (0..2)
+            .flat_map(|y| (0..3).flat_map(move |x| [10 * y + x; 3]))
+            .collect();
+        Rgb8Image {
+            width: 3,
+            height: 2,
+            data,
         }
-        assert_eq!(img.oriented(6).width(), 2);
+    }
+
+    fn grid(img: &Rgb8Image) -> Vec<Vec<u8>> {
+        (0..img.height)
+            .map(|y| (0..img.width).map(|x| img.pixel(x, y)[0]).collect())
+            .collect()
+    }
+
+    #[test]
+    fn orientations_match_opencv_semantics() {
+        let g = |o| grid(&sample().oriented(o));
+        assert_eq!(g(1), vec![vec![0, 1, 2], vec![10, 11, 12]]);
+        assert_eq!(g(9), g(1));
+        assert_eq!(g(2), vec![vec![2, 1, 0], vec![12, 11, 10]]);
+        assert_eq!(g(3), vec![vec![12, 11, 10], vec![2, 1, 0]]);
+        assert_eq!(g(4), vec![vec![10, 11, 12], vec![0, 1, 2]]);
+        assert_eq!(g(5), vec![vec![0, 10], vec![1, 11], vec![2, 12]]);
+        // 6: rotate 90 degrees clockwise
+        assert_eq!(g(6), vec![vec![10, 0], vec![11, 1], vec![12, 2]]);
+        assert_eq!(g(7), vec![vec![12, 2], vec![11, 1], vec![10, 0]]);
+        assert_eq!(g(8), vec![vec![2, 12], vec![1, 11], vec![0, 10]]);
+    }
+
+    #[test]
+    fn decoded_image_turns_like_its_rgb() {
+        let rgb = sample();
+        let d = DecodedImage::from_raw(3, 2, crate::PilMode::Rgb, rgb.data.clone(), None).unwrap();
+        for o in 1..=8 {
+            assert_eq!(
+                d.clone().oriented(o).to_rgb8(),
+                rgb.clone().oriented(o),
+                "{o}"
+            );
+        }
+        let g = DecodedImage::from_i16(3, 2, (0..6).collect())
+            .unwrap()
+            .oriented(6);
+        assert_eq!((g.width(), g.height()), (2, 3));
+        assert_eq!(g.samples_i16(), &[3, 0, 4, 1, 5, 2]);
     }
 
     #[test]
     fn png_exif_chunk_is_found() {
+        let mut tiff = b"II\x2a\x00\x08\x00\x00\x00\x01\x00".to_vec();
+        tiff.extend([0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0]);
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        let chunk = |kind: &[u8], data: &[u8]| {
-            let mut c = (data.len() as u32).to_be_bytes().to_vec();
-            c.extend_from_slice(kind);
-            c.extend_from_slice(data);
-            c.extend_from_slice(&[0, 0, 0, 0]);
-            c
+        let chunk = |png: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+            png.extend((data.len() as u32).to_be_bytes());
+            png.extend(kind);
+            png.extend(data);
+            png.extend([0; 4]); // CRC: not checked here
         };
-        png.extend(chunk(b"IHDR", &[0; 13]));
-        let tiff = [
-            b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0,
-        ];
-        png.extend(chunk(b"eXIf", &tiff));
-        png.extend(chunk(b"IEND", &[]));
-        assert_eq!(png_exif(&png), Some(&tiff[..]));
-        assert_eq!(exif_orientation_of_bytes(&png), 6);
-        assert_eq!(exif_orientation_of_bytes(b"not an image"), 1);
+        chunk(&mut png, b"IHDR", &[0; 13]);
+        chunk(&mut png, b"eXIf", &tiff);
+        assert_eq!(exif_orientation(&png), 6);
+        png.truncate(png.len() - 10);
+        assert_eq!(exif_orientation(&png), 1);
+        assert_eq!(exif_orientation(b"GIF89a"), 1);
     }
 }

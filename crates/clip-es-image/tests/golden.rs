@@ -3,8 +3,8 @@
 mod common;
 
 use clip_es_image::{
-    load_rgb, resize_bilinear_f32, resize_bilinear_f32_without_ipp, ClipInput, DecodedImage,
-    PilMode, Rgb8Image,
+    load_rgb, load_rgb_with, resize_bilinear_f32, resize_bilinear_f32_without_ipp, ClipInput,
+    DecodedImage, ExifOrientation, PilMode, Rgb8Image,
 };
 use common::{compare_f32, image_path, manifest, npy, NpyData};
 
@@ -193,13 +193,51 @@ fn normalisation_table_matches_torch() {
 fn load_rgb_matches_cv2_imread() {
     for e in images() {
         let file = e["file"].as_str().unwrap();
-        let got = load_rgb(&image_path(file)).unwrap_or_else(|err| panic!("{err}"));
+        let (got, _) = load_rgb_with(&image_path(file), ExifOrientation::Apply)
+            .unwrap_or_else(|err| panic!("{err}"));
         assert_rgb_eq(
             &format!("{file} imread"),
             &got,
             &npy(&format!("{}.imread", stem(file))),
         );
     }
+}
+
+/// The CAM stage (Pillow's grid) and the mask stage (imread) read one pixel grid: the stored
+/// one by default, the EXIF-oriented one when asked, for every file of the goldens.
+#[test]
+fn both_readers_share_one_grid_whatever_the_exif_orientation() {
+    let mut tagged = 0;
+    for e in images() {
+        let file = e["file"].as_str().unwrap();
+        let path = image_path(file);
+        let stored = load_rgb(&path).unwrap();
+        let (pil, orientation) = DecodedImage::open_with(&path, ExifOrientation::Ignore).unwrap();
+        let pil = pil.to_rgb8();
+        assert_eq!(
+            (stored.width, stored.height),
+            (pil.width, pil.height),
+            "{file}"
+        );
+        let (applied, o2) = load_rgb_with(&path, ExifOrientation::Apply).unwrap();
+        let (pil_applied, _) = DecodedImage::open_with(&path, ExifOrientation::Apply).unwrap();
+        assert_eq!(orientation, o2);
+        let pil_applied = pil_applied.to_rgb8();
+        assert_eq!(
+            (applied.width, applied.height),
+            (pil_applied.width, pil_applied.height),
+            "{file}"
+        );
+        if e["mode"] == "RGB" && file.ends_with(".jpg") {
+            assert_eq!(stored, pil, "{file}");
+            assert_eq!(applied, pil_applied, "{file}");
+        }
+        if orientation != 1 {
+            tagged += 1;
+            assert_eq!(stored.clone().oriented(orientation), applied, "{file}");
+        }
+    }
+    assert!(tagged > 0, "the goldens hold an EXIF-oriented file");
 }
 
 #[test]

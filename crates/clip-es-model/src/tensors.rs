@@ -18,6 +18,13 @@ pub enum ModelError {
     },
     #[error("{0}")]
     Input(String),
+    #[error("tensor `{name}` holds {count} non-finite value(s) (first: {first} at index {index}): the weights are corrupt")]
+    NonFinite {
+        name: String,
+        count: usize,
+        first: f32,
+        index: usize,
+    },
 }
 
 /// A float32 tensor in host memory: its shape and its values in row-major order.
@@ -66,6 +73,22 @@ pub trait TensorSource {
     fn scalar_f32(&self, name: &str) -> Result<f32, ModelError>;
 }
 
+/// Fails on a NaN or infinity among the values of tensor `name` (one pass at load: a corrupt
+/// weight would otherwise turn every CAM into zeros without a word).
+pub fn check_finite(name: &str, values: &[f32]) -> Result<(), ModelError> {
+    let Some(index) = values.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    Err(ModelError::NonFinite {
+        name: name.to_string(),
+        count: values[index..].iter().filter(|v| !v.is_finite()).count(),
+        first: values[index],
+        index,
+    })
+}
+
+/// The tensor `name` after checking its shape (`None`: one element) and that its values are
+/// finite.
 fn checked<'a>(
     map: &'a HashMap<String, Tensor>,
     name: &str,
@@ -85,6 +108,7 @@ fn checked<'a>(
             got: t.dims().to_vec(),
         });
     }
+    check_finite(name, &t.data)?;
     Ok(t)
 }
 

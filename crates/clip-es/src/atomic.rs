@@ -54,6 +54,35 @@ pub fn remove_stale_partials<'a>(
     Ok(removed)
 }
 
+/// Makes sure results can be written into `dir` before any work is done: creates it (and its
+/// parents) and writes, then removes, a small probe file. A `dir` that is a file, a read-only
+/// directory or a full disk is reported here, once, instead of after every image was computed.
+pub fn probe_dir(dir: &Path) -> Result<(), String> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!("{}: exists and is not a directory", dir.display()));
+    }
+    fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: cannot create the directory: {e}", dir.display()))?;
+    let probe = dir.join(format!(".clip-es-probe.{}", std::process::id()));
+    let written = fs::write(&probe, b"clip-es write probe\n");
+    let _ = fs::remove_file(&probe);
+    written.map_err(|e| format!("{}: cannot write into the directory: {e}", dir.display()))
+}
+
+/// [`probe_dir`] for the directory an output file will be written into.
+pub fn probe_file_dir(file: &Path) -> Result<(), String> {
+    if file.is_dir() {
+        return Err(format!(
+            "{}: is a directory, not a file name",
+            file.display()
+        ));
+    }
+    match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => probe_dir(d),
+        _ => probe_dir(Path::new(".")),
+    }
+}
+
 /// Writes `path` atomically: `write` receives the temporary path to create, and the file is
 /// renamed into place only if it returns `Ok`. On error the temporary file is removed.
 pub fn write_atomic<T, E>(path: &Path, write: impl FnOnce(&Path) -> Result<T, E>) -> Result<T, E>
@@ -86,6 +115,42 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_finds_files_and_read_only_directories() {
+        let dir = std::env::temp_dir().join(format!("clip-es-probe-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        probe_dir(&dir.join("a/b")).unwrap();
+        assert!(dir.join("a/b").is_dir());
+        assert_eq!(
+            fs::read_dir(dir.join("a/b")).unwrap().count(),
+            0,
+            "probe removed"
+        );
+        fs::write(dir.join("file"), b"x").unwrap();
+        let e = probe_dir(&dir.join("file")).unwrap_err();
+        assert!(e.contains("not a directory"), "{e}");
+        let e = probe_dir(&dir.join("file/sub")).unwrap_err();
+        assert!(e.contains("cannot create"), "{e}");
+        assert!(probe_file_dir(&dir.join("a"))
+            .unwrap_err()
+            .contains("is a directory"));
+        probe_file_dir(&dir.join("a/report.json")).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let ro = dir.join("ro");
+            fs::create_dir_all(&ro).unwrap();
+            fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+            // root may write anyway: only check when the permission holds
+            if fs::write(ro.join("t"), b"").is_err() {
+                let e = probe_dir(&ro).unwrap_err();
+                assert!(e.contains("cannot write"), "{e}");
+            }
+            fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn failed_write_leaves_nothing() {

@@ -270,6 +270,20 @@ pub fn image_cams(
     let g = softmax_gradcam(model, input, &rows, classifier.logit_scale, &targets, opts)?;
     times.forward = g.forward_seconds;
     times.backward = g.backward_seconds;
+    // A NaN or infinity anywhere upstream (weights, an overflow) would come out as all-zero
+    // maps after the min-max normalisation: fail the image loudly instead.
+    if let Some(p) = g.probabilities.iter().find(|p| !p.is_finite()) {
+        return Err(clip_es_model::ModelError::Input(format!(
+            "the model's class probabilities are not finite ({p}): check the weights"
+        )));
+    }
+    if g.channel_weights.iter().flatten().any(|v| !v.is_finite())
+        || g.activation.iter().any(|v| !v.is_finite())
+    {
+        return Err(clip_es_model::ModelError::Input(
+            "the GradCAM activations or gradients are not finite: check the weights".into(),
+        ));
+    }
 
     let t = Instant::now();
     let (gh, gw) = (g.grid_h, g.grid_w);
@@ -302,6 +316,12 @@ pub fn image_cams(
         }
         out
     };
+    if refined_grid.iter().flatten().any(|v| !v.is_finite()) {
+        return Err(clip_es_model::ModelError::Input(
+            "the refined CAMs are not finite (attention or affinity overflow): check the weights"
+                .into(),
+        ));
+    }
     let refined = upsample(&refined_grid);
     let unrefined = opts.unrefined.then(|| upsample(&cams));
     times.resize = t.elapsed().as_secs_f64();
@@ -390,6 +410,22 @@ impl Augment {
         self.scales == [1.0] && !self.flip
     }
 
+    /// The CLIP input size of the view at scale `s` of a `base` input (both multiples of
+    /// `patch`): each side scaled and rounded up to the patch size.
+    pub fn view(base: (usize, usize), s: f64, patch: usize) -> (usize, usize) {
+        let side = |v: usize| ((s * v as f64 / patch as f64).ceil() as usize).max(1) * patch;
+        (side(base.0), side(base.1))
+    }
+
+    /// The largest view of a `base` input (what the memory estimate must allow for).
+    pub fn largest_view(&self, base: (usize, usize), patch: usize) -> (usize, usize) {
+        self.scales
+            .iter()
+            .map(|&s| Self::view(base, s, patch))
+            .max_by_key(|&(h, w)| h * w)
+            .unwrap_or(base)
+    }
+
     /// Parses `--scales 1.0,0.75,1.25`: positive, finite, distinct.
     pub fn parse_scales(s: &str) -> Result<Vec<f64>, String> {
         let mut out: Vec<f64> = Vec::new();
@@ -426,13 +462,15 @@ pub enum CamError {
 }
 
 /// The CAMs of a decoded image at its own size, for `labels` (rows of `classifier`): the
-/// CLIP input at the image's size rounded up to the patch size, [`image_cams`], and with
-/// `augment` other than the identity the average over all views. With the identity this is
-/// exactly the reference's single pass (`clip-es cams` output unchanged).
+/// CLIP input of size `base` (height, width: multiples of the patch size; the image's size
+/// rounded up, or smaller for a large image, see [`crate::budget`]), [`image_cams`], and with
+/// `augment` other than the identity the average over all views (each scale applied to
+/// `base`). With the identity this is exactly the reference's single pass.
 pub fn cams_for_image(
     model: &VisionTransformer,
     classifier: &TextClassifier,
     image: &clip_es_image::DecodedImage,
+    base: (usize, usize),
     labels: &[usize],
     opts: &CamOptions,
     augment: &Augment,
@@ -454,7 +492,7 @@ pub fn cams_for_image(
         times.resize += t.resize;
     };
     if augment.is_identity() {
-        let (ih, iw) = clip_es_image::patch_multiple(h, w, patch);
+        let (ih, iw) = base;
         let start = Instant::now();
         let input = image.clip_input(ih, iw)?;
         let prepare = start.elapsed().as_secs_f64();
@@ -463,13 +501,12 @@ pub fn cams_for_image(
         times.input = prepare;
         return Ok((cams, times));
     }
-    let side = |s: f64, v: usize| ((s * v as f64 / patch as f64).ceil() as usize).max(1) * patch;
     // Each scale's view and its mirror are added first, then the scales in order: a mirrored
     // image then gives exactly the mirrored sum (addition commutes).
     let mut sum: Option<ImageCams> = None;
     let mut views = 0usize;
     for &s in &augment.scales {
-        let (ih, iw) = (side(s, h), side(s, w));
+        let (ih, iw) = Augment::view(base, s, patch);
         let input = image.clip_input(ih, iw)?;
         let (mut pair, t) = image_cams(model, classifier, &input, (h, w), labels, opts)?;
         add(&t);

@@ -189,29 +189,60 @@ impl CamFile {
                 .map_err(|e| CamIoError::format(path, e.to_string()))?;
             members.push((format!("{name}.npy"), bytes));
         }
-        let zip_err = |e: zip::result::ZipError| std::io::Error::other(e.to_string());
-        crate::atomic::write_atomic(path, |tmp| -> std::io::Result<()> {
-            let file = std::fs::File::create(tmp)?;
-            let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
-            let options = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Stored)
-                .large_file(members.iter().any(|(_, b)| b.len() >= u32::MAX as usize));
-            for (name, bytes) in &members {
-                zip.start_file(name.as_str(), options).map_err(zip_err)?;
-                zip.write_all(bytes)?;
-            }
-            zip.finish().map_err(zip_err)?.flush()
-        })
-        .map_err(|e| CamIoError::io(path, e))
+        // The archive is assembled in memory, where writing cannot fail, and finished
+        // explicitly; only then is it written out, so an I/O error (a full disk) is reported
+        // once, by us, and no half-finalised `ZipWriter` is ever dropped.
+        let zip_err = |e: zip::result::ZipError| CamIoError::format(path, format!("zip: {e}"));
+        let total: usize = members.iter().map(|(_, b)| b.len() + 128).sum();
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::with_capacity(total + 256)));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(members.iter().any(|(_, b)| b.len() >= u32::MAX as usize));
+        for (name, bytes) in &members {
+            zip.start_file(name.as_str(), options).map_err(zip_err)?;
+            zip.write_all(bytes).map_err(|e| CamIoError::io(path, e))?;
+        }
+        let bytes = zip.finish().map_err(zip_err)?.into_inner();
+        crate::atomic::write_bytes_atomic(path, &bytes).map_err(|e| CamIoError::io(path, e))
     }
 
     /// Reads a `.npz` written by `write_npz` (or `np.savez` / `np.savez_compressed` with the
-    /// same arrays) or a reference `.npy` dict, chosen by the file's extension.
+    /// same arrays) or a reference `.npy` dict, chosen by the file's extension. A corrupt or
+    /// hostile file may still make this allocate up to about 1000 times its size (a deflate
+    /// stream's largest ratio): the stages use [`CamFile::read_for_image`].
     pub fn read(path: &Path) -> Result<CamFile, CamIoError> {
+        Self::read_bounded(path, None)
+    }
+
+    /// Reads the CAM file of an image of `height x width` pixels: nothing beyond what CAMs of
+    /// that size can take is inflated or allocated (at most [`MAX_CAMS`] maps of 8-byte values
+    /// each, keys first), so a small compressed file cannot claim gigabytes. The sizes of the
+    /// arrays are checked against the image afterwards by the stages.
+    pub fn read_for_image(path: &Path, height: usize, width: usize) -> Result<CamFile, CamIoError> {
+        Self::read_bounded(path, Some((height, width)))
+    }
+
+    fn read_bounded(path: &Path, image: Option<(usize, usize)>) -> Result<CamFile, CamIoError> {
         let arrays = match path.extension().and_then(|e| e.to_str()) {
-            Some("npz") => read_npz_arrays(path)?,
-            Some("npy") => clip_es_pickle::read_npy_dict(path)
-                .map_err(|e| CamIoError::format(path, strip_path(&e.to_string(), path)))?,
+            Some("npz") => read_npz_arrays(path, image)?,
+            Some("npy") => {
+                if let Some((h, w)) = image {
+                    let len = std::fs::metadata(path)
+                        .map_err(|e| CamIoError::io(path, e))?
+                        .len();
+                    let most = member_limit(MAX_CAMS, h, w).saturating_mul(2);
+                    if len > most {
+                        return Err(CamIoError::format(
+                            path,
+                            format!(
+                                "{len} bytes is more than CAMs of a {w}x{h} image can take ({most})"
+                            ),
+                        ));
+                    }
+                }
+                clip_es_pickle::read_npy_dict(path)
+                    .map_err(|e| CamIoError::format(path, strip_path(&e.to_string(), path)))?
+            }
             _ => {
                 return Err(CamIoError::format(
                     path,
@@ -253,46 +284,105 @@ fn strip_path(message: &str, path: &Path) -> String {
     message.strip_prefix(&prefix).unwrap_or(message).to_string()
 }
 
-fn read_npz_arrays(path: &Path) -> Result<Vec<(String, NdArray)>, CamIoError> {
+/// Most CAMs one file may hold: one per class, and class ids end below 255 (the mask value
+/// of unconfident pixels).
+pub const MAX_CAMS: usize = 255;
+
+/// Room for a `.npy` header.
+const NPY_HEADER: u64 = 4096;
+
+/// The most bytes a `.npy` member of `k` CAMs of `h x w` may take (float64 values, the widest
+/// accepted).
+fn member_limit(k: usize, h: usize, w: usize) -> u64 {
+    NPY_HEADER.saturating_add(
+        (k as u64)
+            .saturating_mul(h as u64 * w as u64)
+            .saturating_mul(8),
+    )
+}
+
+/// Inflates one member, never more than `limit` bytes whatever its header claims.
+fn read_member(
+    path: &Path,
+    zip: &mut zip::ZipArchive<std::io::BufReader<std::fs::File>>,
+    index: usize,
+    name: &str,
+    limit: u64,
+) -> Result<NdArray, CamIoError> {
+    let entry = zip
+        .by_index(index)
+        .map_err(|e| CamIoError::format(path, e.to_string()))?;
+    if entry.size() > limit {
+        return Err(CamIoError::format(
+            path,
+            format!(
+                "member {name}.npy claims {} bytes, more than the {limit} it may take",
+                entry.size()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    entry
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CamIoError::format(path, format!("member {name}.npy: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(CamIoError::format(
+            path,
+            format!("member {name}.npy inflates beyond the {limit} bytes it may take"),
+        ));
+    }
+    let label = format!("{}:{name}.npy", path.display());
+    match clip_es_pickle::parse_npy(&bytes, &label)
+        .map_err(|e| CamIoError::format(path, e.to_string()))?
+    {
+        clip_es_pickle::NpyContent::Array(a) => Ok(a),
+        clip_es_pickle::NpyContent::Object { .. } => Err(CamIoError::format(
+            path,
+            format!("member {name}.npy is an object array"),
+        )),
+    }
+}
+
+/// The `.npy` members of a `.npz`, keys first. With the image size, each member is bounded by
+/// what CAMs of that size can take; without it, by 1100 times the file size.
+fn read_npz_arrays(
+    path: &Path,
+    image: Option<(usize, usize)>,
+) -> Result<Vec<(String, NdArray)>, CamIoError> {
     let file = std::fs::File::open(path).map_err(|e| CamIoError::io(path, e))?;
     let len = file.metadata().map_err(|e| CamIoError::io(path, e))?.len();
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| CamIoError::format(path, format!("not a readable .npz (zip) archive: {e}")))?;
-    let mut arrays = Vec::new();
+    let mut members = Vec::new();
     for i in 0..zip.len() {
-        let mut entry = zip
-            .by_index(i)
+        let name = zip
+            .name_for_index(i)
+            .ok_or_else(|| CamIoError::format(path, format!("zip entry {i} has no name")))?
             .map_err(|e| CamIoError::format(path, e.to_string()))?;
-        let name = entry
-            .name()
-            .map_err(|e| CamIoError::format(path, e.to_string()))?
-            .into_owned();
-        let Some(name) = name.strip_suffix(".npy").map(str::to_string) else {
-            continue;
-        };
-        // A corrupt size field must not make us allocate without bound.
-        if entry.size() > len.saturating_mul(1100).max(1 << 20) {
-            return Err(CamIoError::format(
-                path,
-                format!("member {name}.npy claims {} bytes", entry.size()),
-            ));
+        if let Some(n) = name.strip_suffix(".npy") {
+            members.push((i, n.to_string()));
         }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| CamIoError::format(path, format!("member {name}.npy: {e}")))?;
-        let label = format!("{}:{name}.npy", path.display());
-        match clip_es_pickle::parse_npy(&bytes, &label)
-            .map_err(|e| CamIoError::format(path, e.to_string()))?
-        {
-            clip_es_pickle::NpyContent::Array(a) => arrays.push((name, a)),
-            clip_es_pickle::NpyContent::Object { .. } => {
-                return Err(CamIoError::format(
-                    path,
-                    format!("member {name}.npy is an object array"),
-                ))
+    }
+    // Keys first: their count bounds the maps.
+    members.sort_by_key(|(_, n)| n != "keys");
+    let mut arrays: Vec<(String, NdArray)> = Vec::new();
+    for (i, name) in members {
+        let limit = match image {
+            None => len.saturating_mul(1100).max(1 << 20),
+            Some(_) if name == "keys" => member_limit(MAX_CAMS, 1, 1),
+            Some((h, w)) => {
+                let Some((_, keys)) = arrays.iter().find(|(n, _)| n == "keys") else {
+                    return Err(CamIoError::format(path, "no `keys` array"));
+                };
+                if !matches!(name.as_str(), "attn_highres" | "highres") {
+                    continue; // not ours: never inflated
+                }
+                member_limit(keys.shape.iter().product::<usize>().min(MAX_CAMS), h, w)
             }
-        }
+        };
+        let a = read_member(path, &mut zip, i, &name, limit)?;
+        arrays.push((name, a));
     }
     Ok(arrays)
 }

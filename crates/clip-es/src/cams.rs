@@ -4,12 +4,14 @@
 //! a rerun; a shard `I/N` splits the work between machines; a failing image is reported and
 //! skipped.
 
+use crate::budget;
 use crate::cam::{CamOptions, ImageCams, StageTimes, TextClassifier};
 use crate::cam_io::CamFile;
 use crate::classes::ClassSet;
 use crate::datasets::{self, Sample};
+use crate::progress::ExifNotice;
 use crate::progress::{thread_pool, Progress};
-use clip_es_image::DecodedImage;
+use clip_es_image::{DecodedImage, ExifOrientation};
 use clip_es_model::Clip;
 use half::f16;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,8 @@ pub struct Cams {
     classifier: TextClassifier,
     options: CamOptions,
     augment: crate::cam::Augment,
+    max_side: usize,
+    memory_limit: Option<u64>,
 }
 
 /// The settings of the CAM method besides the classes.
@@ -54,6 +58,12 @@ pub struct CamSettings {
     pub exact_pos_embed: bool,
     /// Test-time augmentation (default: the reference's single pass).
     pub augment: crate::cam::Augment,
+    /// Images whose longer side exceeds this are downscaled for the ViT (0: never); their CAMs
+    /// still come back at the original size. See [`crate::budget`].
+    pub max_side: usize,
+    /// Bytes one image's CAM computation may take (estimated before allocating); `None`: what
+    /// the system has available when the image starts.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for CamSettings {
@@ -64,6 +74,8 @@ impl Default for CamSettings {
             save_unrefined: false,
             exact_pos_embed: false,
             augment: crate::cam::Augment::default(),
+            max_side: budget::DEFAULT_MAX_SIDE,
+            memory_limit: None,
         }
     }
 }
@@ -100,6 +112,8 @@ impl Cams {
                 ..CamOptions::default()
             },
             augment: settings.augment.clone(),
+            max_side: settings.max_side,
+            memory_limit: settings.memory_limit,
         })
     }
 
@@ -122,8 +136,10 @@ impl Cams {
     }
 
     /// The CAMs of one decoded image for `labels` (class indices, distinct): the image is
-    /// resized to multiples of the patch size as the reference does, and the maps come back at
-    /// its own size. `StageTimes::input` holds the resize seconds.
+    /// resized to multiples of the patch size as the reference does (after a downscale to the
+    /// maximum side, for large images), and the maps come back at its own size. An image whose
+    /// estimated memory exceeds the limit fails before anything is allocated.
+    /// `StageTimes::input` holds the resize seconds.
     pub fn image(
         &self,
         image: &DecodedImage,
@@ -145,10 +161,31 @@ impl Cams {
         if labels.is_empty() {
             return Err(CamsError::Invalid("no labels".into()));
         }
+        let base = budget::vit_input_size(h, w, patch, self.max_side);
+        // The memory estimate is for the largest view the augmentation asks for.
+        let (ih, iw) = self.augment.largest_view(base, patch);
+        let vision = &self.clip.config().vision;
+        let shape = budget::CamShape {
+            height: h,
+            width: w,
+            input_height: ih,
+            input_width: iw,
+            patch,
+            model_width: vision.width,
+            heads: vision.heads,
+            attention_blocks: self.options.attention_blocks.min(vision.layers),
+            labels: labels.len(),
+            unrefined: self.options.unrefined,
+            threads: rayon::current_num_threads(),
+        };
+        if let Some(limit) = self.memory_limit.or_else(budget::available_bytes) {
+            budget::check(&shape, limit).map_err(CamsError::Invalid)?;
+        }
         crate::cam::cams_for_image(
             self.clip.vision(),
             &self.classifier,
             image,
+            base,
             labels,
             &self.options,
             &self.augment,
@@ -235,6 +272,9 @@ pub struct CamsConfig {
     pub report: Option<PathBuf>,
     /// Threads (all cores when `None`).
     pub threads: Option<usize>,
+    /// EXIF orientation tags: ignored (the stored pixel grid, the default) or applied (give the
+    /// same to the mask stage).
+    pub exif: ExifOrientation,
 }
 
 /// Seconds of one processed image.
@@ -315,11 +355,20 @@ pub fn run(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsReport, C
 
 fn run_in_pool(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsReport, CamsError> {
     let d = &config.data;
-    let (ids, source) = datasets::plan(
+    let (ids, source, note) = datasets::plan(
         d.split.as_deref(),
         d.labels.as_deref(),
         d.annotations.as_deref(),
     )?;
+    if let Some(note) = note {
+        progress.message(&format!("note: {note}"));
+    }
+    if !d.images.is_dir() {
+        return Err(CamsError::Invalid(format!(
+            "{} (images): not a directory",
+            d.images.display()
+        )));
+    }
     let mut report = CamsReport {
         in_split: ids.len(),
         threads: rayon::current_num_threads(),
@@ -342,8 +391,12 @@ fn run_in_pool(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsRepor
     };
     report.in_shard = ids.len();
     let out = &config.out;
-    std::fs::create_dir_all(out)
-        .map_err(|e| CamsError::Invalid(format!("creating {}: {e}", out.display())))?;
+    // Before the model is loaded: an output that cannot be written is found now, not after
+    // the work.
+    crate::atomic::probe_dir(out).map_err(CamsError::Invalid)?;
+    if let Some(r) = &config.report {
+        crate::atomic::probe_file_dir(r).map_err(CamsError::Invalid)?;
+    }
     let out_path = |id: &str| out.join(format!("{id}.npz"));
     let todo: Vec<&String> = ids
         .iter()
@@ -382,12 +435,20 @@ fn run_in_pool(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsRepor
         t.elapsed().as_secs_f64()
     ));
 
+    let exif = ExifNotice::new(config.exif);
     progress.start("cams", todo.len());
     for id in todo {
         let result = source
             .sample(id, &d.images, &config.classes)
             .map_err(CamsError::Invalid)
-            .and_then(|sample| cams_file(&cams, &sample, &out_path(id)));
+            .and_then(|sample| {
+                let read = |path: &Path| {
+                    let (image, orientation) = DecodedImage::open_with(path, config.exif)?;
+                    exif.note(id, orientation, progress);
+                    Ok(image)
+                };
+                cams_file(&cams, &sample, &out_path(id), read)
+            });
         match result {
             Ok(times) => report.written.push(times),
             Err(e) => {
@@ -417,14 +478,20 @@ fn run_in_pool(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsRepor
 }
 
 /// One image of [`run`]: decode, CAMs, atomic write.
-fn cams_file(cams: &Cams, sample: &Sample, out: &Path) -> Result<ImageTimes, CamsError> {
+fn cams_file(
+    cams: &Cams,
+    sample: &Sample,
+    out: &Path,
+    read: impl Fn(&Path) -> Result<DecodedImage, CamsError>,
+) -> Result<ImageTimes, CamsError> {
     let in_file = |e: String| CamsError::Invalid(format!("{}: {e}", sample.image.display()));
     let t = Instant::now();
-    let image = DecodedImage::open(&sample.image)?;
+    let image = read(&sample.image)?;
     let decode = t.elapsed().as_secs_f64();
     let (maps, stages) = cams
         .image(&image, &sample.labels)
         .map_err(|e| in_file(e.to_string()))?;
+    drop(image);
     let t = Instant::now();
     maps.to_cam_file(&sample.labels).write_npz(out)?;
     Ok(ImageTimes {

@@ -53,16 +53,50 @@ fn parse_line(line: &str) -> Option<(String, Vec<String>)> {
     Some((id.to_string(), it.map(String::from).collect()))
 }
 
-/// Reads a split or label file: ids in order, with the labels listed after each id.
+/// Why an id cannot name files: ids become `<images>/<id>.jpg` and `<out>/<id>.npz`, so an id
+/// must be one plain file name (no separator, not `.` or `..`, not absolute) for every output
+/// to stay inside the output directory.
+pub fn check_id(id: &str) -> Result<(), String> {
+    use std::path::Component;
+    let mut parts = Path::new(id).components();
+    let plain = matches!(parts.next(), Some(Component::Normal(_))) && parts.next().is_none();
+    if !plain || id.contains(['/', '\\', '\0']) {
+        return Err(format!(
+            "id `{}` is not a plain file name (ids may not hold `/`, `\\`, be `.` or `..`, or be absolute): outputs must stay inside the output directory",
+            id.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a split or label file: ids in order, with the labels listed after each id. A UTF-8
+/// byte-order mark is skipped; a line that is not UTF-8, an id that is not a plain file name
+/// ([`check_id`]), a repeated id, or a file without any id is an error naming the line.
 pub fn read_id_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, DatasetError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Io {
+    let bytes = std::fs::read(path).map_err(|source| DatasetError::Io {
         path: path.display().to_string(),
         source,
     })?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let parse_err = |line: usize, message: String| DatasetError::Parse {
+        path: path.display().to_string(),
+        line,
+        message,
+    };
     let mut out = Vec::new();
     let mut seen = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = std::str::from_utf8(raw).map_err(|e| {
+            parse_err(
+                i + 1,
+                format!(
+                    "not UTF-8 text (invalid byte at column {})",
+                    e.valid_up_to() + 1
+                ),
+            )
+        })?;
         if let Some((id, labels)) = parse_line(line) {
+            check_id(&id).map_err(|m| parse_err(i + 1, m))?;
             if let Some(first) = seen.insert(id.clone(), i + 1) {
                 return Err(DatasetError::Parse {
                     path: path.display().to_string(),
@@ -72,6 +106,12 @@ pub fn read_id_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, DatasetEr
             }
             out.push((id, labels));
         }
+    }
+    if out.is_empty() {
+        return Err(parse_err(
+            1,
+            "no image ids (the file is empty or blank)".into(),
+        ));
     }
     Ok(out)
 }
@@ -90,11 +130,15 @@ pub fn read_split(path: &Path) -> Result<Vec<String>, DatasetError> {
 }
 
 /// The ids to process and where their labels come from, from the command-line options.
+///
+/// Precedence of the label sources: `--annotations` (VOC XML), else `--labels`, else the labels
+/// written on the split's lines. When a split lists labels that another source overrides,
+/// the third value says so (the CLI prints it).
 pub fn plan(
     split: Option<&Path>,
     labels: Option<&Path>,
     annotations: Option<&Path>,
-) -> Result<(Vec<String>, LabelSource), DatasetError> {
+) -> Result<(Vec<String>, LabelSource, Option<String>), DatasetError> {
     let split_lines = split.map(read_id_file).transpose()?;
     let label_lines = labels.map(read_id_file).transpose()?;
     let ids: Vec<String> = match (&split_lines, &label_lines) {
@@ -105,6 +149,22 @@ pub fn plan(
                 "give --split (and/or --labels) to say which images to process".into(),
             ))
         }
+    };
+    let split_has_labels = split_lines
+        .as_ref()
+        .is_some_and(|s| s.iter().any(|(_, l)| !l.is_empty()));
+    let note = match (split, annotations, labels) {
+        (Some(s), Some(a), _) if split_has_labels => Some(format!(
+            "{} lists labels after its ids; they are ignored: the labels come from the VOC annotations in {}",
+            s.display(),
+            a.display()
+        )),
+        (Some(s), None, Some(l)) if split_has_labels => Some(format!(
+            "{} lists labels after its ids; they are ignored: the labels come from {}",
+            s.display(),
+            l.display()
+        )),
+        _ => None,
     };
     let source = if let Some(dir) = annotations {
         LabelSource::VocAnnotations(dir.to_path_buf())
@@ -119,7 +179,7 @@ pub fn plan(
         }
         LabelSource::Listed(s.into_iter().collect())
     };
-    Ok((ids, source))
+    Ok((ids, source, note))
 }
 
 /// The image file of an id: `<dir>/<id>` if it names a file, else `<dir>/<id>.<ext>` for the
@@ -217,13 +277,64 @@ mod tests {
     }
 
     #[test]
+    fn ids_must_be_plain_file_names() {
+        for ok in [
+            "2007_000032",
+            "COCO_train2014_000000000009",
+            "a.b",
+            "photo.jpg",
+            "-x",
+        ] {
+            assert!(check_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "..",
+            ".",
+            "../x",
+            "a/b",
+            "/etc/passwd",
+            "a\\b",
+            "x/..",
+            "a\0b",
+        ] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn split_files_bom_bad_bytes_and_empty() {
+        let d = tmpdir("bom");
+        let split = d.join("split.txt");
+        std::fs::write(&split, b"\xEF\xBB\xBFa 1\r\nb\r\n").unwrap();
+        let ids: Vec<String> = read_id_file(&split)
+            .unwrap()
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        std::fs::write(&split, b"a\nb\xC3\n").unwrap();
+        let e = read_id_file(&split).unwrap_err().to_string();
+        assert!(e.contains("split.txt:2: not UTF-8"), "{e}");
+        std::fs::write(&split, b" \n\n").unwrap();
+        let e = read_id_file(&split).unwrap_err().to_string();
+        assert!(e.contains("no image ids"), "{e}");
+        std::fs::write(&split, b"a 3\n").unwrap();
+        let (_, _, note) = plan(Some(&split), None, Some(&d)).unwrap();
+        assert!(note.unwrap().contains("VOC annotations"));
+        let (_, _, note) = plan(Some(&split), Some(&split), None).unwrap();
+        assert!(note.unwrap().contains("labels come from"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn labels_from_split_lines_indices_and_names() {
         let d = tmpdir("split");
         std::fs::write(d.join("x.jpg"), b"").unwrap();
         std::fs::write(d.join("y.png"), b"").unwrap();
         let split = d.join("split.txt");
         std::fs::write(&split, "x 14 dog 14\ny\nz cat\n").unwrap();
-        let (ids, src) = plan(Some(&split), None, None).unwrap();
+        let (ids, src, note) = plan(Some(&split), None, None).unwrap();
+        assert_eq!(note, None);
         assert_eq!(ids, vec!["x", "y", "z"]);
         let voc = ClassSet::voc();
         let s = src.sample("x", &d, &voc).unwrap();

@@ -415,7 +415,9 @@ fn evaluate_image(
     let (preds, pred_path, pw, ph) = match &config.prediction {
         Prediction::Cams(dir) => {
             let path = CamFile::locate(dir, id).map_err(|e| e.to_string())?;
-            let cam = CamFile::read(&path).map_err(|e| e.to_string())?;
+            // The ground truth's size bounds what the CAM file may inflate to.
+            let cam =
+                CamFile::read_for_image(&path, gt.height, gt.width).map_err(|e| e.to_string())?;
             let p = cam_predictions(&cam, config.cam_kind, powers, n)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             (p, path, cam.width, cam.height)
@@ -469,6 +471,15 @@ pub fn run(config: &EvalConfig, progress: &dyn Progress) -> Result<EvalReport, E
         return Err(EvalRunError::Config(
             "background exponents must be finite".into(),
         ));
+    }
+    let (Prediction::Cams(pred) | Prediction::Masks(pred)) = &config.prediction;
+    for (what, dir) in [("ground truth", &config.gt), ("predictions", pred)] {
+        if !dir.is_dir() {
+            return Err(EvalRunError::Config(format!(
+                "{} ({what}): not a directory",
+                dir.display()
+            )));
+        }
     }
     let results = for_each_image(&ids, config.threads, "eval", progress, |id| {
         evaluate_image(id, config, &powers)

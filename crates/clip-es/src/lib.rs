@@ -13,6 +13,7 @@
 pub mod affinity;
 pub mod argmax;
 pub mod atomic;
+pub mod budget;
 pub mod cam;
 pub mod cam_io;
 pub mod cams;

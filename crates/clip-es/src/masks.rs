@@ -20,11 +20,11 @@ use crate::argmax::{argmax_with_background, background_score, first_max};
 use crate::cam_io::{CamFile, CamIoError, CamKind};
 use crate::classes::{BACKGROUND_LABEL, IGNORE_LABEL};
 use crate::datasets::{image_path, read_split};
-use crate::progress::{for_each_image, Progress};
+use crate::progress::{for_each_image, ExifNotice, Progress};
 use clip_es_crf::{
     unary_from_f16_probabilities, Compatibility, CrfError, DenseCrf, PairwiseKernel,
 };
-use clip_es_image::Rgb8Image;
+use clip_es_image::{ExifOrientation, Rgb8Image};
 use half::f16;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -77,6 +77,10 @@ pub struct MaskOptions {
     pub use_crf: bool,
     pub crf: CrfParams,
     pub cam_kind: CamKind,
+    /// The number of foreground classes of the run, when known: a CAM key at or above it fails
+    /// the image instead of becoming a label the evaluation rejects. `None`: only the 8-bit
+    /// limit (keys up to 253).
+    pub num_classes: Option<usize>,
 }
 
 impl Default for MaskOptions {
@@ -87,6 +91,7 @@ impl Default for MaskOptions {
             use_crf: true,
             crf: CrfParams::default(),
             cam_kind: CamKind::AttnHighres,
+            num_classes: None,
         }
     }
 }
@@ -235,7 +240,7 @@ pub fn pseudo_mask(
     cache: &KernelCache,
 ) -> Result<PseudoMask, String> {
     let (w, h) = (image.width as usize, image.height as usize);
-    let cams = cam.validate(options.cam_kind, None)?;
+    let cams = cam.validate(options.cam_kind, options.num_classes)?;
     if (cam.width, cam.height) != (w, h) {
         return Err(format!(
             "CAMs are {}x{} but the image is {w}x{h}",
@@ -339,6 +344,9 @@ pub struct MasksConfig {
     /// Also write an overlay picture per image (`<dir>/<id>.png`): VOC-palette colours by
     /// label value, legend names from the class set (label value `c` is class `c - 1`).
     pub overlays: Option<(PathBuf, crate::classes::ClassSet)>,
+    /// EXIF orientation tags: ignored (the stored grid, as the CAM stage reads by default) or
+    /// applied (give the same to the CAM stage).
+    pub exif: ExifOrientation,
 }
 
 impl MasksConfig {
@@ -355,6 +363,7 @@ impl MasksConfig {
             overwrite: false,
             threads: None,
             overlays: None,
+            exif: ExifOrientation::Ignore,
         }
     }
 }
@@ -387,7 +396,13 @@ pub enum MasksRunError {
 }
 
 /// One image of [`run`]: CAMs + image -> mask (and confidence), written atomically.
-fn mask_image(config: &MasksConfig, kernels: &KernelCache, id: &str) -> Result<Outcome, MaskError> {
+fn mask_image(
+    config: &MasksConfig,
+    kernels: &KernelCache,
+    exif: &ExifNotice,
+    progress: &dyn Progress,
+    id: &str,
+) -> Result<Outcome, MaskError> {
     let mask_path = config.out.join(format!("{id}.png"));
     let conf_path = config
         .save_confidence
@@ -405,10 +420,12 @@ fn mask_image(config: &MasksConfig, kernels: &KernelCache, id: &str) -> Result<O
         return Ok(Outcome::Skipped);
     }
     let cam_path = CamFile::locate(&config.cams, id)?;
-    let cam = CamFile::read(&cam_path)?;
     let image_file =
         image_path(&config.images, id).map_err(|m| MaskError::invalid(&config.images, m))?;
-    let image = clip_es_image::load_rgb(&image_file)?;
+    let (image, orientation) = clip_es_image::load_rgb_with(&image_file, config.exif)?;
+    exif.note(id, orientation, progress);
+    // The image's size bounds what the CAM file may inflate to.
+    let cam = CamFile::read_for_image(&cam_path, image.height as usize, image.width as usize)?;
     let mask = pseudo_mask_file(&cam, &cam_path, &image, &config.options, kernels)?;
     let png = encode_label_png(&mask.labels, mask.width, mask.height, config.palette)
         .map_err(|e| MaskError::invalid(&mask_path, format!("PNG encoding: {e}")))?;
@@ -491,24 +508,25 @@ pub fn overlay_png(
 /// masks are skipped), atomic writes; an image that fails is reported and skipped.
 pub fn run(config: &MasksConfig, progress: &dyn Progress) -> Result<MasksReport, MasksRunError> {
     let ids = read_split(&config.split)?;
-    for dir in [&config.cams, &config.images] {
+    for (what, dir) in [("CAMs", &config.cams), ("images", &config.images)] {
         if !dir.is_dir() {
             return Err(MasksRunError::Config(format!(
-                "{}: not a directory",
+                "{} ({what}): not a directory",
                 dir.display()
             )));
         }
     }
+    // Outputs that cannot be written are found now, not after the work.
     for dir in std::iter::once(&config.out)
         .chain(config.save_confidence.as_ref())
         .chain(config.overlays.as_ref().map(|(d, _)| d))
     {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| MasksRunError::Config(format!("{}: {e}", dir.display())))?;
+        crate::atomic::probe_dir(dir).map_err(MasksRunError::Config)?;
     }
     let kernels = KernelCache::default();
+    let exif = ExifNotice::new(config.exif);
     let results = for_each_image(&ids, config.threads, "masks", progress, |id| {
-        mask_image(config, &kernels, id)
+        mask_image(config, &kernels, &exif, progress, id)
     })
     .map_err(MasksRunError::Config)?;
     let mut report = MasksReport {

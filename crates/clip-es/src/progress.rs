@@ -66,3 +66,31 @@ pub fn for_each_image<T: Send, E: Display + Send>(
     progress.finish();
     Ok(results)
 }
+
+/// Says once per run, through [`Progress::message`], that photos carry an EXIF orientation tag
+/// that is being ignored (every stage reads the stored pixel grid unless told to apply it).
+#[derive(Debug, Default)]
+pub struct ExifNotice {
+    said: std::sync::atomic::AtomicBool,
+    applied: bool,
+}
+
+impl ExifNotice {
+    pub fn new(mode: clip_es_image::ExifOrientation) -> Self {
+        ExifNotice {
+            said: Default::default(),
+            applied: mode == clip_es_image::ExifOrientation::Apply,
+        }
+    }
+
+    /// Called with each image's orientation tag (1: none).
+    pub fn note(&self, id: &str, orientation: u16, progress: &dyn Progress) {
+        use std::sync::atomic::Ordering;
+        if orientation == 1 || self.applied || self.said.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        progress.message(&format!(
+            "warning: {id} (and maybe more images) has an EXIF orientation tag ({orientation}); it is ignored and the pixels are read as stored, in every stage (apply it with --apply-exif-orientation, given to cams and masks alike)"
+        ));
+    }
+}

@@ -243,13 +243,9 @@ impl Segmenter {
 
     /// The photo upright: its EXIF orientation and the decoded image turned by it.
     pub fn upright(path: &Path) -> Result<(u16, DecodedImage), SegmentError> {
-        let orientation = clip_es_image::exif_orientation(path)?;
-        let decoded = DecodedImage::open(path)?;
-        Ok(if orientation == 1 {
-            (1, decoded)
-        } else {
-            (orientation, decoded.oriented(orientation))
-        })
+        let (decoded, orientation) =
+            DecodedImage::open_with(path, clip_es_image::ExifOrientation::Apply)?;
+        Ok((orientation, decoded))
     }
 
     /// Tags an upright photo with the candidates as the vocabulary.
@@ -287,8 +283,8 @@ impl Segmenter {
     /// Segments one photo.
     pub fn segment(&self, path: &Path) -> Result<Segmented, SegmentError> {
         let (orientation, decoded) = Self::upright(path)?;
-        // The CRF's image (OpenCV's decoding, which applies the orientation itself).
-        let image = clip_es_image::load_rgb(path)?;
+        // The CRF's image (OpenCV's decoding), turned upright the same way.
+        let (image, _) = clip_es_image::load_rgb_with(path, clip_es_image::ExifOrientation::Apply)?;
         if (image.width, image.height) != (decoded.width(), decoded.height()) {
             return Err(SegmentError::Invalid {
                 path: path.to_path_buf(),

@@ -45,6 +45,7 @@ fn stage_entry_points_and_per_image_functions_agree() {
         overwrite: false,
         report: None,
         threads: Some(1),
+        exif: clip_es_image::ExifOrientation::Ignore,
     };
     let report = clip_es::cams::run(&config, &Silent).unwrap();
     assert_eq!((report.in_split, report.written.len()), (4, 4));

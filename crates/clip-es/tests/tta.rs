@@ -45,6 +45,11 @@ fn pictures(w: usize, h: usize) -> (DecodedImage, DecodedImage) {
     )
 }
 
+/// The CLIP input size of the reference's single pass: the image's size rounded up to the patch.
+fn base(img: &DecodedImage) -> (usize, usize) {
+    clip_es_image::patch_multiple(img.height() as usize, img.width() as usize, 16)
+}
+
 #[test]
 fn a_mirrored_image_gives_mirrored_cams_with_flip() {
     let clip = clip();
@@ -58,8 +63,18 @@ fn a_mirrored_image_gives_mirrored_cams_with_flip() {
         scales: vec![1.0],
         flip: true,
     };
-    let (a, _) = cams_for_image(clip.vision(), &cls, &img, &labels, &opts, &aug).unwrap();
-    let (b, _) = cams_for_image(clip.vision(), &cls, &mirror, &labels, &opts, &aug).unwrap();
+    let (a, _) =
+        cams_for_image(clip.vision(), &cls, &img, base(&img), &labels, &opts, &aug).unwrap();
+    let (b, _) = cams_for_image(
+        clip.vision(),
+        &cls,
+        &mirror,
+        base(&mirror),
+        &labels,
+        &opts,
+        &aug,
+    )
+    .unwrap();
     let mut a_mirrored = a.refined.clone();
     clip_es::cam::mirror_rows(&mut a_mirrored, w);
     assert_eq!(
@@ -72,6 +87,7 @@ fn a_mirrored_image_gives_mirrored_cams_with_flip() {
         clip.vision(),
         &cls,
         &img,
+        base(&img),
         &labels,
         &opts,
         &Augment::default(),
@@ -81,6 +97,7 @@ fn a_mirrored_image_gives_mirrored_cams_with_flip() {
         clip.vision(),
         &cls,
         &mirror,
+        base(&mirror),
         &labels,
         &opts,
         &Augment::default(),
@@ -108,6 +125,7 @@ fn scale_one_without_flip_is_the_single_reference_pass() {
         clip.vision(),
         &cls,
         &img,
+        base(&img),
         &labels,
         &opts,
         &Augment::default(),
@@ -121,7 +139,8 @@ fn scale_one_without_flip_is_the_single_reference_pass() {
         scales: vec![1.0, 0.75, 1.25],
         flip: true,
     };
-    let (m, _) = cams_for_image(clip.vision(), &cls, &img, &labels, &opts, &aug).unwrap();
+    let (m, _) =
+        cams_for_image(clip.vision(), &cls, &img, base(&img), &labels, &opts, &aug).unwrap();
     assert_eq!((m.height, m.width), (37, 50));
     assert_eq!(m.refined.len(), 37 * 50);
     assert!(m.refined.iter().all(|v| (0.0..=1.0 + 1e-6).contains(v)));

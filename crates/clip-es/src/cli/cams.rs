@@ -72,6 +72,18 @@ pub struct CamArgs {
     /// (mirrored back before averaging)
     #[arg(long)]
     pub flip: bool,
+    /// Images whose longer side exceeds this many pixels are downscaled for the ViT (their CAMs
+    /// are still written at the original size); 0 never downscales. The default leaves VOC and
+    /// COCO images (at most 640 pixels) as the reference runs them
+    #[arg(long, default_value_t = clip_es::budget::DEFAULT_MAX_SIDE)]
+    pub max_side: usize,
+    /// Memory limit in MB for one image's CAMs (estimated before allocating; an image over it
+    /// fails with a message and the run goes on). Default: the memory available (and what
+    /// `ulimit -v` leaves)
+    #[arg(long)]
+    pub memory_limit: Option<u64>,
+    #[command(flatten)]
+    pub exif: super::common::ExifArgs,
 }
 
 impl CamArgs {
@@ -103,6 +115,8 @@ impl CamArgs {
                 scales: self.scales.clone(),
                 flip: self.flip,
             },
+            max_side: self.max_side,
+            memory_limit: self.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
         })
     }
 }
@@ -163,6 +177,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         overwrite: args.overwrite,
         report: args.report,
         threads: check_threads(args.threads)?,
+        exif: args.cam.exif.mode(),
     };
     execute(&config)
 }

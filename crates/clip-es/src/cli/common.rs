@@ -88,7 +88,45 @@ pub fn report_failures<I: Display, E: Display>(failures: &[(I, E)]) -> ExitCode 
 /// The exit code of a command body: its own code, or 2 with the error printed.
 pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", message(&e));
         ExitCode::from(2)
     })
+}
+
+/// An error and its causes joined by `: `, each said once: the library errors already write
+/// their cause into their own message (`path: No space left on device (os error 28)`), so a
+/// cause whose text the message so far contains is not repeated.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+/// `--apply-exif-orientation`, shared by every stage that reads images.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct ExifArgs {
+    /// Turn photos as their EXIF orientation tag says (as OpenCV's imread does). By default the
+    /// tag is ignored and the pixels are read as stored, in every stage alike (like Pillow, the
+    /// reference's CAMs and the datasets' ground truth). Give it to `cams` and `masks` alike
+    #[arg(long)]
+    pub apply_exif_orientation: bool,
+}
+
+impl ExifArgs {
+    pub fn mode(self) -> clip_es_image::ExifOrientation {
+        if self.apply_exif_orientation {
+            clip_es_image::ExifOrientation::Apply
+        } else {
+            clip_es_image::ExifOrientation::Ignore
+        }
+    }
 }

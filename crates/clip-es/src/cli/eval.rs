@@ -123,6 +123,10 @@ pub fn execute(
     json: Option<&Path>,
     plot: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
+    for path in json.into_iter().chain(plot) {
+        // Found now rather than after the evaluation.
+        clip_es::atomic::probe_file_dir(path).map_err(anyhow::Error::msg)?;
+    }
     let report = clip_es::eval::run(config, &Bars::default())?;
     print_report(&report);
     if let Some(path) = json {

@@ -88,9 +88,13 @@ pub struct Args {
     /// outlines, legend)
     #[arg(long)]
     overlays: Option<PathBuf>,
-    /// Class names for the overlays' legends: voc, coco or a class file (as `cams --dataset`)
-    #[arg(long, default_value = "voc")]
-    classes: String,
+    #[command(flatten)]
+    exif: super::common::ExifArgs,
+    /// Classes of the run (voc, coco or the class file given to `cams --dataset`): CAM keys
+    /// beyond them fail the image, and the overlays' legends name them. Without it only the
+    /// 8-bit label limit is checked and legends use the VOC names
+    #[arg(long)]
+    classes: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -134,8 +138,20 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         .config(args.cams, args.images, args.split, args.out, args.cam_key);
     config.overwrite = args.overwrite;
     config.threads = check_threads(args.threads)?;
+    config.exif = args.exif.mode();
+    let classes = match &args.classes {
+        Some(spec) => Some(clip_es::ClassSet::from_spec(spec)?),
+        None => None,
+    };
+    if let Some(c) = &classes {
+        config.options.num_classes = Some(c.len());
+    }
     if let Some(d) = args.overlays {
-        config.overlays = Some((d, clip_es::classes::ClassSet::from_spec(&args.classes)?));
+        let legend = match classes {
+            Some(c) => c,
+            None => clip_es::ClassSet::from_spec("voc")?,
+        };
+        config.overlays = Some((d, legend));
     }
     execute(&config)
 }

@@ -77,11 +77,14 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     }
     let templates = read_templates(&args.templates)?;
     let classes = ClassSet::from_spec(&args.data.dataset)?;
-    let (ids, source) = datasets::plan(
+    let (ids, source, note) = datasets::plan(
         args.data.split.as_deref(),
         args.data.labels.as_deref(),
         args.data.annotations.as_deref(),
     )?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
     let clip = Clip::load(&args.model)?;
     let classifiers = templates
         .iter()

@@ -72,6 +72,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         overwrite: args.overwrite,
         report: args.report.clone(),
         threads,
+        exif: args.cam.exif.mode(),
     };
     let mut masks = args.mask.config(
         cams_dir.clone(),
@@ -81,6 +82,9 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         args.cam_key,
     );
     masks.overwrite = args.overwrite;
+    // One pixel grid in both stages.
+    masks.exif = args.cam.exif.mode();
+    masks.options.num_classes = Some(classes.len());
     masks.threads = threads;
     if args.overlays {
         masks.overlays = Some((args.out.join("overlays"), classes.clone()));

@@ -1,0 +1,221 @@
+//! Size and memory planning of the CAM stage: how large an image the ViT sees, and whether the
+//! memory one image needs is available before anything is allocated.
+//!
+//! The reference feeds every image to the ViT at its own size (sides rounded up to the patch
+//! size, `generate_cams_voc12.py` `img_ms_and_flip` with scale 1). Attention and the CAA
+//! affinity are tokens x tokens matrices, so memory grows with the fourth power of the side: a
+//! 4000x3000 photo is 47 000 tokens, about 9 GB per matrix and over 100 GB in all, which no
+//! machine running the reference has. clip-es therefore differs from the reference for large
+//! images only: an image whose longer side exceeds `max_side` (1024 by default, so VOC and COCO
+//! images, at most 640 pixels, and the usual web photos are untouched) is downscaled for the
+//! ViT (Pillow bicubic, aspect ratio kept), and its CAMs are upsampled from the token grid to
+//! the original size, as every CAM is. At 1024x768 ViT-B/16 has 3 073 tokens: about 1 GB for
+//! the image on top of the model's weights. Whatever `max_side`, the memory an image would need is estimated first and an image
+//! over the limit fails with a message, the run going on.
+
+/// The default of `--max-side`: VOC and COCO images (at most 640 pixels) are never scaled,
+/// and a phone photo stays under 3 GB in all with ViT-B/16.
+pub const DEFAULT_MAX_SIDE: usize = 1024;
+
+/// The side of the image the ViT sees: the original `h x w` scaled so that its longer side is at
+/// most `max_side` (0: never scaled), then rounded up to multiples of `patch` (the reference's
+/// rounding). Returns (input height, input width).
+pub fn vit_input_size(h: usize, w: usize, patch: usize, max_side: usize) -> (usize, usize) {
+    let long = h.max(w);
+    let (sh, sw) = if max_side == 0 || long <= max_side {
+        (h, w)
+    } else {
+        let s = max_side as f64 / long as f64;
+        let scale = |v: usize| ((v as f64 * s).round() as usize).clamp(1, max_side);
+        (scale(h), scale(w))
+    };
+    clip_es_image::patch_multiple(sh.max(patch), sw.max(patch), patch)
+}
+
+/// What the memory estimate of one image depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct CamShape {
+    /// Original image size (the CAMs are written at this size).
+    pub height: usize,
+    pub width: usize,
+    /// ViT input size (multiples of the patch size).
+    pub input_height: usize,
+    pub input_width: usize,
+    pub patch: usize,
+    /// Transformer width and heads of the image tower.
+    pub model_width: usize,
+    pub heads: usize,
+    /// Attention maps kept for CAA.
+    pub attention_blocks: usize,
+    /// Labels of the image (one CAM each).
+    pub labels: usize,
+    /// Also the unrefined CAMs.
+    pub unrefined: bool,
+    /// Threads working on the image.
+    pub threads: usize,
+}
+
+impl CamShape {
+    pub fn tokens(&self) -> usize {
+        (self.input_height / self.patch) * (self.input_width / self.patch) + 1
+    }
+
+    /// Bytes the CAM stage allocates at its peak for this image (an upper estimate, the model's
+    /// weights excluded). The tokens x tokens float32 matrices dominate: the kept attention maps,
+    /// the last block's per-head probabilities and, during its backward pass, one score-gradient
+    /// matrix per head being worked on; then the CAA affinity (Sinkhorn copy, symmetrised,
+    /// product). The rest is linear in the pixels or the tokens.
+    pub fn peak_bytes(&self) -> u64 {
+        let t = self.tokens() as u64;
+        let tt = t * t;
+        let kept = self.attention_blocks as u64;
+        let heads = self.heads as u64;
+        let busy = heads.min(self.threads.max(1) as u64);
+        let gradcam = (kept + heads + busy + 1) * tt;
+        let affinity = (kept + 4) * tt;
+        let square = gradcam.max(affinity) * 4;
+        // Activations of one block (qkv, MLP hidden, residual, caches) and the im2col patches.
+        let d = self.model_width as u64;
+        let activations =
+            16 * t * d * 4 + 3 * (self.input_height * self.input_width) as u64 * 4 * 2;
+        // Decoded and resized image, the CAMs at full size (float32 + float16 + file bytes).
+        let pixels = (self.height * self.width) as u64;
+        let maps = self.labels as u64 * if self.unrefined { 2 } else { 1 };
+        let outputs = pixels * 4 + maps * pixels * (4 + 2 + 2);
+        square + activations + outputs
+    }
+}
+
+/// Bytes this process may still allocate: the smaller of the memory the kernel reports as
+/// available (`MemAvailable`) and what is left of the address-space limit (`ulimit -v`) beyond
+/// the current size. `None` where neither can be read (not Linux).
+pub fn available_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let available = meminfo
+        .as_deref()
+        .and_then(|m| kib_field(m, "MemAvailable:"));
+    let limits = std::fs::read_to_string("/proc/self/limits").ok();
+    let address_limit = limits.as_deref().and_then(address_space_limit);
+    let status = std::fs::read_to_string("/proc/self/status").ok();
+    let vm_size = status.as_deref().and_then(|s| kib_field(s, "VmSize:"));
+    let left = match (address_limit, vm_size) {
+        (Some(l), Some(v)) => Some(l.saturating_sub(v)),
+        (Some(l), None) => Some(l),
+        _ => None,
+    };
+    match (available, left) {
+        (Some(a), Some(l)) => Some(a.min(l)),
+        (a, l) => a.or(l),
+    }
+}
+
+/// `Name:   1234 kB` of /proc/meminfo or /proc/self/status, in bytes.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    let kib: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The soft `Max address space` of /proc/self/limits in bytes; None when unlimited.
+fn address_space_limit(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    line["Max address space".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Formats bytes for messages (MB below 10 GB, else GB).
+pub fn human_bytes(b: u64) -> String {
+    if b < 10_000_000_000 {
+        format!("{} MB", b.div_ceil(1_000_000))
+    } else {
+        format!("{:.0} GB", b as f64 / 1e9)
+    }
+}
+
+/// Fails when the estimate of `shape` exceeds `limit` bytes, saying by how much and what to do.
+pub fn check(shape: &CamShape, limit: u64) -> Result<(), String> {
+    let need = shape.peak_bytes();
+    if need <= limit {
+        return Ok(());
+    }
+    Err(format!(
+        "the image is {}x{} (ViT input {}x{}, {} tokens): its CAMs need about {} of memory, over the limit of {}; lower --max-side (or raise --memory-limit)",
+        shape.width,
+        shape.height,
+        shape.input_width,
+        shape.input_height,
+        shape.tokens(),
+        human_bytes(need),
+        human_bytes(limit)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_images_keep_their_size_large_ones_shrink() {
+        // VOC/COCO sizes are untouched: only the patch rounding of the reference.
+        assert_eq!(vit_input_size(375, 500, 16, 640), (384, 512));
+        assert_eq!(vit_input_size(640, 480, 16, 640), (640, 480));
+        assert_eq!(vit_input_size(3000, 4000, 16, 640), (480, 640));
+        assert_eq!(vit_input_size(4000, 3000, 16, 640), (640, 480));
+        assert_eq!(vit_input_size(3000, 4000, 16, 0), (3008, 4000));
+        // A thin panorama keeps at least one patch.
+        assert_eq!(vit_input_size(10, 20000, 16, 640), (16, 640));
+    }
+
+    fn vit_b16(h: usize, w: usize, max_side: usize) -> CamShape {
+        let (ih, iw) = vit_input_size(h, w, 16, max_side);
+        CamShape {
+            height: h,
+            width: w,
+            input_height: ih,
+            input_width: iw,
+            patch: 16,
+            model_width: 768,
+            heads: 12,
+            attention_blocks: 8,
+            labels: 3,
+            unrefined: false,
+            threads: 2,
+        }
+    }
+
+    #[test]
+    fn estimates_scale_with_tokens_squared() {
+        let voc = vit_b16(375, 500, 640).peak_bytes();
+        assert!(voc > 50_000_000 && voc < 300_000_000, "{voc}");
+        let photo = vit_b16(3000, 4000, 640).peak_bytes();
+        assert!(photo < 1_000_000_000, "{photo}");
+        let photo = vit_b16(3000, 4000, DEFAULT_MAX_SIDE).peak_bytes();
+        assert!(photo < 1_800_000_000, "{photo}");
+        let full = vit_b16(3000, 4000, 0).peak_bytes();
+        assert!(full > 100_000_000_000, "{full}");
+        let e = check(&vit_b16(3000, 4000, 0), 4_000_000_000).unwrap_err();
+        assert!(
+            e.contains("4000x3000") && e.contains("4000 MB") && e.contains("47001 tokens"),
+            "{e}"
+        );
+        assert!(check(&vit_b16(375, 500, 640), 4_000_000_000).is_ok());
+    }
+
+    #[test]
+    fn proc_fields_parse() {
+        assert_eq!(
+            kib_field("MemTotal: 10 kB\nMemAvailable:   2 kB\n", "MemAvailable:"),
+            Some(2048)
+        );
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax address space         4096000000           unlimited            bytes\n";
+        assert_eq!(address_space_limit(limits), Some(4_096_000_000));
+        let unlimited =
+            "Max address space         unlimited            unlimited            bytes\n";
+        assert_eq!(address_space_limit(unlimited), None);
+    }
+}
