@@ -5,9 +5,9 @@ that the two outputs agree.
 
 usage:
   OFFICIAL_REPO=/path/to/CLIP-ES python tools/bench_cams.py \
-      --fixture /work/parity/fixture --parity-kit ../shared/parity [--threads 2] [--rounds 1]
+      --fixture FIXTURE_DIR --parity-kit PARITY_KIT_DIR [--threads 2] [--rounds 1]
 
-The fixture is what ../shared/parity/make_fixture.py writes (VOC2012/ mini dataset and
+The fixture is what the parity kit's make_fixture.py writes (VOC2012/ mini dataset and
 ViT-B-16-random.pt). clip-es is taken from target/release/clip-es (build it first with
 `cargo build --release`).
 """

@@ -9,9 +9,9 @@ benchmark (crates/clip-es-crf/examples/bench_crf.rs) on them, and prints both ti
 and whether the marginals agree bit for bit.
 
     python tools/bench_crf.py \
-        --cams /work/parity/runs/voc/cams \
-        --images /work/parity/fixture/VOC2012/JPEGImages \
-        --split /work/parity/fixture/VOC2012/ImageSets/Segmentation/train.txt
+        --cams PARITY_DIR/runs/voc/cams \
+        --images PARITY_DIR/fixture/VOC2012/JPEGImages \
+        --split PARITY_DIR/fixture/VOC2012/ImageSets/Segmentation/train.txt
 
 Both sides run on one thread (the script sets OMP/MKL thread counts to 1; the Rust benchmark is
 single-threaded). Run it on an otherwise idle machine. CAMs may be the reference's pickled

@@ -129,7 +129,15 @@ def crf_goldens():
     np.save(os.path.join(CRF_DATA, "f16_unary.npy"), u16)
 
 
-OFFICIAL = os.environ.get("OFFICIAL_REPO", "/work/official")
+def official_repo():
+    """The reference checkout (linyq2117/CLIP-ES) named by $OFFICIAL_REPO."""
+    repo = os.environ.get("OFFICIAL_REPO")
+    if not repo:
+        sys.exit("set OFFICIAL_REPO to a checkout of linyq2117/CLIP-ES")
+    return repo
+
+
+
 
 
 def draw_scene(rng, w, h):
@@ -169,7 +177,7 @@ def scene_cams(rng, w, h, objects):
 
 def app_goldens():
     """A miniature VOC-style dataset and the reference's own outputs on it: runs the official
-    eval_cam.py and eval_cam_with_crf.py (OFFICIAL_REPO, default /work/official) as the parity
+    eval_cam.py and eval_cam_with_crf.py (OFFICIAL_REPO, a checkout of the reference) as the parity
     run does. The reference reads <id>.jpg with cv2; the tests get the very pixels cv2 decoded
     as lossless PNGs, so they check the CRF stage independently of JPEG decoding."""
     import re
@@ -213,7 +221,7 @@ def app_goldens():
     py = sys.executable
     cam_dir = os.path.join(work, "voc", "cams")  # 'voc' in the path selects VOC mode
     out = subprocess.run([py, "eval_cam.py", "--cam_out_dir", cam_dir, "--split_file", split,
-                          "--gt_root", dirs["gt"]], cwd=OFFICIAL, check=True, capture_output=True,
+                          "--gt_root", dirs["gt"]], cwd=official_repo(), check=True, capture_output=True,
                          text=True).stdout
     sweep = {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"^(\d+) ([0-9.e-]+)$", out, re.M)}
     final = eval(out.strip().splitlines()[-1], {"np": np, "nan": float("nan")})
@@ -226,9 +234,9 @@ def app_goldens():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # eval_cam_with_crf.py uses every CPU through joblib; both runs are deterministic.
     subprocess.run([py, "eval_cam_with_crf.py", "--pseudo_mask_save_path", dirs["expected_masks"]] + common,
-                   cwd=OFFICIAL, check=True, capture_output=True, text=True, env=env)
+                   cwd=official_repo(), check=True, capture_output=True, text=True, env=env)
     out = subprocess.run([py, "eval_cam_with_crf.py", "--eval_only", "--pseudo_mask_save_path",
-                          dirs["expected_masks"]] + common, cwd=OFFICIAL, check=True,
+                          dirs["expected_masks"]] + common, cwd=official_repo(), check=True,
                          capture_output=True, text=True, env=env).stdout
     final = eval(out.strip().splitlines()[-1], {"np": np, "nan": float("nan")})
     expected["crf"] = {"mean_iou": float(final["Mean IoU"]), "pixel_accuracy": float(final["Pixel Accuracy"])}

@@ -1,16 +1,15 @@
 """Golden files for crates/clip-es-tokenizer: token ids from OpenAI's own CLIP tokenizer.
 
-Run from the repository root (needs a checkout of the reference, OFFICIAL_REPO, default
-/work/official; torch, ftfy, regex):
+Run from the repository root (needs a checkout of the reference named by OFFICIAL_REPO; torch, ftfy, regex):
 
     python tools/golden_tokenizer.py
 
-It imports the reference's `clip` package (/work/official/clip: `clip.tokenize` and its
+It imports the reference's `clip` package ($OFFICIAL_REPO/clip: `clip.tokenize` and its
 `SimpleTokenizer`, with the bundled bpe_simple_vocab_16e6.txt.gz) and writes, under
 crates/clip-es-tokenizer/tests/data/:
 
 - tokenize_golden.json: for every CLIP-ES prompt (`a clean origami {}.` over the VOC and COCO
-  class names with synonyms and the background words of /work/official/clip_text.py) and for a few
+  class names with synonyms and the background words of $OFFICIAL_REPO/clip_text.py) and for a few
   hundred varied strings: the text, its cleaned form (`whitespace_clean(basic_clean(t)).lower()`),
   the BPE ids of `SimpleTokenizer.encode` and the unpadded row of `clip.tokenize(t, truncate=True)`
   (zeros after it are padding; the script checks that). Ids of rows longer than 77 also say that
@@ -33,7 +32,15 @@ import sys
 import warnings
 
 warnings.filterwarnings("ignore")
-OFFICIAL = os.environ.get("OFFICIAL_REPO", "/work/official")
+def official_repo():
+    """The reference checkout (linyq2117/CLIP-ES) named by $OFFICIAL_REPO."""
+    repo = os.environ.get("OFFICIAL_REPO")
+    if not repo:
+        sys.exit("set OFFICIAL_REPO to a checkout of linyq2117/CLIP-ES")
+    return repo
+
+
+OFFICIAL = official_repo()
 sys.path.insert(0, OFFICIAL)
 
 import ftfy  # noqa: E402

@@ -3,7 +3,7 @@
 usage (from the repository root):
     python tools/make_tiny_clip.py [OUT_DIR]
         OUT_DIR defaults to crates/clip-es-model/tests/fixtures
-    OFFICIAL_REPO=/work/official python tools/make_tiny_clip.py
+    OFFICIAL_REPO=/path/to/CLIP-ES python tools/make_tiny_clip.py
         additionally checks tools/torch_clip.py against OpenAI's clip/model.py (the CLIP-ES copy)
 
 Writes (same seed, same bytes of tensor data):

@@ -8,16 +8,20 @@ the supplementary planes, emoji, combining marks, Hangul jamo, Hebrew/Arabic/Dev
 HTML5 entities in lower and upper case, numeric references, mojibake made by re-decoding UTF-8
 with ftfy's single-byte codecs, ANSI escapes, `<`, line breaks) with, for each, `ftfy.fix_text`,
 OpenAI CLIP's cleaned text and its `SimpleTokenizer.encode` ids (the reference checkout's
-/work/official/clip). The example prints every difference. Nothing here is used by the tests.
+$OFFICIAL_REPO/clip). The example prints every difference. Nothing here is used by the tests.
 """
 import html.entities
 import json
+import os
 import random
 import sys
 import warnings
 
 warnings.filterwarnings("ignore")
-sys.path.insert(0, "/work/official")
+repo = os.environ.get("OFFICIAL_REPO")
+if not repo:
+    sys.exit("set OFFICIAL_REPO to a checkout of linyq2117/CLIP-ES")
+sys.path.insert(0, repo)
 
 import ftfy  # noqa: E402
 from clip.simple_tokenizer import SimpleTokenizer, basic_clean, whitespace_clean  # noqa: E402

@@ -1,5 +1,6 @@
 """Our own PyTorch/NumPy/OpenCV implementation of the CLIP-ES CAM stage, written from the
-project's spec (../shared/reference/clip-es-algorithm.md, sections 4-5), to make golden files
+project's account of it (docs/algorithm.md, "Softmax-GradCAM" and "Class-aware attention
+affinity"), to make golden files
 for the Rust port (crates/clip-es/src/cam.rs, affinity.rs) and to check it against the
 reference on the parity fixture (tools/check_torch_cam.py).
 

@@ -1,5 +1,5 @@
-"""Our own PyTorch CLIP (OpenAI ViT architecture), written from the project's spec
-(../shared/reference/clip-es-algorithm.md, sections 2-3) to make golden files for the Rust port.
+"""Our own PyTorch CLIP (OpenAI ViT architecture), written from the project's account
+(docs/algorithm.md, "Text side" and "Image side") to make golden files for the Rust port.
 
 Parameter names are those of OpenAI's state dicts (`visual.conv1.weight`,
 `visual.transformer.resblocks.{i}.attn.in_proj_weight`, `token_embedding.weight`, ...), so a state
@@ -13,13 +13,14 @@ vice versa. The module is torch.jit-traceable (see tools/make_tiny_clip.py).
 
 `encode_image` returns
 - attn: a tuple of per-block head-averaged attention probabilities, each (B, N, N), N = 1 + h*w;
-- last_ln1: the output of the last block's ln_1, (B, N, D) (the CAM target, spec section 4);
+- last_ln1: the output of the last block's ln_1, (B, N, D) (the CAM target, docs/algorithm.md "Softmax-GradCAM");
 - cls_emb: ln_post(x[:, 0]) @ proj (OpenAI's pooled image embedding);
-- mean_emb: ln_post(x)[:, 1:].mean(1) @ proj (the CLIP-ES image embedding, spec section 4).
+- mean_emb: ln_post(x)[:, 1:].mean(1) @ proj (the CLIP-ES image embedding, docs/algorithm.md
+  "Softmax-GradCAM").
 The positional embedding's patch grid is resized bilinearly (align_corners=False) to the h x w
 token grid; `round_pos_fp16=True` rounds the resized table to float16 as the reference does.
 
-Used by tools/make_tiny_clip.py; run with /work/pyenv/bin/python.
+Used by tools/make_tiny_clip.py; run with a Python that has torch (see tools/README.md).
 """
 import math
 

@@ -1,5 +1,5 @@
-//! The CLIP input tensor of the reference (spec section 3.2-3.3;
-//! `generate_cams_voc12.py:_transform_resize` and `img_ms_and_flip`):
+//! The CLIP input tensor of the reference (docs/algorithm.md, "Image side",
+//! steps 2-3; reference `generate_cams_voc12.py:_transform_resize` and `img_ms_and_flip`):
 //! `Resize((h, w), BICUBIC)` on the PIL image in its own mode, `convert("RGB")`, torchvision
 //! `ToTensor` (`x.float().div(255)`) and `Normalize(mean, std)` (`sub_(mean).div_(std)`), all in
 //! float32 in that order, giving a CHW buffer.

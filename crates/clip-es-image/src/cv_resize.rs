@@ -1,5 +1,6 @@
 //! `cv2.resize(map, (dst_w, dst_h), interpolation=cv2.INTER_LINEAR)` for single-channel float32
-//! maps (spec section 5.5: the refined CAM up-scaled to `attn_highres`).
+//! maps (docs/algorithm.md, "Class-aware attention affinity", step 5: the refined CAM up-scaled to
+//! `attn_highres`; reference `generate_cams_voc12.py:157` and `:196`).
 //!
 //! OpenCV's x86-64 builds (the pip wheels, OpenCV 5.0 here) hand float32 INTER_LINEAR to Intel
 //! IPP whenever the source has at least 2 rows and 2 columns. Measured against OpenCV 5.0 + IPP

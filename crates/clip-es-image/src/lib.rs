@@ -1,7 +1,7 @@
 //! Image input for CLIP-ES, bit-exact with the reference's Python stack.
 //!
-//! Mirrors spec sections 3.1-3.3 and 5.5 (/work/shared/reference/clip-es-algorithm.md) and
-//! `generate_cams_voc12.py` (`_transform_resize`, `img_ms_and_flip`, the `cv2.resize` of the
+//! Mirrors docs/algorithm.md ("Image side", step 5 of "Class-aware attention affinity") and
+//! the reference (linyq2117/CLIP-ES at the commit pinned there): `generate_cams_voc12.py` (`_transform_resize`, `img_ms_and_flip`, the `cv2.resize` of the
 //! refined CAM) plus `eval_cam_with_crf.py` (`cv2.imread(path, cv2.IMREAD_COLOR)`):
 //!
 //! - [`DecodedImage::open`] decodes like `PIL.Image.open` + `load()`: JPEG through the

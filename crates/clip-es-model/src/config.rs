@@ -1,7 +1,8 @@
 //! CLIP ViT model sizes: presets, inference from an OpenAI state dict's tensor shapes (as
 //! `build_model` in clip/model.py does) and reading a Hugging Face `config.json`
 //! (transformers' `CLIPConfig`). The tensor names and shapes every size implies are listed by
-//! [`ClipConfig::expected_tensors`], in OpenAI's naming (spec sections 2-3).
+//! [`ClipConfig::expected_tensors`], in OpenAI's naming (the reference's `clip/model.py`; docs/algorithm.md, "Text side" and
+//! "Image side").
 
 use std::collections::BTreeMap;
 

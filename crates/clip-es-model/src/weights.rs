@@ -1,5 +1,5 @@
 //! Loading CLIP ViT weights from the layouts they are published in, as float32 CPU tensors under
-//! OpenAI's names (the names of clip/model.py's state dict, spec sections 2-3):
+//! OpenAI's names (the names of the reference's `clip/model.py` state dict; docs/algorithm.md, "Image side"):
 //!
 //! - a Hugging Face model directory (`config.json` + `model.safetensors`, or a sharded
 //!   `model.safetensors.index.json`), float32, float16 or bfloat16;

@@ -1,7 +1,7 @@
 //! Outside CI: the parity fixture's random ViT-B/16 (written by the project's
 //! shared/parity/make_fixture.py) in its three layouts loads to identical tensors.
 //! Run with `cargo test --release -p clip-es-model --test parity_fixture -- --ignored --nocapture`;
-//! CLIP_ES_PARITY_FIXTURE overrides the fixture directory (default /work/parity/fixture).
+//! the fixture directory is `$CLIP_ES_PARITY_FIXTURE`, or `$CLIP_ES_PARITY_DIR/fixture`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,7 +11,12 @@ use clip_es_model::{ClipConfig, ClipWeights, WeightsFormat};
 fn fixture_dir() -> PathBuf {
     std::env::var_os("CLIP_ES_PARITY_FIXTURE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/parity/fixture"))
+        .or_else(|| {
+            std::env::var_os("CLIP_ES_PARITY_DIR").map(|d| PathBuf::from(d).join("fixture"))
+        })
+        .expect(
+            "set CLIP_ES_PARITY_FIXTURE (or CLIP_ES_PARITY_DIR) to the parity fixture directory",
+        )
 }
 
 fn timed_load(path: PathBuf) -> ClipWeights {
@@ -29,7 +34,7 @@ fn timed_load(path: PathBuf) -> ClipWeights {
 }
 
 #[test]
-#[ignore = "needs the parity fixture (/work/parity/fixture)"]
+#[ignore = "needs the parity fixture ($CLIP_ES_PARITY_FIXTURE)"]
 fn parity_fixture_layouts_are_identical() {
     let dir = fixture_dir();
     let hf = timed_load(dir.join("clip-vit-base-patch16-random"));

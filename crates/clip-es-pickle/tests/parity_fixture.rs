@@ -2,7 +2,7 @@
 //!
 //!     cargo test --release -p clip-es-pickle --test parity_fixture -- --ignored --nocapture
 //!
-//! The fixture directory is `$CLIP_ES_PARITY_DIR` (default /work/parity); missing files are
+//! The fixture directory is `$CLIP_ES_PARITY_DIR` (no default); missing files are
 //! reported and skipped.
 
 use clip_es_pickle::{read_npy_dict, read_torch_archive, DType};
@@ -12,7 +12,7 @@ use std::time::Instant;
 fn parity_dir() -> PathBuf {
     std::env::var_os("CLIP_ES_PARITY_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/parity"))
+        .expect("set CLIP_ES_PARITY_DIR to the parity kit's directory")
 }
 
 /// The TorchScript archive (float16) and the state dict (float32 holding fp16-representable

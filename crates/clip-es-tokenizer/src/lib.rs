@@ -1,4 +1,4 @@
-//! OpenAI CLIP's text tokenizer, with ids equal to `clip.tokenize` (CLIP-ES spec section 2;
+//! OpenAI CLIP's text tokenizer, with ids equal to `clip.tokenize` (docs/algorithm.md, "Text side";
 //! reference: clip/simple_tokenizer.py and `tokenize` in clip/clip.py of the CLIP-ES checkout).
 //!
 //! Pipeline of [`ClipTokenizer::encode`], step for step as OpenAI's `SimpleTokenizer.encode`:

@@ -3,7 +3,15 @@
 //! background words], then class-aware attention affinity, resized to the original image.
 
 use crate::affinity;
+use clip_es_image::ClipInput;
 use clip_es_model::{VisionOptions, VisionTransformer};
+
+/// How many of the last blocks' attention maps the affinity averages (the paper's 8;
+/// docs/algorithm.md, "Class-aware attention affinity").
+pub const ATTENTION_BLOCKS: usize = 8;
+
+/// The prompt template of the paper (the one with the lowest "sharpness").
+pub const DEFAULT_TEMPLATE: &str = "a clean origami {}.";
 use std::time::Instant;
 
 /// The text classifier: normalised embeddings of every class and background word.
@@ -36,7 +44,7 @@ impl TextClassifier {
 pub struct CamOptions {
     /// CAA box threshold (0.4 VOC, 0.7 COCO).
     pub box_threshold: f64,
-    /// How many of the last blocks' attention CAA averages (8 in the paper).
+    /// How many of the last blocks' attention CAA averages ([`ATTENTION_BLOCKS`]).
     pub attention_blocks: usize,
     /// Round the resized positional embedding to float16 as the reference does.
     pub round_pos_embed_f16: bool,
@@ -48,7 +56,7 @@ impl Default for CamOptions {
     fn default() -> Self {
         CamOptions {
             box_threshold: 0.4,
-            attention_blocks: 8,
+            attention_blocks: ATTENTION_BLOCKS,
             round_pos_embed_f16: true,
             unrefined: false,
         }
@@ -71,6 +79,8 @@ pub struct ImageCams {
 /// Seconds spent in each stage of one image.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageTimes {
+    /// Resizing the image to the CLIP input (filled in by `Cams::image`).
+    pub input: f64,
     /// The image tower up to the softmax.
     pub forward: f64,
     /// The GradCAM backward passes through the last block.
@@ -98,22 +108,19 @@ pub fn gradcam_map(activation: &[f32], weights: &[f32]) -> Vec<f32> {
     cam
 }
 
-/// Computes the CAMs of one image. `pixels` is the CLIP input (CHW, sides multiples of the
-/// patch size); `orig_h x orig_w` the size the maps are resized to.
-#[allow(clippy::too_many_arguments)]
+/// Computes the CAMs of one image from its CLIP input (sides multiples of the patch size) for
+/// its `labels` (rows of the classifier); the maps are resized to `original` = (height, width).
 pub fn image_cams(
     model: &VisionTransformer,
     classifier: &TextClassifier,
-    pixels: &[f32],
-    in_h: usize,
-    in_w: usize,
-    orig_h: usize,
-    orig_w: usize,
+    input: &ClipInput,
+    original: (usize, usize),
     labels: &[usize],
     opts: &CamOptions,
 ) -> Result<(ImageCams, StageTimes), clip_es_model::ModelError> {
+    let (orig_h, orig_w) = original;
     let mut times = StageTimes::default();
-    let layers = model.blocks.len();
+    let layers = model.config.layers;
     let vopts = VisionOptions {
         keep_attention_from: layers.saturating_sub(opts.attention_blocks),
         round_pos_embed_f16: opts.round_pos_embed_f16,
@@ -121,9 +128,9 @@ pub fn image_cams(
     let rows = classifier.rows_for(labels);
     let targets: Vec<usize> = (0..labels.len()).collect();
     let g = model.softmax_gradcam(
-        pixels,
-        in_h,
-        in_w,
+        &input.data,
+        input.height,
+        input.width,
         &rows,
         classifier.logit_scale,
         &targets,

@@ -1,6 +1,6 @@
 //! CAM files: the per-image output of the CAM stage (reference: `generate_cams_voc12.py` /
 //! `generate_cams_coco14.py`, which `np.save` a dict `{"keys", "attn_highres"}`), read by the
-//! mask and evaluation stages (`eval_cam.py`, `eval_cam_with_crf.py`; spec sections 6 and 7).
+//! mask and evaluation stages (`eval_cam.py`, `eval_cam_with_crf.py`; docs/algorithm.md, "Pseudo masks" and "Evaluation").
 //!
 //! clip-es writes `<id>.npz`, a numpy zip archive readable with plain `np.load` (no pickle):
 //!
@@ -15,6 +15,7 @@
 //! It also reads the reference's `<id>.npy` (a pickled dict, through `clip-es-pickle`), so CAMs
 //! made by the Python reference can go through the clip-es CRF and evaluator unchanged.
 
+use crate::classes::MAX_CLASS_KEY;
 use clip_es_pickle::{DType, NdArray};
 use half::f16;
 use std::io::{Read, Write};
@@ -116,6 +117,48 @@ impl CamFile {
             }
         }
         Ok(())
+    }
+
+    /// Checks the file before its CAMs are used and returns the CAM array of `kind`: shapes as
+    /// promised, at least one CAM, every key a class id in `0..=MAX_CLASS_KEY` (and below
+    /// `n_classes` foreground classes when given), every value finite. The message names the
+    /// problem (the caller adds the path).
+    pub fn validate(&self, kind: CamKind, n_classes: Option<usize>) -> Result<&[f16], String> {
+        self.check_shapes()?;
+        if self.keys.is_empty() {
+            return Err("no CAMs (the image has no labels)".into());
+        }
+        if let Some(k) = self
+            .keys
+            .iter()
+            .find(|&&k| !(0..=MAX_CLASS_KEY).contains(&k))
+        {
+            return Err(format!("class key {k} outside 0..={MAX_CLASS_KEY}"));
+        }
+        if let Some(n) = n_classes {
+            if let Some(k) = self.keys.iter().find(|&&k| k >= n as i64) {
+                return Err(format!(
+                    "class key {k} does not fit {} classes (with background)",
+                    n + 1
+                ));
+            }
+        }
+        let cams = self
+            .cams(kind)
+            .ok_or_else(|| format!("no `{}` array", kind.name()))?;
+        if let Some(i) = cams.iter().position(|v| !v.is_finite()) {
+            let n = (self.width * self.height).max(1);
+            let w = self.width.max(1);
+            return Err(format!(
+                "{} of CAM {} at pixel ({}, {}) is {}",
+                kind.name(),
+                i / n,
+                i % n % w,
+                i % n / w,
+                cams[i]
+            ));
+        }
+        Ok(cams)
     }
 
     /// Writes `path` as an uncompressed `.npz` (like `np.savez`), atomically.

@@ -7,7 +7,7 @@
 //! format), and the labels written on the split file's own lines. A problem with one image
 //! (missing XML, unknown class, no labels) is that image's error; the run goes on.
 
-use crate::prompts::ClassSet;
+use crate::classes::ClassSet;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -74,6 +74,19 @@ pub fn read_id_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, DatasetEr
         }
     }
     Ok(out)
+}
+
+/// Image ids of a split file: the first token of each line (COCO-style label columns after it
+/// are ignored here); duplicate ids are an error naming both lines, and so is an empty split.
+pub fn read_split(path: &Path) -> Result<Vec<String>, DatasetError> {
+    let ids: Vec<String> = read_id_file(path)?.into_iter().map(|(id, _)| id).collect();
+    if ids.is_empty() {
+        return Err(DatasetError::Config(format!(
+            "{}: no image ids",
+            path.display()
+        )));
+    }
+    Ok(ids)
 }
 
 /// The ids to process and where their labels come from, from the command-line options.

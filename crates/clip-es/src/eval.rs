@@ -1,5 +1,5 @@
-//! Evaluation of CAMs and masks against ground truth (spec section 6; reference `eval_cam.py`,
-//! whose `scores` also serves `eval_cam_with_crf.py`).
+//! Evaluation of CAMs and masks against ground truth (docs/algorithm.md, "Evaluation";
+//! reference `eval_cam.py`, whose `scores` also serves `eval_cam_with_crf.py`).
 //!
 //! - CAM prediction: argmax over `[bg, cam_1..cam_K]` in float16, ties to the first (so to the
 //!   background), with `bg = (1 - max_k cam_k) ** t` evaluated in float16 for t >= 1, or the
@@ -12,8 +12,12 @@
 //! - The background exponent is swept (the reference tries 1 and 2 for refined CAMs) and the
 //!   first exponent with the best mIoU kept.
 
+use crate::argmax::first_max;
 use crate::cam_io::{CamFile, CamKind};
-use half::f16;
+use crate::classes::{ClassSet, BACKGROUND_LABEL};
+use crate::masks::read_label_png;
+use crate::progress::{for_each_image, Progress};
+use std::path::PathBuf;
 
 /// Pixels counted per (ground truth, prediction) pair, plus predictions of 255 ("not confident"
 /// in pseudo masks) per ground-truth class.
@@ -216,83 +220,259 @@ fn pairwise_sum(a: &[f64]) -> f64 {
     }
 }
 
-/// The background score for exponent `t` of a pixel whose largest CAM value is `max`.
-#[inline]
-pub fn background_score(max: f16, t: f64) -> f16 {
-    if t < 1.0 {
-        f16::from_f64(t)
-    } else {
-        let x = f16::from_f32(1.0 - max.to_f32());
-        if t == 1.0 {
-            x
-        } else {
-            f16::from_f32(x.to_f32().powf(t as f32))
-        }
-    }
-}
+pub use crate::argmax::background_score;
 
-/// Class predictions of a CAM file, one label map per background exponent.
+/// Class predictions of a CAM file, one label map per background exponent. `n_labels` counts
+/// the background (21 for VOC); the file is checked by [`CamFile::validate`].
 pub fn cam_predictions(
     cam: &CamFile,
     kind: CamKind,
     bg_powers: &[f64],
-    n_classes: usize,
+    n_labels: usize,
 ) -> Result<Vec<Vec<u8>>, EvalError> {
-    cam.check_shapes().map_err(EvalError::Cam)?;
     let cams = cam
-        .cams(kind)
-        .ok_or_else(|| EvalError::Cam(format!("no `{}` array", kind.name())))?;
-    let k = cam.keys.len();
-    if k == 0 {
-        return Err(EvalError::Cam("no CAMs (the image has no labels)".into()));
-    }
-    if let Some(&key) = cam
-        .keys
-        .iter()
-        .find(|&&key| key < 0 || key + 1 >= n_classes as i64)
-    {
-        return Err(EvalError::Cam(format!(
-            "class key {key} does not fit {n_classes} classes"
-        )));
-    }
+        .validate(kind, Some(n_labels.saturating_sub(1)))
+        .map_err(EvalError::Cam)?;
     let n = cam.height * cam.width;
-    if let Some(i) = cams.iter().position(|v| v.is_nan()) {
-        return Err(EvalError::Cam(format!(
-            "NaN in {} (CAM {}, pixel ({}, {}))",
-            kind.name(),
-            i / n.max(1),
-            i % n.max(1) % cam.width.max(1),
-            i % n.max(1) / cam.width.max(1)
-        )));
-    }
-    let class_of: Vec<u8> = cam.keys.iter().map(|&key| (key + 1) as u8).collect();
+    let class_of: Vec<u8> = std::iter::once(BACKGROUND_LABEL)
+        .chain(cam.keys.iter().map(|&key| (key + 1) as u8))
+        .collect();
     let mut out = vec![vec![0u8; n]; bg_powers.len()];
     for i in 0..n {
-        // First maximum over the CAMs (numpy argmax, compared as float16 values).
-        let mut best = 0;
-        let mut max = cams[i];
-        for c in 1..k {
-            let v = cams[c * n + i];
-            if v.to_f32() > max.to_f32() {
-                best = c;
-                max = v;
-            }
-        }
+        let (best, max) = first_max(cams, n, i);
         for (pred, &t) in out.iter_mut().zip(bg_powers) {
-            // The background comes first, so it wins ties.
+            // The background comes first, so it wins ties (as in `argmax_with_background`).
             pred[i] = if background_score(max, t).to_f32() >= max.to_f32() {
-                0
+                class_of[0]
             } else {
-                class_of[best]
+                class_of[best + 1]
             };
         }
     }
     Ok(out)
 }
 
+/// What `eval` compares with the ground truth.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prediction {
+    /// A directory of CAM files (`<id>.npz`, or the reference's `<id>.npy`).
+    Cams(PathBuf),
+    /// A directory of label masks (`<id>.png`).
+    Masks(PathBuf),
+}
+
+/// The evaluation stage's settings.
+#[derive(Clone, Debug)]
+pub struct EvalConfig {
+    pub prediction: Prediction,
+    /// Directory of ground-truth PNGs (`<id>.png`, 255 ignored).
+    pub gt: PathBuf,
+    /// Split file: the image ids (first token per line).
+    pub split: PathBuf,
+    pub classes: ClassSet,
+    /// Background exponents tried for CAMs (the first with the best mIoU is reported).
+    pub bg_powers: Vec<f64>,
+    pub cam_kind: CamKind,
+    pub unlabelled: UnlabelledPolicy,
+    /// Worker threads (all cores when `None`).
+    pub threads: Option<usize>,
+}
+
+impl EvalConfig {
+    /// The reference's settings: background exponents 1 and 2, refined CAMs, 255 as a miss.
+    pub fn new(prediction: Prediction, gt: PathBuf, split: PathBuf, classes: ClassSet) -> Self {
+        EvalConfig {
+            prediction,
+            gt,
+            split,
+            classes,
+            bg_powers: vec![1.0, 2.0],
+            cam_kind: CamKind::AttnHighres,
+            unlabelled: UnlabelledPolicy::Miss,
+            threads: None,
+        }
+    }
+}
+
+/// The outcome of [`run`].
+#[derive(Clone, Debug)]
+pub struct EvalReport {
+    /// Ids in the split.
+    pub images: usize,
+    /// Images left out of the scores, with the reason.
+    pub failures: Vec<(String, String)>,
+    /// Whether CAMs (with a background sweep) or masks were evaluated.
+    pub cams: bool,
+    /// The background exponents tried (CAMs) and the scores of each.
+    pub bg_powers: Vec<f64>,
+    pub sweep: Vec<Scores>,
+    /// Index of the first exponent with the best mIoU (0 for masks).
+    pub best: usize,
+    /// The confusion matrix of the best exponent.
+    pub confusion: ConfusionMatrix,
+    /// Name of each label id (background first).
+    pub label_names: Vec<String>,
+    pub unlabelled: UnlabelledPolicy,
+}
+
+impl EvalReport {
+    /// The scores that count: those of the best background exponent.
+    pub fn scores(&self) -> &Scores {
+        &self.sweep[self.best]
+    }
+
+    /// Images that were scored.
+    pub fn evaluated(&self) -> usize {
+        self.images - self.failures.len()
+    }
+
+    /// The report as JSON (non-finite scores as null).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let num = |v: f64| {
+            if v.is_finite() {
+                json!(v)
+            } else {
+                serde_json::Value::Null
+            }
+        };
+        let s = self.scores();
+        json!({
+            "source": if self.cams { "cams" } else { "masks" },
+            "images": self.images,
+            "evaluated": self.evaluated(),
+            "failed": self.failures.iter().map(|(id, e)| json!({"id": id, "error": e})).collect::<Vec<_>>(),
+            "sweep": if self.cams {
+                self.bg_powers.iter().zip(&self.sweep).map(|(t, s)| json!({"bg_power": t, "mean_iou": num(s.mean_iou)})).collect::<Vec<_>>()
+            } else { vec![] },
+            "bg_power": if self.cams { json!(self.bg_powers[self.best]) } else { serde_json::Value::Null },
+            "mean_iou": num(s.mean_iou),
+            "pixel_accuracy": num(s.pixel_accuracy),
+            "mean_accuracy": num(s.mean_accuracy),
+            "frequency_weighted_iou": num(s.frequency_weighted_iou),
+            "unlabelled_pixels": self.confusion.total_unlabelled(),
+            "classes": self.label_names.iter().enumerate().map(|(c, name)| json!({
+                "index": c, "name": name, "iou": num(s.class_iou[c]),
+                "gt_pixels": s.gt_pixels[c], "pred_pixels": s.pred_pixels[c],
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Could not evaluate at all (one bad image is a failure in the report instead).
+#[derive(Debug, thiserror::Error)]
+pub enum EvalRunError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Split(#[from] crate::datasets::DatasetError),
+}
+
+/// What one image contributes: one confusion matrix per background exponent (one for masks).
+fn evaluate_image(
+    id: &str,
+    config: &EvalConfig,
+    powers: &[f64],
+) -> Result<Vec<ConfusionMatrix>, String> {
+    let n = config.classes.num_labels();
+    let gt_path = config.gt.join(format!("{id}.png"));
+    let gt = read_label_png(&gt_path).map_err(|e| e.to_string())?;
+    let (preds, pred_path, pw, ph) = match &config.prediction {
+        Prediction::Cams(dir) => {
+            let path = CamFile::locate(dir, id).map_err(|e| e.to_string())?;
+            let cam = CamFile::read(&path).map_err(|e| e.to_string())?;
+            let p = cam_predictions(&cam, config.cam_kind, powers, n)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            (p, path, cam.width, cam.height)
+        }
+        Prediction::Masks(dir) => {
+            let path = dir.join(format!("{id}.png"));
+            let m = read_label_png(&path).map_err(|e| e.to_string())?;
+            (vec![m.labels], path, m.width, m.height)
+        }
+    };
+    if (pw, ph) != (gt.width, gt.height) {
+        let e = EvalError::SizeMismatch {
+            pw,
+            ph,
+            gw: gt.width,
+            gh: gt.height,
+        };
+        return Err(format!(
+            "{}: {e} ({})",
+            pred_path.display(),
+            gt_path.display()
+        ));
+    }
+    preds
+        .iter()
+        .map(|p| {
+            let mut m = ConfusionMatrix::new(n);
+            m.add(&gt.labels, p, gt.width)
+                .map_err(|e| format!("{}: {e}", pred_path.display()))?;
+            Ok(m)
+        })
+        .collect()
+}
+
+/// The evaluation stage: scores the predictions of every id of the split (in parallel); an
+/// image that fails is reported and left out.
+pub fn run(config: &EvalConfig, progress: &dyn Progress) -> Result<EvalReport, EvalRunError> {
+    let ids = crate::datasets::read_split(&config.split)?;
+    let cams = matches!(config.prediction, Prediction::Cams(_));
+    let powers: Vec<f64> = if cams {
+        config.bg_powers.clone()
+    } else {
+        vec![f64::NAN]
+    };
+    if powers.is_empty() {
+        return Err(EvalRunError::Config(
+            "give at least one background exponent".into(),
+        ));
+    }
+    if cams && !powers.iter().all(|t| t.is_finite()) {
+        return Err(EvalRunError::Config(
+            "background exponents must be finite".into(),
+        ));
+    }
+    let results = for_each_image(&ids, config.threads, "eval", progress, |id| {
+        evaluate_image(id, config, &powers)
+    })
+    .map_err(EvalRunError::Config)?;
+    let n = config.classes.num_labels();
+    let mut totals = vec![ConfusionMatrix::new(n); powers.len()];
+    let mut failures = Vec::new();
+    for (id, r) in results {
+        match r {
+            Ok(ms) => totals.iter_mut().zip(&ms).for_each(|(t, m)| t.merge(m)),
+            Err(e) => failures.push((id, e)),
+        }
+    }
+    let sweep: Vec<Scores> = totals.iter().map(|m| m.scores(config.unlabelled)).collect();
+    // The first exponent with the best mIoU (NaN never wins).
+    let mut best = 0;
+    for (i, s) in sweep.iter().enumerate() {
+        if s.mean_iou > sweep[best].mean_iou || sweep[best].mean_iou.is_nan() {
+            best = i;
+        }
+    }
+    Ok(EvalReport {
+        images: ids.len(),
+        failures,
+        cams,
+        bg_powers: if cams { powers } else { vec![] },
+        sweep,
+        best,
+        confusion: totals.swap_remove(best),
+        label_names: config.classes.label_names(),
+        unlabelled: config.unlabelled,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
     #[test]
     fn scores_follow_the_reference_formulas() {

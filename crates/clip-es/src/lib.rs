@@ -1,15 +1,48 @@
-//! CLIP-ES (Lin et al., CVPR 2023, "CLIP is Also an Efficient Segmenter") pipeline stages.
+//! CLIP-ES (Lin et al., CVPR 2023, "CLIP is Also an Efficient Segmenter"): the method and its
+//! pipeline stages. docs/algorithm.md describes the computation; docs/DEVELOPING.md the layout.
 //!
-//! The CLIP model itself lives in `clip-es-model`; image decoding and resampling in
-//! `clip-es-image`; the dense CRF in `clip-es-crf`. This crate holds the pipeline stages
-//! (CAMs, affinity refinement, pseudo masks, evaluation) and the command-line interface.
+//! The CLIP model lives in `clip-es-model`; image decoding and resampling in `clip-es-image`;
+//! the dense CRF in `clip-es-crf`. This crate holds the method (Softmax-GradCAM, class-aware
+//! attention affinity) and the stages, each with a library entry point that the command line,
+//! a Python module and the tests call:
+//!
+//! - [`cams::run`] (a dataset) and [`cams::Cams::image`] (one image in memory): CAMs;
+//! - [`masks::run`] and [`masks::pseudo_mask`]: CRF pseudo masks;
+//! - [`eval::run`]: mIoU of CAMs or masks.
 
 pub mod affinity;
+pub mod argmax;
 pub mod atomic;
 pub mod cam;
 pub mod cam_io;
+pub mod cams;
 pub mod classes;
 pub mod datasets;
 pub mod eval;
 pub mod masks;
-pub mod prompts;
+pub mod progress;
+
+pub use cams::{Cams, CamsConfig, CamsReport};
+pub use classes::ClassSet;
+pub use eval::{EvalConfig, EvalReport};
+pub use masks::{MasksConfig, MasksReport};
+pub use progress::{Progress, Silent};
+
+/// Unique temporary directories for unit tests (one per call, never shared between tests).
+#[cfg(test)]
+pub(crate) mod test_dir {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    /// A fresh empty directory under the system temp dir, named after `tag`, the process and a
+    /// per-process counter.
+    pub fn unique(tag: &str) -> PathBuf {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("clip-es-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

@@ -1,4 +1,5 @@
-//! Pseudo masks with confidence (spec section 7; reference `eval_cam_with_crf.py`): CAMs plus
+//! Pseudo masks with confidence (docs/algorithm.md, "Pseudo masks"; reference
+//! `eval_cam_with_crf.py`): CAMs plus
 //! background score -> dense CRF -> label map, pixels whose CRF marginal is below the
 //! confidence threshold set to 255 (ignored by the segmentation loss: the paper's
 //! confidence-guided loss). Also the label PNG format shared with the evaluator.
@@ -15,7 +16,11 @@
 //!   the threshold compares the float32 marginal with the float32 nearest the threshold (numpy
 //!   casts the Python float to the array's dtype).
 
+use crate::argmax::{argmax_with_background, background_score, first_max};
 use crate::cam_io::{CamFile, CamIoError, CamKind};
+use crate::classes::{BACKGROUND_LABEL, IGNORE_LABEL};
+use crate::datasets::{image_path, read_split};
+use crate::progress::{for_each_image, Progress};
 use clip_es_crf::{
     unary_from_f16_probabilities, Compatibility, CrfError, DenseCrf, PairwiseKernel,
 };
@@ -153,15 +158,8 @@ fn wrapped_mean_lut(mean: f64) -> [u8; 256] {
 /// `[bg, cam_1, ..., cam_K]` as the reference builds them in float16: `bg = 1 - max_k cam_k`
 /// (raised to the power 1, a no-op), label-major (K+1) x N.
 pub fn probabilities_with_background(cams: &[f16], n_pixels: usize) -> Vec<f16> {
-    let k = cams.len() / n_pixels;
-    let mut out = Vec::with_capacity((k + 1) * n_pixels);
-    out.extend((0..n_pixels).map(|i| {
-        let mut mx = cams[i].to_f32();
-        for c in 1..k {
-            mx = mx.max(cams[c * n_pixels + i].to_f32());
-        }
-        f16::from_f32(1.0 - mx)
-    }));
+    let mut out = Vec::with_capacity(cams.len() + n_pixels);
+    out.extend((0..n_pixels).map(|i| background_score(first_max(cams, n_pixels, i).1, 1.0)));
     out.extend_from_slice(cams);
     out
 }
@@ -227,73 +225,29 @@ impl Default for KernelCache {
     }
 }
 
-/// Checks a CAM file against its image and returns the CAM array to use.
-fn checked_cams<'a>(
-    cam: &'a CamFile,
-    cam_path: &Path,
-    width: usize,
-    height: usize,
-    kind: CamKind,
-) -> Result<&'a [f16], MaskError> {
-    cam.check_shapes()
-        .map_err(|m| MaskError::invalid(cam_path, m))?;
-    if cam.keys.is_empty() {
-        return Err(MaskError::invalid(
-            cam_path,
-            "no CAMs (the image has no labels)",
-        ));
-    }
-    if let Some(k) = cam.keys.iter().find(|&&k| !(0..=253).contains(&k)) {
-        return Err(MaskError::invalid(
-            cam_path,
-            format!("class key {k} outside 0..=253"),
-        ));
-    }
-    if (cam.width, cam.height) != (width, height) {
-        return Err(MaskError::invalid(
-            cam_path,
-            format!(
-                "CAMs are {}x{} but the image is {width}x{height}",
-                cam.width, cam.height
-            ),
-        ));
-    }
-    let cams = cam
-        .cams(kind)
-        .ok_or_else(|| MaskError::invalid(cam_path, format!("no `{}` array", kind.name())))?;
-    if let Some(i) = cams.iter().position(|v| !v.is_finite()) {
-        let n = width * height;
-        return Err(MaskError::invalid(
-            cam_path,
-            format!(
-                "{} of CAM {} at pixel ({}, {}) is {}",
-                kind.name(),
-                i / n,
-                i % n % width,
-                i % n / width,
-                cams[i]
-            ),
-        ));
-    }
-    Ok(cams)
-}
-
-/// Makes the pseudo mask of one image from its CAMs (`cache`: shared Gaussian kernels).
+/// Makes the pseudo mask of one image from its CAMs (`cache`: shared Gaussian kernels). The
+/// CAMs are checked by [`CamFile::validate`] and must have the image's size; errors are
+/// messages without a path (see [`pseudo_mask_file`]).
 pub fn pseudo_mask(
     cam: &CamFile,
-    cam_path: &Path,
     image: &Rgb8Image,
     options: &MaskOptions,
     cache: &KernelCache,
-) -> Result<PseudoMask, MaskError> {
+) -> Result<PseudoMask, String> {
     let (w, h) = (image.width as usize, image.height as usize);
-    let cams = checked_cams(cam, cam_path, w, h, options.cam_kind)?;
+    let cams = cam.validate(options.cam_kind, None)?;
+    if (cam.width, cam.height) != (w, h) {
+        return Err(format!(
+            "CAMs are {}x{} but the image is {w}x{h}",
+            cam.width, cam.height
+        ));
+    }
     let n = w * h;
     let probs = probabilities_with_background(cams, n);
     let m = cam.keys.len() + 1;
     let (best, confidence): (Vec<usize>, Vec<f32>) = if options.use_crf {
         let p = &options.crf;
-        let crf_err = |e: clip_es_crf::CrfError| MaskError::invalid(cam_path, format!("CRF: {e}"));
+        let crf_err = |e: clip_es_crf::CrfError| format!("CRF: {e}");
         let rgb = crf_input_image(image, options.crf_image);
         let mut crf = DenseCrf::new(n, m).map_err(crf_err)?;
         crf.set_unary_label_major(&unary_from_f16_probabilities(&probs))
@@ -322,15 +276,11 @@ pub fn pseudo_mask(
             .into_iter()
             .unzip()
     } else {
+        // Power 1: the background score is the `1 - max` of `probs`.
         (0..n)
             .map(|i| {
-                let mut best = 0;
-                for l in 1..m {
-                    if probs[l * n + i].to_f32() > probs[best * n + i].to_f32() {
-                        best = l;
-                    }
-                }
-                (best, probs[best * n + i].to_f32())
+                let (best, score) = argmax_with_background(cams, n, i, 1.0);
+                (best, score.to_f32())
             })
             .unzip()
     };
@@ -339,9 +289,9 @@ pub fn pseudo_mask(
         .zip(&confidence)
         .map(|(&l, &c)| {
             if c < options.confidence {
-                255
+                IGNORE_LABEL
             } else if l == 0 {
-                0
+                BACKGROUND_LABEL
             } else {
                 (cam.keys[l - 1] + 1) as u8
             }
@@ -353,6 +303,166 @@ pub fn pseudo_mask(
         labels,
         confidence,
     })
+}
+
+/// [`pseudo_mask`] of the CAM file at `cam_path`, errors naming that file.
+pub fn pseudo_mask_file(
+    cam: &CamFile,
+    cam_path: &Path,
+    image: &Rgb8Image,
+    options: &MaskOptions,
+    cache: &KernelCache,
+) -> Result<PseudoMask, MaskError> {
+    pseudo_mask(cam, image, options, cache).map_err(|m| MaskError::invalid(cam_path, m))
+}
+
+/// The masks stage's settings.
+#[derive(Clone, Debug)]
+pub struct MasksConfig {
+    /// Directory of CAM files: `<id>.npz` (clip-es) or `<id>.npy` (the reference's dicts).
+    pub cams: PathBuf,
+    /// Directory of the images.
+    pub images: PathBuf,
+    /// Split file: the image ids (first token per line).
+    pub split: PathBuf,
+    /// Output directory for `<id>.png`.
+    pub out: PathBuf,
+    pub options: MaskOptions,
+    /// Indexed PNGs with the VOC palette instead of grayscale.
+    pub palette: bool,
+    /// Also write the confidence maps (float32 `<id>.npy`) into this directory.
+    pub save_confidence: Option<PathBuf>,
+    /// Recompute masks that exist (by default they are skipped).
+    pub overwrite: bool,
+    /// Worker threads (all cores when `None`).
+    pub threads: Option<usize>,
+}
+
+impl MasksConfig {
+    /// The reference's settings (see [`MaskOptions::default`]).
+    pub fn new(cams: PathBuf, images: PathBuf, split: PathBuf, out: PathBuf) -> Self {
+        MasksConfig {
+            cams,
+            images,
+            split,
+            out,
+            options: MaskOptions::default(),
+            palette: false,
+            save_confidence: None,
+            overwrite: false,
+            threads: None,
+        }
+    }
+}
+
+/// The outcome of [`run`].
+#[derive(Clone, Debug, Default)]
+pub struct MasksReport {
+    /// Ids in the split.
+    pub images: usize,
+    pub written: usize,
+    /// Masks already present (not recomputed).
+    pub skipped: usize,
+    /// Images that failed, with the reason.
+    pub failures: Vec<(String, String)>,
+}
+
+/// What [`run`] did with one image.
+enum Outcome {
+    Written,
+    Skipped,
+}
+
+/// Could not make masks at all (one bad image is a failure in the report instead).
+#[derive(Debug, thiserror::Error)]
+pub enum MasksRunError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Split(#[from] crate::datasets::DatasetError),
+}
+
+/// One image of [`run`]: CAMs + image -> mask (and confidence), written atomically.
+fn mask_image(config: &MasksConfig, kernels: &KernelCache, id: &str) -> Result<Outcome, MaskError> {
+    let mask_path = config.out.join(format!("{id}.png"));
+    let conf_path = config
+        .save_confidence
+        .as_ref()
+        .map(|d| d.join(format!("{id}.npy")));
+    if !config.overwrite && mask_path.is_file() && conf_path.as_ref().is_none_or(|p| p.is_file()) {
+        return Ok(Outcome::Skipped);
+    }
+    let cam_path = CamFile::locate(&config.cams, id)?;
+    let cam = CamFile::read(&cam_path)?;
+    let image_file =
+        image_path(&config.images, id).map_err(|m| MaskError::invalid(&config.images, m))?;
+    let image = clip_es_image::load_rgb(&image_file)?;
+    let mask = pseudo_mask_file(&cam, &cam_path, &image, &config.options, kernels)?;
+    let png = encode_label_png(&mask.labels, mask.width, mask.height, config.palette)
+        .map_err(|e| MaskError::invalid(&mask_path, format!("PNG encoding: {e}")))?;
+    // The mask is written last: its presence marks the image as done.
+    if let Some(p) = &conf_path {
+        let arr = clip_es_pickle::NdArray {
+            dtype: clip_es_pickle::DType::F32,
+            shape: vec![mask.height, mask.width],
+            data: mask
+                .confidence
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        };
+        let bytes =
+            clip_es_pickle::encode_npy(&arr).map_err(|e| MaskError::invalid(p, e.to_string()))?;
+        crate::atomic::write_bytes_atomic(p, &bytes).map_err(|source| MaskError::Io {
+            path: p.clone(),
+            source,
+        })?;
+    }
+    if let Err(source) = crate::atomic::write_bytes_atomic(&mask_path, &png) {
+        if let Some(p) = &conf_path {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(MaskError::Io {
+            path: mask_path,
+            source,
+        });
+    }
+    Ok(Outcome::Written)
+}
+
+/// The masks stage: a pseudo mask for every id of the split (in parallel), resumable (finished
+/// masks are skipped), atomic writes; an image that fails is reported and skipped.
+pub fn run(config: &MasksConfig, progress: &dyn Progress) -> Result<MasksReport, MasksRunError> {
+    let ids = read_split(&config.split)?;
+    for dir in [&config.cams, &config.images] {
+        if !dir.is_dir() {
+            return Err(MasksRunError::Config(format!(
+                "{}: not a directory",
+                dir.display()
+            )));
+        }
+    }
+    for dir in std::iter::once(&config.out).chain(config.save_confidence.as_ref()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| MasksRunError::Config(format!("{}: {e}", dir.display())))?;
+    }
+    let kernels = KernelCache::default();
+    let results = for_each_image(&ids, config.threads, "masks", progress, |id| {
+        mask_image(config, &kernels, id)
+    })
+    .map_err(MasksRunError::Config)?;
+    let mut report = MasksReport {
+        images: ids.len(),
+        ..MasksReport::default()
+    };
+    for (id, r) in results {
+        match r {
+            Ok(Outcome::Written) => report.written += 1,
+            Ok(Outcome::Skipped) => report.skipped += 1,
+            Err(e) => report.failures.push((id, e.to_string())),
+        }
+    }
+    Ok(report)
 }
 
 /// The PASCAL VOC colour map (`bitget` construction), 256 RGB entries: 0 black, 255 cream.

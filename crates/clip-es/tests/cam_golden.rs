@@ -4,6 +4,7 @@
 
 use candle_core::{safetensors, DType, Device, Tensor};
 use clip_es::cam::{image_cams, CamOptions, TextClassifier};
+use clip_es_image::ClipInput;
 use clip_es_model::{ClipWeights, TensorSource, VisionTransformer};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -67,18 +68,12 @@ fn cam_stage_matches_python_reference() {
             unrefined: true,
             ..CamOptions::default()
         };
-        let (cams, _) = image_cams(
-            &vision,
-            &classifier,
-            &values(input),
-            h,
-            w,
-            oh,
-            ow,
-            &labels,
-            &opts,
-        )
-        .unwrap();
+        let input = ClipInput {
+            data: values(input),
+            height: h,
+            width: w,
+        };
+        let (cams, _) = image_cams(&vision, &classifier, &input, (oh, ow), &labels, &opts).unwrap();
         let d1 = compare(
             &format!("{key} attn_highres"),
             &cams.refined,

@@ -413,3 +413,92 @@ fn run_chains_cams_masks_and_eval() {
     assert!(out.contains("best bg power"), "{out}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `run` forwards the options of every stage: with a non-default box threshold, two templates,
+/// other background words, a mask confidence and a background exponent, its outputs equal
+/// those of the stages run one by one with the same options (and differ from the defaults').
+#[test]
+fn run_forwards_every_stage_option() {
+    let d = tmpdir("run-options");
+    let ex = root().join("../../examples");
+    let bin = || Command::new(env!("CARGO_BIN_EXE_clip-es"));
+    let (images, labels, gt) = (ex.join("images"), ex.join("labels.txt"), ex.join("gt"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let cam_opts = [
+        "--box-threshold",
+        "0.55",
+        "--template",
+        "a photo of a {}.",
+        "--template",
+        "a clean origami {}.",
+        "--background",
+        "voc",
+        "--dataset",
+        "voc",
+    ];
+    let o = bin()
+        .args(["run", "--model", &s(&model()), "--threads", "1"])
+        .args(["--images", &s(&images), "--labels", &s(&labels)])
+        .args(["--gt", &s(&gt), "--out", &s(&d.join("run"))])
+        .args(cam_opts)
+        .args(["--confidence", "0.6", "--bg-power", "3"])
+        .output()
+        .unwrap();
+    let run_out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{run_out}\n{}", stderr(&o));
+
+    let sep = d.join("separate");
+    let o = bin()
+        .args(["cams", "--model", &s(&model()), "--threads", "1"])
+        .args(["--images", &s(&images), "--labels", &s(&labels)])
+        .args(["--out", &s(&sep.join("cams"))])
+        .args(cam_opts)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = bin()
+        .args([
+            "masks",
+            "--cams",
+            &s(&sep.join("cams")),
+            "--images",
+            &s(&images),
+        ])
+        .args(["--split", &s(&labels), "--out", &s(&sep.join("masks"))])
+        .args(["--confidence", "0.6", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = bin()
+        .args(["eval", "--cams", &s(&sep.join("cams")), "--gt", &s(&gt)])
+        .args(["--split", &s(&labels), "--bg-power", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval_out = String::from_utf8_lossy(&o.stdout).into_owned();
+
+    let run_cams = outputs(&d.join("run/cams"));
+    assert_eq!(run_cams.len(), 4);
+    assert_eq!(run_cams, outputs(&sep.join("cams")), "CAMs differ");
+    assert_eq!(
+        outputs(&d.join("run/masks")),
+        outputs(&sep.join("masks")),
+        "masks differ"
+    );
+    // The CAM evaluation of `run` (printed first) is the separate one.
+    assert!(run_out.starts_with(&eval_out), "{run_out}\n---\n{eval_out}");
+    assert!(eval_out.contains("bg power 3: mIoU"), "{eval_out}");
+
+    // The options mattered: the defaults give other CAMs.
+    let o = cams(&[
+        "--images",
+        &s(&images),
+        "--labels",
+        &s(&labels),
+        "--out",
+        &s(&d.join("defaults")),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_ne!(run_cams, outputs(&d.join("defaults")));
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -248,8 +248,8 @@ fn failing_images_are_reported_and_leave_nothing_behind() {
 }
 
 /// The parity fixture (outside CI): the reference's CAMs, pseudo masks and figures for the
-/// fixture images, made by /work/parity/run_ref.sh. Run with
-/// `cargo test --release -p clip-es --test masks -- --ignored` (or set CLIP_ES_PARITY_DIR).
+/// fixture images, made by the parity kit's `run_ref.sh` in `$CLIP_ES_PARITY_DIR`. Run with
+/// `CLIP_ES_PARITY_DIR=DIR cargo test --release -p clip-es --test masks -- --ignored`.
 /// Acceptance: masks agree on >= 99.9 % of pixels, eval reproduces eval_cam.py and
 /// eval_cam_with_crf.py mIoU to 1e-6 with the same background exponent. The images are JPEGs:
 /// exact agreement needs the libjpeg-turbo-exact decoder of clip-es-image.
@@ -257,7 +257,8 @@ fn failing_images_are_reported_and_leave_nothing_behind() {
 #[ignore]
 fn parity_fixture() {
     let root = PathBuf::from(
-        std::env::var("CLIP_ES_PARITY_DIR").unwrap_or_else(|_| "/work/parity".into()),
+        std::env::var_os("CLIP_ES_PARITY_DIR")
+            .expect("set CLIP_ES_PARITY_DIR to the parity kit's directory"),
     );
     let voc = root.join("fixture/VOC2012");
     let split = voc.join("ImageSets/Segmentation/train.txt");

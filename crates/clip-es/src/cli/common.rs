@@ -1,70 +1,68 @@
-//! What the subcommands share: reading split files, thread pools, progress bars, and turning
-//! a run's outcome into the exit code (0 all done, 1 some images failed, 2 could not run).
+//! What the subcommands share: progress bars on stderr (the library's [`Progress`]), and
+//! turning a run's outcome into the exit code (0 all done, 1 some images failed, 2 could not
+//! run).
 
+use clip_es::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fmt::Display;
-use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Mutex;
 
-/// Image ids of a split file: the first token of each line (COCO-style label columns after it
-/// are ignored here); duplicate ids are an error naming both lines.
-pub fn read_split(path: &Path) -> anyhow::Result<Vec<String>> {
-    let ids: Vec<String> = clip_es::datasets::read_id_file(path)?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    anyhow::ensure!(!ids.is_empty(), "{}: no image ids", path.display());
-    Ok(ids)
+/// Progress bars on stderr with rate and ETA (drawn only on a terminal); messages and failures
+/// are printed above the bar.
+#[derive(Default)]
+pub struct Bars {
+    bar: Mutex<Option<ProgressBar>>,
 }
 
-/// The rayon pool for `--jobs`.
-pub fn thread_pool(jobs: Option<usize>) -> anyhow::Result<rayon::ThreadPool> {
-    let mut b = rayon::ThreadPoolBuilder::new();
-    if let Some(j) = jobs {
-        anyhow::ensure!(j > 0, "--jobs must be at least 1");
-        b = b.num_threads(j);
+impl Bars {
+    fn with_bar(&self, f: impl FnOnce(Option<&ProgressBar>)) {
+        let guard = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        f(guard.as_ref())
     }
-    Ok(b.build()?)
+
+    fn print(&self, line: &str) {
+        self.with_bar(|bar| match bar {
+            Some(b) => b.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        })
+    }
 }
 
-/// A progress bar on stderr with rate and ETA (drawn only on a terminal).
-pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .expect("valid template"),
-    );
-    pb.set_prefix(what.to_string());
-    pb
-}
+impl Progress for Bars {
+    fn start(&self, what: &str, len: usize) {
+        let pb = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+            )
+            .expect("valid template"),
+        );
+        pb.set_prefix(what.to_string());
+        *self.bar.lock().unwrap_or_else(|p| p.into_inner()) = Some(pb);
+    }
 
-/// Runs `work` for every id on a pool of `jobs` threads with a progress bar, printing each
-/// failure as it happens (above the bar). Results come back in the order of `ids`.
-pub fn for_each_image<T: Send, E: Display + Send>(
-    ids: &[String],
-    jobs: Option<usize>,
-    what: &str,
-    work: impl Fn(&str) -> Result<T, E> + Sync,
-) -> anyhow::Result<Vec<(String, Result<T, E>)>> {
-    use rayon::prelude::*;
-    let pool = thread_pool(jobs)?;
-    let pb = progress_bar(ids.len(), what);
-    let results = pool.install(|| {
-        ids.par_iter()
-            .map(|id| {
-                let r = work(id);
-                if let Err(e) = &r {
-                    pb.suspend(|| eprintln!("{id}: {e}"));
-                }
-                pb.inc(1);
-                (id.clone(), r)
-            })
-            .collect()
-    });
-    pb.finish_and_clear();
-    Ok(results)
+    fn advance(&self) {
+        self.with_bar(|bar| {
+            if let Some(b) = bar {
+                b.inc(1)
+            }
+        })
+    }
+
+    fn failed(&self, id: &str, error: &str) {
+        self.print(&format!("{id}: {error}"))
+    }
+
+    fn message(&self, text: &str) {
+        self.print(text)
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            b.finish_and_clear();
+        }
+    }
 }
 
 /// Lists the failed images (if any) and gives the exit code: 1 if any failed.

@@ -1,17 +1,63 @@
-//! `clip-es masks`: CAMs + images -> CRF pseudo masks with confidence (spec section 7,
-//! reference `eval_cam_with_crf.py`). Parallel over images, resumable (finished masks are
-//! skipped), atomic writes; a failing image is reported and skipped, the exit code is 1 if any
-//! image failed.
+//! `clip-es masks`: CAMs + images -> CRF pseudo masks with confidence
+//! ([`clip_es::masks::run`]). Parallel over images, resumable (finished masks are skipped),
+//! atomic writes; a failing image is reported and skipped, the exit code is 1 if any failed.
 
-use super::common::{exit_code, for_each_image, read_split, report_failures};
+use super::cams::check_threads;
+use super::common::{exit_code, report_failures, Bars};
 use clap::ValueEnum;
-use clip_es::cam_io::{CamFile, CamKind};
-use clip_es::datasets::image_path;
-use clip_es::masks::{
-    encode_label_png, pseudo_mask, CrfImage, KernelCache, MaskError, MaskOptions,
-};
+use clip_es::cam_io::CamKind;
+use clip_es::masks::{CrfImage, MaskOptions, MasksConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// How masks are made: shared by `masks` and `run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MaskArgs {
+    /// Pixels whose CRF marginal is below this become 255; 0 keeps all pixels
+    #[arg(long, default_value = "0.95", value_parser = parse_threshold)]
+    pub confidence: f32,
+    /// Image given to the bilateral kernel: the reference's wrapped mean-subtracted BGR bytes,
+    /// or the true RGB colours
+    #[arg(long, value_enum, default_value_t = CrfImageArg::Reference)]
+    pub crf_image: CrfImageArg,
+    /// Skip the CRF: label = argmax of [1 - max CAM, CAMs], confidence = that score
+    #[arg(long)]
+    pub no_crf: bool,
+    /// Write indexed PNGs with the VOC colour palette instead of grayscale
+    #[arg(long)]
+    pub palette: bool,
+    /// Also write the confidence map (float32 <id>.npy, H x W) into this directory
+    #[arg(long)]
+    pub save_confidence: Option<PathBuf>,
+}
+
+impl MaskArgs {
+    /// The stage's settings for these options.
+    pub fn config(
+        &self,
+        cams: PathBuf,
+        images: PathBuf,
+        split: PathBuf,
+        out: PathBuf,
+        cam_key: CamKindArg,
+    ) -> MasksConfig {
+        MasksConfig {
+            options: MaskOptions {
+                confidence: self.confidence,
+                crf_image: match self.crf_image {
+                    CrfImageArg::Reference => CrfImage::Reference,
+                    CrfImageArg::Rgb => CrfImage::Rgb,
+                },
+                use_crf: !self.no_crf,
+                cam_kind: cam_key.into(),
+                ..MaskOptions::default()
+            },
+            palette: self.palette,
+            save_confidence: self.save_confidence.clone(),
+            ..MasksConfig::new(cams, images, split, out)
+        }
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -27,22 +73,8 @@ pub struct Args {
     /// Output directory for the masks (<id>.png: 0 background, class index, 255 not confident)
     #[arg(long)]
     out: PathBuf,
-    /// Pixels whose CRF marginal is below this become 255; 0 keeps all pixels
-    #[arg(long, default_value = "0.95", value_parser = parse_threshold)]
-    confidence: f32,
-    /// Image given to the bilateral kernel: the reference's wrapped mean-subtracted BGR bytes,
-    /// or the true RGB colours
-    #[arg(long, value_enum, default_value_t = CrfImageArg::Reference)]
-    crf_image: CrfImageArg,
-    /// Skip the CRF: label = argmax of [1 - max CAM, CAMs], confidence = that score
-    #[arg(long)]
-    no_crf: bool,
-    /// Write indexed PNGs with the VOC colour palette instead of grayscale
-    #[arg(long)]
-    palette: bool,
-    /// Also write the confidence map (float32 <id>.npy, H x W) into this directory
-    #[arg(long)]
-    save_confidence: Option<PathBuf>,
+    #[command(flatten)]
+    mask: MaskArgs,
     /// Which CAMs of the files to use
     #[arg(long, value_enum, default_value_t = CamKindArg::AttnHighres)]
     cam_key: CamKindArg,
@@ -50,8 +82,8 @@ pub struct Args {
     #[arg(long)]
     overwrite: bool,
     /// Worker threads (default: all cores)
-    #[arg(long, short)]
-    jobs: Option<usize>,
+    #[arg(long, short = 'j', alias = "jobs")]
+    threads: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -85,130 +117,28 @@ fn parse_threshold(s: &str) -> Result<f32, String> {
     Ok(v as f32)
 }
 
-enum Outcome {
-    Written,
-    Skipped,
-}
-
-struct Job {
-    cams: PathBuf,
-    images: PathBuf,
-    out: PathBuf,
-    confidence_out: Option<PathBuf>,
-    palette: bool,
-    overwrite: bool,
-    options: MaskOptions,
-    kernels: KernelCache,
-}
-
-impl Job {
-    fn process(&self, id: &str) -> Result<Outcome, MaskError> {
-        let mask_path = self.out.join(format!("{id}.png"));
-        let conf_path = self
-            .confidence_out
-            .as_ref()
-            .map(|d| d.join(format!("{id}.npy")));
-        if !self.overwrite && mask_path.is_file() && conf_path.as_ref().is_none_or(|p| p.is_file())
-        {
-            return Ok(Outcome::Skipped);
-        }
-        let cam_path = CamFile::locate(&self.cams, id)?;
-        let cam = CamFile::read(&cam_path)?;
-        let image_file =
-            image_path(&self.images, id).map_err(|m| MaskError::invalid(&self.images, m))?;
-        let image = clip_es_image::load_rgb(&image_file)?;
-        let mask = pseudo_mask(&cam, &cam_path, &image, &self.options, &self.kernels)?;
-        let png = encode_label_png(&mask.labels, mask.width, mask.height, self.palette)
-            .map_err(|e| MaskError::invalid(&mask_path, format!("PNG encoding: {e}")))?;
-        // The mask is written last: its presence marks the image as done.
-        if let Some(p) = &conf_path {
-            let arr = clip_es_pickle::NdArray {
-                dtype: clip_es_pickle::DType::F32,
-                shape: vec![mask.height, mask.width],
-                data: mask
-                    .confidence
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            };
-            let bytes = clip_es_pickle::encode_npy(&arr)
-                .map_err(|e| MaskError::invalid(p, e.to_string()))?;
-            clip_es::atomic::write_bytes_atomic(p, &bytes).map_err(|source| MaskError::Io {
-                path: p.clone(),
-                source,
-            })?;
-        }
-        if let Err(source) = clip_es::atomic::write_bytes_atomic(&mask_path, &png) {
-            if let Some(p) = &conf_path {
-                let _ = std::fs::remove_file(p);
-            }
-            return Err(MaskError::Io {
-                path: mask_path,
-                source,
-            });
-        }
-        Ok(Outcome::Written)
-    }
-}
-
 pub fn run(args: Args) -> ExitCode {
     exit_code(run_inner(args))
 }
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
-    let ids = read_split(&args.split)?;
-    anyhow::ensure!(
-        args.cams.is_dir(),
-        "{}: not a directory",
-        args.cams.display()
-    );
-    anyhow::ensure!(
-        args.images.is_dir(),
-        "{}: not a directory",
-        args.images.display()
-    );
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
-    if let Some(d) = &args.save_confidence {
-        std::fs::create_dir_all(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?;
-    }
-    let job = Job {
-        cams: args.cams,
-        images: args.images,
-        out: args.out,
-        confidence_out: args.save_confidence,
-        palette: args.palette,
-        overwrite: args.overwrite,
-        options: MaskOptions {
-            confidence: args.confidence,
-            crf_image: match args.crf_image {
-                CrfImageArg::Reference => CrfImage::Reference,
-                CrfImageArg::Rgb => CrfImage::Rgb,
-            },
-            use_crf: !args.no_crf,
-            cam_kind: args.cam_key.into(),
-            ..MaskOptions::default()
-        },
-        kernels: KernelCache::default(),
-    };
-    let results: Vec<(String, Result<Outcome, MaskError>)> =
-        for_each_image(&ids, args.jobs, "masks", |id| job.process(id))?;
-    let written = results
-        .iter()
-        .filter(|(_, r)| matches!(r, Ok(Outcome::Written)))
-        .count();
-    let skipped = results
-        .iter()
-        .filter(|(_, r)| matches!(r, Ok(Outcome::Skipped)))
-        .count();
-    let failed: Vec<_> = results
-        .iter()
-        .filter_map(|(id, r)| r.as_ref().err().map(|e| (id, e)))
-        .collect();
+    let mut config = args
+        .mask
+        .config(args.cams, args.images, args.split, args.out, args.cam_key);
+    config.overwrite = args.overwrite;
+    config.threads = check_threads(args.threads)?;
+    execute(&config)
+}
+
+/// Runs the stage and prints its outcome; shared with `run`.
+pub fn execute(config: &MasksConfig) -> anyhow::Result<ExitCode> {
+    let r = clip_es::masks::run(config, &Bars::default())?;
     eprintln!(
-        "{} images: {written} masks written, {skipped} already present, {} failed",
-        ids.len(),
-        failed.len()
+        "{} images: {} masks written, {} already present, {} failed",
+        r.images,
+        r.written,
+        r.skipped,
+        r.failures.len()
     );
-    Ok(report_failures(&failed))
+    Ok(report_failures(&r.failures))
 }

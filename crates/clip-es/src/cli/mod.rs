@@ -35,17 +35,6 @@ pub fn main() -> ExitCode {
     execute(Cli::parse())
 }
 
-/// Runs a command line (without the program name), as `clip-es run` does for each stage.
-fn dispatch(args: Vec<std::ffi::OsString>) -> ExitCode {
-    match Cli::try_parse_from(std::iter::once(std::ffi::OsString::from("clip-es")).chain(args)) {
-        Ok(cli) => execute(cli),
-        Err(e) => {
-            let _ = e.print();
-            ExitCode::from(2)
-        }
-    }
-}
-
 fn execute(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Cams(a) => cams::run(a),

@@ -1,9 +1,14 @@
-//! `clip-es run`: the whole CLIP-ES pipeline in one command: `cams` into `<out>/cams`, `masks`
-//! into `<out>/masks`, then (with `--gt`) `eval` of the CAMs and of the masks. Each stage is the
-//! same code as its own subcommand, so it is resumable the same way.
+//! `clip-es run`: the whole CLIP-ES pipeline in one command: the CAM stage into `<out>/cams`,
+//! the masks stage into `<out>/masks`, then (with `--gt`) the evaluation of the CAMs and of the
+//! masks. Each stage gets its configuration directly (every option of the stages is accepted
+//! here) and runs the same library entry point as its own subcommand, so it is resumable the
+//! same way.
 
-use super::cams::DatasetArgs;
-use std::ffi::OsString;
+use super::cams::{check_threads, CamArgs, DatasetArgs};
+use super::eval::EvalArgs;
+use super::masks::{CamKindArg, MaskArgs};
+use clip_es::cams::CamsConfig;
+use clip_es::eval::Prediction;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,88 +16,105 @@ use std::process::ExitCode;
 pub struct Args {
     #[command(flatten)]
     data: DatasetArgs,
+    #[command(flatten)]
+    cam: CamArgs,
+    #[command(flatten)]
+    mask: MaskArgs,
+    #[command(flatten)]
+    eval: EvalArgs,
+    /// Which CAMs the masks and the CAM evaluation use
+    #[arg(long, value_enum, default_value_t = CamKindArg::AttnHighres)]
+    cam_key: CamKindArg,
     /// Ground-truth masks (<id>.png): evaluate the CAMs and the masks against them
     #[arg(long)]
     gt: Option<PathBuf>,
-    /// Model (see `clip-es cams --help`)
-    #[arg(long, default_value = clip_es_model::DEFAULT_MODEL)]
-    model: String,
     /// Output directory: cams/ and masks/ are made inside
     #[arg(long)]
     out: PathBuf,
-    /// Threads (default: all cores)
+    /// Recompute outputs that exist (by default they are skipped)
     #[arg(long)]
+    overwrite: bool,
+    /// Write the CAM stage's JSON report (per-image seconds, failures) to this file
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Threads (default: all cores)
+    #[arg(long, short = 'j', alias = "jobs")]
     threads: Option<usize>,
 }
 
-fn os(v: &[&str]) -> Vec<OsString> {
-    v.iter().map(OsString::from).collect()
+pub fn run(args: Args) -> ExitCode {
+    super::common::exit_code(run_inner(args))
 }
 
-pub fn run(args: Args) -> ExitCode {
-    let split = match args.data.split.as_ref().or(args.data.labels.as_ref()) {
-        Some(s) => s.clone(),
-        None => {
-            eprintln!("error: give --split and/or --labels to say which images to process");
-            return ExitCode::from(2);
-        }
-    };
+fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
+    let split = args
+        .data
+        .config()
+        .id_file()
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            anyhow::anyhow!("give --split and/or --labels to say which images to process")
+        })?;
+    let threads = check_threads(args.threads)?;
     let cams_dir = args.out.join("cams");
     let masks_dir = args.out.join("masks");
-    let threads = args.threads.map(|t| t.to_string());
-
-    let mut cams = os(&["cams", "--model", &args.model]);
-    cams.extend(args.data.to_args());
-    cams.extend([OsString::from("--out"), cams_dir.clone().into()]);
-    let mut masks = os(&["masks"]);
-    masks.extend([
-        OsString::from("--cams"),
-        cams_dir.clone().into(),
-        "--images".into(),
-        args.data.images.clone().into(),
-        "--split".into(),
-        split.clone().into(),
-        "--out".into(),
-        masks_dir.clone().into(),
-    ]);
-    if let Some(t) = &threads {
-        cams.extend(os(&["--threads", t]));
-        masks.extend(os(&["--jobs", t]));
-    }
-    let mut stages = vec![("CAMs", cams), ("pseudo masks", masks)];
+    let classes = args.cam.classes(&args.data)?;
+    let cams = CamsConfig {
+        data: args.data.config(),
+        classes: classes.clone(),
+        model: args.cam.model.clone(),
+        settings: args.cam.settings()?,
+        out: cams_dir.clone(),
+        shard: None,
+        overwrite: args.overwrite,
+        report: args.report.clone(),
+        threads,
+    };
+    let mut masks = args.mask.config(
+        cams_dir.clone(),
+        args.data.images.clone(),
+        split.clone(),
+        masks_dir.clone(),
+        args.cam_key,
+    );
+    masks.overwrite = args.overwrite;
+    masks.threads = threads;
+    let mut evals = Vec::new();
     if let Some(gt) = &args.gt {
-        for (what, dir) in [("--cams", &cams_dir), ("--masks", &masks_dir)] {
-            let mut eval = os(&["eval", what]);
-            eval.push(dir.clone().into());
-            eval.extend([
-                OsString::from("--gt"),
-                gt.clone().into(),
-                "--split".into(),
-                split.clone().into(),
-            ]);
-            eval.extend(os(&["--classes", &args.data.dataset]));
-            stages.push((
-                if what == "--cams" {
-                    "evaluation of the CAMs"
-                } else {
-                    "evaluation of the masks"
-                },
-                eval,
-            ));
+        for prediction in [Prediction::Cams(cams_dir), Prediction::Masks(masks_dir)] {
+            let mut e = args.eval.config(
+                prediction,
+                gt.clone(),
+                split.clone(),
+                classes.clone(),
+                args.cam_key,
+            )?;
+            e.threads = threads;
+            evals.push(e);
         }
     }
+
     let mut worst = ExitCode::SUCCESS;
-    for (what, argv) in stages {
-        eprintln!("== {what}");
-        let code = super::dispatch(argv);
+    // A stage with failed images (exit 1) still lets the next stages run on the rest; one that
+    // cannot run at all stops the pipeline.
+    let mut stage = |what: &str, result: anyhow::Result<ExitCode>| -> anyhow::Result<()> {
+        let code = result.map_err(|e| e.context(format!("the {what} stage could not run")))?;
         if code != ExitCode::SUCCESS {
-            // A stage with failed images (exit 1) still lets the next stages run on the rest.
             worst = code;
-            if code == ExitCode::from(2) {
-                eprintln!("error: the {what} stage could not run; stopping");
-                return code;
-            }
         }
+        Ok(())
+    };
+    eprintln!("== CAMs");
+    stage("CAMs", super::cams::execute(&cams))?;
+    eprintln!("== pseudo masks");
+    stage("pseudo masks", super::masks::execute(&masks))?;
+    for e in &evals {
+        let what = match e.prediction {
+            Prediction::Cams(_) => "evaluation of the CAMs",
+            Prediction::Masks(_) => "evaluation of the masks",
+        };
+        eprintln!("== {what}");
+        stage(what, super::eval::execute(e, None))?;
     }
-    worst
+    Ok(worst)
 }

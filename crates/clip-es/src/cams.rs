@@ -1,0 +1,422 @@
+//! The CAM stage (docs/algorithm.md, "Pipeline"; reference `generate_cams_voc12.py`,
+//! `generate_cams_coco14.py`): [`Cams`] computes the CAMs of one image in memory, [`run`] those
+//! of a dataset: one `<id>.npz` per image, written atomically; finished images are skipped on
+//! a rerun; a shard `I/N` splits the work between machines; a failing image is reported and
+//! skipped.
+
+use crate::cam::{image_cams, CamOptions, ImageCams, StageTimes, TextClassifier};
+use crate::cam_io::CamFile;
+use crate::classes::ClassSet;
+use crate::datasets::{self, Sample};
+use crate::progress::{thread_pool, Progress};
+use clip_es_image::{patch_multiple, DecodedImage};
+use clip_es_model::Clip;
+use half::f16;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Why the CAMs of one image could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CamsError {
+    #[error(transparent)]
+    Image(#[from] clip_es_image::ImageError),
+    #[error(transparent)]
+    Model(#[from] clip_es_model::ModelError),
+    #[error(transparent)]
+    Clip(#[from] clip_es_model::ClipError),
+    #[error(transparent)]
+    CamFile(#[from] crate::cam_io::CamIoError),
+    #[error(transparent)]
+    Dataset(#[from] crate::datasets::DatasetError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A loaded model with its text classifier: the CAMs of any image for any of its classes.
+pub struct Cams {
+    clip: Clip,
+    classes: ClassSet,
+    classifier: TextClassifier,
+    options: CamOptions,
+}
+
+/// The settings of the CAM method besides the classes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CamSettings {
+    /// CAA box threshold (`None`: the class set's, 0.4 for VOC and class files, 0.7 for COCO).
+    pub box_threshold: Option<f64>,
+    /// Prompt templates, `{}` standing for the class name; several are averaged.
+    pub templates: Vec<String>,
+    /// Also keep the unrefined GradCAM maps (`highres`).
+    pub save_unrefined: bool,
+    /// Keep the resized positional embedding in float32 (the reference rounds it to float16).
+    pub exact_pos_embed: bool,
+}
+
+impl Default for CamSettings {
+    fn default() -> Self {
+        CamSettings {
+            box_threshold: None,
+            templates: vec![crate::cam::DEFAULT_TEMPLATE.to_string()],
+            save_unrefined: false,
+            exact_pos_embed: false,
+        }
+    }
+}
+
+impl Cams {
+    /// Builds the text classifier of `classes` (their prompt names and background words in
+    /// every template) for a loaded model.
+    pub fn new(clip: Clip, classes: ClassSet, settings: &CamSettings) -> Result<Self, CamsError> {
+        let box_threshold = settings.box_threshold.unwrap_or(classes.box_threshold);
+        if !(0.0..=1.0).contains(&box_threshold) {
+            return Err(CamsError::Invalid(format!(
+                "box threshold {box_threshold} is not in [0, 1]"
+            )));
+        }
+        if settings.templates.is_empty() || !settings.templates.iter().all(|t| t.contains("{}")) {
+            return Err(CamsError::Invalid(
+                "give at least one template, each containing {}".into(),
+            ));
+        }
+        let classifier = TextClassifier::build(
+            &clip,
+            &classes.prompt_names,
+            &classes.background,
+            &settings.templates,
+        )?;
+        Ok(Cams {
+            clip,
+            classes,
+            classifier,
+            options: CamOptions {
+                box_threshold,
+                round_pos_embed_f16: !settings.exact_pos_embed,
+                unrefined: settings.save_unrefined,
+                ..CamOptions::default()
+            },
+        })
+    }
+
+    /// Loads a model (a Hugging Face id, a local directory or file, or an OpenAI name) and
+    /// builds the classifier.
+    pub fn load(model: &str, classes: ClassSet, settings: &CamSettings) -> Result<Self, CamsError> {
+        Self::new(Clip::load(model)?, classes, settings)
+    }
+
+    pub fn clip(&self) -> &Clip {
+        &self.clip
+    }
+
+    pub fn classes(&self) -> &ClassSet {
+        &self.classes
+    }
+
+    pub fn options(&self) -> &CamOptions {
+        &self.options
+    }
+
+    /// The CAMs of one decoded image for `labels` (class indices, distinct): the image is
+    /// resized to multiples of the patch size as the reference does, and the maps come back at
+    /// its own size. `StageTimes::input` holds the resize seconds.
+    pub fn image(
+        &self,
+        image: &DecodedImage,
+        labels: &[usize],
+    ) -> Result<(ImageCams, StageTimes), CamsError> {
+        let t = Instant::now();
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let patch = self.clip.config.vision.patch_size;
+        if w < patch || h < patch {
+            return Err(CamsError::Invalid(format!(
+                "the image is {w}x{h}, smaller than the model's {patch}-pixel patch"
+            )));
+        }
+        if let Some(&l) = labels.iter().find(|&&l| l >= self.classes.len()) {
+            return Err(CamsError::Invalid(format!(
+                "label {l} is not one of the {} classes",
+                self.classes.len()
+            )));
+        }
+        if labels.is_empty() {
+            return Err(CamsError::Invalid("no labels".into()));
+        }
+        let (ih, iw) = patch_multiple(h, w, patch);
+        let input = image.clip_input(ih, iw)?;
+        let prepare = t.elapsed().as_secs_f64();
+        let (cams, mut times) = image_cams(
+            &self.clip.vision,
+            &self.classifier,
+            &input,
+            (h, w),
+            labels,
+            &self.options,
+        )?;
+        times.input = prepare;
+        Ok((cams, times))
+    }
+
+    /// [`Cams::image`] for 8-bit RGB samples (row-major, 3 bytes per pixel).
+    pub fn image_rgb(
+        &self,
+        width: u32,
+        height: u32,
+        rgb: Vec<u8>,
+        labels: &[usize],
+    ) -> Result<(ImageCams, StageTimes), CamsError> {
+        let image = DecodedImage::from_raw(width, height, clip_es_image::PilMode::Rgb, rgb, None)?;
+        self.image(&image, labels)
+    }
+}
+
+impl ImageCams {
+    /// The CAM file of these maps (float16, as the reference saves them).
+    pub fn to_cam_file(&self, labels: &[usize]) -> CamFile {
+        let to_f16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+        CamFile {
+            keys: labels.iter().map(|&l| l as i64).collect(),
+            height: self.height,
+            width: self.width,
+            attn_highres: to_f16(&self.refined),
+            highres: self.unrefined.as_deref().map(to_f16),
+        }
+    }
+}
+
+/// Which images and where their labels come from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetConfig {
+    /// Directory of the images (`<id>.jpg`, or another usual extension).
+    pub images: PathBuf,
+    /// VOC annotations directory: labels are the objects of `<id>.xml`.
+    pub annotations: Option<PathBuf>,
+    /// Label file with lines `id l1 l2 ...`; without `split`, its ids are the images.
+    pub labels: Option<PathBuf>,
+    /// Split file: one image id per line, optionally followed by its labels.
+    pub split: Option<PathBuf>,
+}
+
+impl DatasetConfig {
+    /// The file listing the ids: the split, else the label file.
+    pub fn id_file(&self) -> Option<&Path> {
+        self.split.as_deref().or(self.labels.as_deref())
+    }
+}
+
+/// The CAM stage's settings.
+#[derive(Clone, Debug)]
+pub struct CamsConfig {
+    pub data: DatasetConfig,
+    pub classes: ClassSet,
+    /// A Hugging Face id, a local directory or file (HF, OpenAI .pt), or ViT-B/16 etc.
+    pub model: String,
+    pub settings: CamSettings,
+    /// Output directory for `<id>.npz`.
+    pub out: PathBuf,
+    /// Process only shard I of N (0-based): images whose position in the split is I mod N.
+    pub shard: Option<(usize, usize)>,
+    /// Recompute images whose output exists.
+    pub overwrite: bool,
+    /// Write a JSON report (per-image seconds by stage, failures) to this file.
+    pub report: Option<PathBuf>,
+    /// Threads (all cores when `None`).
+    pub threads: Option<usize>,
+}
+
+/// Seconds of one processed image.
+#[derive(Clone, Debug)]
+pub struct ImageTimes {
+    pub id: String,
+    /// Decoding and resizing to the CLIP input.
+    pub decode: f64,
+    pub stages: StageTimes,
+    pub write: f64,
+}
+
+impl ImageTimes {
+    pub fn total(&self) -> f64 {
+        let s = &self.stages;
+        self.decode + s.forward + s.backward + s.affinity + s.resize + self.write
+    }
+}
+
+/// The outcome of [`run`].
+#[derive(Clone, Debug, Default)]
+pub struct CamsReport {
+    /// Ids in the split, in this shard, and already done before the run.
+    pub in_split: usize,
+    pub in_shard: usize,
+    pub already_done: usize,
+    /// The images processed, with their seconds.
+    pub written: Vec<ImageTimes>,
+    /// Images that failed, with the reason.
+    pub failures: Vec<(String, String)>,
+    /// The weights file used (empty when nothing was to do).
+    pub model: String,
+    pub threads: usize,
+}
+
+impl CamsReport {
+    /// Mean seconds per image by stage, as a line (None if no image was processed).
+    pub fn timing_summary(&self) -> Option<String> {
+        if self.written.is_empty() {
+            return None;
+        }
+        let n = self.written.len() as f64;
+        let sum = |f: &dyn Fn(&ImageTimes) -> f64| self.written.iter().map(f).sum::<f64>() / n;
+        Some(format!(
+            "seconds per image: {:.3} total = decode+resize {:.3}, forward {:.3}, GradCAM backward {:.3}, affinity {:.3}, upsample {:.3}, write {:.3}",
+            sum(&|t| t.total()),
+            sum(&|t| t.decode),
+            sum(&|t| t.stages.forward),
+            sum(&|t| t.stages.backward),
+            sum(&|t| t.stages.affinity),
+            sum(&|t| t.stages.resize),
+            sum(&|t| t.write),
+        ))
+    }
+
+    /// The JSON written by `CamsConfig::report`.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        json!({
+            "model": self.model,
+            "threads": self.threads,
+            "images": self.written.iter().map(|t| json!({
+                "id": t.id,
+                "seconds": t.total(),
+                "decode": t.decode, "forward": t.stages.forward, "backward": t.stages.backward,
+                "affinity": t.stages.affinity, "resize": t.stages.resize, "write": t.write,
+            })).collect::<Vec<_>>(),
+            "failures": self.failures.iter().map(|(id, e)| json!({"id": id, "error": e})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The CAM stage over a dataset. Status lines and failures go to `progress`.
+pub fn run(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsReport, CamsError> {
+    let pool = thread_pool(config.threads).map_err(CamsError::Invalid)?;
+    pool.install(|| run_in_pool(config, progress))
+}
+
+fn run_in_pool(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsReport, CamsError> {
+    let d = &config.data;
+    let (ids, source) = datasets::plan(
+        d.split.as_deref(),
+        d.labels.as_deref(),
+        d.annotations.as_deref(),
+    )?;
+    let mut report = CamsReport {
+        in_split: ids.len(),
+        threads: rayon::current_num_threads(),
+        ..CamsReport::default()
+    };
+    let ids: Vec<String> = match config.shard {
+        Some((i, n)) => {
+            if n == 0 || i >= n {
+                return Err(CamsError::Invalid(format!(
+                    "shard {i}/{n}: need 0 <= I < N"
+                )));
+            }
+            ids.into_iter()
+                .enumerate()
+                .filter(|(k, _)| k % n == i)
+                .map(|(_, id)| id)
+                .collect()
+        }
+        None => ids,
+    };
+    report.in_shard = ids.len();
+    let out = &config.out;
+    std::fs::create_dir_all(out)
+        .map_err(|e| CamsError::Invalid(format!("creating {}: {e}", out.display())))?;
+    let out_path = |id: &str| out.join(format!("{id}.npz"));
+    let todo: Vec<&String> = ids
+        .iter()
+        .filter(|id| config.overwrite || !out_path(id).exists())
+        .collect();
+    report.already_done = ids.len() - todo.len();
+    progress.message(&format!(
+        "{} images in the split{}, {} already done, {} to process",
+        report.in_split,
+        config
+            .shard
+            .map(|(i, n)| format!(" ({} in shard {i}/{n})", ids.len()))
+            .unwrap_or_default(),
+        report.already_done,
+        todo.len()
+    ));
+    if todo.is_empty() {
+        return Ok(report);
+    }
+    // Partial files of a killed earlier run of these images (only this shard writes them).
+    let finals: Vec<PathBuf> = todo.iter().map(|id| out_path(id)).collect();
+    crate::atomic::remove_stale_partials(out, finals.iter().map(PathBuf::as_path))
+        .map_err(|e| CamsError::Invalid(format!("cleaning {}: {e}", out.display())))?;
+
+    let t = Instant::now();
+    let cams = Cams::load(&config.model, config.classes.clone(), &config.settings)?;
+    let clip = cams.clip();
+    report.model = clip.files.weights.display().to_string();
+    progress.message(&format!(
+        "model {} ({} blocks, width {}) and {} + {} text prompts ready in {:.1} s",
+        clip.files.weights.display(),
+        clip.config.vision.layers,
+        clip.config.vision.width,
+        config.classes.names.len(),
+        config.classes.background.len(),
+        t.elapsed().as_secs_f64()
+    ));
+
+    progress.start("cams", todo.len());
+    for id in todo {
+        let result = source
+            .sample(id, &d.images, &config.classes)
+            .map_err(CamsError::Invalid)
+            .and_then(|sample| cams_file(&cams, &sample, &out_path(id)));
+        match result {
+            Ok(times) => report.written.push(times),
+            Err(e) => {
+                let e = e.to_string();
+                progress.failed(id, &e);
+                report.failures.push((id.clone(), e));
+            }
+        }
+        progress.advance();
+    }
+    progress.finish();
+    progress.message(&format!(
+        "{} image(s) written to {}",
+        report.written.len(),
+        out.display()
+    ));
+    if let Some(line) = report.timing_summary() {
+        progress.message(&line);
+    }
+    if let Some(path) = &config.report {
+        let text = serde_json::to_string_pretty(&report.to_json())
+            .map_err(|e| CamsError::Invalid(e.to_string()))?;
+        crate::atomic::write_bytes_atomic(path, text.as_bytes())
+            .map_err(|e| CamsError::Invalid(format!("writing {}: {e}", path.display())))?;
+    }
+    Ok(report)
+}
+
+/// One image of [`run`]: decode, CAMs, atomic write.
+fn cams_file(cams: &Cams, sample: &Sample, out: &Path) -> Result<ImageTimes, CamsError> {
+    let in_file = |e: String| CamsError::Invalid(format!("{}: {e}", sample.image.display()));
+    let t = Instant::now();
+    let image = DecodedImage::open(&sample.image)?;
+    let decode = t.elapsed().as_secs_f64();
+    let (maps, stages) = cams
+        .image(&image, &sample.labels)
+        .map_err(|e| in_file(e.to_string()))?;
+    let t = Instant::now();
+    maps.to_cam_file(&sample.labels).write_npz(out)?;
+    Ok(ImageTimes {
+        id: sample.id.clone(),
+        decode: decode + stages.input,
+        stages,
+        write: t.elapsed().as_secs_f64(),
+    })
+}
