@@ -350,7 +350,8 @@ impl PairwiseKernel {
 }
 
 /// `acc[l] -= sum_j w[l][j] * f[j]` for one point, in the summation order of Eigen 3.3's
-/// general matrix product (`GeneralBlockPanelKernel.h`, SSE2, no FMA) computing densecrf's
+/// general matrix product (pydensecrf at commit 2723c7fa bundles Eigen 3.3.9:
+/// `Eigen/src/Core/products/GeneralBlockPanelKernel.h` lines 1521-1590; SSE2, no FMA) computing densecrf's
 /// `w * Q` with the labels as rows and the points as columns: rows in whole packets of four
 /// labels accumulate over `j` in order; each remaining row, at points that fall in a group of
 /// four columns (`in_column_packet`), accumulates `j` modulo 4 in four partial sums, adds them

@@ -9,6 +9,8 @@
 //! the densecrf sources it mirrors); nothing here computes anything of its own beyond copying
 //! arrays between layouts.
 
+mod pipeline;
+
 use clip_es_crf::{
     bilateral_features, gaussian_features, Compatibility, CrfError, DenseCrf, Normalization,
     PairwiseKernel,
@@ -286,6 +288,7 @@ fn num_threads() -> usize {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Crf>()?;
+    pipeline::register(m)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -1,5 +1,8 @@
 """pydensecrf's ``densecrf`` module: ``DenseCRF``, ``DenseCRF2D`` and the kernel and
-normalization enums, with pydensecrf's signatures, defaults, dtypes and shapes.
+normalization enums, with pydensecrf's signatures, defaults, dtypes and shapes (mirrors
+pydensecrf's ``pydensecrf/densecrf.pyx`` lines 11-140 and ``densecrf.pxd``, github
+lucasb-eyer/pydensecrf at commit 2723c7fa; the CRF itself is the clip-es-crf crate:
+Kraehenbuehl and Koltun, NIPS 2011).
 
 Arrays are checked the way pydensecrf's Cython signatures check them: float32 (uint8 for the
 image), the right number of dimensions, C-contiguous; a wrong one raises ``ValueError`` naming

@@ -1,6 +1,7 @@
 """pydensecrf's ``utils`` module: unary energies from labels or class probabilities, and
 pairwise feature arrays for ``DenseCRF.addPairwiseEnergy``. Pure numpy, written to perform the
-same numpy operations as pydensecrf's, so results (values and dtypes) are identical.
+same numpy operations as pydensecrf's ``pydensecrf/utils.py`` lines 6-162 (github
+lucasb-eyer/pydensecrf at commit 2723c7fa), so results (values and dtypes) are identical.
 """
 
 from __future__ import annotations
