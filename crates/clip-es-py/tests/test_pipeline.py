@@ -95,11 +95,11 @@ def cli_run(tmp_path_factory):
     cli("cams", "--model", MODEL, "--images", IMAGES, "--labels", str(labels),
         "--out", str(d / "cams"), "--threads", "1")
     cli("masks", "--cams", str(d / "cams"), "--images", IMAGES, "--split", str(labels),
-        "--out", str(d / "masks"), "--threads", "1")
+        "--out", str(d / "masks"), "--jobs", "1")
     cli("eval", "--cams", str(d / "cams"), "--gt", GT, "--split", str(labels),
-        "--json", str(d / "eval_cams.json"), "--threads", "1")
+        "--json", str(d / "eval_cams.json"), "--jobs", "1")
     cli("eval", "--masks", str(d / "masks"), "--gt", GT, "--split", str(labels),
-        "--json", str(d / "eval_masks.json"), "--threads", "1")
+        "--json", str(d / "eval_masks.json"), "--jobs", "1")
     return d
 
 
