@@ -6,8 +6,9 @@
 //! released.
 //!
 //! The CRF is `clip_es_crf` (Kraehenbuehl and Koltun, NIPS 2011; see that crate's header for
-//! the densecrf sources it mirrors); nothing here computes anything of its own beyond copying
-//! arrays between layouts.
+//! the densecrf sources it mirrors); `pipeline` binds the CLIP-ES stages of the `clip_es`
+//! crate (docs/algorithm.md). Nothing here computes anything of its own beyond copying arrays
+//! between layouts.
 
 mod pipeline;
 
