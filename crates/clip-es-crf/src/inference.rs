@@ -119,6 +119,14 @@ impl DenseCrf {
                 self.n_points
             )));
         }
+        if let Some(m) = kernel.compatibility().num_labels() {
+            if m != self.n_labels {
+                return Err(CrfError::Shape(format!(
+                    "label compatibility for {m} labels added to a CRF of {} labels",
+                    self.n_labels
+                )));
+            }
+        }
         self.pairwise.push(kernel);
         Ok(())
     }

@@ -23,19 +23,69 @@ pub enum Normalization {
     Symmetric,
 }
 
-/// Label compatibility `mu(l, l')` (densecrf's `LabelCompatibility`).
+/// Label compatibility `mu(l, l')` (densecrf's `LabelCompatibility`, `labelcompatibility.cpp`).
+/// The message is subtracted from the energy, so note the signs: densecrf's Potts model negates
+/// its weight, its diagonal and matrix models do not.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Compatibility {
     /// Potts model with weight `w`: the message for label `l` is `-w * (filtered Q_l)`.
     Potts(f32),
+    /// One weight per label (`DiagonalCompatibility`): the message for label `l` is
+    /// `w[l] * (filtered Q_l)`.
+    Diagonal(Vec<f32>),
+    /// A full `n_labels` x `n_labels` matrix `m`, row-major (`MatrixCompatibility`): densecrf
+    /// symmetrises it to `w = (m + m^T) / 2` and the message for label `l` is
+    /// `sum_j w[l][j] * (filtered Q_j)`, summed in label order.
+    Matrix { n_labels: usize, weights: Vec<f32> },
 }
 
 impl Compatibility {
-    #[inline]
-    fn apply(&self, filtered: f32) -> f32 {
-        match *self {
-            Compatibility::Potts(w) => -w * filtered,
+    /// A matrix compatibility from a row-major `n_labels` x `n_labels` matrix, symmetrised as
+    /// densecrf does.
+    pub fn matrix(n_labels: usize, m: &[f32]) -> Result<Self, CrfError> {
+        if m.len() != n_labels * n_labels {
+            return Err(CrfError::Shape(format!(
+                "compatibility matrix of {} values is not {n_labels} x {n_labels}",
+                m.len()
+            )));
         }
+        check_finite(m, "compatibility matrix")?;
+        let mut weights = vec![0f32; m.len()];
+        for i in 0..n_labels {
+            for j in 0..n_labels {
+                weights[i * n_labels + j] = 0.5 * (m[i * n_labels + j] + m[j * n_labels + i]);
+            }
+        }
+        Ok(Compatibility::Matrix { n_labels, weights })
+    }
+
+    /// The number of labels the compatibility is made for (`None` for Potts, which fits any).
+    pub fn num_labels(&self) -> Option<usize> {
+        match self {
+            Compatibility::Potts(_) => None,
+            Compatibility::Diagonal(w) => Some(w.len()),
+            Compatibility::Matrix { n_labels, .. } => Some(*n_labels),
+        }
+    }
+
+    /// The element-wise message of label `label` (Potts and diagonal models).
+    #[inline]
+    fn apply(&self, label: usize, filtered: f32) -> f32 {
+        match self {
+            Compatibility::Potts(w) => -*w * filtered,
+            Compatibility::Diagonal(w) => w[label] * filtered,
+            Compatibility::Matrix { .. } => unreachable!("matrix messages mix labels"),
+        }
+    }
+}
+
+fn check_finite(values: &[f32], what: &str) -> Result<(), CrfError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(p) => Err(CrfError::NonFinite(format!(
+            "{what} at index {p} is {}",
+            values[p]
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -102,6 +152,11 @@ impl PairwiseKernel {
         compatibility: Compatibility,
         normalization: Normalization,
     ) -> Result<Self, CrfError> {
+        match &compatibility {
+            Compatibility::Potts(w) => check_finite(&[*w], "Potts weight")?,
+            Compatibility::Diagonal(w) => check_finite(w, "compatibility vector")?,
+            Compatibility::Matrix { .. } => {}
+        }
         let lattice = Permutohedral::new(features, dim)?;
         let n = lattice.num_points();
         let mut norm = vec![0f32; n];
@@ -156,6 +211,11 @@ impl PairwiseKernel {
     /// Number of points (pixels).
     pub fn num_points(&self) -> usize {
         self.lattice.num_points()
+    }
+
+    /// The label compatibility of the term.
+    pub fn compatibility(&self) -> &Compatibility {
+        &self.compatibility
     }
 
     /// The lattice the kernel filters on.
@@ -237,8 +297,33 @@ impl PairwiseKernel {
                 q.len()
             )));
         }
+        if let Some(m) = self.compatibility.num_labels() {
+            if m != n_labels {
+                return Err(CrfError::Shape(format!(
+                    "label compatibility for {m} labels used with {n_labels} labels"
+                )));
+            }
+        }
         let post = self.post_scale();
         let compat = &self.compatibility;
+        if let Compatibility::Matrix { weights, .. } = compat {
+            // The message of each label mixes all filtered labels: filter first, then
+            // `acc -= w * filtered` per point, summed in the order of Eigen 3.3's matrix product
+            // (`matrix_message`).
+            let mut filtered = std::mem::take(&mut scratch.filtered);
+            filtered.resize(q.len(), 0.0);
+            self.filter_with_scratch(q, n_labels, &mut filtered, scratch)?;
+            let n = filtered.len() / n_labels;
+            for (i, (a, f)) in acc
+                .chunks_exact_mut(n_labels)
+                .zip(filtered.chunks_exact(n_labels))
+                .enumerate()
+            {
+                matrix_message(weights, f, i < n / 4 * 4, a);
+            }
+            scratch.filtered = filtered;
+            return Ok(());
+        }
         self.lattice.filter_map(
             q,
             n_labels,
@@ -251,14 +336,52 @@ impl PairwiseKernel {
                     Some(s) => a
                         .iter_mut()
                         .zip(v)
-                        .for_each(|(a, &x)| *a -= compat.apply(x * s[i])),
+                        .enumerate()
+                        .for_each(|(k, (a, &x))| *a -= compat.apply(lane0 + k, x * s[i])),
                     None => a
                         .iter_mut()
                         .zip(v)
-                        .for_each(|(a, &x)| *a -= compat.apply(x)),
+                        .enumerate()
+                        .for_each(|(k, (a, &x))| *a -= compat.apply(lane0 + k, x)),
                 }
             },
         )
+    }
+}
+
+/// `acc[l] -= sum_j w[l][j] * f[j]` for one point, in the summation order of Eigen 3.3's
+/// general matrix product (pydensecrf at commit 2723c7fa bundles Eigen 3.3.9:
+/// `Eigen/src/Core/products/GeneralBlockPanelKernel.h` lines 1521-1590; SSE2, no FMA) computing densecrf's
+/// `w * Q` with the labels as rows and the points as columns: rows in whole packets of four
+/// labels accumulate over `j` in order; each remaining row, at points that fall in a group of
+/// four columns (`in_column_packet`), accumulates `j` modulo 4 in four partial sums, adds them
+/// as `(s0 + s1) + (s2 + s3)`, then the remaining `j` in order.
+fn matrix_message(w: &[f32], f: &[f32], in_column_packet: bool, acc: &mut [f32]) {
+    let m = f.len();
+    let packed_rows = m / 4 * 4;
+    for (l, a) in acc.iter_mut().enumerate() {
+        let row = &w[l * m..(l + 1) * m];
+        let s = if l < packed_rows || !in_column_packet {
+            let mut s = 0f32;
+            for (&wj, &fj) in row.iter().zip(f) {
+                s += wj * fj;
+            }
+            s
+        } else {
+            let end4 = m / 4 * 4;
+            let mut p = [0f32; 4];
+            for k in (0..end4).step_by(4) {
+                for r in 0..4 {
+                    p[r] += row[k + r] * f[k + r];
+                }
+            }
+            let mut s = (p[0] + p[1]) + (p[2] + p[3]);
+            for k in end4..m {
+                s += row[k] * f[k];
+            }
+            s
+        };
+        *a -= s;
     }
 }
 
@@ -266,6 +389,8 @@ impl PairwiseKernel {
 #[derive(Clone, Debug, Default)]
 pub struct KernelScratch {
     lattice: FilterScratch,
+    /// Filtered marginals, for the matrix compatibility.
+    filtered: Vec<f32>,
 }
 
 #[cfg(test)]
@@ -287,7 +412,53 @@ mod tests {
 
     #[test]
     fn potts_message_is_minus_weight_times_filtered() {
-        assert_eq!(Compatibility::Potts(3.0).apply(2.0), -6.0);
+        assert_eq!(Compatibility::Potts(3.0).apply(0, 2.0), -6.0);
+        assert_eq!(Compatibility::Diagonal(vec![1.0, 3.0]).apply(1, 2.0), 6.0);
+    }
+
+    #[test]
+    fn matrix_compatibility_is_symmetrised_and_checked() {
+        let c = Compatibility::matrix(2, &[1.0, 2.0, 4.0, 3.0]).unwrap();
+        assert_eq!(
+            c,
+            Compatibility::Matrix {
+                n_labels: 2,
+                weights: vec![1.0, 3.0, 3.0, 3.0]
+            }
+        );
+        assert!(Compatibility::matrix(2, &[1.0; 3]).is_err());
+        assert!(Compatibility::matrix(1, &[f32::NAN]).is_err());
+        // A matrix compatibility equal to -w * identity gives the Potts messages.
+        let (w, h) = (9, 7);
+        let f = gaussian_features(w, h, 2.0, 2.0);
+        let q: Vec<f32> = (0..w * h * 3).map(|i| (i % 5) as f32 * 0.2).collect();
+        let run = |c: Compatibility| {
+            let k = PairwiseKernel::new(&f, 2, c, Normalization::Symmetric).unwrap();
+            let mut acc = vec![0.5f32; q.len()];
+            k.subtract_message(&q, 3, &mut acc, &mut KernelScratch::default())
+                .unwrap();
+            acc
+        };
+        let eye = [-2.0, 0.0, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0, -2.0];
+        assert_eq!(
+            run(Compatibility::matrix(3, &eye).unwrap()),
+            run(Compatibility::Potts(2.0))
+        );
+        assert_eq!(
+            run(Compatibility::Diagonal(vec![-2.0; 3])),
+            run(Compatibility::Potts(2.0))
+        );
+        let k = PairwiseKernel::new(
+            &f,
+            2,
+            Compatibility::Diagonal(vec![1.0; 2]),
+            Normalization::None,
+        )
+        .unwrap();
+        let mut acc = vec![0f32; q.len()];
+        assert!(k
+            .subtract_message(&q, 3, &mut acc, &mut KernelScratch::default())
+            .is_err());
     }
 
     #[test]

@@ -127,6 +127,12 @@ impl Cams {
         &self.clip
     }
 
+    /// The model back, to build the classifier of other classes or settings without loading
+    /// it again.
+    pub fn into_clip(self) -> Clip {
+        self.clip
+    }
+
     pub fn classes(&self) -> &ClassSet {
         &self.classes
     }
