@@ -10,7 +10,7 @@ use clip_es_train::deeplab::DeepLabConfig;
 use clip_es_train::loss::{Labels, LossKind};
 use clip_es_train::rng::Rng;
 use clip_es_train::sgd::Sgd;
-use clip_es_train::train::{Batch, train_step};
+use clip_es_train::train::{train_step, Batch};
 use clip_es_train::{Device, Model};
 
 fn main() {
@@ -21,12 +21,42 @@ fn main() {
     let device = Device::flex();
     let mut rng = Rng::new(1);
     let (mut model, c, side, lside) = match which {
-        "deeplab" => (Model::deeplab(DeepLabConfig::resnet101(21), &device, 0), 3, 321, 321),
-        _ => (Model::decoder(DecoderConfig { n_classes: 21, in_dim: 768, hidden: 256 }, &device, 0), 768, 20, 40),
+        "deeplab" => (
+            Model::deeplab(DeepLabConfig::resnet101(21), &device, 0),
+            3,
+            321,
+            321,
+        ),
+        _ => (
+            Model::decoder(
+                DecoderConfig {
+                    n_classes: 21,
+                    in_dim: 768,
+                    hidden: 256,
+                },
+                &device,
+                0,
+            ),
+            768,
+            20,
+            40,
+        ),
     };
-    let x: Vec<f32> = (0..batch * c * side * side).map(|_| rng.normal() as f32).collect();
-    let labels: Vec<u8> = (0..batch * lside * lside).map(|i| if i % 7 == 0 { 255 } else { (i / 97 % 21) as u8 }).collect();
-    let b = [Batch { x: Tensor::<4>::from_data(TensorData::new(x, [batch, c, side, side]), &device), labels: Labels { n: batch, h: lside, w: lside, data: labels } }];
+    let x: Vec<f32> = (0..batch * c * side * side)
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let labels: Vec<u8> = (0..batch * lside * lside)
+        .map(|i| if i % 7 == 0 { 255 } else { (i / 97 % 21) as u8 })
+        .collect();
+    let b = [Batch {
+        x: Tensor::<4>::from_data(TensorData::new(x, [batch, c, side, side]), &device),
+        labels: Labels {
+            n: batch,
+            h: lside,
+            w: lside,
+            data: labels,
+        },
+    }];
     let mut sgd = Sgd::new(0.9, 5e-4);
     // one warm-up iteration, then timed ones
     train_step(&mut model, &mut sgd, &b, 1e-4, LossKind::Plain, 1).unwrap();
@@ -34,5 +64,8 @@ fn main() {
     for i in 0..iters {
         train_step(&mut model, &mut sgd, &b, 1e-4, LossKind::Plain, i + 2).unwrap();
     }
-    println!("{which} batch {batch}: {:.3} s/iter", t.elapsed().as_secs_f64() / iters as f64);
+    println!(
+        "{which} batch {batch}: {:.3} s/iter",
+        t.elapsed().as_secs_f64() / iters as f64
+    );
 }

@@ -10,7 +10,7 @@
 //! uninterrupted one.
 
 use crate::error::{Result, TrainError};
-use crate::loss::{IGNORE, Labels};
+use crate::loss::{Labels, IGNORE};
 use crate::rng::Rng;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,10 @@ pub fn find_image(dir: &Path, id: &str) -> Result<PathBuf> {
     if p.is_file() {
         return Ok(p);
     }
-    Err(TrainError::BadImage { path: dir.join(format!("{id}.jpg")), message: format!("no image file for `{id}` in {}", dir.display()) })
+    Err(TrainError::BadImage {
+        path: dir.join(format!("{id}.jpg")),
+        message: format!("no image file for `{id}` in {}", dir.display()),
+    })
 }
 
 /// Ids of a split file: the first token of each non-empty line, its directory and extension
@@ -51,27 +54,51 @@ pub fn read_split(path: &Path) -> Result<Vec<String>> {
     let ids: Vec<String> = text
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .map(|t| Path::new(t).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| t.to_string()))
+        .map(|t| {
+            Path::new(t)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| t.to_string())
+        })
         .collect();
     if ids.is_empty() {
-        return Err(TrainError::Config(format!("{}: no image ids", path.display())));
+        return Err(TrainError::Config(format!(
+            "{}: no image ids",
+            path.display()
+        )));
     }
     Ok(ids)
 }
 
 /// An 8-bit label map from a grayscale or palette PNG (palette indices are the labels).
 pub fn read_mask(path: &Path) -> Result<Labels> {
-    let bad = |message: String| TrainError::BadMask { path: path.to_path_buf(), message };
+    let bad = |message: String| TrainError::BadMask {
+        path: path.to_path_buf(),
+        message,
+    };
     let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
     let mut dec = png::Decoder::new(std::io::BufReader::new(file));
     dec.set_transformations(png::Transformations::IDENTITY);
-    let mut reader = dec.read_info().map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+    let mut reader = dec
+        .read_info()
+        .map_err(|e| bad(format!("not a readable PNG: {e}")))?;
     let (color, depth) = reader.output_color_type();
-    if !matches!(color, png::ColorType::Grayscale | png::ColorType::Indexed) || depth != png::BitDepth::Eight {
-        return Err(bad(format!("{color:?} {depth:?} PNG; a label map must be an 8-bit grayscale or palette PNG")));
+    if !matches!(color, png::ColorType::Grayscale | png::ColorType::Indexed)
+        || depth != png::BitDepth::Eight
+    {
+        return Err(bad(format!(
+            "{color:?} {depth:?} PNG; a label map must be an 8-bit grayscale or palette PNG"
+        )));
     }
-    let mut buf = vec![0u8; reader.output_buffer_size().ok_or_else(|| bad("PNG too large".into()))?];
-    let info = reader.next_frame(&mut buf).map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+    let mut buf = vec![
+        0u8;
+        reader
+            .output_buffer_size()
+            .ok_or_else(|| bad("PNG too large".into()))?
+    ];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(format!("not a readable PNG: {e}")))?;
     let (w, h) = (info.width as usize, info.height as usize);
     let mut data = Vec::with_capacity(w * h);
     for row in buf.chunks(info.line_size).take(h) {
@@ -82,17 +109,32 @@ pub fn read_mask(path: &Path) -> Result<Labels> {
 
 /// Checks a mask against its image size and the class count: sizes must agree and every label
 /// must be a class id or 255.
-pub fn check_mask(path: &Path, mask: &Labels, image_hw: (usize, usize), n_classes: usize) -> Result<()> {
+pub fn check_mask(
+    path: &Path,
+    mask: &Labels,
+    image_hw: (usize, usize),
+    n_classes: usize,
+) -> Result<()> {
     if (mask.h, mask.w) != image_hw {
         return Err(TrainError::BadMask {
             path: path.to_path_buf(),
-            message: format!("size {}x{} (w x h) differs from its image's {}x{}", mask.w, mask.h, image_hw.1, image_hw.0),
+            message: format!(
+                "size {}x{} (w x h) differs from its image's {}x{}",
+                mask.w, mask.h, image_hw.1, image_hw.0
+            ),
         });
     }
-    if let Some(&v) = mask.data.iter().find(|&&v| v != IGNORE && v as usize >= n_classes) {
+    if let Some(&v) = mask
+        .data
+        .iter()
+        .find(|&&v| v != IGNORE && v as usize >= n_classes)
+    {
         return Err(TrainError::BadMask {
             path: path.to_path_buf(),
-            message: format!("label {v}, but there are {n_classes} classes (ids 0..{}, or 255 for unconfident)", n_classes - 1),
+            message: format!(
+                "label {v}, but there are {n_classes} classes (ids 0..{}, or 255 for unconfident)",
+                n_classes - 1
+            ),
         });
     }
     Ok(())
@@ -100,7 +142,12 @@ pub fn check_mask(path: &Path, mask: &Labels, image_hw: (usize, usize), n_classe
 
 /// The pairs of a split, every mask and image read and checked once (in parallel). All bad
 /// pairs are reported in one error, each naming its file.
-pub fn load_items(images: &Path, masks: &Path, split: &Path, n_classes: usize) -> Result<Vec<Item>> {
+pub fn load_items(
+    images: &Path,
+    masks: &Path,
+    split: &Path,
+    n_classes: usize,
+) -> Result<Vec<Item>> {
     let ids = read_split(split)?;
     let results: Vec<Result<Item>> = ids
         .par_iter()
@@ -108,9 +155,21 @@ pub fn load_items(images: &Path, masks: &Path, split: &Path, n_classes: usize) -
             let image = find_image(images, id)?;
             let mask = masks.join(format!("{id}.png"));
             let m = read_mask(&mask)?;
-            let img = clip_es_image::load_rgb(&image).map_err(|e| TrainError::BadImage { path: image.clone(), message: e.to_string() })?;
-            check_mask(&mask, &m, (img.height as usize, img.width as usize), n_classes)?;
-            Ok(Item { id: id.clone(), image, mask })
+            let img = clip_es_image::load_rgb(&image).map_err(|e| TrainError::BadImage {
+                path: image.clone(),
+                message: e.to_string(),
+            })?;
+            check_mask(
+                &mask,
+                &m,
+                (img.height as usize, img.width as usize),
+                n_classes,
+            )?;
+            Ok(Item {
+                id: id.clone(),
+                image,
+                mask,
+            })
         })
         .collect();
     let mut items = Vec::new();
@@ -124,14 +183,20 @@ pub fn load_items(images: &Path, masks: &Path, split: &Path, n_classes: usize) -
     if !errors.is_empty() {
         let n = errors.len();
         errors.truncate(20);
-        return Err(TrainError::Config(format!("{n} bad training pair(s):\n  {}", errors.join("\n  "))));
+        return Err(TrainError::Config(format!(
+            "{n} bad training pair(s):\n  {}",
+            errors.join("\n  ")
+        )));
     }
     Ok(items)
 }
 
 /// An image as BGR float planes (CHW), 0..255.
 pub fn load_bgr(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    let img = clip_es_image::load_rgb(path).map_err(|e| TrainError::BadImage { path: path.to_path_buf(), message: e.to_string() })?;
+    let img = clip_es_image::load_rgb(path).map_err(|e| TrainError::BadImage {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let (h, w) = (img.height as usize, img.width as usize);
     let mut out = vec![0f32; 3 * h * w];
     for (i, px) in img.data.chunks_exact(3).enumerate() {
@@ -151,12 +216,21 @@ pub struct Augment {
 }
 
 /// One augmented sample: BGR minus mean, CHW, crop x crop; its labels crop x crop.
-pub fn augment(image: &[f32], h: usize, w: usize, mask: &Labels, aug: &Augment, rng: &mut Rng) -> (Vec<f32>, Vec<u8>) {
+pub fn augment(
+    image: &[f32],
+    h: usize,
+    w: usize,
+    mask: &Labels,
+    aug: &Augment,
+    rng: &mut Rng,
+) -> (Vec<f32>, Vec<u8>) {
     let s = aug.scales[rng.below(aug.scales.len())];
     let (nh, nw) = (((h as f64) * s) as usize, ((w as f64) * s) as usize);
     let (nh, nw) = (nh.max(1), nw.max(1));
     let plane: Vec<Vec<f32>> = (0..3)
-        .map(|c| clip_es_image::resize_bilinear_f32(&image[c * h * w..(c + 1) * h * w], w, h, nw, nh))
+        .map(|c| {
+            clip_es_image::resize_bilinear_f32(&image[c * h * w..(c + 1) * h * w], w, h, nw, nh)
+        })
         .collect();
     let lab = mask.resize_nearest(nh, nw).data;
     let (ph, pw) = (nh.max(aug.crop), nw.max(aug.crop));
@@ -191,15 +265,25 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(seed: u64, n: usize) -> Self {
-        Sampler { seed, n, epoch: None }
+        Sampler {
+            seed,
+            n,
+            epoch: None,
+        }
     }
 
     pub fn item(&mut self, k: u64) -> (usize, Rng) {
         let e = (k / self.n as u64) as usize;
         if self.epoch.as_ref().map(|(x, _)| *x) != Some(e) {
-            self.epoch = Some((e, Rng::derive(self.seed, PERM, e as u64).permutation(self.n)));
+            self.epoch = Some((
+                e,
+                Rng::derive(self.seed, PERM, e as u64).permutation(self.n),
+            ));
         }
         let perm = &self.epoch.as_ref().expect("set").1;
-        (perm[(k % self.n as u64) as usize], Rng::derive(self.seed, AUG, k))
+        (
+            perm[(k % self.n as u64) as usize],
+            Rng::derive(self.seed, AUG, k),
+        )
     }
 }

@@ -12,7 +12,7 @@ use crate::params::{HostTensor, ParamStore};
 use crate::rng::Rng;
 use burn::tensor::module::{conv2d, interpolate};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor, activation::relu};
+use burn::tensor::{activation::relu, Device, Tensor};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -29,7 +29,11 @@ impl DecoderConfig {
     }
     pub fn from_json(v: &serde_json::Value) -> Option<Self> {
         let us = |k: &str| v.get(k)?.as_u64().map(|x| x as usize);
-        Some(DecoderConfig { n_classes: us("n_classes")?, in_dim: us("in_dim")?, hidden: us("hidden")? })
+        Some(DecoderConfig {
+            n_classes: us("n_classes")?,
+            in_dim: us("in_dim")?,
+            hidden: us("hidden")?,
+        })
     }
 }
 
@@ -44,10 +48,20 @@ impl ClipDecoder {
         let mut store = ParamStore::new(device);
         let mut rng = Rng::new(seed);
         let c = &config;
-        for (name, cin, cout, k) in [("proj", c.in_dim, c.hidden, 1), ("fuse", c.hidden, c.hidden, 3), ("classifier", c.hidden, c.n_classes, 1)] {
-            let std = (2.0 / (cout * k * k) as f64).sqrt() * if name == "classifier" { 0.1 } else { 1.0 };
-            let w: Vec<f32> = (0..cout * cin * k * k).map(|_| (rng.normal() * std) as f32).collect();
-            store.add_trainable(&format!("{name}.weight"), HostTensor::new(vec![cout, cin, k, k], w));
+        for (name, cin, cout, k) in [
+            ("proj", c.in_dim, c.hidden, 1),
+            ("fuse", c.hidden, c.hidden, 3),
+            ("classifier", c.hidden, c.n_classes, 1),
+        ] {
+            let std =
+                (2.0 / (cout * k * k) as f64).sqrt() * if name == "classifier" { 0.1 } else { 1.0 };
+            let w: Vec<f32> = (0..cout * cin * k * k)
+                .map(|_| (rng.normal() * std) as f32)
+                .collect();
+            store.add_trainable(
+                &format!("{name}.weight"),
+                HostTensor::new(vec![cout, cin, k, k], w),
+            );
             store.add_trainable(&format!("{name}.bias"), HostTensor::filled(vec![cout], 0.0));
         }
         (ClipDecoder { config }, store)
@@ -59,9 +73,19 @@ impl ClipDecoder {
     }
 
     /// Features [N, in_dim, gh, gw] to logits [N, classes, 2 gh, 2 gw].
-    pub fn forward(&self, store: &ParamStore, v: &BTreeMap<String, Tensor<1>>, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(
+        &self,
+        store: &ParamStore,
+        v: &BTreeMap<String, Tensor<1>>,
+        x: Tensor<4>,
+    ) -> Tensor<4> {
         let conv = |x: Tensor<4>, name: &str, pad: usize| {
-            conv2d(x, store.shaped(v, &format!("{name}.weight")), Some(v[&format!("{name}.bias")].clone()), ConvOptions::new([1, 1], [pad, pad], [1, 1], 1))
+            conv2d(
+                x,
+                store.shaped(v, &format!("{name}.weight")),
+                Some(v[&format!("{name}.bias")].clone()),
+                ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
+            )
         };
         let [_, _, gh, gw] = x.dims();
         let h = relu(conv(x, "proj", 0));

@@ -14,7 +14,7 @@ use crate::params::{HostTensor, ParamStore};
 use crate::rng::Rng;
 use burn::tensor::module::{conv2d, interpolate, max_pool2d};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions};
-use burn::tensor::{Device, Tensor, TensorData, activation::relu};
+use burn::tensor::{activation::relu, Device, Tensor, TensorData};
 use std::collections::BTreeMap;
 
 const BN_EPS: f32 = 1e-5;
@@ -34,7 +34,13 @@ pub struct DeepLabConfig {
 
 impl DeepLabConfig {
     pub fn resnet101(n_classes: usize) -> Self {
-        DeepLabConfig { n_classes, width: 64, blocks: [3, 4, 23, 3], rates: vec![6, 12, 18, 24], msc_scales: vec![0.5, 0.75] }
+        DeepLabConfig {
+            n_classes,
+            width: 64,
+            blocks: [3, 4, 23, 3],
+            rates: vec![6, 12, 18, 24],
+            msc_scales: vec![0.5, 0.75],
+        }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -44,12 +50,19 @@ impl DeepLabConfig {
 
     pub fn from_json(v: &serde_json::Value) -> Option<Self> {
         let us = |k: &str| v.get(k)?.as_u64().map(|x| x as usize);
-        let list = |k: &str| -> Option<Vec<f64>> { v.get(k)?.as_array()?.iter().map(|x| x.as_f64()).collect() };
+        let list = |k: &str| -> Option<Vec<f64>> {
+            v.get(k)?.as_array()?.iter().map(|x| x.as_f64()).collect()
+        };
         let b = list("blocks")?;
         Some(DeepLabConfig {
             n_classes: us("n_classes")?,
             width: us("width")?,
-            blocks: [*b.first()? as usize, *b.get(1)? as usize, *b.get(2)? as usize, *b.get(3)? as usize],
+            blocks: [
+                *b.first()? as usize,
+                *b.get(1)? as usize,
+                *b.get(2)? as usize,
+                *b.get(3)? as usize,
+            ],
             rates: list("rates")?.into_iter().map(|x| x as usize).collect(),
             msc_scales: list("msc_scales")?.into_iter().map(|x| x as f32).collect(),
         })
@@ -59,7 +72,12 @@ impl DeepLabConfig {
     fn units(&self) -> Vec<(String, usize, usize, usize, usize, usize)> {
         let ch: Vec<usize> = (0..6).map(|p| self.width << p).collect();
         let mut u = vec![("layer1.conv1".to_string(), 3, ch[0], 7, 2, 1)];
-        let stages = [(ch[0], ch[2], 1, 1), (ch[2], ch[3], 2, 1), (ch[3], ch[4], 1, 2), (ch[4], ch[5], 1, 4)];
+        let stages = [
+            (ch[0], ch[2], 1, 1),
+            (ch[2], ch[3], 2, 1),
+            (ch[3], ch[4], 1, 2),
+            (ch[4], ch[5], 1, 4),
+        ];
         for (s, &(cin, cout, stride, dil)) in stages.iter().enumerate() {
             let mid = cout / 4;
             for b in 0..self.blocks[s] {
@@ -94,21 +112,47 @@ impl DeepLabV2 {
         let mut rng = Rng::new(seed);
         for (name, cin, cout, k, _, _) in config.units() {
             let std = (2.0 / (cout * k * k) as f64).sqrt();
-            let w: Vec<f32> = (0..cout * cin * k * k).map(|_| (rng.normal() * std) as f32).collect();
-            store.add_trainable(&format!("{name}.conv.weight"), HostTensor::new(vec![cout, cin, k, k], w));
-            store.add_frozen(&format!("{name}.bn.weight"), HostTensor::filled(vec![cout], 1.0));
-            store.add_frozen(&format!("{name}.bn.bias"), HostTensor::filled(vec![cout], 0.0));
-            store.add_frozen(&format!("{name}.bn.running_mean"), HostTensor::filled(vec![cout], 0.0));
-            store.add_frozen(&format!("{name}.bn.running_var"), HostTensor::filled(vec![cout], 1.0));
+            let w: Vec<f32> = (0..cout * cin * k * k)
+                .map(|_| (rng.normal() * std) as f32)
+                .collect();
+            store.add_trainable(
+                &format!("{name}.conv.weight"),
+                HostTensor::new(vec![cout, cin, k, k], w),
+            );
+            store.add_frozen(
+                &format!("{name}.bn.weight"),
+                HostTensor::filled(vec![cout], 1.0),
+            );
+            store.add_frozen(
+                &format!("{name}.bn.bias"),
+                HostTensor::filled(vec![cout], 0.0),
+            );
+            store.add_frozen(
+                &format!("{name}.bn.running_mean"),
+                HostTensor::filled(vec![cout], 0.0),
+            );
+            store.add_frozen(
+                &format!("{name}.bn.running_var"),
+                HostTensor::filled(vec![cout], 1.0),
+            );
         }
         let cin = config.width * 32;
         for i in 0..config.rates.len() {
             let n = config.n_classes * cin * 9;
             let w: Vec<f32> = (0..n).map(|_| (rng.normal() * 0.01) as f32).collect();
-            store.add_trainable(&format!("aspp.c{i}.weight"), HostTensor::new(vec![config.n_classes, cin, 3, 3], w));
-            store.add_trainable(&format!("aspp.c{i}.bias"), HostTensor::filled(vec![config.n_classes], 0.0));
+            store.add_trainable(
+                &format!("aspp.c{i}.weight"),
+                HostTensor::new(vec![config.n_classes, cin, 3, 3], w),
+            );
+            store.add_trainable(
+                &format!("aspp.c{i}.bias"),
+                HostTensor::filled(vec![config.n_classes], 0.0),
+            );
         }
-        let mut net = DeepLabV2 { config, bn: BTreeMap::new() };
+        let mut net = DeepLabV2 {
+            config,
+            bn: BTreeMap::new(),
+        };
         net.refresh(&store);
         (net, store)
     }
@@ -122,7 +166,9 @@ impl DeepLabV2 {
             let c = w.len();
             let scale: Vec<f32> = (0..c).map(|i| w[i] / (v[i] + BN_EPS).sqrt()).collect();
             let shift: Vec<f32> = (0..c).map(|i| b[i] - m[i] * scale[i]).collect();
-            let t = |d: Vec<f32>| Tensor::<4>::from_data(TensorData::new(d, [1, c, 1, 1]), &store.device);
+            let t = |d: Vec<f32>| {
+                Tensor::<4>::from_data(TensorData::new(d, [1, c, 1, 1]), &store.device)
+            };
             self.bn.insert(name, (t(scale), t(shift)));
         }
     }
@@ -131,25 +177,59 @@ impl DeepLabV2 {
     /// weight decay applies). ASPP weights 10x, ASPP biases 20x without weight decay.
     pub fn lr_group(name: &str) -> (f64, bool) {
         if name.starts_with("aspp.") {
-            if name.ends_with(".bias") { (20.0, false) } else { (10.0, true) }
+            if name.ends_with(".bias") {
+                (20.0, false)
+            } else {
+                (10.0, true)
+            }
         } else {
             (1.0, true)
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn unit(&self, store: &ParamStore, v: &BTreeMap<String, Tensor<1>>, x: Tensor<4>, name: &str, stride: usize, pad: usize, dil: usize, act: bool) -> Tensor<4> {
+    fn unit(
+        &self,
+        store: &ParamStore,
+        v: &BTreeMap<String, Tensor<1>>,
+        x: Tensor<4>,
+        name: &str,
+        stride: usize,
+        pad: usize,
+        dil: usize,
+        act: bool,
+    ) -> Tensor<4> {
         let w: Tensor<4> = store.shaped(v, &format!("{name}.conv.weight"));
-        let y = conv2d(x, w, None, ConvOptions::new([stride, stride], [pad, pad], [dil, dil], 1));
+        let y = conv2d(
+            x,
+            w,
+            None,
+            ConvOptions::new([stride, stride], [pad, pad], [dil, dil], 1),
+        );
         let (s, b) = &self.bn[name];
         let y = y * s.clone() + b.clone();
-        if act { relu(y) } else { y }
+        if act {
+            relu(y)
+        } else {
+            y
+        }
     }
 
     /// Logits at output stride 8 of one input scale (deeplab-pytorch `DeepLabV2.forward`).
-    pub fn forward_single(&self, store: &ParamStore, v: &BTreeMap<String, Tensor<1>>, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward_single(
+        &self,
+        store: &ParamStore,
+        v: &BTreeMap<String, Tensor<1>>,
+        x: Tensor<4>,
+    ) -> Tensor<4> {
         let mut h = self.unit(store, v, x, "layer1.conv1", 2, 3, 1, true);
-        h = max_pool2d(h, MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]).with_ceil_mode(true));
+        h = max_pool2d(
+            h,
+            MaxPoolOptions::new([3, 3])
+                .with_stride([2, 2])
+                .with_padding([1, 1])
+                .with_ceil_mode(true),
+        );
         let dil = [1, 1, 2, 4];
         let stride = [1, 2, 1, 1];
         for s in 0..4 {
@@ -157,9 +237,22 @@ impl DeepLabV2 {
                 let p = format!("layer{}.block{}", s + 2, b + 1);
                 let st = if b == 0 { stride[s] } else { 1 };
                 let r = self.unit(store, v, h.clone(), &format!("{p}.reduce"), st, 0, 1, true);
-                let r = self.unit(store, v, r, &format!("{p}.conv3x3"), 1, dil[s], dil[s], true);
+                let r = self.unit(
+                    store,
+                    v,
+                    r,
+                    &format!("{p}.conv3x3"),
+                    1,
+                    dil[s],
+                    dil[s],
+                    true,
+                );
                 let r = self.unit(store, v, r, &format!("{p}.increase"), 1, 0, 1, false);
-                let sc = if b == 0 { self.unit(store, v, h, &format!("{p}.shortcut"), st, 0, 1, false) } else { h };
+                let sc = if b == 0 {
+                    self.unit(store, v, h, &format!("{p}.shortcut"), st, 0, 1, false)
+                } else {
+                    h
+                };
                 h = relu(r + sc);
             }
         }
@@ -167,8 +260,16 @@ impl DeepLabV2 {
         for (i, &rate) in self.config.rates.iter().enumerate() {
             let w: Tensor<4> = store.shaped(v, &format!("aspp.c{i}.weight"));
             let b: Tensor<1> = v[&format!("aspp.c{i}.bias")].clone();
-            let y = conv2d(h.clone(), w, Some(b), ConvOptions::new([1, 1], [rate, rate], [rate, rate], 1));
-            out = Some(match out { None => y, Some(o) => o + y });
+            let y = conv2d(
+                h.clone(),
+                w,
+                Some(b),
+                ConvOptions::new([1, 1], [rate, rate], [rate, rate], 1),
+            );
+            out = Some(match out {
+                None => y,
+                Some(o) => o + y,
+            });
         }
         out.expect("at least one ASPP rate")
     }
@@ -177,7 +278,12 @@ impl DeepLabV2 {
     /// scale (input resized bilinearly, align_corners=false, to floor(size * scale)), and last the
     /// pixel-wise max of all of them resized to the scale-1 logit size. Training puts the loss on
     /// each; inference uses the last.
-    pub fn forward_msc(&self, store: &ParamStore, v: &BTreeMap<String, Tensor<1>>, x: Tensor<4>) -> Vec<Tensor<4>> {
+    pub fn forward_msc(
+        &self,
+        store: &ParamStore,
+        v: &BTreeMap<String, Tensor<1>>,
+        x: Tensor<4>,
+    ) -> Vec<Tensor<4>> {
         let [_, _, h, w] = x.dims();
         let full = self.forward_single(store, v, x.clone());
         if self.config.msc_scales.is_empty() {
@@ -187,7 +293,10 @@ impl DeepLabV2 {
         let mut outs = vec![full.clone()];
         let mut max = full;
         for &s in &self.config.msc_scales {
-            let size = [(h as f64 * s as f64) as usize, (w as f64 * s as f64) as usize];
+            let size = [
+                (h as f64 * s as f64) as usize,
+                (w as f64 * s as f64) as usize,
+            ];
             let xs = interpolate(x.clone(), bilinear(size));
             let l = self.forward_single(store, v, xs);
             max = max.max_pair(interpolate(l.clone(), bilinear([lh, lw])));
@@ -200,5 +309,7 @@ impl DeepLabV2 {
 
 /// Bilinear resize to `size` with PyTorch's default `align_corners=false` (burn defaults to true).
 pub fn bilinear(size: [usize; 2]) -> InterpolateOptions {
-    InterpolateOptions::new(InterpolateMode::Bilinear).with_align_corners(false).with_output_size(size)
+    InterpolateOptions::new(InterpolateMode::Bilinear)
+        .with_align_corners(false)
+        .with_output_size(size)
 }

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: bad mask: {message}", path.display())]
     BadMask { path: PathBuf, message: String },
     #[error("{}: bad image: {message}", path.display())]
@@ -16,12 +19,19 @@ pub enum TrainError {
     #[error("{0}")]
     Config(String),
     #[error("the loss became {value} at iteration {iteration}; stopped. Last good checkpoint: {}", last_good.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none written yet".into()))]
-    NonFinite { iteration: usize, value: f32, last_good: Option<PathBuf> },
+    NonFinite {
+        iteration: usize,
+        value: f32,
+        last_good: Option<PathBuf>,
+    },
 }
 
 impl TrainError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TrainError::Io { path: path.into(), source }
+        TrainError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -51,7 +51,12 @@ impl Labels {
                 data.extend(xs.iter().map(|&x| m[y * self.w + x]));
             }
         }
-        Labels { n: self.n, h: out_h, w: out_w, data }
+        Labels {
+            n: self.n,
+            h: out_h,
+            w: out_w,
+            data,
+        }
     }
 }
 
@@ -71,10 +76,19 @@ pub fn pil_nearest_index(n: usize, m: usize) -> Vec<usize> {
 
 /// Cross-entropy of `logits` [N, C, h, w] against `labels` (resized to h x w here), ignoring 255
 /// and any label >= C. Returns `None` when no pixel is confident (PyTorch would return NaN).
-pub fn masked_cross_entropy(logits: Tensor<4>, labels: &Labels, kind: LossKind, device: &Device) -> Option<Tensor<1>> {
+pub fn masked_cross_entropy(
+    logits: Tensor<4>,
+    labels: &Labels,
+    kind: LossKind,
+    device: &Device,
+) -> Option<Tensor<1>> {
     let [n, c, h, w] = logits.dims();
     assert_eq!(n, labels.n, "batch size of logits and labels");
-    let lab = if (labels.h, labels.w) == (h, w) { labels.clone() } else { labels.resize_nearest(h, w) };
+    let lab = if (labels.h, labels.w) == (h, w) {
+        labels.clone()
+    } else {
+        labels.resize_nearest(h, w)
+    };
     let hw = h * w;
     let mut counts = vec![0usize; c];
     for &l in &lab.data {

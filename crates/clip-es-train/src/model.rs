@@ -3,7 +3,9 @@
 use crate::decoder::{ClipDecoder, DecoderConfig};
 use crate::deeplab::{DeepLabConfig, DeepLabV2};
 use crate::error::{Result, TrainError};
-use crate::params::{HostTensor, ParamStore, read_safetensors, read_torch_state_dict, write_safetensors};
+use crate::params::{
+    read_safetensors, read_torch_state_dict, write_safetensors, HostTensor, ParamStore,
+};
 use burn::tensor::{Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -57,12 +59,18 @@ pub const META_KEY: &str = "clip_es_train";
 impl Model {
     pub fn deeplab(config: DeepLabConfig, device: &Device, seed: u64) -> Model {
         let (net, store) = DeepLabV2::init(config, device, seed);
-        Model { net: Net::DeepLab(net), store }
+        Model {
+            net: Net::DeepLab(net),
+            store,
+        }
     }
 
     pub fn decoder(config: DecoderConfig, device: &Device, seed: u64) -> Model {
         let (net, store) = ClipDecoder::init(config, device, seed);
-        Model { net: Net::Decoder(net), store }
+        Model {
+            net: Net::Decoder(net),
+            store,
+        }
     }
 
     pub fn arch(&self) -> Arch {
@@ -88,7 +96,11 @@ impl Model {
 
     /// The current parameter values (no autodiff).
     pub fn values(&self) -> BTreeMap<String, Tensor<1>> {
-        self.store.trainable.iter().map(|(k, p)| (k.clone(), p.value.clone())).collect()
+        self.store
+            .trainable
+            .iter()
+            .map(|(k, p)| (k.clone(), p.value.clone()))
+            .collect()
     }
 
     /// The logits the training loss applies to: DeepLab-v2 with MSC gives one per scale plus
@@ -113,7 +125,9 @@ impl Model {
     /// classifier (ASPP / decoder classifier: the class count differs between datasets) and the
     /// classifier is skipped when its shape differs. Returns the names the network did not use.
     pub fn load_weights(&mut self, path: &Path, init: bool) -> Result<Vec<String>> {
-        let is_st = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        let is_st = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
         let mut tensors = if is_st {
             read_safetensors(path)?.0
         } else {
@@ -121,7 +135,12 @@ impl Model {
         };
         let head = |n: &str| n.starts_with("aspp.") || n.starts_with("classifier.");
         if init {
-            let shapes: BTreeMap<String, Vec<usize>> = self.store.trainable.iter().map(|(k, p)| (k.clone(), p.shape.clone())).collect();
+            let shapes: BTreeMap<String, Vec<usize>> = self
+                .store
+                .trainable
+                .iter()
+                .map(|(k, p)| (k.clone(), p.shape.clone()))
+                .collect();
             tensors.retain(|k, t| !(head(k) && shapes.get(k).is_some_and(|s| *s != t.shape)));
         }
         let allow = move |n: &str| init && head(n);
@@ -134,30 +153,63 @@ impl Model {
 
     /// Writes a checkpoint: parameters and buffers under their names, `extra` tensors (the
     /// optimizer state) and the metadata JSON under [`META_KEY`].
-    pub fn save(&self, path: &Path, extra: BTreeMap<String, HostTensor>, meta: serde_json::Value) -> Result<()> {
+    pub fn save(
+        &self,
+        path: &Path,
+        extra: BTreeMap<String, HostTensor>,
+        meta: serde_json::Value,
+    ) -> Result<()> {
         let mut tensors = self.store.trainable_host();
-        tensors.extend(self.store.frozen.iter().map(|(k, v)| (k.clone(), v.clone())));
+        tensors.extend(
+            self.store
+                .frozen
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         tensors.extend(extra);
         let mut m = meta;
         m["arch"] = self.arch().name().into();
         m["config"] = self.config_json();
-        let metadata: BTreeMap<String, String> = [(META_KEY.to_string(), m.to_string())].into_iter().collect();
+        let metadata: BTreeMap<String, String> = [(META_KEY.to_string(), m.to_string())]
+            .into_iter()
+            .collect();
         write_safetensors(path, &tensors, &metadata)
     }
 
     /// Rebuilds a model from a checkpoint; also returns all its tensors (for the optimizer
     /// state) and its metadata JSON.
-    pub fn open(path: &Path, device: &Device) -> Result<(Model, BTreeMap<String, HostTensor>, serde_json::Value)> {
-        let bad = |m: &str| TrainError::Weights { path: path.to_path_buf(), message: m.to_string() };
+    pub fn open(
+        path: &Path,
+        device: &Device,
+    ) -> Result<(Model, BTreeMap<String, HostTensor>, serde_json::Value)> {
+        let bad = |m: &str| TrainError::Weights {
+            path: path.to_path_buf(),
+            message: m.to_string(),
+        };
         let (tensors, metadata) = read_safetensors(path)?;
         let meta: serde_json::Value = metadata
             .get(META_KEY)
             .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| bad("no clip-es training metadata (not a `clip-es train` checkpoint)"))?;
-        let arch = meta["arch"].as_str().and_then(Arch::parse).ok_or_else(|| bad("unknown arch"))?;
+            .ok_or_else(|| {
+                bad("no clip-es training metadata (not a `clip-es train` checkpoint)")
+            })?;
+        let arch = meta["arch"]
+            .as_str()
+            .and_then(Arch::parse)
+            .ok_or_else(|| bad("unknown arch"))?;
         let mut model = match arch {
-            Arch::DeepLabV2 => Model::deeplab(DeepLabConfig::from_json(&meta["config"]).ok_or_else(|| bad("bad deeplab config"))?, device, 0),
-            Arch::ClipDecoder => Model::decoder(DecoderConfig::from_json(&meta["config"]).ok_or_else(|| bad("bad decoder config"))?, device, 0),
+            Arch::DeepLabV2 => Model::deeplab(
+                DeepLabConfig::from_json(&meta["config"])
+                    .ok_or_else(|| bad("bad deeplab config"))?,
+                device,
+                0,
+            ),
+            Arch::ClipDecoder => Model::decoder(
+                DecoderConfig::from_json(&meta["config"])
+                    .ok_or_else(|| bad("bad decoder config"))?,
+                device,
+                0,
+            ),
         };
         model.store.load(path, &tensors, &|_| false)?;
         if let Net::DeepLab(n) = &mut model.net {

@@ -2,7 +2,7 @@
 //! deeplab-pytorch `main.py` `test` does (logits upsampled bilinearly, align_corners=false, to the
 //! image, argmax over classes).
 
-use crate::data::{MEAN_BGR, load_bgr};
+use crate::data::{load_bgr, MEAN_BGR};
 use crate::deeplab::bilinear;
 use crate::error::Result;
 use crate::features::extract;
@@ -20,7 +20,11 @@ pub fn logits_at_image_size(model: &Model, logits: Tensor<4>, h: usize, w: usize
 
 fn argmax(t: Tensor<4>) -> Vec<u8> {
     let [_, c, h, w] = t.dims();
-    let v = t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32");
+    let v = t
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32");
     (0..h * w)
         .map(|p| {
             let mut best = 0;
@@ -49,21 +53,37 @@ pub fn predict_deeplab(model: &Model, image: &Path) -> Result<(Vec<u8>, usize, u
 
 /// The label map of one image by the clip-decoder, on the CLIP features of the image and of its
 /// mirror image (the two logit maps averaged, the second flipped back).
-pub fn predict_decoder(model: &Model, vision: &VisionTransformer, image: &Path) -> Result<(Vec<u8>, usize, usize)> {
+pub fn predict_decoder(
+    model: &Model,
+    vision: &VisionTransformer,
+    image: &Path,
+) -> Result<(Vec<u8>, usize, usize)> {
     let (h, w) = {
-        let img = clip_es_image::load_rgb(image).map_err(|e| crate::error::TrainError::BadImage { path: image.to_path_buf(), message: e.to_string() })?;
+        let img =
+            clip_es_image::load_rgb(image).map_err(|e| crate::error::TrainError::BadImage {
+                path: image.to_path_buf(),
+                message: e.to_string(),
+            })?;
         (img.height as usize, img.width as usize)
     };
-    let Net::Decoder(_) = &model.net else { panic!("predict_decoder needs a clip-decoder") };
+    let Net::Decoder(_) = &model.net else {
+        panic!("predict_decoder needs a clip-decoder")
+    };
     let mut sum: Option<Tensor<4>> = None;
     for flip in [false, true] {
         let f = extract(vision, image, flip)?;
-        let x = Tensor::<4>::from_data(TensorData::new(f.data, [1, f.dim, f.gh, f.gw]), &model.store.device);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(f.data, [1, f.dim, f.gh, f.gw]),
+            &model.store.device,
+        );
         let mut l = interpolate(model.forward_eval(x), bilinear([h, w]));
         if flip {
             l = l.flip([3]);
         }
-        sum = Some(match sum { None => l, Some(s) => s + l });
+        sum = Some(match sum {
+            None => l,
+            Some(s) => s + l,
+        });
     }
     Ok((argmax(sum.expect("two passes")), h, w))
 }

@@ -16,7 +16,9 @@ impl Rng {
     /// A generator for one (seed, stream, index) triple, independent of the others.
     pub fn derive(seed: u64, stream: u64, index: u64) -> Self {
         let mut r = Rng(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        r.0 ^= r.next_u64().wrapping_add(index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        r.0 ^= r
+            .next_u64()
+            .wrapping_add(index.wrapping_mul(0xD1B5_4A32_D192_ED03));
         r.next_u64();
         r
     }

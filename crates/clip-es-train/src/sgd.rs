@@ -4,7 +4,7 @@
 //! (`libs/utils/lr_scheduler.py` lines 13-31 at 4219467f, stepped after each iteration in
 //! `main.py` line 250).
 
-use crate::params::{HostTensor, ParamStore, to_device, to_host};
+use crate::params::{to_device, to_host, HostTensor, ParamStore};
 use burn::tensor::Tensor;
 use std::collections::BTreeMap;
 
@@ -35,12 +35,22 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(momentum: f64, weight_decay: f64) -> Self {
-        Sgd { momentum, weight_decay, buffers: BTreeMap::new() }
+        Sgd {
+            momentum,
+            weight_decay,
+            buffers: BTreeMap::new(),
+        }
     }
 
     /// One step with base LR `lr`; `group(name)` gives (LR multiplier, weight decay applies).
     /// Parameters without a gradient are left alone (as PyTorch does for `grad is None`).
-    pub fn step(&mut self, store: &mut ParamStore, grads: &BTreeMap<String, Tensor<1>>, lr: f64, group: &dyn Fn(&str) -> (f64, bool)) {
+    pub fn step(
+        &mut self,
+        store: &mut ParamStore,
+        grads: &BTreeMap<String, Tensor<1>>,
+        lr: f64,
+        group: &dyn Fn(&str) -> (f64, bool),
+    ) {
         for (name, p) in store.trainable.iter_mut() {
             let Some(g) = grads.get(name) else { continue };
             let (mult, decay) = group(name);
@@ -63,7 +73,12 @@ impl Sgd {
     pub fn state(&self, store: &ParamStore) -> BTreeMap<String, HostTensor> {
         self.buffers
             .iter()
-            .map(|(k, b)| (format!("momentum.{k}"), HostTensor::new(store.trainable[k].shape.clone(), to_host(b))))
+            .map(|(k, b)| {
+                (
+                    format!("momentum.{k}"),
+                    HostTensor::new(store.trainable[k].shape.clone(), to_host(b)),
+                )
+            })
             .collect()
     }
 
@@ -73,7 +88,8 @@ impl Sgd {
         for (k, t) in tensors {
             if let Some(name) = k.strip_prefix("momentum.") {
                 if store.trainable.contains_key(name) {
-                    self.buffers.insert(name.to_string(), to_device(t, &store.device));
+                    self.buffers
+                        .insert(name.to_string(), to_device(t, &store.device));
                 }
             }
         }

@@ -2,13 +2,13 @@
 //! `train` (lines 106-279 at 4219467f) with checkpoints that carry the optimizer state, a
 //! bit-for-bit resume, a JSONL log, a loss-curve PNG and a guard against non-finite losses.
 
-use crate::data::{Augment, Item, Sampler, augment, load_bgr, read_mask};
+use crate::data::{augment, load_bgr, read_mask, Augment, Item, Sampler};
 use crate::error::{Result, TrainError};
 use crate::features::{cache_path, read_cached};
-use crate::loss::{IGNORE, Labels, LossKind, masked_cross_entropy};
+use crate::loss::{masked_cross_entropy, Labels, LossKind, IGNORE};
 use crate::model::Model;
 use crate::plot::plot_loss;
-use crate::sgd::{Sgd, poly_lr};
+use crate::sgd::{poly_lr, Sgd};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -53,7 +53,11 @@ impl Default for TrainOptions {
             poly_power: 0.9,
             lr_step: 10,
             loss: LossKind::Plain,
-            augment: Augment { crop: 321, scales: vec![0.5, 0.75, 1.0, 1.25, 1.5], flip: true },
+            augment: Augment {
+                crop: 321,
+                scales: vec![0.5, 0.75, 1.0, 1.25, 1.5],
+                flip: true,
+            },
             grid_crop: 20,
             seed: 0,
             save_every: 1000,
@@ -81,7 +85,12 @@ impl TrainOptions {
             },
             augment: Augment {
                 crop: us("crop")?,
-                scales: v.get("scales")?.as_array()?.iter().map(|x| x.as_f64()).collect::<Option<Vec<_>>>()?,
+                scales: v
+                    .get("scales")?
+                    .as_array()?
+                    .iter()
+                    .map(|x| x.as_f64())
+                    .collect::<Option<Vec<_>>>()?,
                 flip: v.get("flip")?.as_bool()?,
             },
             grid_crop: us("grid_crop")?,
@@ -100,9 +109,20 @@ impl TrainOptions {
 
 /// The gradient of the loss over `batches` (averaged, as `iter_loss /= ITER_SIZE`), then one SGD
 /// step at `lr`. Returns the loss, or an error before touching the weights if it is not finite.
-pub fn train_step(model: &mut Model, sgd: &mut Sgd, batches: &[Batch], lr: f64, kind: LossKind, iteration: usize) -> Result<f32> {
-    let v: BTreeMap<String, Tensor<1>> =
-        model.store.trainable.iter().map(|(k, p)| (k.clone(), p.value.clone().autodiff().require_grad())).collect();
+pub fn train_step(
+    model: &mut Model,
+    sgd: &mut Sgd,
+    batches: &[Batch],
+    lr: f64,
+    kind: LossKind,
+    iteration: usize,
+) -> Result<f32> {
+    let v: BTreeMap<String, Tensor<1>> = model
+        .store
+        .trainable
+        .iter()
+        .map(|(k, p)| (k.clone(), p.value.clone().autodiff().require_grad()))
+        .collect();
     let mut acc: BTreeMap<String, Tensor<1>> = BTreeMap::new();
     let mut total = 0f32;
     let device = model.store.device.clone();
@@ -110,14 +130,25 @@ pub fn train_step(model: &mut Model, sgd: &mut Sgd, batches: &[Batch], lr: f64, 
         let mut loss: Option<Tensor<1>> = None;
         for logits in model.forward_train(&v, b.x.clone()) {
             if let Some(l) = masked_cross_entropy(logits, &b.labels, kind, &device) {
-                loss = Some(match loss { None => l, Some(s) => s + l });
+                loss = Some(match loss {
+                    None => l,
+                    Some(s) => s + l,
+                });
             }
         }
         let Some(loss) = loss else { continue };
         let loss = loss.div_scalar(batches.len() as f32);
-        let value: f32 = loss.to_data().convert::<f32>().try_to_vec::<f32>().expect("f32")[0];
+        let value: f32 = loss
+            .to_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32")[0];
         if !value.is_finite() {
-            return Err(TrainError::NonFinite { iteration, value, last_good: None });
+            return Err(TrainError::NonFinite {
+                iteration,
+                value,
+                last_good: None,
+            });
         }
         total += value;
         let grads = loss.backward();
@@ -125,7 +156,13 @@ pub fn train_step(model: &mut Model, sgd: &mut Sgd, batches: &[Batch], lr: f64, 
             if let Some(g) = t.grad(&grads) {
                 let g = g.without_autodiff();
                 let e = acc.remove(k);
-                acc.insert(k.clone(), match e { None => g, Some(a) => a + g });
+                acc.insert(
+                    k.clone(),
+                    match e {
+                        None => g,
+                        Some(a) => a + g,
+                    },
+                );
             }
         }
     }
@@ -152,7 +189,13 @@ impl Source {
 }
 
 /// Builds the sub-batch number `sub` (0-based over the run) of `opts.batch` samples.
-pub fn make_batch(source: &Source, sampler: &mut Sampler, opts: &TrainOptions, sub: u64, device: &Device) -> Result<Batch> {
+pub fn make_batch(
+    source: &Source,
+    sampler: &mut Sampler,
+    opts: &TrainOptions,
+    sub: u64,
+    device: &Device,
+) -> Result<Batch> {
     let mut xs = Vec::new();
     let mut labs = Vec::new();
     let mut dims = (0, 0, 0);
@@ -181,14 +224,19 @@ pub fn make_batch(source: &Source, sampler: &mut Sampler, opts: &TrainOptions, s
                         row.reverse();
                     }
                 }
-                let (ch, cw) = if opts.grid_crop == 0 { (f.gh, f.gw) } else { (opts.grid_crop, opts.grid_crop) };
+                let (ch, cw) = if opts.grid_crop == 0 {
+                    (f.gh, f.gw)
+                } else {
+                    (opts.grid_crop, opts.grid_crop)
+                };
                 let y0 = rng.below(f.gh.saturating_sub(ch) + 1);
                 let x0 = rng.below(f.gw.saturating_sub(cw) + 1);
                 let mut x = vec![0f32; f.dim * ch * cw];
                 for c in 0..f.dim {
                     for y in 0..ch.min(f.gh - y0) {
                         for xx in 0..cw.min(f.gw - x0) {
-                            x[(c * ch + y) * cw + xx] = f.data[(c * f.gh + y0 + y) * f.gw + x0 + xx];
+                            x[(c * ch + y) * cw + xx] =
+                                f.data[(c * f.gh + y0 + y) * f.gw + x0 + xx];
                         }
                     }
                 }
@@ -199,7 +247,9 @@ pub fn make_batch(source: &Source, sampler: &mut Sampler, opts: &TrainOptions, s
                     }
                 }
                 if j > 0 && dims != (f.dim, ch, cw) {
-                    return Err(TrainError::Config("clip-decoder batches above 1 need --grid-crop > 0".into()));
+                    return Err(TrainError::Config(
+                        "clip-decoder batches above 1 need --grid-crop > 0".into(),
+                    ));
                 }
                 dims = (f.dim, ch, cw);
                 xs.extend(x);
@@ -214,7 +264,12 @@ pub fn make_batch(source: &Source, sampler: &mut Sampler, opts: &TrainOptions, s
     };
     Ok(Batch {
         x: Tensor::<4>::from_data(TensorData::new(xs, [n, dims.0, dims.1, dims.2]), device),
-        labels: Labels { n, h: lh, w: lw, data: labs },
+        labels: Labels {
+            n,
+            h: lh,
+            w: lw,
+            data: labs,
+        },
     })
 }
 
@@ -237,7 +292,16 @@ pub fn checkpoint_path(out: &Path, iteration: usize) -> PathBuf {
 /// `train.jsonl` (one line per iteration), `loss.png`, `checkpoint-NNNNNN.safetensors` every
 /// `save_every` iterations and at the end, and `final.safetensors`. Returns the last checkpoint.
 #[allow(clippy::too_many_arguments)]
-pub fn train(model: &mut Model, sgd: &mut Sgd, source: &Source, opts: &TrainOptions, out: &Path, start: usize, extra_meta: serde_json::Value, progress: &mut dyn FnMut(&Progress)) -> Result<PathBuf> {
+pub fn train(
+    model: &mut Model,
+    sgd: &mut Sgd,
+    source: &Source,
+    opts: &TrainOptions,
+    out: &Path,
+    start: usize,
+    extra_meta: serde_json::Value,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<PathBuf> {
     if source.len() == 0 {
         return Err(TrainError::Config("no training images".into()));
     }
@@ -261,7 +325,10 @@ pub fn train(model: &mut Model, sgd: &mut Sgd, source: &Source, opts: &TrainOpti
         }
     }
     std::fs::write(&log_path, kept).map_err(|e| TrainError::io(&log_path, e))?;
-    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).map_err(|e| TrainError::io(&log_path, e))?;
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| TrainError::io(&log_path, e))?;
     let device = model.store.device.clone();
     let mut sampler = Sampler::new(opts.seed, source.len());
     let mut last_good: Option<PathBuf> = None;
@@ -277,14 +344,32 @@ pub fn train(model: &mut Model, sgd: &mut Sgd, source: &Source, opts: &TrainOpti
         }
         let loss = match train_step(model, sgd, &batches, lr, opts.loss, it) {
             Ok(l) => l,
-            Err(TrainError::NonFinite { iteration, value, .. }) => return Err(TrainError::NonFinite { iteration, value, last_good }),
+            Err(TrainError::NonFinite {
+                iteration, value, ..
+            }) => {
+                return Err(TrainError::NonFinite {
+                    iteration,
+                    value,
+                    last_good,
+                })
+            }
             Err(e) => return Err(e),
         };
         let secs = t0.elapsed().as_secs_f64();
-        writeln!(log, "{}", serde_json::json!({"iter": it, "loss": loss, "lr": lr, "seconds": secs}))
-            .map_err(|e| TrainError::io(&log_path, e))?;
+        writeln!(
+            log,
+            "{}",
+            serde_json::json!({"iter": it, "loss": loss, "lr": lr, "seconds": secs})
+        )
+        .map_err(|e| TrainError::io(&log_path, e))?;
         history.push((it, loss));
-        progress(&Progress { iteration: it, iters: opts.iters, loss, lr, seconds: secs });
+        progress(&Progress {
+            iteration: it,
+            iters: opts.iters,
+            loss,
+            lr,
+            seconds: secs,
+        });
         if it % opts.save_every.max(1) == 0 || it == opts.iters {
             let path = checkpoint_path(out, it);
             let mut m = meta.clone();
@@ -303,7 +388,12 @@ pub fn train(model: &mut Model, sgd: &mut Sgd, source: &Source, opts: &TrainOpti
 }
 
 /// Restores the optimizer state and the iteration of a checkpoint written by [`train`].
-pub fn resume_state(model: &Model, tensors: &BTreeMap<String, crate::params::HostTensor>, meta: &serde_json::Value, opts: &TrainOptions) -> (Sgd, usize) {
+pub fn resume_state(
+    model: &Model,
+    tensors: &BTreeMap<String, crate::params::HostTensor>,
+    meta: &serde_json::Value,
+    opts: &TrainOptions,
+) -> (Sgd, usize) {
     let mut sgd = Sgd::new(opts.momentum, opts.weight_decay);
     sgd.load_state(&model.store, tensors);
     (sgd, meta["iteration"].as_u64().unwrap_or(0) as usize)
@@ -319,7 +409,11 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
     let mut best: Option<(usize, PathBuf)> = None;
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(n) = name.strip_prefix("checkpoint-").and_then(|r| r.strip_suffix(".safetensors")).and_then(|n| n.parse::<usize>().ok()) {
+        if let Some(n) = name
+            .strip_prefix("checkpoint-")
+            .and_then(|r| r.strip_suffix(".safetensors"))
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             if best.as_ref().is_none_or(|(b, _)| n > *b) {
                 best = Some((n, e.path()));
             }

@@ -5,7 +5,9 @@ mod cams;
 mod common;
 mod eval;
 mod masks;
+mod predict;
 mod run;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +31,10 @@ enum Command {
     Eval(eval::Args),
     /// Speed of the image tower next to the machine's matmul speed
     Bench(bench::Args),
+    /// Stage three: train DeepLab-v2 or a CLIP decoder on the pseudo masks
+    Train(train::Args),
+    /// Label maps of a trained network for a split (scored by `eval --masks`)
+    Predict(predict::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -53,5 +59,7 @@ fn execute(cli: Cli) -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Masks(a) => masks::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Predict(a) => predict::run(a),
     }
 }
