@@ -109,6 +109,12 @@ impl Clip {
         &self.vision
     }
 
+    /// The image tower alone (the text tower and tokenizer are dropped: the training decoder
+    /// needs image features only).
+    pub fn into_vision(self) -> VisionTransformer {
+        self.vision
+    }
+
     /// The text tower.
     pub fn text(&self) -> &TextTransformer {
         &self.text

@@ -5,9 +5,11 @@ mod cams;
 mod common;
 mod eval;
 mod masks;
+mod predict;
 mod prompts;
 mod run;
 mod segment;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -36,6 +38,10 @@ enum Command {
     Prompts(prompts::Args),
     /// Speed of the image tower next to the machine's matmul speed
     Bench(bench::Args),
+    /// Stage three: train DeepLab-v2 or a CLIP decoder on the pseudo masks
+    Train(train::Args),
+    /// Label maps of a trained network for a split (scored by `eval --masks`)
+    Predict(predict::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -51,5 +57,7 @@ fn execute(cli: Cli) -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Segment(a) => segment::run(a),
         Command::Prompts(a) => prompts::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Predict(a) => predict::run(a),
     }
 }

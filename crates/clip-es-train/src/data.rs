@@ -1,0 +1,289 @@
+//! Training data: image / pseudo-mask pairs, their validation, and deeplab-pytorch's
+//! augmentation (`libs/datasets/base.py` lines 60-113 at 4219467f): random scale from a list
+//! (image bilinear as `cv2.resize`, label nearest as PIL), padding at the bottom and right to the
+//! crop size with the mean colour and label 255, a random crop, a random horizontal flip, then
+//! the Caffe BGR mean subtracted.
+//!
+//! Every draw is a pure function of (seed, sample number): sample k of a run is item
+//! `perm_e[k mod n]` of the epoch permutation `perm_e`, e = k / n, and its augmentation uses the
+//! generator `Rng::derive(seed, AUG, k)`. A resumed run therefore sees exactly the samples of an
+//! uninterrupted one.
+
+use crate::error::{Result, TrainError};
+use crate::loss::{Labels, IGNORE};
+use crate::rng::Rng;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// The Caffe ImageNet mean in BGR order (deeplab-pytorch `configs/voc12.yaml`).
+pub const MEAN_BGR: [f32; 3] = [104.008, 116.669, 122.675];
+
+const PERM: u64 = 1;
+const AUG: u64 = 2;
+
+/// One training pair.
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub id: String,
+    pub image: PathBuf,
+    pub mask: PathBuf,
+}
+
+/// The image file of an id: `<dir>/<id>.<ext>` for the usual extensions, or `<dir>/<id>`.
+pub fn find_image(dir: &Path, id: &str) -> Result<PathBuf> {
+    for ext in ["jpg", "jpeg", "png", "JPG", "JPEG", "PNG", "bmp", "webp"] {
+        let p = dir.join(format!("{id}.{ext}"));
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let p = dir.join(id);
+    if p.is_file() {
+        return Ok(p);
+    }
+    Err(TrainError::BadImage {
+        path: dir.join(format!("{id}.jpg")),
+        message: format!("no image file for `{id}` in {}", dir.display()),
+    })
+}
+
+/// Ids of a split file: the first token of each non-empty line, its directory and extension
+/// dropped (`/JPEGImages/x.jpg /Seg/x.png` lines give `x`).
+pub fn read_split(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let ids: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|t| {
+            Path::new(t)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| t.to_string())
+        })
+        .collect();
+    if ids.is_empty() {
+        return Err(TrainError::Config(format!(
+            "{}: no image ids",
+            path.display()
+        )));
+    }
+    Ok(ids)
+}
+
+/// An 8-bit label map from a grayscale or palette PNG (palette indices are the labels).
+pub fn read_mask(path: &Path) -> Result<Labels> {
+    let bad = |message: String| TrainError::BadMask {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
+    dec.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = dec
+        .read_info()
+        .map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+    let (color, depth) = reader.output_color_type();
+    if !matches!(color, png::ColorType::Grayscale | png::ColorType::Indexed)
+        || depth != png::BitDepth::Eight
+    {
+        return Err(bad(format!(
+            "{color:?} {depth:?} PNG; a label map must be an 8-bit grayscale or palette PNG"
+        )));
+    }
+    let mut buf = vec![
+        0u8;
+        reader
+            .output_buffer_size()
+            .ok_or_else(|| bad("PNG too large".into()))?
+    ];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| bad(format!("not a readable PNG: {e}")))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut data = Vec::with_capacity(w * h);
+    for row in buf.chunks(info.line_size).take(h) {
+        data.extend_from_slice(&row[..w]);
+    }
+    Ok(Labels { n: 1, h, w, data })
+}
+
+/// Checks a mask against its image size and the class count: sizes must agree and every label
+/// must be a class id or 255.
+pub fn check_mask(
+    path: &Path,
+    mask: &Labels,
+    image_hw: (usize, usize),
+    n_classes: usize,
+) -> Result<()> {
+    if (mask.h, mask.w) != image_hw {
+        return Err(TrainError::BadMask {
+            path: path.to_path_buf(),
+            message: format!(
+                "size {}x{} (w x h) differs from its image's {}x{}",
+                mask.w, mask.h, image_hw.1, image_hw.0
+            ),
+        });
+    }
+    if let Some(&v) = mask
+        .data
+        .iter()
+        .find(|&&v| v != IGNORE && v as usize >= n_classes)
+    {
+        return Err(TrainError::BadMask {
+            path: path.to_path_buf(),
+            message: format!(
+                "label {v}, but there are {n_classes} classes (ids 0..{}, or 255 for unconfident)",
+                n_classes - 1
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The pairs of a split, every mask and image read and checked once (in parallel). All bad
+/// pairs are reported in one error, each naming its file.
+pub fn load_items(
+    images: &Path,
+    masks: &Path,
+    split: &Path,
+    n_classes: usize,
+) -> Result<Vec<Item>> {
+    let ids = read_split(split)?;
+    let results: Vec<Result<Item>> = ids
+        .par_iter()
+        .map(|id| {
+            let image = find_image(images, id)?;
+            let mask = masks.join(format!("{id}.png"));
+            let m = read_mask(&mask)?;
+            let img = clip_es_image::load_rgb(&image).map_err(|e| TrainError::BadImage {
+                path: image.clone(),
+                message: e.to_string(),
+            })?;
+            check_mask(
+                &mask,
+                &m,
+                (img.height as usize, img.width as usize),
+                n_classes,
+            )?;
+            Ok(Item {
+                id: id.clone(),
+                image,
+                mask,
+            })
+        })
+        .collect();
+    let mut items = Vec::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(i) => items.push(i),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        let n = errors.len();
+        errors.truncate(20);
+        return Err(TrainError::Config(format!(
+            "{n} bad training pair(s):\n  {}",
+            errors.join("\n  ")
+        )));
+    }
+    Ok(items)
+}
+
+/// An image as BGR float planes (CHW), 0..255.
+pub fn load_bgr(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let img = clip_es_image::load_rgb(path).map_err(|e| TrainError::BadImage {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let (h, w) = (img.height as usize, img.width as usize);
+    let mut out = vec![0f32; 3 * h * w];
+    for (i, px) in img.data.chunks_exact(3).enumerate() {
+        out[i] = px[2] as f32;
+        out[h * w + i] = px[1] as f32;
+        out[2 * h * w + i] = px[0] as f32;
+    }
+    Ok((out, h, w))
+}
+
+/// Augmentation settings (deeplab-pytorch `configs/voc12.yaml`).
+#[derive(Clone, Debug)]
+pub struct Augment {
+    pub crop: usize,
+    pub scales: Vec<f64>,
+    pub flip: bool,
+}
+
+/// One augmented sample: BGR minus mean, CHW, crop x crop; its labels crop x crop.
+pub fn augment(
+    image: &[f32],
+    h: usize,
+    w: usize,
+    mask: &Labels,
+    aug: &Augment,
+    rng: &mut Rng,
+) -> (Vec<f32>, Vec<u8>) {
+    let s = aug.scales[rng.below(aug.scales.len())];
+    let (nh, nw) = (((h as f64) * s) as usize, ((w as f64) * s) as usize);
+    let (nh, nw) = (nh.max(1), nw.max(1));
+    let plane: Vec<Vec<f32>> = (0..3)
+        .map(|c| {
+            clip_es_image::resize_bilinear_f32(&image[c * h * w..(c + 1) * h * w], w, h, nw, nh)
+        })
+        .collect();
+    let lab = mask.resize_nearest(nh, nw).data;
+    let (ph, pw) = (nh.max(aug.crop), nw.max(aug.crop));
+    let y0 = rng.below(ph - aug.crop + 1);
+    let x0 = rng.below(pw - aug.crop + 1);
+    let flip = aug.flip && rng.uniform() < 0.5;
+    let c2 = aug.crop * aug.crop;
+    let mut img = vec![0f32; 3 * c2];
+    let mut out_lab = vec![IGNORE; c2];
+    for y in 0..aug.crop {
+        let sy = y0 + y;
+        for x in 0..aug.crop {
+            let sx = x0 + if flip { aug.crop - 1 - x } else { x };
+            let o = y * aug.crop + x;
+            if sy < nh && sx < nw {
+                for c in 0..3 {
+                    img[c * c2 + o] = plane[c][sy * nw + sx] - MEAN_BGR[c];
+                }
+                out_lab[o] = lab[sy * nw + sx];
+            } // else: padding, the mean (0 after subtraction) and 255
+        }
+    }
+    (img, out_lab)
+}
+
+/// Which item and which augmentation generator sample number `k` uses.
+pub struct Sampler {
+    seed: u64,
+    n: usize,
+    epoch: Option<(usize, Vec<usize>)>,
+}
+
+impl Sampler {
+    pub fn new(seed: u64, n: usize) -> Self {
+        Sampler {
+            seed,
+            n,
+            epoch: None,
+        }
+    }
+
+    pub fn item(&mut self, k: u64) -> (usize, Rng) {
+        let e = (k / self.n as u64) as usize;
+        if self.epoch.as_ref().map(|(x, _)| *x) != Some(e) {
+            self.epoch = Some((
+                e,
+                Rng::derive(self.seed, PERM, e as u64).permutation(self.n),
+            ));
+        }
+        let perm = &self.epoch.as_ref().expect("set").1;
+        (
+            perm[(k % self.n as u64) as usize],
+            Rng::derive(self.seed, AUG, k),
+        )
+    }
+}

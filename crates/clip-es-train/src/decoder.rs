@@ -1,0 +1,96 @@
+//! The light head: a small convolutional decoder on frozen CLIP ViT-B/16 patch features, in the
+//! spirit of WeCLIP (Zhu et al., CVPR 2024: a frozen CLIP backbone with a trained decoder),
+//! trained with the same confidence-guided loss as DeepLab-v2 (see docs/training.md).
+//!
+//! Input: the last block's `ln_1` output at the patch tokens (the activation CLIP-ES takes its
+//! Grad-CAM on), channels-first on the patch grid (stride 16). Layers: 1x1 conv to `hidden` +
+//! ReLU, bilinear x2 upsampling (align_corners=false), 3x3 conv + ReLU, 1x1 conv to the classes:
+//! logits at stride 8, like DeepLab-v2's.
+
+use crate::deeplab::bilinear;
+use crate::params::{HostTensor, ParamStore};
+use crate::rng::Rng;
+use burn::tensor::module::{conv2d, interpolate};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{activation::relu, Device, Tensor};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecoderConfig {
+    pub n_classes: usize,
+    /// Feature channels (768 for ViT-B/16).
+    pub in_dim: usize,
+    pub hidden: usize,
+}
+
+impl DecoderConfig {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"n_classes": self.n_classes, "in_dim": self.in_dim, "hidden": self.hidden})
+    }
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let us = |k: &str| v.get(k)?.as_u64().map(|x| x as usize);
+        Some(DecoderConfig {
+            n_classes: us("n_classes")?,
+            in_dim: us("in_dim")?,
+            hidden: us("hidden")?,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClipDecoder {
+    pub config: DecoderConfig,
+}
+
+impl ClipDecoder {
+    /// Kaiming-normal (fan-out) weights, zero biases.
+    pub fn init(config: DecoderConfig, device: &Device, seed: u64) -> (Self, ParamStore) {
+        let mut store = ParamStore::new(device);
+        let mut rng = Rng::new(seed);
+        let c = &config;
+        for (name, cin, cout, k) in [
+            ("proj", c.in_dim, c.hidden, 1),
+            ("fuse", c.hidden, c.hidden, 3),
+            ("classifier", c.hidden, c.n_classes, 1),
+        ] {
+            let std =
+                (2.0 / (cout * k * k) as f64).sqrt() * if name == "classifier" { 0.1 } else { 1.0 };
+            let w: Vec<f32> = (0..cout * cin * k * k)
+                .map(|_| (rng.normal() * std) as f32)
+                .collect();
+            store.add_trainable(
+                &format!("{name}.weight"),
+                HostTensor::new(vec![cout, cin, k, k], w),
+            );
+            store.add_trainable(&format!("{name}.bias"), HostTensor::filled(vec![cout], 0.0));
+        }
+        (ClipDecoder { config }, store)
+    }
+
+    /// One LR group for all (biases without weight decay).
+    pub fn lr_group(name: &str) -> (f64, bool) {
+        (1.0, !name.ends_with(".bias"))
+    }
+
+    /// Features [N, in_dim, gh, gw] to logits [N, classes, 2 gh, 2 gw].
+    pub fn forward(
+        &self,
+        store: &ParamStore,
+        v: &BTreeMap<String, Tensor<1>>,
+        x: Tensor<4>,
+    ) -> Tensor<4> {
+        let conv = |x: Tensor<4>, name: &str, pad: usize| {
+            conv2d(
+                x,
+                store.shaped(v, &format!("{name}.weight")),
+                Some(v[&format!("{name}.bias")].clone()),
+                ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
+            )
+        };
+        let [_, _, gh, gw] = x.dims();
+        let h = relu(conv(x, "proj", 0));
+        let h = interpolate(h, bilinear([2 * gh, 2 * gw]));
+        let h = relu(conv(h, "fuse", 1));
+        conv(h, "classifier", 0)
+    }
+}

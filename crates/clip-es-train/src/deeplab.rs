@@ -1,0 +1,315 @@
+//! DeepLab-v2 (Chen et al., TPAMI 2017) as deeplab-pytorch builds and trains it, the network the
+//! CLIP-ES paper trains on its pseudo masks (paper section 4.1, "segmentation network"; see
+//! docs/training.md). Mirrors kazuto1011/deeplab-pytorch at 4219467f: `libs/models/resnet.py`
+//! lines 26-112 (Caffe-style bottleneck: the stride sits in the 1x1 `reduce` conv; stem
+//! max-pool 3/2/1 with ceil mode), `libs/models/deeplabv2.py` lines 20-62 (dilations 2 and 4 in
+//! the last two stages, output stride 8; ASPP branches summed) and `libs/models/msc.py` lines
+//! 13-48 (inputs at 1.0, 0.75, 0.5 and the pixel-wise max of the logits).
+//!
+//! Widths and depths are parameters so tests run a tiny network; `DeepLabConfig::resnet101`
+//! is the paper's. Batch norm is frozen (deeplab-pytorch's `freeze_bn`): each BN is the
+//! constant affine map of its stored statistics and is not trained.
+
+use crate::params::{HostTensor, ParamStore};
+use crate::rng::Rng;
+use burn::tensor::module::{conv2d, interpolate, max_pool2d};
+use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions};
+use burn::tensor::{activation::relu, Device, Tensor, TensorData};
+use std::collections::BTreeMap;
+
+const BN_EPS: f32 = 1e-5;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeepLabConfig {
+    pub n_classes: usize,
+    /// Stem width; stage widths are 4, 8, 16 and 32 times it (64 for ResNet-101).
+    pub width: usize,
+    /// Bottlenecks per stage ([3, 4, 23, 3] for ResNet-101).
+    pub blocks: [usize; 4],
+    /// ASPP dilation rates ([6, 12, 18, 24]).
+    pub rates: Vec<usize>,
+    /// Extra input scales of multi-scale training/inference ([0.5, 0.75]); empty for none.
+    pub msc_scales: Vec<f32>,
+}
+
+impl DeepLabConfig {
+    pub fn resnet101(n_classes: usize) -> Self {
+        DeepLabConfig {
+            n_classes,
+            width: 64,
+            blocks: [3, 4, 23, 3],
+            rates: vec![6, 12, 18, 24],
+            msc_scales: vec![0.5, 0.75],
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"n_classes": self.n_classes, "width": self.width, "blocks": self.blocks,
+            "rates": self.rates, "msc_scales": self.msc_scales})
+    }
+
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let us = |k: &str| v.get(k)?.as_u64().map(|x| x as usize);
+        let list = |k: &str| -> Option<Vec<f64>> {
+            v.get(k)?.as_array()?.iter().map(|x| x.as_f64()).collect()
+        };
+        let b = list("blocks")?;
+        Some(DeepLabConfig {
+            n_classes: us("n_classes")?,
+            width: us("width")?,
+            blocks: [
+                *b.first()? as usize,
+                *b.get(1)? as usize,
+                *b.get(2)? as usize,
+                *b.get(3)? as usize,
+            ],
+            rates: list("rates")?.into_iter().map(|x| x as usize).collect(),
+            msc_scales: list("msc_scales")?.into_iter().map(|x| x as f32).collect(),
+        })
+    }
+
+    /// (name, in, out, stride, dilation) of every conv+BN unit, in forward order.
+    fn units(&self) -> Vec<(String, usize, usize, usize, usize, usize)> {
+        let ch: Vec<usize> = (0..6).map(|p| self.width << p).collect();
+        let mut u = vec![("layer1.conv1".to_string(), 3, ch[0], 7, 2, 1)];
+        let stages = [
+            (ch[0], ch[2], 1, 1),
+            (ch[2], ch[3], 2, 1),
+            (ch[3], ch[4], 1, 2),
+            (ch[4], ch[5], 1, 4),
+        ];
+        for (s, &(cin, cout, stride, dil)) in stages.iter().enumerate() {
+            let mid = cout / 4;
+            for b in 0..self.blocks[s] {
+                let p = format!("layer{}.block{}", s + 2, b + 1);
+                let i = if b == 0 { cin } else { cout };
+                let st = if b == 0 { stride } else { 1 };
+                u.push((format!("{p}.reduce"), i, mid, 1, st, 1));
+                u.push((format!("{p}.conv3x3"), mid, mid, 3, 1, dil));
+                u.push((format!("{p}.increase"), mid, cout, 1, 1, 1));
+                if b == 0 {
+                    u.push((format!("{p}.shortcut"), i, cout, 1, st, 1));
+                }
+            }
+        }
+        u
+    }
+}
+
+/// The network; its parameters live in a [`ParamStore`].
+#[derive(Clone, Debug)]
+pub struct DeepLabV2 {
+    pub config: DeepLabConfig,
+    /// Per conv+BN unit: the frozen BN as (scale, shift), shaped [1, C, 1, 1].
+    bn: BTreeMap<String, (Tensor<4>, Tensor<4>)>,
+}
+
+impl DeepLabV2 {
+    /// A randomly initialised network (convs: Kaiming normal, fan-out; ASPP: N(0, 0.01), bias 0;
+    /// BN: identity), the same initialisation deeplab-pytorch gives before loading weights.
+    pub fn init(config: DeepLabConfig, device: &Device, seed: u64) -> (Self, ParamStore) {
+        let mut store = ParamStore::new(device);
+        let mut rng = Rng::new(seed);
+        for (name, cin, cout, k, _, _) in config.units() {
+            let std = (2.0 / (cout * k * k) as f64).sqrt();
+            let w: Vec<f32> = (0..cout * cin * k * k)
+                .map(|_| (rng.normal() * std) as f32)
+                .collect();
+            store.add_trainable(
+                &format!("{name}.conv.weight"),
+                HostTensor::new(vec![cout, cin, k, k], w),
+            );
+            store.add_frozen(
+                &format!("{name}.bn.weight"),
+                HostTensor::filled(vec![cout], 1.0),
+            );
+            store.add_frozen(
+                &format!("{name}.bn.bias"),
+                HostTensor::filled(vec![cout], 0.0),
+            );
+            store.add_frozen(
+                &format!("{name}.bn.running_mean"),
+                HostTensor::filled(vec![cout], 0.0),
+            );
+            store.add_frozen(
+                &format!("{name}.bn.running_var"),
+                HostTensor::filled(vec![cout], 1.0),
+            );
+        }
+        let cin = config.width * 32;
+        for i in 0..config.rates.len() {
+            let n = config.n_classes * cin * 9;
+            let w: Vec<f32> = (0..n).map(|_| (rng.normal() * 0.01) as f32).collect();
+            store.add_trainable(
+                &format!("aspp.c{i}.weight"),
+                HostTensor::new(vec![config.n_classes, cin, 3, 3], w),
+            );
+            store.add_trainable(
+                &format!("aspp.c{i}.bias"),
+                HostTensor::filled(vec![config.n_classes], 0.0),
+            );
+        }
+        let mut net = DeepLabV2 {
+            config,
+            bn: BTreeMap::new(),
+        };
+        net.refresh(&store);
+        (net, store)
+    }
+
+    /// Recomputes the frozen BN affine maps after the store's buffers were loaded.
+    pub fn refresh(&mut self, store: &ParamStore) {
+        self.bn.clear();
+        for (name, ..) in self.config.units() {
+            let g = |s: &str| &store.frozen[&format!("{name}.bn.{s}")].data;
+            let (w, b, m, v) = (g("weight"), g("bias"), g("running_mean"), g("running_var"));
+            let c = w.len();
+            let scale: Vec<f32> = (0..c).map(|i| w[i] / (v[i] + BN_EPS).sqrt()).collect();
+            let shift: Vec<f32> = (0..c).map(|i| b[i] - m[i] * scale[i]).collect();
+            let t = |d: Vec<f32>| {
+                Tensor::<4>::from_data(TensorData::new(d, [1, c, 1, 1]), &store.device)
+            };
+            self.bn.insert(name, (t(scale), t(shift)));
+        }
+    }
+
+    /// Optimizer groups of deeplab-pytorch's `main.py` lines 48-67 and 160-181: (LR multiplier,
+    /// weight decay applies). ASPP weights 10x, ASPP biases 20x without weight decay.
+    pub fn lr_group(name: &str) -> (f64, bool) {
+        if name.starts_with("aspp.") {
+            if name.ends_with(".bias") {
+                (20.0, false)
+            } else {
+                (10.0, true)
+            }
+        } else {
+            (1.0, true)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn unit(
+        &self,
+        store: &ParamStore,
+        v: &BTreeMap<String, Tensor<1>>,
+        x: Tensor<4>,
+        name: &str,
+        stride: usize,
+        pad: usize,
+        dil: usize,
+        act: bool,
+    ) -> Tensor<4> {
+        let w: Tensor<4> = store.shaped(v, &format!("{name}.conv.weight"));
+        let y = conv2d(
+            x,
+            w,
+            None,
+            ConvOptions::new([stride, stride], [pad, pad], [dil, dil], 1),
+        );
+        let (s, b) = &self.bn[name];
+        let y = y * s.clone() + b.clone();
+        if act {
+            relu(y)
+        } else {
+            y
+        }
+    }
+
+    /// Logits at output stride 8 of one input scale (deeplab-pytorch `DeepLabV2.forward`).
+    pub fn forward_single(
+        &self,
+        store: &ParamStore,
+        v: &BTreeMap<String, Tensor<1>>,
+        x: Tensor<4>,
+    ) -> Tensor<4> {
+        let mut h = self.unit(store, v, x, "layer1.conv1", 2, 3, 1, true);
+        h = max_pool2d(
+            h,
+            MaxPoolOptions::new([3, 3])
+                .with_stride([2, 2])
+                .with_padding([1, 1])
+                .with_ceil_mode(true),
+        );
+        let dil = [1, 1, 2, 4];
+        let stride = [1, 2, 1, 1];
+        for s in 0..4 {
+            for b in 0..self.config.blocks[s] {
+                let p = format!("layer{}.block{}", s + 2, b + 1);
+                let st = if b == 0 { stride[s] } else { 1 };
+                let r = self.unit(store, v, h.clone(), &format!("{p}.reduce"), st, 0, 1, true);
+                let r = self.unit(
+                    store,
+                    v,
+                    r,
+                    &format!("{p}.conv3x3"),
+                    1,
+                    dil[s],
+                    dil[s],
+                    true,
+                );
+                let r = self.unit(store, v, r, &format!("{p}.increase"), 1, 0, 1, false);
+                let sc = if b == 0 {
+                    self.unit(store, v, h, &format!("{p}.shortcut"), st, 0, 1, false)
+                } else {
+                    h
+                };
+                h = relu(r + sc);
+            }
+        }
+        let mut out: Option<Tensor<4>> = None;
+        for (i, &rate) in self.config.rates.iter().enumerate() {
+            let w: Tensor<4> = store.shaped(v, &format!("aspp.c{i}.weight"));
+            let b: Tensor<1> = v[&format!("aspp.c{i}.bias")].clone();
+            let y = conv2d(
+                h.clone(),
+                w,
+                Some(b),
+                ConvOptions::new([1, 1], [rate, rate], [rate, rate], 1),
+            );
+            out = Some(match out {
+                None => y,
+                Some(o) => o + y,
+            });
+        }
+        out.expect("at least one ASPP rate")
+    }
+
+    /// Multi-scale forward (deeplab-pytorch `MSC.forward`): the logits at scale 1, at each extra
+    /// scale (input resized bilinearly, align_corners=false, to floor(size * scale)), and last the
+    /// pixel-wise max of all of them resized to the scale-1 logit size. Training puts the loss on
+    /// each; inference uses the last.
+    pub fn forward_msc(
+        &self,
+        store: &ParamStore,
+        v: &BTreeMap<String, Tensor<1>>,
+        x: Tensor<4>,
+    ) -> Vec<Tensor<4>> {
+        let [_, _, h, w] = x.dims();
+        let full = self.forward_single(store, v, x.clone());
+        if self.config.msc_scales.is_empty() {
+            return vec![full];
+        }
+        let [_, _, lh, lw] = full.dims();
+        let mut outs = vec![full.clone()];
+        let mut max = full;
+        for &s in &self.config.msc_scales {
+            let size = [
+                (h as f64 * s as f64) as usize,
+                (w as f64 * s as f64) as usize,
+            ];
+            let xs = interpolate(x.clone(), bilinear(size));
+            let l = self.forward_single(store, v, xs);
+            max = max.max_pair(interpolate(l.clone(), bilinear([lh, lw])));
+            outs.push(l);
+        }
+        outs.push(max);
+        outs
+    }
+}
+
+/// Bilinear resize to `size` with PyTorch's default `align_corners=false` (burn defaults to true).
+pub fn bilinear(size: [usize; 2]) -> InterpolateOptions {
+    InterpolateOptions::new(InterpolateMode::Bilinear)
+        .with_align_corners(false)
+        .with_output_size(size)
+}

@@ -1,0 +1,38 @@
+use std::path::PathBuf;
+
+/// Errors of the training stage; each names the file it concerns where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: bad mask: {message}", path.display())]
+    BadMask { path: PathBuf, message: String },
+    #[error("{}: bad image: {message}", path.display())]
+    BadImage { path: PathBuf, message: String },
+    #[error("{}: bad checkpoint or weights file: {message}", path.display())]
+    Weights { path: PathBuf, message: String },
+    #[error("{}: bad feature cache: {message}", path.display())]
+    Features { path: PathBuf, message: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("the loss became {value} at iteration {iteration}; stopped. Last good checkpoint: {}", last_good.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none written yet".into()))]
+    NonFinite {
+        iteration: usize,
+        value: f32,
+        last_good: Option<PathBuf>,
+    },
+}
+
+impl TrainError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;
