@@ -97,7 +97,7 @@ struct CamsKey {
 }
 
 enum ModelState {
-    Clip(Clip),
+    Clip(Box<Clip>),
     Cams(CamsKey, Box<Cams>),
     /// Only while switching.
     Empty,
@@ -168,7 +168,7 @@ impl Model {
                         .map(|c| (key, Box::new(c)))
                 }
                 ModelState::Clip(clip) => {
-                    Cams::new(clip, key.classes.clone(), &key.settings).map(|c| (key, Box::new(c)))
+                    Cams::new(*clip, key.classes.clone(), &key.settings).map(|c| (key, Box::new(c)))
                 }
                 ModelState::Empty => unreachable!("the model is never left empty"),
             };
@@ -195,7 +195,7 @@ impl Model {
                 // The classifier could not be built and took the model with it: load it again.
                 let spec = self.spec.clone();
                 let clip = py.detach(move || Clip::load(&spec)).map_err(value_error)?;
-                self.state = ModelState::Clip(clip);
+                self.state = ModelState::Clip(Box::new(clip));
             }
         }
         let cam = result.map_err(PyValueError::new_err)?;
@@ -334,7 +334,7 @@ pub fn load_model(py: Python<'_>, name_or_path: PathBuf) -> PyResult<Model> {
     let clip = py.detach(move || Clip::load(&s)).map_err(value_error)?;
     Ok(Model {
         spec,
-        state: ModelState::Clip(clip),
+        state: ModelState::Clip(Box::new(clip)),
     })
 }
 

@@ -308,7 +308,7 @@ fn bad_masks_are_errors_naming_the_file() {
     // a mask whose size differs from its image
     std::fs::write(
         &bad,
-        clip_es::masks::encode_label_png(&vec![0u8; 12], 4, 3, false).unwrap(),
+        clip_es::masks::encode_label_png(&[0u8; 12], 4, 3, false).unwrap(),
     )
     .unwrap();
     let o = run("o2");
