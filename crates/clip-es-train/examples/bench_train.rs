@@ -33,13 +33,14 @@ fn main() {
                     n_classes: 21,
                     in_dim: 768,
                     hidden: 256,
+                    upsamplings: 2,
                 },
                 &device,
                 0,
             ),
             768,
             20,
-            40,
+            80,
         ),
     };
     let x: Vec<f32> = (0..batch * c * side * side)

@@ -197,14 +197,19 @@ pub fn load_bgr(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let (h, w) = (img.height as usize, img.width as usize);
-    let mut out = vec![0f32; 3 * h * w];
+    Ok((bgr_planes(&img), img.height as usize, img.width as usize))
+}
+
+/// The BGR float planes (CHW, 0..255) of an RGB image.
+pub fn bgr_planes(img: &clip_es_image::Rgb8Image) -> Vec<f32> {
+    let n = img.height as usize * img.width as usize;
+    let mut out = vec![0f32; 3 * n];
     for (i, px) in img.data.chunks_exact(3).enumerate() {
         out[i] = px[2] as f32;
-        out[h * w + i] = px[1] as f32;
-        out[2 * h * w + i] = px[0] as f32;
+        out[n + i] = px[1] as f32;
+        out[2 * n + i] = px[0] as f32;
     }
-    Ok((out, h, w))
+    out
 }
 
 /// Augmentation settings (deeplab-pytorch `configs/voc12.yaml`).

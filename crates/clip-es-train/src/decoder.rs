@@ -4,8 +4,11 @@
 //!
 //! Input: the last block's `ln_1` output at the patch tokens (the activation CLIP-ES takes its
 //! Grad-CAM on), channels-first on the patch grid (stride 16). Layers: 1x1 conv to `hidden` +
-//! ReLU, bilinear x2 upsampling (align_corners=false), 3x3 conv + ReLU, 1x1 conv to the classes:
-//! logits at stride 8, like DeepLab-v2's.
+//! ReLU, then `upsamplings` times a bilinear x2 upsampling (align_corners=false) and a 3x3 conv
+//! + ReLU (`fuse`, then `fuse2`, ... halving the width after the first), and a 1x1 conv to the
+//! classes: logits at stride 16 / 2^upsamplings (4 by default; 8 with one upsampling, like
+//! DeepLab-v2's). The loss is taken at the logit size, so a finer stride lets the decoder fit
+//! the CRF-sharpened boundaries and small regions of the pseudo masks.
 
 use crate::deeplab::bilinear;
 use crate::params::{HostTensor, ParamStore};
@@ -21,11 +24,33 @@ pub struct DecoderConfig {
     /// Feature channels (768 for ViT-B/16).
     pub in_dim: usize,
     pub hidden: usize,
+    /// x2 upsampling stages after the projection (logit stride 16 / 2^upsamplings).
+    pub upsamplings: usize,
 }
 
 impl DecoderConfig {
+    /// How much finer the logits are than the patch grid.
+    pub fn logit_scale(&self) -> usize {
+        1 << self.upsamplings
+    }
+
+    /// (name, in, out, kernel) of every conv, in forward order.
+    fn convs(&self) -> Vec<(String, usize, usize, usize)> {
+        let mut v = vec![("proj".to_string(), self.in_dim, self.hidden, 1)];
+        let mut c = self.hidden;
+        for i in 0..self.upsamplings {
+            let name = if i == 0 { "fuse".to_string() } else { format!("fuse{}", i + 1) };
+            let out = if i == 0 { c } else { (c / 2).max(1) };
+            v.push((name, c, out, 3));
+            c = out;
+        }
+        v.push(("classifier".to_string(), c, self.n_classes, 1));
+        v
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"n_classes": self.n_classes, "in_dim": self.in_dim, "hidden": self.hidden})
+        serde_json::json!({"n_classes": self.n_classes, "in_dim": self.in_dim, "hidden": self.hidden,
+            "upsamplings": self.upsamplings})
     }
     pub fn from_json(v: &serde_json::Value) -> Option<Self> {
         let us = |k: &str| v.get(k)?.as_u64().map(|x| x as usize);
@@ -33,6 +58,8 @@ impl DecoderConfig {
             n_classes: us("n_classes")?,
             in_dim: us("in_dim")?,
             hidden: us("hidden")?,
+            // Checkpoints written before the setting existed had one stage.
+            upsamplings: us("upsamplings").unwrap_or(1),
         })
     }
 }
@@ -48,11 +75,7 @@ impl ClipDecoder {
         let mut store = ParamStore::new(device);
         let mut rng = Rng::new(seed);
         let c = &config;
-        for (name, cin, cout, k) in [
-            ("proj", c.in_dim, c.hidden, 1),
-            ("fuse", c.hidden, c.hidden, 3),
-            ("classifier", c.hidden, c.n_classes, 1),
-        ] {
+        for (name, cin, cout, k) in c.convs() {
             let std =
                 (2.0 / (cout * k * k) as f64).sqrt() * if name == "classifier" { 0.1 } else { 1.0 };
             let w: Vec<f32> = (0..cout * cin * k * k)
@@ -72,7 +95,7 @@ impl ClipDecoder {
         (1.0, !name.ends_with(".bias"))
     }
 
-    /// Features [N, in_dim, gh, gw] to logits [N, classes, 2 gh, 2 gw].
+    /// Features [N, in_dim, gh, gw] to logits [N, classes, s gh, s gw], s = 2^upsamplings.
     pub fn forward(
         &self,
         store: &ParamStore,
@@ -87,10 +110,13 @@ impl ClipDecoder {
                 ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
             )
         };
-        let [_, _, gh, gw] = x.dims();
-        let h = relu(conv(x, "proj", 0));
-        let h = interpolate(h, bilinear([2 * gh, 2 * gw]));
-        let h = relu(conv(h, "fuse", 1));
+        let convs = self.config.convs();
+        let mut h = relu(conv(x, "proj", 0));
+        for (name, ..) in &convs[1..convs.len() - 1] {
+            let [_, _, gh, gw] = h.dims();
+            h = interpolate(h, bilinear([2 * gh, 2 * gw]));
+            h = relu(conv(h, name, 1));
+        }
         conv(h, "classifier", 0)
     }
 }

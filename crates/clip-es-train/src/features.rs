@@ -19,17 +19,33 @@ pub struct FeatureMap {
     pub data: Vec<f32>,
 }
 
-/// The last block's `ln_1` output at the patch tokens of `image` (flipped first if asked).
+/// The last block's `ln_1` output at the patch tokens of `image` (flipped first if asked), at
+/// the CLIP input size of the CAM stage's scale 1 (the image rounded up to whole patches).
 pub fn extract(vision: &VisionTransformer, path: &Path, flip: bool) -> Result<FeatureMap> {
+    let img = clip_es_image::DecodedImage::open(path).map_err(|e| TrainError::BadImage {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let patch = vision.config().patch_size;
+    let (h, w) = clip_es_image::patch_multiple(img.height() as usize, img.width() as usize, patch);
+    extract_view(vision, &img, path, h, w, flip)
+}
+
+/// [`extract`] of an image already decoded (`path` names it in errors), its CLIP input resized
+/// to `h` x `w` (multiples of the patch size).
+pub fn extract_view(
+    vision: &VisionTransformer,
+    img: &clip_es_image::DecodedImage,
+    path: &Path,
+    h: usize,
+    w: usize,
+    flip: bool,
+) -> Result<FeatureMap> {
     let bad = |message: String| TrainError::BadImage {
         path: path.to_path_buf(),
         message,
     };
-    let img = clip_es_image::DecodedImage::open(path).map_err(|e| bad(e.to_string()))?;
-    let patch = vision.config().patch_size;
-    let mut input = img
-        .clip_input_for_patch(patch)
-        .map_err(|e| bad(e.to_string()))?;
+    let mut input = img.clip_input(h, w).map_err(|e| bad(e.to_string()))?;
     if flip {
         input = input.flipped_horizontally();
     }

@@ -175,8 +175,13 @@ pub fn train_step(
 pub enum Source {
     /// Images and masks (DeepLab-v2).
     Images(Vec<Item>),
-    /// Cached CLIP features and masks (clip-decoder); `cache` holds `<id>.safetensors`.
-    Features { items: Vec<Item>, cache: PathBuf },
+    /// Cached CLIP features and masks (clip-decoder); `cache` holds `<id>.safetensors`; the
+    /// labels are taken at `label_scale` times the patch grid (the decoder's logit size).
+    Features {
+        items: Vec<Item>,
+        cache: PathBuf,
+        label_scale: usize,
+    },
 }
 
 impl Source {
@@ -212,13 +217,18 @@ pub fn make_batch(
                 xs.extend(x);
                 labs.extend(l);
             }
-            Source::Features { items, cache } => {
+            Source::Features {
+                items,
+                cache,
+                label_scale,
+            } => {
+                let r = *label_scale;
                 let it = &items[idx];
                 let (a, b) = read_cached(&cache_path(cache, &it.id))?;
                 let flip = opts.augment.flip && rng.uniform() < 0.5;
                 let f = if flip { b } else { a };
                 let m = read_mask(&it.mask)?;
-                let mut l = m.resize_nearest(2 * f.gh, 2 * f.gw);
+                let mut l = m.resize_nearest(r * f.gh, r * f.gw);
                 if flip {
                     for row in l.data.chunks_mut(l.w) {
                         row.reverse();
@@ -240,10 +250,10 @@ pub fn make_batch(
                         }
                     }
                 }
-                let mut lab = vec![IGNORE; 4 * ch * cw];
-                for y in 0..(2 * ch).min(l.h - 2 * y0) {
-                    for xx in 0..(2 * cw).min(l.w - 2 * x0) {
-                        lab[y * 2 * cw + xx] = l.data[(2 * y0 + y) * l.w + 2 * x0 + xx];
+                let mut lab = vec![IGNORE; r * r * ch * cw];
+                for y in 0..(r * ch).min(l.h - r * y0) {
+                    for xx in 0..(r * cw).min(l.w - r * x0) {
+                        lab[y * r * cw + xx] = l.data[(r * y0 + y) * l.w + r * x0 + xx];
                     }
                 }
                 if j > 0 && dims != (f.dim, ch, cw) {
@@ -260,7 +270,7 @@ pub fn make_batch(
     let n = opts.batch;
     let (lh, lw) = match source {
         Source::Images(_) => (dims.1, dims.2),
-        Source::Features { .. } => (2 * dims.1, 2 * dims.2),
+        Source::Features { label_scale, .. } => (label_scale * dims.1, label_scale * dims.2),
     };
     Ok(Batch {
         x: Tensor::<4>::from_data(TensorData::new(xs, [n, dims.0, dims.1, dims.2]), device),
@@ -420,4 +430,282 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
         }
     }
     Ok(best.map(|(_, p)| p))
+}
+
+/// How a run begins.
+#[derive(Clone, Debug)]
+pub enum Start {
+    /// A new network, optionally initialised from a weights file (a PyTorch state dict such as
+    /// deeplab-pytorch's init, a torchvision ResNet-101, or a safetensors file); the classifier
+    /// is skipped when its class count differs.
+    Fresh { init: Option<PathBuf> },
+    /// Continue bit-for-bit from a checkpoint (`None`: the latest in the output directory) with
+    /// the settings stored in it; only the iteration count may change.
+    Resume {
+        checkpoint: Option<PathBuf>,
+        iters: Option<usize>,
+    },
+}
+
+/// Everything `clip-es train` (and the training stage of `clip-es run`) needs.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub arch: crate::Arch,
+    /// Directory of the training images.
+    pub images: PathBuf,
+    /// Directory of the pseudo masks (`<id>.png`; 255 is ignored by the loss).
+    pub masks: PathBuf,
+    /// Split file of the training ids.
+    pub split: PathBuf,
+    /// Output directory: checkpoints, `train.jsonl`, `loss.png` (and `features/`).
+    pub out: PathBuf,
+    /// Classes, background included.
+    pub num_classes: usize,
+    pub start: Start,
+    pub options: TrainOptions,
+    /// DeepLab-v2's shape (its `n_classes` is replaced by `num_classes`).
+    pub deeplab: crate::deeplab::DeepLabConfig,
+    /// clip-decoder hidden width.
+    pub decoder_hidden: usize,
+    /// clip-decoder x2 upsampling stages (logit stride 16 / 2^n).
+    pub decoder_upsamplings: usize,
+    /// clip-decoder: the CLIP model of the features (directory, file, HF id or OpenAI name).
+    pub clip_model: String,
+    /// clip-decoder feature cache [default: `<out>/features`].
+    pub features: Option<PathBuf>,
+    /// `flex` (CPU), or `cuda` / `wgpu` in builds with those features.
+    pub device: String,
+    /// Worker threads (all cores when `None`).
+    pub threads: Option<usize>,
+}
+
+impl TrainConfig {
+    /// deeplab-pytorch's settings for `arch` (the clip-decoder: LR 0.01, 20x20-patch crops).
+    pub fn new(
+        arch: crate::Arch,
+        images: PathBuf,
+        masks: PathBuf,
+        split: PathBuf,
+        out: PathBuf,
+    ) -> Self {
+        let mut options = TrainOptions::default();
+        if arch == crate::Arch::ClipDecoder {
+            options.lr = DECODER_LR;
+        }
+        TrainConfig {
+            arch,
+            images,
+            masks,
+            split,
+            out,
+            num_classes: 21,
+            start: Start::Fresh { init: None },
+            options,
+            deeplab: crate::deeplab::DeepLabConfig::resnet101(21),
+            decoder_hidden: 256,
+            decoder_upsamplings: 2,
+            clip_model: "ViT-B/16".into(),
+            features: None,
+            device: "flex".into(),
+            threads: None,
+        }
+    }
+}
+
+/// The clip-decoder's default base learning rate.
+pub const DECODER_LR: f64 = 0.01;
+
+/// What a run tells its front end.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A line worth showing (initialisation, resumption).
+    Note(String),
+    /// The clip-decoder's feature cache is being filled for this many images.
+    FeaturesStart(usize),
+    /// One image's features are cached (or were already).
+    FeatureDone,
+    FeaturesEnd,
+    /// Training runs from iteration `from` (exclusive) to `to`.
+    TrainStart { from: usize, to: usize },
+    Iteration(&'a Progress),
+}
+
+/// What [`run`] produced.
+#[derive(Clone, Debug)]
+pub struct TrainReport {
+    /// The checkpoint of the last iteration (also copied to `final.safetensors`).
+    pub checkpoint: PathBuf,
+    pub final_checkpoint: PathBuf,
+    pub log: PathBuf,
+    pub curve: PathBuf,
+    /// Iteration the run started from and the last one.
+    pub start: usize,
+    pub iters: usize,
+}
+
+/// The training stage: builds or restores the network, checks every training pair, caches the
+/// clip-decoder's CLIP features, then runs [`train`] on a pool of `config.threads` threads.
+pub fn run(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<TrainReport> {
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(t) = config.threads {
+        if t == 0 {
+            return Err(TrainError::Config(
+                "the number of threads must be at least 1".into(),
+            ));
+        }
+        pool = pool.num_threads(t);
+    }
+    let pool = pool
+        .build()
+        .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?;
+    pool.install(|| run_in_pool(config, events))
+}
+
+fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<TrainReport> {
+    use crate::decoder::DecoderConfig;
+    use crate::model::Net;
+    use crate::Arch;
+    let c = config;
+    let device = crate::device(&c.device)?;
+    std::fs::create_dir_all(&c.out).map_err(|e| TrainError::io(&c.out, e))?;
+    let mut opts = c.options.clone();
+    let (mut model, mut sgd, start, clip_model) = match &c.start {
+        Start::Resume { checkpoint, iters } => {
+            let path = match checkpoint {
+                Some(p) => p.clone(),
+                None => latest_checkpoint(&c.out)?.ok_or_else(|| {
+                    TrainError::Config(format!("resume: no checkpoint in {}", c.out.display()))
+                })?,
+            };
+            let (model, tensors, meta) = Model::open(&path, &device)?;
+            opts = TrainOptions::from_json(&meta["options"]).ok_or_else(|| TrainError::Weights {
+                path: path.clone(),
+                message: "no run settings".into(),
+            })?;
+            if let Some(i) = iters {
+                opts.iters = *i;
+            }
+            let (sgd, start) = resume_state(&model, &tensors, &meta, &opts);
+            events(Event::Note(format!(
+                "resuming {} at iteration {start} (settings from the checkpoint)",
+                path.display()
+            )));
+            let clip = meta["clip_model"]
+                .as_str()
+                .unwrap_or(&c.clip_model)
+                .to_string();
+            (model, sgd, start, clip)
+        }
+        Start::Fresh { .. } => {
+            let model = match c.arch {
+                Arch::DeepLabV2 => Model::deeplab(
+                    crate::deeplab::DeepLabConfig {
+                        n_classes: c.num_classes,
+                        ..c.deeplab.clone()
+                    },
+                    &device,
+                    opts.seed,
+                ),
+                // The feature width is known once the CLIP model is loaded (below).
+                Arch::ClipDecoder => Model::decoder(
+                    DecoderConfig {
+                        n_classes: c.num_classes,
+                        in_dim: 0,
+                        hidden: c.decoder_hidden,
+                        upsamplings: c.decoder_upsamplings,
+                    },
+                    &device,
+                    opts.seed,
+                ),
+            };
+            let sgd = Sgd::new(opts.momentum, opts.weight_decay);
+            (model, sgd, 0, c.clip_model.clone())
+        }
+    };
+    let init = match &c.start {
+        Start::Fresh { init } => init.clone(),
+        Start::Resume { .. } => None,
+    };
+    let load_init = |model: &mut Model| -> Result<()> {
+        if let Some(init) = &init {
+            let unused = model.load_weights(init, true)?;
+            events(Event::Note(format!(
+                "initialised from {} ({} tensors of the file unused)",
+                init.display(),
+                unused.len()
+            )));
+        }
+        Ok(())
+    };
+    let items = crate::data::load_items(&c.images, &c.masks, &c.split, model.n_classes())?;
+    let source = match model.arch() {
+        Arch::DeepLabV2 => {
+            load_init(&mut model)?;
+            Source::Images(items)
+        }
+        Arch::ClipDecoder => {
+            let cache = c.features.clone().unwrap_or_else(|| c.out.join("features"));
+            let clip = clip_es_model::Clip::load(&clip_model).map_err(|e| {
+                TrainError::Config(format!("loading CLIP `{clip_model}`: {e:#}"))
+            })?;
+            events(Event::FeaturesStart(items.len()));
+            crate::features::cache_all(clip.vision(), &items, &cache, &|| {
+                events(Event::FeatureDone)
+            })?;
+            events(Event::FeaturesEnd);
+            let dim = clip.vision().width();
+            let current = match &model.net {
+                Net::Decoder(d) => d.config.clone(),
+                Net::DeepLab(_) => unreachable!("the arch is the decoder's"),
+            };
+            if current.in_dim == 0 {
+                model = Model::decoder(
+                    DecoderConfig {
+                        in_dim: dim,
+                        ..current
+                    },
+                    &device,
+                    opts.seed,
+                );
+                load_init(&mut model)?;
+            } else if current.in_dim != dim {
+                return Err(TrainError::Config(format!(
+                    "the checkpoint's decoder takes {}-d features, `{clip_model}` gives {dim}",
+                    current.in_dim
+                )));
+            }
+            let label_scale = match &model.net {
+                Net::Decoder(d) => d.config.logit_scale(),
+                Net::DeepLab(_) => unreachable!("the arch is the decoder's"),
+            };
+            Source::Features {
+                items,
+                cache,
+                label_scale,
+            }
+        }
+    };
+    events(Event::TrainStart {
+        from: start,
+        to: opts.iters,
+    });
+    let meta = serde_json::json!({ "clip_model": clip_model });
+    let checkpoint = train(
+        &mut model,
+        &mut sgd,
+        &source,
+        &opts,
+        &c.out,
+        start,
+        meta,
+        &mut |p| events(Event::Iteration(p)),
+    )?;
+    Ok(TrainReport {
+        checkpoint,
+        final_checkpoint: c.out.join("final.safetensors"),
+        log: c.out.join("train.jsonl"),
+        curve: c.out.join("loss.png"),
+        start,
+        iters: opts.iters,
+    })
 }

@@ -21,6 +21,7 @@ pub mod classes;
 pub mod datasets;
 pub mod eval;
 pub mod masks;
+pub mod predict;
 pub mod progress;
 pub mod prompt_select;
 pub mod segment;

@@ -230,6 +230,33 @@ impl Default for KernelCache {
     }
 }
 
+/// Mean-field inference of the dense CRF of the reference (and of deeplab-pytorch's
+/// `libs/utils/crf.py`): the label-major unary of `n_labels` labels, a Potts Gaussian kernel
+/// (shared through `cache`) and a Potts bilateral kernel on `crf_image(image, mode)`.
+pub fn dense_crf(
+    image: &Rgb8Image,
+    unary: &[f32],
+    n_labels: usize,
+    params: &CrfParams,
+    mode: CrfImage,
+    cache: &KernelCache,
+) -> Result<clip_es_crf::Marginals, CrfError> {
+    let (w, h) = (image.width as usize, image.height as usize);
+    let p = params;
+    let mut crf = DenseCrf::new(w * h, n_labels)?;
+    crf.set_unary_label_major(unary)?;
+    crf.add_pairwise(cache.gaussian(w, h, p.gaussian_sxy, p.gaussian_weight)?)?;
+    crf.add_pairwise(PairwiseKernel::bilateral(
+        w,
+        h,
+        p.bilateral_sxy,
+        p.bilateral_srgb,
+        &crf_input_image(image, mode),
+        Compatibility::Potts(p.bilateral_weight),
+    )?)?;
+    crf.inference(p.iterations)
+}
+
 /// Makes the pseudo mask of one image from its CAMs (`cache`: shared Gaussian kernels). The
 /// CAMs are checked by [`CamFile::validate`] and must have the image's size; errors are
 /// messages without a path (see [`pseudo_mask_file`]).
@@ -251,35 +278,18 @@ pub fn pseudo_mask(
     let probs = probabilities_with_background(cams, n);
     let m = cam.keys.len() + 1;
     let (best, confidence): (Vec<usize>, Vec<f32>) = if options.use_crf {
-        let p = &options.crf;
-        let crf_err = |e: clip_es_crf::CrfError| format!("CRF: {e}");
-        let rgb = crf_input_image(image, options.crf_image);
-        let mut crf = DenseCrf::new(n, m).map_err(crf_err)?;
-        crf.set_unary_label_major(&unary_from_f16_probabilities(&probs))
-            .map_err(crf_err)?;
-        crf.add_pairwise(
-            cache
-                .gaussian(w, h, p.gaussian_sxy, p.gaussian_weight)
-                .map_err(crf_err)?,
+        dense_crf(
+            image,
+            &unary_from_f16_probabilities(&probs),
+            m,
+            &options.crf,
+            options.crf_image,
+            cache,
         )
-        .map_err(crf_err)?;
-        crf.add_pairwise(
-            PairwiseKernel::bilateral(
-                w,
-                h,
-                p.bilateral_sxy,
-                p.bilateral_srgb,
-                &rgb,
-                Compatibility::Potts(p.bilateral_weight),
-            )
-            .map_err(crf_err)?,
-        )
-        .map_err(crf_err)?;
-        crf.inference(p.iterations)
-            .map_err(crf_err)?
-            .argmax()
-            .into_iter()
-            .unzip()
+        .map_err(|e| format!("CRF: {e}"))?
+        .argmax()
+        .into_iter()
+        .unzip()
     } else {
         // Power 1: the background score is the `1 - max` of `probs`.
         (0..n)

@@ -1,9 +1,9 @@
-//! `clip-es train` / `predict` end to end on the four example images (CI smoke test, tiny
-//! widths, flex CPU backend): each architecture trains 30 iterations on pseudo masks (the
-//! examples' coarse ground truth with an unconfident band of 255 around every boundary, as the
-//! CRF confidence cut leaves), the loss at least halves, resuming from a checkpoint reproduces
-//! the uninterrupted run bit for bit, and predict + eval run on the result. Bad masks are clear
-//! errors naming the file.
+//! `clip-es train` / `predict` / `run --train` end to end on the four example images (CI smoke
+//! test, tiny widths, flex CPU backend): each architecture trains 30 iterations on the project's
+//! own pseudo masks (`clip-es run` with the tiny random CLIP: CAMs, CRF, 255 where the CRF is not
+//! confident), the loss at least halves, resuming from a checkpoint reproduces the uninterrupted
+//! run bit for bit, and predict (plain, with the CRF, with overlays) + eval run on the result.
+//! `run --train` chains all stages and resumes. Bad masks are clear errors naming the file.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -44,43 +44,35 @@ fn ok(o: &Output, what: &str) {
 
 const IDS: [&str; 4] = ["astronaut", "camera", "chelsea", "horse"];
 
-/// Pseudo masks: the example ground truth with every pixel within 2 of a label change set to 255.
+/// The pseudo masks of the examples, made by the pipeline itself (`clip-es run`: CAMs of the
+/// tiny random CLIP, CRF, 255 below the 0.95 confidence), and the split of their ids.
 fn pseudo_masks(dir: &Path) -> (PathBuf, PathBuf) {
-    let masks = dir.join("masks");
-    std::fs::create_dir_all(&masks).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = dir.join("run");
+    ok(
+        &clip_es(&[
+            "run",
+            "--model",
+            &s(&tiny_clip()),
+            "--images",
+            &s(&examples().join("images")),
+            "--labels",
+            &s(&examples().join("labels.txt")),
+            "--out",
+            &s(&run),
+            "--threads",
+            "2",
+        ]),
+        "run (pseudo masks)",
+    );
+    let masks = run.join("masks");
+    let mut unconfident = 0;
     for id in IDS {
-        let gt = clip_es::masks::read_label_png(&examples().join(format!("gt/{id}.png"))).unwrap();
-        let (w, h) = (gt.width, gt.height);
-        let l = &gt.labels;
-        let mut out = l.clone();
-        for y in 0..h {
-            for x in 0..w {
-                let v = l[y * w + x];
-                let mut edge = false;
-                for dy in -2i64..=2 {
-                    for dx in -2i64..=2 {
-                        let (yy, xx) = (y as i64 + dy, x as i64 + dx);
-                        if yy >= 0
-                            && xx >= 0
-                            && (yy as usize) < h
-                            && (xx as usize) < w
-                            && l[yy as usize * w + xx as usize] != v
-                        {
-                            edge = true;
-                        }
-                    }
-                }
-                if edge {
-                    out[y * w + x] = 255;
-                }
-            }
-        }
-        std::fs::write(
-            masks.join(format!("{id}.png")),
-            clip_es::masks::encode_label_png(&out, w, h, true).unwrap(),
-        )
-        .unwrap();
+        let m = clip_es::masks::read_label_png(&masks.join(format!("{id}.png"))).unwrap();
+        unconfident += m.labels.iter().filter(|&&v| v == 255).count();
     }
+    // The CRF's confidence cut leaves pixels for the loss to ignore.
+    assert!(unconfident > 0, "no unconfident pixels in the pseudo masks");
     let split = dir.join("split.txt");
     std::fs::write(&split, IDS.join("\n")).unwrap();
     (masks, split)
@@ -174,40 +166,55 @@ fn check_run(dir: &Path, arch: &str, extra: &[&str]) {
     );
     assert_eq!(losses(&out_b), l[20..].to_vec());
 
-    // Predict and score.
-    let pred = dir.join("pred");
-    ok(
-        &clip_es(&[
-            "predict",
-            "--checkpoint",
-            &s(&out_a.join("final.safetensors")),
-            "--images",
-            &images,
+    // Predict (plain, and with the CRF and overlays) and score against the ground truth.
+    for (tag, more) in [("pred", &[][..]), ("pred-crf", &["--crf", "--overlays"][..])] {
+        let pred = dir.join(tag);
+        let mut args = vec![
+            "predict".to_string(),
+            "--checkpoint".into(),
+            s(&out_a.join("final.safetensors")),
+            "--images".into(),
+            images.clone(),
+            "--split".into(),
+            s(&split),
+            "--out".into(),
+            s(&pred),
+            "--jobs".into(),
+            "2".into(),
+        ];
+        for m in more {
+            args.push(m.to_string());
+            if *m == "--overlays" {
+                args.push(s(&dir.join(format!("{tag}-overlays"))));
+            }
+        }
+        ok(
+            &clip_es(&args.iter().map(String::as_str).collect::<Vec<_>>()),
+            tag,
+        );
+        for id in IDS {
+            let m = clip_es::masks::read_label_png(&pred.join(format!("{id}.png"))).unwrap();
+            let g =
+                clip_es::masks::read_label_png(&examples().join(format!("gt/{id}.png"))).unwrap();
+            assert_eq!((m.width, m.height), (g.width, g.height));
+            assert!(m.labels.iter().all(|&v| v < 21), "{tag}/{id}: labels out of range");
+            if !more.is_empty() {
+                let o = dir.join(format!("{tag}-overlays/{id}.png"));
+                assert!(o.is_file(), "{} missing", o.display());
+            }
+        }
+        let e = clip_es(&[
+            "eval",
+            "--masks",
+            &s(&pred),
+            "--gt",
+            &s(&examples().join("gt")),
             "--split",
             &s(&split),
-            "--out",
-            &s(&pred),
-            "--jobs",
-            "2",
-        ]),
-        "predict",
-    );
-    for id in IDS {
-        let m = clip_es::masks::read_label_png(&pred.join(format!("{id}.png"))).unwrap();
-        let g = clip_es::masks::read_label_png(&examples().join(format!("gt/{id}.png"))).unwrap();
-        assert_eq!((m.width, m.height), (g.width, g.height));
+        ]);
+        ok(&e, "eval");
+        eprintln!("{tag}: {}", String::from_utf8_lossy(&e.stdout));
     }
-    let e = clip_es(&[
-        "eval",
-        "--masks",
-        &s(&pred),
-        "--gt",
-        &s(&examples().join("gt")),
-        "--split",
-        &s(&split),
-    ]);
-    ok(&e, "eval");
-    eprintln!("{}", String::from_utf8_lossy(&e.stdout));
 }
 
 #[test]
@@ -317,5 +324,73 @@ fn bad_masks_are_errors_naming_the_file() {
         err.contains("horse.png") && err.contains("differs from its image"),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `run --train clip-decoder`: CAMs, masks, training, predictions (CRF, overlays) and three
+/// evaluations in one command; a rerun with more iterations resumes the training from its last
+/// checkpoint and rewrites the now stale predictions.
+#[test]
+fn run_with_training_stage_predicts_evaluates_and_resumes() {
+    let dir = tmpdir("run-train");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out = dir.join("out");
+    let run = |iters: &str| {
+        clip_es(&[
+            "run",
+            "--model",
+            &s(&tiny_clip()),
+            "--images",
+            &s(&examples().join("images")),
+            "--labels",
+            &s(&examples().join("labels.txt")),
+            "--gt",
+            &s(&examples().join("gt")),
+            "--out",
+            &s(&out),
+            "--threads",
+            "2",
+            "--train",
+            "clip-decoder",
+            "--train-iters",
+            iters,
+            "--train-batch",
+            "2",
+            "--train-save-every",
+            "5",
+            "--predict-crf",
+            "--overlays",
+        ])
+    };
+    let o = run("10");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    for id in IDS {
+        for sub in ["masks", "predictions", "prediction-overlays"] {
+            let p = out.join(format!("{sub}/{id}.png"));
+            assert!(p.is_file(), "{} missing", p.display());
+        }
+    }
+    assert!(out.join("train/checkpoint-000010.safetensors").is_file());
+    assert!(out.join("train/final.safetensors").is_file());
+    // Three evaluations: CAMs, masks, predictions.
+    assert_eq!(stdout.matches("mIoU").count(), 3, "{stdout}");
+    let stamp = |p: &str| std::fs::metadata(out.join(p)).unwrap().modified().unwrap();
+    let (mask_time, pred_time) = (stamp("masks/horse.png"), stamp("predictions/horse.png"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // A rerun with more iterations resumes at 10 and refreshes the predictions.
+    let o = run("15");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("at iteration 10"), "{stderr}");
+    assert!(out.join("train/checkpoint-000015.safetensors").is_file());
+    let log = std::fs::read_to_string(out.join("train/train.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 15);
+    assert_eq!(stamp("masks/horse.png"), mask_time, "finished masks are kept");
+    assert!(stamp("predictions/horse.png") > pred_time, "stale predictions were kept");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,19 +8,6 @@ use std::fmt::Display;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-/// A plain progress bar on stderr (for the training commands, which drive it themselves).
-pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
-        )
-        .expect("valid template"),
-    );
-    pb.set_prefix(what.to_string());
-    pb
-}
-
 /// Progress bars on stderr with rate and ETA (drawn only on a terminal); messages and failures
 /// are printed above the bar.
 #[derive(Default)]

@@ -1,15 +1,12 @@
-//! `clip-es predict`: label maps of a trained network (library: `clip_es_train::predict`), one
-//! PNG per image that `clip-es eval --masks` scores. A failing image is reported and left out;
-//! finished files are skipped on a rerun.
+//! `clip-es predict`: label maps of a trained network ([`clip_es::predict::run`]), one PNG per
+//! image that `clip-es eval --masks` scores, optionally refined by the dense CRF and with
+//! overlay pictures. A failing image is reported and left out; finished files are skipped on a
+//! rerun.
 
-use super::common::{exit_code, progress_bar, report_failures};
-use anyhow::Context;
-use clip_es::atomic::write_bytes_atomic;
-use clip_es::datasets::read_split;
-use clip_es::masks::encode_label_png;
-use clip_es_train::model::Net;
-use clip_es_train::predict::{predict_decoder, predict_deeplab};
-use clip_es_train::{device, Arch, Model};
+use super::cams::check_threads;
+use super::common::{exit_code, report_failures, Bars};
+use clip_es::masks::CrfParams;
+use clip_es::predict::PredictConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,22 +24,42 @@ pub struct Args {
     /// Output directory of the label PNGs (<id>.png)
     #[arg(long)]
     out: PathBuf,
-    /// DeepLab-v2: extra input scales whose logits are max-pooled with the full-size ones
-    /// [default: the training setting, 0.5,0.75]
+    /// Input scales. DeepLab-v2: the multi-scale inputs whose logits are max-pooled (1.0 is
+    /// always used) [default: the checkpoint's, 1.0,0.75,0.5]. clip-decoder: the views whose
+    /// logits are averaged [default: 1.0]
     #[arg(long, value_delimiter = ',')]
-    scales: Option<Vec<f32>>,
+    scales: Option<Vec<f64>>,
+    /// clip-decoder: do not add the mirror image of each view
+    #[arg(long)]
+    no_flip: bool,
+    /// Refine the labels with the dense CRF of the pseudo masks (deeplab-pytorch's
+    /// post-processing: softmax, Gaussian + bilateral kernels, 10 iterations)
+    #[arg(long)]
+    crf: bool,
     /// clip-decoder: the CLIP model [default: the one the checkpoint was trained with]
     #[arg(long)]
     model: Option<String>,
-    /// Write grayscale PNGs instead of VOC-palette ones
-    #[arg(long)]
-    grayscale: bool,
     /// Compute device: flex (CPU); cuda or wgpu in builds with those features
     #[arg(long, default_value = "flex")]
     device: String,
+    /// Write grayscale PNGs instead of VOC-palette ones
+    #[arg(long)]
+    grayscale: bool,
+    /// Also write an overlay PNG per image into this directory (photo, coloured labels with
+    /// outlines, legend)
+    #[arg(long)]
+    overlays: Option<PathBuf>,
+    /// Class names of the legends (voc, coco or a class file) [default: voc]
+    #[arg(long)]
+    classes: Option<String>,
+    /// Recompute outputs that exist (by default they are skipped)
+    #[arg(long)]
+    overwrite: bool,
+    #[command(flatten)]
+    exif: super::common::ExifArgs,
     /// Worker threads (default: all cores)
-    #[arg(long, short)]
-    jobs: Option<usize>,
+    #[arg(long, short = 'j', alias = "jobs")]
+    threads: Option<usize>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -50,57 +67,32 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn run_inner(a: Args) -> anyhow::Result<ExitCode> {
-    if let Some(j) = a.jobs {
-        anyhow::ensure!(j > 0, "--jobs must be at least 1");
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(j)
-            .build_global();
+    let mut c = PredictConfig::new(a.checkpoint, a.images, a.split, a.out);
+    c.scales = a.scales;
+    c.flip = !a.no_flip;
+    c.crf = a.crf.then(CrfParams::default);
+    c.clip_model = a.model;
+    c.device = a.device;
+    c.palette = !a.grayscale;
+    c.overwrite = a.overwrite;
+    c.exif = a.exif.mode();
+    c.threads = check_threads(a.threads)?;
+    if let Some(d) = a.overlays {
+        let spec = a.classes.as_deref().unwrap_or("voc");
+        c.overlays = Some((d, clip_es::ClassSet::from_spec(spec)?));
     }
-    let dev = device(&a.device)?;
-    let (mut model, _, meta) = Model::open(&a.checkpoint, &dev)?;
-    if let (Some(s), Net::DeepLab(n)) = (&a.scales, &mut model.net) {
-        n.config.msc_scales = s.clone();
-    }
-    let ids = read_split(&a.split)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("{}", a.out.display()))?;
-    let vision = if model.arch() == Arch::ClipDecoder {
-        let spec = a
-            .model
-            .clone()
-            .or_else(|| meta["clip_model"].as_str().map(String::from))
-            .unwrap_or_else(|| "ViT-B/16".into());
-        Some(
-            clip_es_model::Clip::load(&spec)
-                .with_context(|| format!("loading CLIP `{spec}`"))?
-                .into_vision(),
-        )
-    } else {
-        None
-    };
-    // Images run one after another, each on all the pool's threads inside the network.
-    let pb = progress_bar(ids.len(), "predict");
-    let mut failures: Vec<(String, String)> = Vec::new();
-    for id in &ids {
-        let out = a.out.join(format!("{id}.png"));
-        let r = (|| -> anyhow::Result<()> {
-            if out.is_file() {
-                return Ok(());
-            }
-            let image = clip_es_train::data::find_image(&a.images, id)?;
-            let (labels, h, w) = match &vision {
-                Some(v) => predict_decoder(&model, v, &image)?,
-                None => predict_deeplab(&model, &image)?,
-            };
-            let png = encode_label_png(&labels, w, h, !a.grayscale)?;
-            write_bytes_atomic(&out, &png).with_context(|| format!("{}", out.display()))?;
-            Ok(())
-        })();
-        if let Err(e) = r {
-            pb.suspend(|| eprintln!("{id}: {e:#}"));
-            failures.push((id.to_string(), format!("{e:#}")));
-        }
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    Ok(report_failures(&failures))
+    execute(&c)
+}
+
+/// Runs the stage and prints its outcome; shared with `run`.
+pub fn execute(config: &PredictConfig) -> anyhow::Result<ExitCode> {
+    let r = clip_es::predict::run(config, &Bars::default())?;
+    eprintln!(
+        "{} images: {} label maps written, {} already present, {} failed",
+        r.images,
+        r.written,
+        r.skipped,
+        r.failures.len()
+    );
+    Ok(report_failures(&r.failures))
 }

@@ -1,13 +1,19 @@
 //! `clip-es run`: the whole CLIP-ES pipeline in one command: the CAM stage into `<out>/cams`,
 //! the masks stage into `<out>/masks`, then (with `--gt`) the evaluation of the CAMs and of the
-//! masks. Each stage gets its configuration directly (every option of the stages is accepted
-//! here) and runs the same library entry point as its own subcommand, so it is resumable the
-//! same way.
+//! masks. With `--train ARCH`, stage three follows: the network trained on the pseudo masks
+//! into `<out>/train`, its predictions for the split (or `--predict-split`) into
+//! `<out>/predictions`, and with `--gt` their evaluation. Each stage gets its configuration
+//! directly (every option of the CAM and mask stages is accepted here) and runs the same library
+//! entry point as its own subcommand, so it is resumable the same way.
 
 use super::cams::{check_threads, CamArgs, DatasetArgs};
 use super::eval::EvalArgs;
 use super::masks::{CamKindArg, MaskArgs};
+use super::train::ArchArg;
 use clip_es::cams::CamsConfig;
+use clip_es::masks::CrfParams;
+use clip_es::predict::PredictConfig;
+use clip_es_train::train::{Start, TrainConfig};
 use clip_es::eval::Prediction;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,9 +46,46 @@ pub struct Args {
     /// Threads (default: all cores)
     #[arg(long, short = 'j', alias = "jobs")]
     threads: Option<usize>,
-    /// Also write overlay PNGs of the masks into <out>/overlays
+    /// Also write overlay PNGs of the masks into <out>/overlays (and of the predictions into
+    /// <out>/prediction-overlays)
     #[arg(long)]
     overlays: bool,
+    #[command(flatten)]
+    stage3: TrainStageArgs,
+}
+
+/// Stage three inside `run` (the full set of settings is `clip-es train`'s).
+#[derive(clap::Args, Debug)]
+pub struct TrainStageArgs {
+    /// Add stage three: train this network on the pseudo masks (into <out>/train; a rerun
+    /// resumes from its latest checkpoint), then predict the images (into <out>/predictions)
+    #[arg(long, value_enum)]
+    train: Option<ArchArg>,
+    /// Training iterations [default: 20000, deeplab-pytorch's]
+    #[arg(long)]
+    train_iters: Option<usize>,
+    /// Base learning rate [default: 2.5e-4 for deeplab-v2, 0.01 for clip-decoder]
+    #[arg(long)]
+    train_lr: Option<f64>,
+    /// Images per sub-batch (two sub-batches per iteration)
+    #[arg(long, default_value_t = 5)]
+    train_batch: usize,
+    /// Initial weights of the network (deeplab-pytorch's init .pth, a torchvision ResNet-101,
+    /// or a safetensors file)
+    #[arg(long)]
+    train_init: Option<PathBuf>,
+    /// Checkpoint every N iterations
+    #[arg(long, default_value_t = 1000)]
+    train_save_every: usize,
+    /// Images to predict with the trained network [default: the split]
+    #[arg(long)]
+    predict_split: Option<PathBuf>,
+    /// Refine the predictions with the dense CRF
+    #[arg(long)]
+    predict_crf: bool,
+    /// Compute device of stage three: flex (CPU); cuda or wgpu in builds with those features
+    #[arg(long, default_value = "flex")]
+    device: String,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -91,7 +134,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut evals = Vec::new();
     if let Some(gt) = &args.gt {
-        for prediction in [Prediction::Cams(cams_dir), Prediction::Masks(masks_dir)] {
+        for prediction in [Prediction::Cams(cams_dir), Prediction::Masks(masks_dir.clone())] {
             let mut e = args.eval.config(
                 prediction,
                 gt.clone(),
@@ -125,6 +168,95 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         };
         eprintln!("== {what}");
         stage(what, super::eval::execute(e, None, None))?;
+    }
+    if let Some(arch) = args.stage3.train {
+        let t = &args.stage3;
+        let train_dir = args.out.join("train");
+        // Only the images whose pseudo masks exist are trained on (a failed image has none).
+        let ids = clip_es::datasets::read_split(&split)?;
+        let with_mask: Vec<&String> = ids
+            .iter()
+            .filter(|id| masks_dir.join(format!("{id}.png")).is_file())
+            .collect();
+        anyhow::ensure!(!with_mask.is_empty(), "no pseudo masks to train on in {}", masks_dir.display());
+        if with_mask.len() < ids.len() {
+            eprintln!(
+                "training on the {} of {} images that have a pseudo mask",
+                with_mask.len(),
+                ids.len()
+            );
+        }
+        std::fs::create_dir_all(&train_dir)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", train_dir.display()))?;
+        let train_split = train_dir.join("split.txt");
+        let text: String = with_mask.iter().map(|id| format!("{id}\n")).collect();
+        clip_es::atomic::write_bytes_atomic(&train_split, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", train_split.display()))?;
+        let mut tc = TrainConfig::new(
+            arch.arch(),
+            args.data.images.clone(),
+            masks_dir.clone(),
+            train_split,
+            train_dir.clone(),
+        );
+        tc.num_classes = classes.len() + 1;
+        tc.deeplab.n_classes = tc.num_classes;
+        let resume = !args.overwrite && clip_es_train::train::latest_checkpoint(&train_dir)?.is_some();
+        tc.start = if resume {
+            Start::Resume {
+                checkpoint: None,
+                iters: t.train_iters,
+            }
+        } else {
+            Start::Fresh {
+                init: t.train_init.clone(),
+            }
+        };
+        if let Some(i) = t.train_iters {
+            tc.options.iters = i;
+        }
+        if let Some(lr) = t.train_lr {
+            tc.options.lr = lr;
+        }
+        tc.options.batch = t.train_batch;
+        tc.options.save_every = t.train_save_every;
+        tc.clip_model = args.cam.model.clone();
+        tc.device = t.device.clone();
+        tc.threads = threads;
+        eprintln!("== training ({})", arch.arch().name());
+        let trained = super::train::execute(&tc)
+            .map_err(|e| e.context("the training stage could not run"))?;
+        let predict_split = t.predict_split.clone().unwrap_or_else(|| split.clone());
+        let predictions = args.out.join("predictions");
+        let mut pc = PredictConfig::new(
+            trained.final_checkpoint.clone(),
+            args.data.images.clone(),
+            predict_split.clone(),
+            predictions.clone(),
+        );
+        pc.crf = t.predict_crf.then(CrfParams::default);
+        pc.device = t.device.clone();
+        pc.threads = threads;
+        pc.exif = args.cam.exif.mode();
+        // New weights make earlier predictions stale.
+        pc.overwrite = args.overwrite || trained.iters > trained.start;
+        if args.overlays {
+            pc.overlays = Some((args.out.join("prediction-overlays"), classes.clone()));
+        }
+        eprintln!("== predictions");
+        stage("predictions", super::predict::execute(&pc))?;
+        if let Some(gt) = &args.gt {
+            let mut e = args.eval.config(
+                Prediction::Masks(predictions),
+                gt.clone(),
+                predict_split,
+                classes.clone(),
+                args.cam_key,
+            )?;
+            e.threads = threads;
+            eprintln!("== evaluation of the predictions");
+            stage("evaluation of the predictions", super::eval::execute(&e, None, None))?;
+        }
     }
     Ok(worst)
 }

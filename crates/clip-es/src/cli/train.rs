@@ -2,17 +2,14 @@
 //! `clip_es_train::train`). Thin: argument parsing, progress bar, messages.
 
 use super::common::exit_code;
-use anyhow::Context;
 use clap::ValueEnum;
-use clip_es_train::data::{load_items, Augment};
-use clip_es_train::decoder::DecoderConfig;
+use clip_es_train::data::Augment;
 use clip_es_train::deeplab::DeepLabConfig;
-use clip_es_train::features::cache_all;
 use clip_es_train::loss::LossKind;
-use clip_es_train::sgd::Sgd;
-use clip_es_train::train::{latest_checkpoint, train, Source, TrainOptions};
-use clip_es_train::{device, Model};
+use clip_es_train::train::{Event, Start, TrainConfig, TrainOptions, DECODER_LR};
+use clip_es_train::Arch;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::Mutex;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -123,208 +120,161 @@ pub struct Args {
     /// clip-decoder hidden width
     #[arg(long, default_value_t = 256)]
     hidden: usize,
+    /// clip-decoder x2 upsampling stages: logits at stride 16 / 2^N (2: stride 4)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=4))]
+    upsamplings: u8,
     /// clip-decoder training crop on the patch grid, in patches (0: whole maps, --batch 1)
     #[arg(long, default_value_t = 20)]
     grid_crop: usize,
     /// Worker threads (default: all cores)
-    #[arg(long, short)]
-    jobs: Option<usize>,
+    #[arg(long, short = 'j', alias = "jobs")]
+    threads: Option<usize>,
 }
 
 pub fn run(args: Args) -> ExitCode {
     exit_code(run_inner(args))
 }
 
-fn run_inner(a: Args) -> anyhow::Result<ExitCode> {
-    if let Some(j) = a.jobs {
-        anyhow::ensure!(j > 0, "--jobs must be at least 1");
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(j)
-            .build_global();
+impl ArchArg {
+    pub fn arch(self) -> Arch {
+        match self {
+            ArchArg::DeeplabV2 => Arch::DeepLabV2,
+            ArchArg::ClipDecoder => Arch::ClipDecoder,
+        }
     }
-    let dev = device(&a.device)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("{}", a.out.display()))?;
-    let blocks: [usize; 4] = a
-        .blocks
-        .clone()
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("--blocks takes four numbers"))?;
-    let mut opts = TrainOptions {
-        iters: a.iters.unwrap_or(20000),
-        batch: a.batch,
-        iter_size: a.iter_size,
-        lr: a.lr.unwrap_or(match a.arch {
-            ArchArg::DeeplabV2 => 2.5e-4,
-            ArchArg::ClipDecoder => 0.01,
-        }),
-        momentum: a.momentum,
-        weight_decay: a.weight_decay,
-        poly_power: a.poly_power,
-        lr_step: a.lr_step,
-        loss: match a.loss {
-            LossArg::Ce => LossKind::Plain,
-            LossArg::Balanced => LossKind::Balanced,
-        },
-        augment: Augment {
-            crop: a.crop,
-            scales: a.scales.clone(),
-            flip: !a.no_flip,
-        },
-        grid_crop: a.grid_crop,
-        seed: a.seed,
-        save_every: a.save_every,
-    };
-    let (mut model, mut sgd, start, clip_model) = match &a.resume {
-        Some(p) => {
-            let path = if p.as_os_str() == "latest" {
-                latest_checkpoint(&a.out)?.ok_or_else(|| {
-                    anyhow::anyhow!("--resume: no checkpoint in {}", a.out.display())
-                })?
-            } else {
-                p.clone()
-            };
-            let (model, tensors, meta) = Model::open(&path, &dev)?;
-            let iters = a.iters;
-            opts = TrainOptions::from_json(&meta["options"])
-                .ok_or_else(|| anyhow::anyhow!("{}: no run settings", path.display()))?;
-            if let Some(i) = iters {
-                opts.iters = i;
-            }
-            let mut sgd = Sgd::new(opts.momentum, opts.weight_decay);
-            sgd.load_state(&model.store, &tensors);
-            let start = meta["iteration"].as_u64().unwrap_or(0) as usize;
-            eprintln!(
-                "resuming {} at iteration {start} (settings from the checkpoint)",
-                path.display()
-            );
-            (
-                model,
-                sgd,
-                start,
-                meta["clip_model"].as_str().unwrap_or(&a.model).to_string(),
-            )
-        }
-        None => {
-            let mut model = match a.arch {
-                ArchArg::DeeplabV2 => Model::deeplab(
-                    DeepLabConfig {
-                        n_classes: a.num_classes,
-                        width: a.width,
-                        blocks,
-                        rates: a.rates.clone(),
-                        msc_scales: a.msc_scales.clone(),
-                    },
-                    &dev,
-                    a.seed,
-                ),
-                ArchArg::ClipDecoder => Model::decoder(
-                    DecoderConfig {
-                        n_classes: a.num_classes,
-                        in_dim: 0,
-                        hidden: a.hidden,
-                    },
-                    &dev,
-                    a.seed,
-                ),
-            };
-            if let (Some(init), ArchArg::DeeplabV2) = (&a.init, a.arch) {
-                let unused = model.load_weights(init, true)?;
-                eprintln!(
-                    "initialised from {} ({} tensors of the file unused)",
-                    init.display(),
-                    unused.len()
-                );
-            }
-            (
-                model,
-                Sgd::new(opts.momentum, opts.weight_decay),
-                0,
-                a.model.clone(),
-            )
-        }
-    };
-    let n_classes = model.n_classes();
-    let items = load_items(&a.images, &a.masks, &a.split, n_classes)?;
-    let source = match model.arch() {
-        clip_es_train::Arch::DeepLabV2 => Source::Images(items),
-        clip_es_train::Arch::ClipDecoder => {
-            let cache = a.features.clone().unwrap_or_else(|| a.out.join("features"));
-            let clip = clip_es_model::Clip::load(&clip_model)
-                .with_context(|| format!("loading CLIP `{clip_model}`"))?;
-            let pb = bar(items.len() as u64, "features");
-            cache_all(clip.vision(), &items, &cache, &|| pb.inc(1))?;
-            pb.finish_and_clear();
-            let dim = clip.vision().width();
-            let current = match &model.net {
-                clip_es_train::model::Net::Decoder(d) => d.config.clone(),
-                clip_es_train::model::Net::DeepLab(_) => unreachable!("arch checked above"),
-            };
-            if current.in_dim == 0 {
-                model = Model::decoder(
-                    DecoderConfig {
-                        in_dim: dim,
-                        ..current
-                    },
-                    &dev,
-                    a.seed,
-                );
-                if let Some(init) = &a.init {
-                    let unused = model.load_weights(init, true)?;
-                    eprintln!(
-                        "initialised from {} ({} tensors of the file unused)",
-                        init.display(),
-                        unused.len()
-                    );
-                }
-            } else {
-                anyhow::ensure!(
-                    current.in_dim == dim,
-                    "the checkpoint's decoder takes {}-d features, `{clip_model}` gives {dim}",
-                    current.in_dim
-                );
-            }
-            Source::Features { items, cache }
-        }
-    };
-    let pb = bar((opts.iters - start.min(opts.iters)) as u64, "train");
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (eta {eta})",
-        )
-        .expect("template"),
-    );
-    let meta = serde_json::json!({"clip_model": clip_model});
-    let last = train(
-        &mut model,
-        &mut sgd,
-        &source,
-        &opts,
-        &a.out,
-        start,
-        meta,
-        &mut |p| {
-            pb.set_message(format!("loss {:.4} lr {:.2e}", p.loss, p.lr));
-            pb.inc(1);
-        },
-    )?;
-    pb.finish_and_clear();
-    eprintln!(
-        "done: {} (log {}, curve {})",
-        last.display(),
-        a.out.join("train.jsonl").display(),
-        a.out.join("loss.png").display()
-    );
+}
+
+impl Args {
+    /// The training stage's configuration.
+    fn config(&self) -> anyhow::Result<TrainConfig> {
+        let a = self;
+        let blocks: [usize; 4] = a
+            .blocks
+            .clone()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("--blocks takes four numbers"))?;
+        let arch = a.arch.arch();
+        let mut c = TrainConfig::new(
+            arch,
+            a.images.clone(),
+            a.masks.clone(),
+            a.split.clone(),
+            a.out.clone(),
+        );
+        c.num_classes = a.num_classes;
+        c.start = match &a.resume {
+            Some(p) if p.as_os_str() == "latest" => Start::Resume {
+                checkpoint: None,
+                iters: a.iters,
+            },
+            Some(p) => Start::Resume {
+                checkpoint: Some(p.clone()),
+                iters: a.iters,
+            },
+            None => Start::Fresh {
+                init: a.init.clone(),
+            },
+        };
+        c.options = TrainOptions {
+            iters: a.iters.unwrap_or(c.options.iters),
+            batch: a.batch,
+            iter_size: a.iter_size,
+            lr: a.lr.unwrap_or(match arch {
+                Arch::DeepLabV2 => c.options.lr,
+                Arch::ClipDecoder => DECODER_LR,
+            }),
+            momentum: a.momentum,
+            weight_decay: a.weight_decay,
+            poly_power: a.poly_power,
+            lr_step: a.lr_step,
+            loss: match a.loss {
+                LossArg::Ce => LossKind::Plain,
+                LossArg::Balanced => LossKind::Balanced,
+            },
+            augment: Augment {
+                crop: a.crop,
+                scales: a.scales.clone(),
+                flip: !a.no_flip,
+            },
+            grid_crop: a.grid_crop,
+            seed: a.seed,
+            save_every: a.save_every,
+        };
+        c.deeplab = DeepLabConfig {
+            n_classes: a.num_classes,
+            width: a.width,
+            blocks,
+            rates: a.rates.clone(),
+            msc_scales: a.msc_scales.clone(),
+        };
+        c.decoder_hidden = a.hidden;
+        c.decoder_upsamplings = a.upsamplings as usize;
+        c.clip_model = a.model.clone();
+        c.features = a.features.clone();
+        c.device = a.device.clone();
+        c.threads = a.threads;
+        Ok(c)
+    }
+}
+
+fn run_inner(a: Args) -> anyhow::Result<ExitCode> {
+    execute(&a.config()?)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} (eta {eta})",
-        )
-        .expect("template"),
+/// Runs the training stage with progress bars (also the training stage of `clip-es run`).
+pub fn execute(config: &TrainConfig) -> anyhow::Result<clip_es_train::train::TrainReport> {
+    let bars: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    let report = clip_es_train::train::run(config, &|e| {
+        let mut pb = bars.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            Event::Note(text) => match pb.as_ref() {
+                Some(b) => b.suspend(|| eprintln!("{text}")),
+                None => eprintln!("{text}"),
+            },
+            Event::FeaturesStart(n) => *pb = Some(bar(n as u64, "features", false)),
+            Event::FeatureDone => {
+                if let Some(b) = pb.as_ref() {
+                    b.inc(1)
+                }
+            }
+            Event::FeaturesEnd => {
+                if let Some(b) = pb.take() {
+                    b.finish_and_clear()
+                }
+            }
+            Event::TrainStart { from, to } => {
+                *pb = Some(bar(to.saturating_sub(from) as u64, "train", true))
+            }
+            Event::Iteration(p) => {
+                if let Some(b) = pb.as_ref() {
+                    b.set_message(format!("loss {:.4} lr {:.2e}", p.loss, p.lr));
+                    b.inc(1);
+                }
+            }
+        }
+    });
+    if let Some(b) = bars.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        b.finish_and_clear();
+    }
+    let report = report?;
+    eprintln!(
+        "done: {} (log {}, curve {})",
+        report.checkpoint.display(),
+        report.log.display(),
+        report.curve.display()
     );
+    Ok(report)
+}
+
+fn bar(len: u64, what: &str, with_message: bool) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    let template = if with_message {
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (eta {eta})"
+    } else {
+        "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} (eta {eta})"
+    };
+    pb.set_style(ProgressStyle::with_template(template).expect("template"));
     pb.set_prefix(what.to_string());
     pb
 }
