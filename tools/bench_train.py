@@ -1,7 +1,6 @@
 """Seconds per training iteration, clip-es-train (burn, flex CPU backend) next to PyTorch, in one
 run on the same machine and thread count: DeepLab-v2 ResNet-101 with MSC at crop 321 (batch 1)
-and the clip-decoder (default shape, logits at stride 4) on a 20x20 grid of 768-d features
-(batch 5).
+and the clip-decoder on a 20x20 grid of 768-d features (batch 5).
 
     cargo build --release -p clip-es-train --example bench_train
     python tools/bench_train.py --threads 1 --iters 3
@@ -54,22 +53,18 @@ def torch_deeplab(iters, batch=1):
 
 
 def torch_decoder(iters, batch=5):
-    # The clip-decoder's default shape: 1x1 projection to 256, two x2 upsamplings each followed
-    # by a 3x3 conv (256, then 128 channels), 1x1 classifier; logits at 4x the 20x20 grid.
-    proj, fuse, fuse2, cls = (nn.Conv2d(768, 256, 1), nn.Conv2d(256, 256, 3, padding=1),
-                              nn.Conv2d(256, 128, 3, padding=1), nn.Conv2d(128, 21, 1))
-    params = [p for m in (proj, fuse, fuse2, cls) for p in m.parameters()]
+    proj, fuse, cls = nn.Conv2d(768, 256, 1), nn.Conv2d(256, 256, 3, padding=1), nn.Conv2d(256, 21, 1)
+    params = list(proj.parameters()) + list(fuse.parameters()) + list(cls.parameters())
     opt = torch.optim.SGD(params, lr=1e-2, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(batch, 768, 20, 20)
-    lab = torch.randint(0, 21, (batch, 80, 80))
+    lab = torch.randint(0, 21, (batch, 40, 40))
     crit = nn.CrossEntropyLoss(ignore_index=255)
 
     def step():
         opt.zero_grad()
         h = F.relu(proj(x))
-        h = F.relu(fuse(F.interpolate(h, size=(40, 40), mode="bilinear", align_corners=False)))
-        h = F.relu(fuse2(F.interpolate(h, size=(80, 80), mode="bilinear", align_corners=False)))
-        loss = crit(cls(h), lab)
+        h = F.interpolate(h, size=(40, 40), mode="bilinear", align_corners=False)
+        loss = crit(cls(F.relu(fuse(h))), lab)
         loss.backward()
         opt.step()
 

@@ -104,6 +104,7 @@ pub fn bench_vision(
         let opts = VisionOptions {
             keep_attention_from: cfg.layers.saturating_sub(attention_blocks),
             positional_embedding: None,
+            patch_embeddings: false,
         };
         model.encode(&pixels, h, w, opts)?;
         let mut best = f64::MAX;

@@ -43,6 +43,9 @@ pub struct VisionOptions<'a> {
     /// [`VisionTransformer::positional_embedding_for`] of the input's grid. A method that
     /// changes it (CLIP-ES rounds it to float16) passes its own.
     pub positional_embedding: Option<&'a [f32]>,
+    /// Also project every patch token ([`VisionOutput::patch_embeddings`]); only label-free
+    /// tagging needs them.
+    pub patch_embeddings: bool,
 }
 
 /// Everything the image tower returns for one image.
@@ -60,7 +63,8 @@ pub struct VisionOutput {
     /// CLIP-ES's embedding: the mean of `ln_post(x)` over the patch tokens, `@ proj`.
     pub patch_mean_embedding: Vec<f32>,
     /// Every patch token's `ln_post(x_i) @ proj` (patches x embed_dim, row-major): the local
-    /// embeddings that label-free tagging classifies patch by patch.
+    /// embeddings that label-free tagging classifies patch by patch. Empty unless
+    /// [`VisionOptions::patch_embeddings`] asked for them.
     pub patch_embeddings: Vec<f32>,
 }
 
@@ -302,10 +306,14 @@ impl VisionTransformer {
         let cls_embedding = self.project(&y[..d]);
         let mean = mean_rows(be, &y[d..], d);
         let patch_mean_embedding = self.project(&mean);
-        let patch_embeddings = y[d..]
-            .chunks_exact(d)
-            .flat_map(|r| self.project(r))
-            .collect();
+        let patch_embeddings = if opts.patch_embeddings {
+            y[d..]
+                .chunks_exact(d)
+                .flat_map(|r| self.project(r))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(VisionOutput {
             grid_h: gh,
             grid_w: gw,

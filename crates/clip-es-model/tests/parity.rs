@@ -110,6 +110,7 @@ fn check(
                 VisionOptions {
                     keep_attention_from: 0,
                     positional_embedding: pos.as_deref(),
+                    patch_embeddings: false,
                 },
             )
             .unwrap();

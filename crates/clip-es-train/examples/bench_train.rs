@@ -33,14 +33,14 @@ fn main() {
                     n_classes: 21,
                     in_dim: 768,
                     hidden: 256,
-                    upsamplings: 2,
+                    upsamplings: 1,
                 },
                 &device,
                 0,
             ),
             768,
             20,
-            80,
+            40,
         ),
     };
     let x: Vec<f32> = (0..batch * c * side * side)

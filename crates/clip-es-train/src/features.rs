@@ -52,6 +52,7 @@ pub fn extract_view(
     let opts = VisionOptions {
         keep_attention_from: vision.layers(),
         positional_embedding: None,
+        patch_embeddings: false,
     };
     let out = vision
         .encode(&input.data, input.height, input.width, opts)

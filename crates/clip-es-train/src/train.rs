@@ -503,7 +503,7 @@ impl TrainConfig {
             options,
             deeplab: crate::deeplab::DeepLabConfig::resnet101(21),
             decoder_hidden: 256,
-            decoder_upsamplings: 2,
+            decoder_upsamplings: 1,
             clip_model: "ViT-B/16".into(),
             features: None,
             device: "flex".into(),

@@ -188,6 +188,7 @@ pub fn softmax_gradcam(
     let vopts = VisionOptions {
         keep_attention_from: model.layers().saturating_sub(opts.attention_blocks),
         positional_embedding: pos.as_deref(),
+        patch_embeddings: false,
     };
     let fwd = model.forward_cached(&input.data, input.height, input.width, vopts)?;
     // Image embedding: mean of ln_post over the patch tokens, projected, normalised.

@@ -33,6 +33,7 @@ pub fn image_embedding(
             VisionOptions {
                 keep_attention_from: model.layers(),
                 positional_embedding: pos.as_deref(),
+                patch_embeddings: false,
             },
         )?
         .patch_mean_embedding)

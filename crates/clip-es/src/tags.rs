@@ -125,6 +125,7 @@ pub fn tag_image(
         VisionOptions {
             keep_attention_from: model.layers(),
             positional_embedding: pos.as_deref(),
+            patch_embeddings: true,
         },
     )?;
     let mut rows = classifier.classes.clone();

@@ -120,8 +120,9 @@ pub struct Args {
     /// clip-decoder hidden width
     #[arg(long, default_value_t = 256)]
     hidden: usize,
-    /// clip-decoder x2 upsampling stages: logits at stride 16 / 2^N (2: stride 4)
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=4))]
+    /// clip-decoder x2 upsampling stages: logits at stride 16 / 2^N (1: stride 8, like
+    /// DeepLab-v2; 2: stride 4, finer boundaries, about 3x the time per iteration)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=4))]
     upsamplings: u8,
     /// clip-decoder training crop on the patch grid, in patches (0: whole maps, --batch 1)
     #[arg(long, default_value_t = 20)]
