@@ -4,9 +4,9 @@
 //!
 //! Input: the last block's `ln_1` output at the patch tokens (the activation CLIP-ES takes its
 //! Grad-CAM on), channels-first on the patch grid (stride 16). Layers: 1x1 conv to `hidden` +
-//! ReLU, then `upsamplings` times a bilinear x2 upsampling (align_corners=false) and a 3x3 conv
-//! + ReLU (`fuse`, then `fuse2`, ... halving the width after the first), and a 1x1 conv to the
-//! classes: logits at stride 16 / 2^upsamplings (4 by default; 8 with one upsampling, like
+//! ReLU, then `upsamplings` times a bilinear x2 upsampling (align_corners=false) and a 3x3
+//! conv + ReLU (`fuse`, then `fuse2`, ... halving the width after the first), and a 1x1 conv to
+//! the classes: logits at stride 16 / 2^upsamplings (4 by default; 8 with one upsampling, like
 //! DeepLab-v2's). The loss is taken at the logit size, so a finer stride lets the decoder fit
 //! the CRF-sharpened boundaries and small regions of the pseudo masks.
 
@@ -39,7 +39,11 @@ impl DecoderConfig {
         let mut v = vec![("proj".to_string(), self.in_dim, self.hidden, 1)];
         let mut c = self.hidden;
         for i in 0..self.upsamplings {
-            let name = if i == 0 { "fuse".to_string() } else { format!("fuse{}", i + 1) };
+            let name = if i == 0 {
+                "fuse".to_string()
+            } else {
+                format!("fuse{}", i + 1)
+            };
             let out = if i == 0 { c } else { (c / 2).max(1) };
             v.push((name, c, out, 3));
             c = out;
