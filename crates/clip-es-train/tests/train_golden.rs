@@ -3,7 +3,7 @@
 //! the LR groups, the loss that ignores 255, the poly schedule, SGD alone, nearest resizing.
 
 use burn::tensor::{Tensor, TensorData};
-use clip_es_train::deeplab::DeepLabConfig;
+use clip_es_train::deeplab::{Backbone, DeepLabConfig};
 use clip_es_train::loss::{masked_cross_entropy, Labels, LossKind};
 use clip_es_train::params::{read_safetensors, to_device, to_host, HostTensor};
 use clip_es_train::sgd::{poly_lr, Sgd};
@@ -45,6 +45,7 @@ fn tiny(device: &Device) -> Model {
         blocks: [1, 2, 1, 2],
         rates: vec![6, 12, 18, 24],
         msc_scales: vec![0.5, 0.75],
+        style: Backbone::Caffe,
     };
     let mut m = Model::deeplab(cfg, device, 1);
     let unused = m.load_weights(&data("tiny_deeplab.pth"), false).unwrap();
@@ -264,4 +265,23 @@ fn nearest_resize_matches_pil() {
             .collect();
         assert_eq!(r.data, want, "{h}x{w}");
     }
+}
+
+#[test]
+fn backbone_style_is_stored_in_the_config_json() {
+    let mut c = DeepLabConfig::resnet101(21);
+    assert_eq!(c.style, Backbone::Caffe);
+    c.style = Backbone::Torchvision;
+    let j = c.to_json();
+    assert_eq!(j["style"], "torchvision");
+    assert_eq!(DeepLabConfig::from_json(&j), Some(c.clone()));
+    // checkpoints written before the option have no key: Caffe
+    let mut old = j.clone();
+    old.as_object_mut().unwrap().remove("style");
+    assert_eq!(
+        DeepLabConfig::from_json(&old).unwrap().style,
+        Backbone::Caffe
+    );
+    old["style"] = "resnet-d".into();
+    assert_eq!(DeepLabConfig::from_json(&old), None);
 }
