@@ -4,12 +4,13 @@
 //!
 //! Input: the last block's `ln_1` output at the patch tokens (the activation CLIP-ES takes its
 //! Grad-CAM on), channels-first on the patch grid (stride 16). Layers: 1x1 conv to `hidden` +
-//! ReLU, then `upsamplings` times a bilinear x2 upsampling (align_corners=false) and a 3x3 conv
-//! + ReLU (`fuse` at the width of the projection, then `fuse2`, ... each halving it), and a 1x1
-//! conv to the classes: logits at stride 16 / 2^upsamplings (8 by default, like DeepLab-v2's;
-//! 4 with two upsamplings, about three times the cost per iteration). The loss is taken at the
-//! logit size, so a finer stride lets the decoder follow the CRF-sharpened boundaries and small
-//! regions of the pseudo masks more closely (docs/training.md has the measurements).
+//! ReLU, then `upsamplings` times a bilinear x2 upsampling (align_corners=false) and a 3x3
+//! conv with ReLU (`fuse` at the width of the projection, then `fuse2`, ... each halving it),
+//! and a 1x1 conv to the classes: logits at stride 16 / 2^upsamplings (8 by default, like
+//! DeepLab-v2's; 4 with two upsamplings, about three times the cost per iteration). The loss is
+//! taken at the logit size, so a finer stride lets the decoder follow the CRF-sharpened
+//! boundaries and small regions of the pseudo masks more closely (docs/training.md has the
+//! measurements).
 
 use crate::deeplab::bilinear;
 use crate::params::{HostTensor, ParamStore};
@@ -40,7 +41,11 @@ impl DecoderConfig {
         let mut v = vec![("proj".to_string(), self.in_dim, self.hidden, 1)];
         let mut c = self.hidden;
         for i in 0..self.upsamplings {
-            let name = if i == 0 { "fuse".to_string() } else { format!("fuse{}", i + 1) };
+            let name = if i == 0 {
+                "fuse".to_string()
+            } else {
+                format!("fuse{}", i + 1)
+            };
             let out = if i == 0 { c } else { (c / 2).max(1) };
             v.push((name, c, out, 3));
             c = out;

@@ -6,6 +6,11 @@
 //! the last two stages, output stride 8; ASPP branches summed) and `libs/models/msc.py` lines
 //! 13-48 (inputs at 1.0, 0.75, 0.5 and the pixel-wise max of the logits).
 //!
+//! The backbone comes in two styles ([`Backbone`]): deeplab-pytorch's Caffe ResNet above, and
+//! torchvision's ResNet v1.5 (stride in the 3x3 conv, stem max-pool without ceil mode,
+//! `replace_stride_with_dilation=[False, True, True]`) for torchvision ImageNet weights (see
+//! [`crate::torchvision`]). Both use our parameter names.
+//!
 //! Widths and depths are parameters so tests run a tiny network; `DeepLabConfig::resnet101`
 //! is the paper's. Batch norm is frozen (deeplab-pytorch's `freeze_bn`): each BN is the
 //! constant affine map of its stored statistics and is not trained.
@@ -19,6 +24,49 @@ use std::collections::BTreeMap;
 
 const BN_EPS: f32 = 1e-5;
 
+/// Where the backbone strides and dilates; the parameter names are the same for both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backbone {
+    /// deeplab-pytorch's Caffe ResNet (`libs/models/resnet.py`): the stride of a stage's first
+    /// bottleneck in its 1x1 `reduce` conv, stem max-pool 3/2/1 with ceil mode, dilations 2 and
+    /// 4 in every block of the last two stages.
+    #[default]
+    Caffe,
+    /// torchvision's ResNet v1.5 (`torchvision/models/resnet.py`, `Bottleneck` and
+    /// `_make_layer`) with `replace_stride_with_dilation=[False, True, True]`: the stride in the
+    /// 3x3 `conv3x3`, stem max-pool 3/2/1 without ceil mode, dilation 2 in the fourth stage and
+    /// 4 in the fifth except in each one's first block, which keeps the previous dilation (1,
+    /// then 2) as torchvision's `previous_dilation` does. Output stride 8.
+    Torchvision,
+}
+
+impl Backbone {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backbone::Caffe => "caffe",
+            Backbone::Torchvision => "torchvision",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Backbone> {
+        match s {
+            "caffe" => Some(Backbone::Caffe),
+            "torchvision" => Some(Backbone::Torchvision),
+            _ => None,
+        }
+    }
+}
+
+/// One bottleneck's geometry: input and output widths, the strides of its `reduce` (1x1) and
+/// `conv3x3`, and the 3x3's dilation (also its padding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Block {
+    cin: usize,
+    cout: usize,
+    reduce_stride: usize,
+    conv_stride: usize,
+    dilation: usize,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeepLabConfig {
     pub n_classes: usize,
@@ -30,6 +78,8 @@ pub struct DeepLabConfig {
     pub rates: Vec<usize>,
     /// Extra input scales of multi-scale training/inference ([0.5, 0.75]); empty for none.
     pub msc_scales: Vec<f32>,
+    /// Caffe (deeplab-pytorch's init) or torchvision (torchvision ImageNet weights).
+    pub style: Backbone,
 }
 
 impl DeepLabConfig {
@@ -40,14 +90,17 @@ impl DeepLabConfig {
             blocks: [3, 4, 23, 3],
             rates: vec![6, 12, 18, 24],
             msc_scales: vec![0.5, 0.75],
+            style: Backbone::Caffe,
         }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({"n_classes": self.n_classes, "width": self.width, "blocks": self.blocks,
-            "rates": self.rates, "msc_scales": self.msc_scales})
+            "rates": self.rates, "msc_scales": self.msc_scales, "style": self.style.name()})
     }
 
+    /// The inverse of [`DeepLabConfig::to_json`]; a missing `style` is Caffe (checkpoints written
+    /// before the torchvision option), an unknown one `None`.
     pub fn from_json(v: &serde_json::Value) -> Option<Self> {
         let us = |k: &str| v.get(k)?.as_u64().map(|x| x as usize);
         let list = |k: &str| -> Option<Vec<f64>> {
@@ -65,30 +118,67 @@ impl DeepLabConfig {
             ],
             rates: list("rates")?.into_iter().map(|x| x as usize).collect(),
             msc_scales: list("msc_scales")?.into_iter().map(|x| x as f32).collect(),
+            style: match v.get("style") {
+                None => Backbone::Caffe,
+                Some(s) => Backbone::parse(s.as_str()?)?,
+            },
         })
     }
 
-    /// (name, in, out, stride, dilation) of every conv+BN unit, in forward order.
+    /// The geometry of block `b` (from 0) of stage `s` (0..4, our layer2..layer5).
+    fn block(&self, s: usize, b: usize) -> Block {
+        let ch = |p: usize| self.width << p;
+        let (cin, cout) = [
+            (ch(0), ch(2)),
+            (ch(2), ch(3)),
+            (ch(3), ch(4)),
+            (ch(4), ch(5)),
+        ][s];
+        let cin = if b == 0 { cin } else { cout };
+        // Only the second stage strides (by 2, in its first block); the last two dilate.
+        let stride = if s == 1 && b == 0 { 2 } else { 1 };
+        let dil = [1, 1, 2, 4][s];
+        match self.style {
+            Backbone::Caffe => Block {
+                cin,
+                cout,
+                reduce_stride: stride,
+                conv_stride: 1,
+                dilation: dil,
+            },
+            Backbone::Torchvision => Block {
+                cin,
+                cout,
+                reduce_stride: 1,
+                conv_stride: stride,
+                // torchvision's `previous_dilation`: a dilated stage's first block keeps the
+                // dilation of the stage before.
+                dilation: if b == 0 && s >= 2 { dil / 2 } else { dil },
+            },
+        }
+    }
+
+    /// (name, in, out, kernel, stride, dilation) of every conv+BN unit, in forward order.
     fn units(&self) -> Vec<(String, usize, usize, usize, usize, usize)> {
-        let ch: Vec<usize> = (0..6).map(|p| self.width << p).collect();
-        let mut u = vec![("layer1.conv1".to_string(), 3, ch[0], 7, 2, 1)];
-        let stages = [
-            (ch[0], ch[2], 1, 1),
-            (ch[2], ch[3], 2, 1),
-            (ch[3], ch[4], 1, 2),
-            (ch[4], ch[5], 1, 4),
-        ];
-        for (s, &(cin, cout, stride, dil)) in stages.iter().enumerate() {
-            let mid = cout / 4;
+        let mut u = vec![("layer1.conv1".to_string(), 3, self.width, 7, 2, 1)];
+        for s in 0..4 {
             for b in 0..self.blocks[s] {
+                let k = self.block(s, b);
                 let p = format!("layer{}.block{}", s + 2, b + 1);
-                let i = if b == 0 { cin } else { cout };
-                let st = if b == 0 { stride } else { 1 };
-                u.push((format!("{p}.reduce"), i, mid, 1, st, 1));
-                u.push((format!("{p}.conv3x3"), mid, mid, 3, 1, dil));
-                u.push((format!("{p}.increase"), mid, cout, 1, 1, 1));
+                let mid = k.cout / 4;
+                u.push((format!("{p}.reduce"), k.cin, mid, 1, k.reduce_stride, 1));
+                u.push((
+                    format!("{p}.conv3x3"),
+                    mid,
+                    mid,
+                    3,
+                    k.conv_stride,
+                    k.dilation,
+                ));
+                u.push((format!("{p}.increase"), mid, k.cout, 1, 1, 1));
                 if b == 0 {
-                    u.push((format!("{p}.shortcut"), i, cout, 1, st, 1));
+                    let st = k.reduce_stride * k.conv_stride;
+                    u.push((format!("{p}.shortcut"), k.cin, k.cout, 1, st, 1));
                 }
             }
         }
@@ -215,47 +305,58 @@ impl DeepLabV2 {
         }
     }
 
-    /// Logits at output stride 8 of one input scale (deeplab-pytorch `DeepLabV2.forward`).
-    pub fn forward_single(
+    /// The stem conv with its BN and ReLU (before the max-pool), at stride 2.
+    pub fn stem(
         &self,
         store: &ParamStore,
         v: &BTreeMap<String, Tensor<1>>,
         x: Tensor<4>,
     ) -> Tensor<4> {
-        let mut h = self.unit(store, v, x, "layer1.conv1", 2, 3, 1, true);
-        h = max_pool2d(
-            h,
+        self.unit(store, v, x, "layer1.conv1", 2, 3, 1, true)
+    }
+
+    /// The backbone's output (layer5, output stride 8), the input of the ASPP.
+    pub fn features(
+        &self,
+        store: &ParamStore,
+        v: &BTreeMap<String, Tensor<1>>,
+        x: Tensor<4>,
+    ) -> Tensor<4> {
+        let mut h = max_pool2d(
+            self.stem(store, v, x),
             MaxPoolOptions::new([3, 3])
                 .with_stride([2, 2])
                 .with_padding([1, 1])
-                .with_ceil_mode(true),
+                .with_ceil_mode(self.config.style == Backbone::Caffe),
         );
-        let dil = [1, 1, 2, 4];
-        let stride = [1, 2, 1, 1];
         for s in 0..4 {
             for b in 0..self.config.blocks[s] {
+                let k = self.config.block(s, b);
                 let p = format!("layer{}.block{}", s + 2, b + 1);
-                let st = if b == 0 { stride[s] } else { 1 };
-                let r = self.unit(store, v, h.clone(), &format!("{p}.reduce"), st, 0, 1, true);
-                let r = self.unit(
-                    store,
-                    v,
-                    r,
-                    &format!("{p}.conv3x3"),
-                    1,
-                    dil[s],
-                    dil[s],
-                    true,
-                );
+                let (rs, cs, d) = (k.reduce_stride, k.conv_stride, k.dilation);
+                let r = self.unit(store, v, h.clone(), &format!("{p}.reduce"), rs, 0, 1, true);
+                let r = self.unit(store, v, r, &format!("{p}.conv3x3"), cs, d, d, true);
                 let r = self.unit(store, v, r, &format!("{p}.increase"), 1, 0, 1, false);
                 let sc = if b == 0 {
-                    self.unit(store, v, h, &format!("{p}.shortcut"), st, 0, 1, false)
+                    self.unit(store, v, h, &format!("{p}.shortcut"), rs * cs, 0, 1, false)
                 } else {
                     h
                 };
                 h = relu(r + sc);
             }
         }
+        h
+    }
+
+    /// Logits at output stride 8 of one input scale (deeplab-pytorch `DeepLabV2.forward`): the
+    /// sum of the ASPP branches on [`DeepLabV2::features`].
+    pub fn forward_single(
+        &self,
+        store: &ParamStore,
+        v: &BTreeMap<String, Tensor<1>>,
+        x: Tensor<4>,
+    ) -> Tensor<4> {
+        let h = self.features(store, v, x);
         let mut out: Option<Tensor<4>> = None;
         for (i, &rate) in self.config.rates.iter().enumerate() {
             let w: Tensor<4> = store.shaped(v, &format!("aspp.c{i}.weight"));

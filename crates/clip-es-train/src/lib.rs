@@ -6,8 +6,9 @@
 //! Both run on burn 0.22 (`flex` CPU backend by default; `cuda` and `wgpu` features opt in).
 //!
 //! Modules: [`deeplab`] and [`decoder`] (networks), [`params`] (named tensors, PyTorch and
-//! safetensors I/O), [`loss`], [`sgd`] (optimizer, poly LR), [`data`] (pairs, checks,
-//! augmentation), [`features`] (CLIP feature cache), [`train`] (the loop), [`predict`].
+//! safetensors I/O), [`torchvision`] (torchvision ResNet weights as DeepLab-v2's init),
+//! [`loss`], [`sgd`] (optimizer, poly LR), [`data`] (pairs, checks, augmentation), [`features`]
+//! (CLIP feature cache), [`train`] (the loop), [`predict`].
 
 pub mod data;
 pub mod decoder;
@@ -21,6 +22,7 @@ pub mod plot;
 pub mod predict;
 pub mod rng;
 pub mod sgd;
+pub mod torchvision;
 pub mod train;
 
 pub use burn::tensor::Device;

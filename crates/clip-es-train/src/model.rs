@@ -1,7 +1,7 @@
 //! The two trainable networks behind one type, with their checkpoints.
 
 use crate::decoder::{ClipDecoder, DecoderConfig};
-use crate::deeplab::{DeepLabConfig, DeepLabV2};
+use crate::deeplab::{Backbone, DeepLabConfig, DeepLabV2};
 use crate::error::{Result, TrainError};
 use crate::params::{
     read_safetensors, read_torch_state_dict, write_safetensors, HostTensor, ParamStore,
@@ -120,7 +120,10 @@ impl Model {
     }
 
     /// Loads weights: a PyTorch state dict (`.pth`/`.pt`, e.g. deeplab-pytorch's init or trained
-    /// models: `module.` and `base.` prefixes dropped) or a safetensors file (our checkpoints).
+    /// models: `module.` and `base.` prefixes dropped), a torchvision ResNet state dict (detected
+    /// from its keys; renamed and its input normalisation folded into the stem by
+    /// [`crate::torchvision::convert`]; needs a [`Backbone::Torchvision`] DeepLab-v2) or a
+    /// safetensors file (our checkpoints).
     /// With `init`, tensors the file lacks may be left as initialised if they belong to the
     /// classifier (ASPP / decoder classifier: the class count differs between datasets) and the
     /// classifier is skipped when its shape differs. Returns the names the network did not use.
@@ -133,6 +136,28 @@ impl Model {
         } else {
             read_torch_state_dict(path, &["module.", "base."])?
         };
+        if crate::torchvision::is_torchvision(tensors.keys()) {
+            let bad = |message: String| TrainError::Weights {
+                path: path.to_path_buf(),
+                message,
+            };
+            match &self.net {
+                Net::DeepLab(n) if n.config.style == Backbone::Torchvision => {}
+                Net::DeepLab(_) => {
+                    return Err(bad(
+                        "a torchvision ResNet state dict needs the torchvision \
+                        backbone style (DeepLabConfig::style = Backbone::Torchvision)"
+                            .into(),
+                    ))
+                }
+                Net::Decoder(_) => {
+                    return Err(bad(
+                        "a torchvision ResNet state dict cannot initialise the clip-decoder".into(),
+                    ))
+                }
+            }
+            tensors = crate::torchvision::convert(tensors).map_err(bad)?;
+        }
         let head = |n: &str| n.starts_with("aspp.") || n.starts_with("classifier.");
         if init {
             let shapes: BTreeMap<String, Vec<usize>> = self
@@ -149,6 +174,20 @@ impl Model {
             n.refresh(&self.store);
         }
         Ok(unused)
+    }
+
+    /// Whether `path` is a torchvision ResNet state dict (so a fresh DeepLab-v2 initialised from
+    /// it needs [`Backbone::Torchvision`]); safetensors files are ours and never are. Reads the
+    /// whole file.
+    pub fn is_torchvision_weights(path: &Path) -> Result<bool> {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+        {
+            return Ok(false);
+        }
+        let tensors = read_torch_state_dict(path, &["module.", "base."])?;
+        Ok(crate::torchvision::is_torchvision(tensors.keys()))
     }
 
     /// Writes a checkpoint: parameters and buffers under their names, `extra` tensors (the

@@ -526,7 +526,10 @@ pub enum Event<'a> {
     FeatureDone,
     FeaturesEnd,
     /// Training runs from iteration `from` (exclusive) to `to`.
-    TrainStart { from: usize, to: usize },
+    TrainStart {
+        from: usize,
+        to: usize,
+    },
     Iteration(&'a Progress),
 }
 
@@ -563,6 +566,7 @@ pub fn run(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<Trai
 
 fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<TrainReport> {
     use crate::decoder::DecoderConfig;
+    use crate::deeplab::Backbone;
     use crate::model::Net;
     use crate::Arch;
     let c = config;
@@ -578,10 +582,11 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
                 })?,
             };
             let (model, tensors, meta) = Model::open(&path, &device)?;
-            opts = TrainOptions::from_json(&meta["options"]).ok_or_else(|| TrainError::Weights {
-                path: path.clone(),
-                message: "no run settings".into(),
-            })?;
+            opts =
+                TrainOptions::from_json(&meta["options"]).ok_or_else(|| TrainError::Weights {
+                    path: path.clone(),
+                    message: "no run settings".into(),
+                })?;
             if let Some(i) = iters {
                 opts.iters = *i;
             }
@@ -596,16 +601,24 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
                 .to_string();
             (model, sgd, start, clip)
         }
-        Start::Fresh { .. } => {
+        Start::Fresh { init } => {
             let model = match c.arch {
-                Arch::DeepLabV2 => Model::deeplab(
-                    crate::deeplab::DeepLabConfig {
-                        n_classes: c.num_classes,
-                        ..c.deeplab.clone()
-                    },
-                    &device,
-                    opts.seed,
-                ),
+                Arch::DeepLabV2 => {
+                    // torchvision ImageNet weights need torchvision's stride/dilation placement.
+                    let style = match init {
+                        Some(p) if Model::is_torchvision_weights(p)? => Backbone::Torchvision,
+                        _ => c.deeplab.style,
+                    };
+                    Model::deeplab(
+                        crate::deeplab::DeepLabConfig {
+                            n_classes: c.num_classes,
+                            style,
+                            ..c.deeplab.clone()
+                        },
+                        &device,
+                        opts.seed,
+                    )
+                }
                 // The feature width is known once the CLIP model is loaded (below).
                 Arch::ClipDecoder => Model::decoder(
                     DecoderConfig {
@@ -629,8 +642,15 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
     let load_init = |model: &mut Model| -> Result<()> {
         if let Some(init) = &init {
             let unused = model.load_weights(init, true)?;
+            let how = match &model.net {
+                Net::DeepLab(n) if n.config.style == Backbone::Torchvision => {
+                    "torchvision ResNet: torchvision backbone style, its input normalisation \
+                     folded into the stem; "
+                }
+                _ => "",
+            };
             events(Event::Note(format!(
-                "initialised from {} ({} tensors of the file unused)",
+                "initialised from {} ({how}{} tensors of the file unused)",
                 init.display(),
                 unused.len()
             )));
@@ -645,9 +665,8 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
         }
         Arch::ClipDecoder => {
             let cache = c.features.clone().unwrap_or_else(|| c.out.join("features"));
-            let clip = clip_es_model::Clip::load(&clip_model).map_err(|e| {
-                TrainError::Config(format!("loading CLIP `{clip_model}`: {e:#}"))
-            })?;
+            let clip = clip_es_model::Clip::load(&clip_model)
+                .map_err(|e| TrainError::Config(format!("loading CLIP `{clip_model}`: {e:#}")))?;
             events(Event::FeaturesStart(items.len()));
             crate::features::cache_all(clip.vision(), &items, &cache, &|| {
                 events(Event::FeatureDone)

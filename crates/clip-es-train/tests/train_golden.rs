@@ -1,10 +1,14 @@
 //! clip-es-train against PyTorch goldens (tools/golden_train.py): a tiny random DeepLab-v2
 //! loaded from a deeplab-pytorch-style .pth, its multi-scale forward, two full SGD steps with
 //! the LR groups, the loss that ignores 255, the poly schedule, SGD alone, nearest resizing.
+//! And (tools/golden_torchvision.py) a tiny ResNet built by torchvision's own code loaded as a
+//! torchvision-style backbone with the input normalisation folded into the stem, and a one-step
+//! training run that picks the torchvision style from its `--init` file.
 
 use burn::tensor::{Tensor, TensorData};
-use clip_es_train::deeplab::DeepLabConfig;
+use clip_es_train::deeplab::{Backbone, DeepLabConfig};
 use clip_es_train::loss::{masked_cross_entropy, Labels, LossKind};
+use clip_es_train::model::Net;
 use clip_es_train::params::{read_safetensors, to_device, to_host, HostTensor};
 use clip_es_train::sgd::{poly_lr, Sgd};
 use clip_es_train::train::{train_step, Batch};
@@ -45,6 +49,7 @@ fn tiny(device: &Device) -> Model {
         blocks: [1, 2, 1, 2],
         rates: vec![6, 12, 18, 24],
         msc_scales: vec![0.5, 0.75],
+        style: Backbone::Caffe,
     };
     let mut m = Model::deeplab(cfg, device, 1);
     let unused = m.load_weights(&data("tiny_deeplab.pth"), false).unwrap();
@@ -264,4 +269,210 @@ fn nearest_resize_matches_pil() {
             .collect();
         assert_eq!(r.data, want, "{h}x{w}");
     }
+}
+
+fn tv_golden() -> BTreeMap<String, HostTensor> {
+    read_safetensors(&data("golden_torchvision.safetensors"))
+        .unwrap()
+        .0
+}
+
+/// The golden's tiny torchvision ResNet (width 2, blocks 1/2/2/2) through the torchvision path,
+/// with the golden's random ASPP.
+fn tiny_tv(g: &BTreeMap<String, HostTensor>, device: &Device) -> Model {
+    let cfg = DeepLabConfig {
+        n_classes: 3,
+        width: 2,
+        blocks: [1, 2, 2, 2],
+        rates: vec![6, 12, 18, 24],
+        msc_scales: vec![],
+        style: Backbone::Torchvision,
+    };
+    let mut m = Model::deeplab(cfg, device, 1);
+    let unused = m.load_weights(&data("tiny_torchvision.pth"), true).unwrap();
+    assert_eq!(unused, ["fc.bias", "fc.weight"]);
+    for (k, t) in g.iter().filter(|(k, _)| k.starts_with("aspp.")) {
+        assert_eq!(m.store.trainable[k].shape, t.shape, "{k}");
+        m.store.add_trainable(k, t.clone());
+    }
+    m
+}
+
+/// The golden's raw RGB image (0..255) as our pipeline feeds it: BGR minus the Caffe mean.
+fn caffe_input(rgb: &HostTensor, device: &Device) -> Tensor<4> {
+    let plane = rgb.shape[2] * rgb.shape[3];
+    let mut d = vec![0f32; 3 * plane];
+    for b in 0..3 {
+        for i in 0..plane {
+            d[b * plane + i] = rgb.data[(2 - b) * plane + i] - clip_es_train::data::MEAN_BGR[b];
+        }
+    }
+    t4(&HostTensor::new(rgb.shape.clone(), d), device)
+}
+
+fn max_err(got: &[f32], want: &[f32]) -> f32 {
+    got.iter()
+        .zip(want)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()))
+}
+
+#[test]
+fn torchvision_resnet_loads_with_the_normalisation_folded() {
+    let g = tv_golden();
+    let device = Device::flex();
+    let m = tiny_tv(&g, &device);
+    let Net::DeepLab(net) = &m.net else {
+        unreachable!()
+    };
+    let v = m.values();
+    let x = caffe_input(&g["image_rgb"], &device);
+    let [_, _, h, w] = x.dims();
+
+    // Exactly what the fold computes: torchvision's network on the image padded with the Caffe
+    // mean colour (strides, dilations, max-pool rounding and key mapping all enter here).
+    let feats = net.features(&m.store, &v, x.clone());
+    assert_eq!(feats.dims().to_vec(), g["pad_features"].shape);
+    let feats = host4(feats);
+    close("features", &feats, &g["pad_features"].data, 1e-3, 1e-3);
+    let logits = m.forward_eval(x.clone());
+    assert_eq!(logits.dims().to_vec(), g["pad_logits"].shape);
+    let logits = host4(logits);
+    close("logits", &logits, &g["pad_logits"].data, 1e-3, 1e-3);
+
+    // Against torchvision itself: the stem output agrees away from the padded border...
+    let stem = net.stem(&m.store, &v, x);
+    let [_, c, sh, sw] = stem.dims();
+    assert_eq!([1, c, sh, sw].to_vec(), g["tv_stem"].shape);
+    let stem = host4(stem);
+    let want = &g["tv_stem"].data;
+    let inside = |o: usize, n: usize| 2 * o >= 3 && 2 * o + 3 < n;
+    let (mut interior, mut border) = (0f32, 0f32);
+    for ch in 0..c {
+        for y in 0..sh {
+            for xx in 0..sw {
+                let i = (ch * sh + y) * sw + xx;
+                let e = (stem[i] - want[i]).abs();
+                if inside(y, h) && inside(xx, w) {
+                    assert!(
+                        e <= 1e-3 + 1e-3 * want[i].abs(),
+                        "stem {ch},{y},{xx}: err {e}"
+                    );
+                    interior = interior.max(e);
+                } else {
+                    border = border.max(e);
+                }
+            }
+        }
+    }
+    let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    eprintln!("stem vs torchvision: interior max err {interior:e}, border max err {border:e} (values up to {scale})");
+    // ...and the border (padding with the Caffe mean colour instead of torchvision's) moves the
+    // whole tiny output a little: the receptive field of layer5 and the ASPP covers the image.
+    let fe = max_err(&feats, &g["tv_features"].data);
+    let le = max_err(&logits, &g["tv_logits"].data);
+    let fs = g["tv_features"]
+        .data
+        .iter()
+        .fold(0f32, |a, v| a.max(v.abs()));
+    let ls = g["tv_logits"].data.iter().fold(0f32, |a, v| a.max(v.abs()));
+    eprintln!("vs torchvision (border effect): features {fe:e} (values up to {fs}), logits {le:e} (up to {ls})");
+    assert!(border < 0.05 * scale && fe < 0.01 * fs && le < 0.01 * ls);
+}
+
+#[test]
+fn torchvision_weights_are_detected_and_need_the_torchvision_style() {
+    let tv = data("tiny_torchvision.pth");
+    assert!(Model::is_torchvision_weights(&tv).unwrap());
+    assert!(!Model::is_torchvision_weights(&data("tiny_deeplab.pth")).unwrap());
+    let device = Device::flex();
+    let cfg = DeepLabConfig {
+        n_classes: 3,
+        width: 2,
+        blocks: [1, 2, 2, 2],
+        rates: vec![6, 12, 18, 24],
+        msc_scales: vec![],
+        style: Backbone::Caffe,
+    };
+    let err = Model::deeplab(cfg, &device, 1)
+        .load_weights(&tv, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tiny_torchvision.pth") && err.contains("torchvision backbone style"),
+        "{err}"
+    );
+}
+
+#[test]
+fn backbone_style_is_stored_in_the_config_json() {
+    let mut c = DeepLabConfig::resnet101(21);
+    assert_eq!(c.style, Backbone::Caffe);
+    c.style = Backbone::Torchvision;
+    let j = c.to_json();
+    assert_eq!(j["style"], "torchvision");
+    assert_eq!(DeepLabConfig::from_json(&j), Some(c.clone()));
+    // checkpoints written before the option have no key: Caffe
+    let mut old = j.clone();
+    old.as_object_mut().unwrap().remove("style");
+    assert_eq!(
+        DeepLabConfig::from_json(&old).unwrap().style,
+        Backbone::Caffe
+    );
+    old["style"] = "resnet-d".into();
+    assert_eq!(DeepLabConfig::from_json(&old), None);
+}
+
+#[test]
+fn a_torchvision_init_file_builds_a_torchvision_network() {
+    use clip_es_train::train::{run, Event, Start, TrainConfig};
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("torchvision_init");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let split = dir.join("split.txt");
+    std::fs::write(&split, "astronaut\nhorse\n").unwrap();
+    let mut c = TrainConfig::new(
+        clip_es_train::Arch::DeepLabV2,
+        examples.join("images"),
+        examples.join("gt"),
+        split,
+        dir.join("out"),
+    );
+    // the user asks for nothing but the file: the configured style is Caffe
+    c.deeplab = DeepLabConfig {
+        n_classes: 21,
+        width: 2,
+        blocks: [1, 2, 2, 2],
+        rates: vec![6, 12, 18, 24],
+        msc_scales: vec![],
+        style: Backbone::Caffe,
+    };
+    c.start = Start::Fresh {
+        init: Some(data("tiny_torchvision.pth")),
+    };
+    c.options.iters = 1;
+    c.options.batch = 1;
+    c.options.iter_size = 1;
+    c.options.augment.crop = 65;
+    c.threads = Some(1);
+    let notes = std::sync::Mutex::new(Vec::new());
+    let report = run(&c, &|e| {
+        if let Event::Note(n) = e {
+            notes.lock().unwrap().push(n);
+        }
+    })
+    .unwrap();
+    let notes = notes.into_inner().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("tiny_torchvision.pth") && n.contains("torchvision backbone style")),
+        "{notes:?}"
+    );
+    let (m, _, meta) = Model::open(&report.final_checkpoint, &Device::flex()).unwrap();
+    assert_eq!(meta["config"]["style"], "torchvision");
+    let Net::DeepLab(n) = &m.net else {
+        unreachable!()
+    };
+    assert_eq!(n.config.style, Backbone::Torchvision);
 }

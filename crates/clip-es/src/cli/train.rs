@@ -49,7 +49,9 @@ pub struct Args {
     /// Number of classes, background included
     #[arg(long, default_value_t = 21)]
     num_classes: usize,
-    /// Initial weights: a PyTorch state dict (deeplab-pytorch init / trained model) or a
+    /// Initial weights: a PyTorch state dict (deeplab-pytorch init / trained model), a
+    /// torchvision ResNet-101 state dict (resnet101-*.pth: detected from its keys; DeepLab-v2 then
+    /// uses torchvision's stride/dilation placement, its normalisation folded into the stem) or a
     /// safetensors file; the classifier is skipped when its class count differs
     #[arg(long)]
     init: Option<PathBuf>,
@@ -207,6 +209,8 @@ impl Args {
             blocks,
             rates: a.rates.clone(),
             msc_scales: a.msc_scales.clone(),
+            // a torchvision --init switches to Backbone::Torchvision (clip_es_train::train)
+            style: Default::default(),
         };
         c.decoder_hidden = a.hidden;
         c.decoder_upsamplings = a.upsamplings as usize;
