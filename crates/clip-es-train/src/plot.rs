@@ -1,12 +1,48 @@
 //! The loss curve as a PNG: raw loss (light) and its moving average over 20 iterations (dark),
-//! iterations on x, loss on y from 0 to the largest value.
+//! iterations on x, loss on y from 0 to the largest value, with a title and labelled axes.
 
 use crate::error::{Result, TrainError};
 use std::path::Path;
 
 const W: usize = 640;
 const H: usize = 360;
+/// Left margin (room for the loss labels); the bottom one is `M`.
+const L: usize = 64;
 const M: usize = 30;
+const TEXT: [u8; 3] = [40, 40, 40];
+
+/// Draws `s` in 8x8 glyphs with its top-left corner at (x, y), clipped to the picture.
+fn text(img: &mut [u8], x: usize, y: usize, s: &str, rgb: [u8; 3]) {
+    for (k, ch) in s.chars().enumerate() {
+        let u = ch as u32;
+        let g = if u < 128 {
+            font8x8::legacy::BASIC_LEGACY[u as usize]
+        } else {
+            font8x8::legacy::BASIC_LEGACY['?' as usize]
+        };
+        for (row, bits) in g.iter().enumerate() {
+            for col in 0..8 {
+                let (px, py) = (x + k * 8 + col, y + row);
+                if bits >> col & 1 == 1 && px < W && py < H {
+                    let o = (py * W + px) * 3;
+                    img[o..o + 3].copy_from_slice(&rgb);
+                }
+            }
+        }
+    }
+}
+
+/// A loss value in at most 7 characters.
+fn short(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if (0.01..10000.0).contains(&v.abs()) {
+        let s = format!("{v:.3}");
+        s[..s.len().min(7)].trim_end_matches('.').to_string()
+    } else {
+        format!("{v:.1e}")
+    }
+}
 
 fn line(img: &mut [u8], (x0, y0): (f64, f64), (x1, y1): (f64, f64), rgb: [u8; 3]) {
     let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
@@ -30,7 +66,14 @@ pub fn plot_loss(path: &Path, history: &[(usize, f32)]) -> Result<()> {
         .copied()
         .filter(|(_, l)| l.is_finite())
         .collect();
-    let (px, py) = ((M, W - M / 2), (H - M, M / 2));
+    let (px, py) = ((L, W - M / 2), (H - M, M));
+    text(
+        &mut img,
+        L,
+        8,
+        "training loss (light) and its 20-iteration mean (dark)",
+        TEXT,
+    );
     line(
         &mut img,
         (px.0 as f64, py.0 as f64),
@@ -46,6 +89,37 @@ pub fn plot_loss(path: &Path, history: &[(usize, f32)]) -> Result<()> {
     if pts.len() >= 2 {
         let (i0, i1) = (pts[0].0 as f64, pts[pts.len() - 1].0 as f64);
         let lmax = pts.iter().map(|p| p.1).fold(0f32, f32::max).max(1e-6) as f64;
+        // Loss ticks at 0, half and the maximum; iterations at both ends.
+        for k in 0..=2 {
+            let v = lmax * k as f64 / 2.0;
+            let y = py.0 - (py.0 - py.1) * k / 2;
+            line(
+                &mut img,
+                ((px.0 - 4) as f64, y as f64),
+                (px.0 as f64, y as f64),
+                [0, 0, 0],
+            );
+            let label = short(v);
+            text(
+                &mut img,
+                px.0 - 8 - 8 * label.len(),
+                y.saturating_sub(4),
+                &label,
+                TEXT,
+            );
+        }
+        let (first, last) = (
+            format!("{}", pts[0].0),
+            format!("iteration {}", pts[pts.len() - 1].0),
+        );
+        text(&mut img, px.0, py.0 + 8, &first, TEXT);
+        text(
+            &mut img,
+            px.1.saturating_sub(8 * last.len()),
+            py.0 + 8,
+            &last,
+            TEXT,
+        );
         let map = |it: f64, l: f64| {
             (
                 px.0 as f64 + (it - i0) / (i1 - i0).max(1.0) * (px.1 - px.0) as f64,
@@ -90,4 +164,48 @@ pub fn plot_loss(path: &Path, history: &[(usize, f32)]) -> Result<()> {
     let tmp = path.with_extension("png.part");
     std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_labels_fit_the_margin() {
+        for (v, want) in [
+            (0.0, "0"),
+            (3.6837, "3.684"),
+            (85.288, "85.288"),
+            (1234.5678, "1234.56"),
+        ] {
+            assert_eq!(short(v), want);
+        }
+        assert_eq!(short(123456.0), "1.2e5");
+        assert!(short(0.001234).len() <= 7);
+    }
+
+    #[test]
+    fn curve_is_a_png_with_labels_and_both_lines() {
+        let dir = std::env::temp_dir().join(format!("clip-es-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("loss.png");
+        let history: Vec<(usize, f32)> = (1..=200).map(|i| (i, 4.0 / (i as f32).sqrt())).collect();
+        plot_loss(&path, &history).unwrap();
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+        let mut r = dec.read_info().unwrap();
+        let mut buf = vec![0u8; r.output_buffer_size().unwrap()];
+        let info = r.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width as usize, info.height as usize), (W, H));
+        let count = |rgb: [u8; 3]| buf.chunks_exact(3).filter(|p| *p == rgb).count();
+        assert!(count(TEXT) > 200, "labels missing");
+        assert!(count([20, 60, 160]) > 100, "mean line missing");
+        assert!(count([170, 200, 240]) > 50, "raw line missing");
+        // Text in the left margin: the loss labels.
+        let margin_text = (M..H - M)
+            .flat_map(|y| (0..L - 4).map(move |x| (y * W + x) * 3))
+            .filter(|&o| buf[o..o + 3] == TEXT)
+            .count();
+        assert!(margin_text > 20, "no loss labels in the margin");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

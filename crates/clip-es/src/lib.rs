@@ -8,7 +8,9 @@
 //!
 //! - [`cams::run`] (a dataset) and [`cams::Cams::image`] (one image in memory): CAMs;
 //! - [`masks::run`] and [`masks::pseudo_mask`]: CRF pseudo masks;
-//! - [`eval::run`]: mIoU of CAMs or masks.
+//! - [`eval::run`]: mIoU of CAMs or masks;
+//! - [`predict::run`]: label maps of a network trained by stage three (`clip-es-train`, whose
+//!   `train::run` is the training stage's entry point), optionally refined by the dense CRF.
 
 pub mod affinity;
 pub mod argmax;

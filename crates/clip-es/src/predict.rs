@@ -118,11 +118,7 @@ impl Predictor {
         }
         if let (Some(s), Net::DeepLab(n)) = (&config.scales, &mut model.net) {
             // Scale 1.0 is the network's own input; the others are its extra MSC inputs.
-            n.config.msc_scales = s
-                .iter()
-                .filter(|&&v| v != 1.0)
-                .map(|&v| v as f32)
-                .collect();
+            n.config.msc_scales = s.iter().filter(|&&v| v != 1.0).map(|&v| v as f32).collect();
         }
         let vision = if model.arch() == Arch::ClipDecoder {
             let spec = config
@@ -130,8 +126,9 @@ impl Predictor {
                 .clone()
                 .or_else(|| meta["clip_model"].as_str().map(String::from))
                 .unwrap_or_else(|| "ViT-B/16".into());
-            let clip = clip_es_model::Clip::load(&spec)
-                .map_err(|e| PredictRunError::Model(anyhow::anyhow!("loading CLIP `{spec}`: {e:#}")))?;
+            let clip = clip_es_model::Clip::load(&spec).map_err(|e| {
+                PredictRunError::Model(anyhow::anyhow!("loading CLIP `{spec}`: {e:#}"))
+            })?;
             let vision = clip.into_vision();
             if let Net::Decoder(d) = &model.net {
                 if d.config.in_dim != vision.width() {

@@ -11,10 +11,10 @@ use super::eval::EvalArgs;
 use super::masks::{CamKindArg, MaskArgs};
 use super::train::ArchArg;
 use clip_es::cams::CamsConfig;
+use clip_es::eval::Prediction;
 use clip_es::masks::CrfParams;
 use clip_es::predict::PredictConfig;
 use clip_es_train::train::{Start, TrainConfig};
-use clip_es::eval::Prediction;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -134,7 +134,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut evals = Vec::new();
     if let Some(gt) = &args.gt {
-        for prediction in [Prediction::Cams(cams_dir), Prediction::Masks(masks_dir.clone())] {
+        for prediction in [
+            Prediction::Cams(cams_dir),
+            Prediction::Masks(masks_dir.clone()),
+        ] {
             let mut e = args.eval.config(
                 prediction,
                 gt.clone(),
@@ -178,7 +181,11 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .filter(|id| masks_dir.join(format!("{id}.png")).is_file())
             .collect();
-        anyhow::ensure!(!with_mask.is_empty(), "no pseudo masks to train on in {}", masks_dir.display());
+        anyhow::ensure!(
+            !with_mask.is_empty(),
+            "no pseudo masks to train on in {}",
+            masks_dir.display()
+        );
         if with_mask.len() < ids.len() {
             eprintln!(
                 "training on the {} of {} images that have a pseudo mask",
@@ -201,7 +208,8 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         );
         tc.num_classes = classes.len() + 1;
         tc.deeplab.n_classes = tc.num_classes;
-        let resume = !args.overwrite && clip_es_train::train::latest_checkpoint(&train_dir)?.is_some();
+        let resume =
+            !args.overwrite && clip_es_train::train::latest_checkpoint(&train_dir)?.is_some();
         tc.start = if resume {
             Start::Resume {
                 checkpoint: None,
@@ -255,7 +263,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             )?;
             e.threads = threads;
             eprintln!("== evaluation of the predictions");
-            stage("evaluation of the predictions", super::eval::execute(&e, None, None))?;
+            stage(
+                "evaluation of the predictions",
+                super::eval::execute(&e, None, None),
+            )?;
         }
     }
     Ok(worst)

@@ -9,9 +9,9 @@ use clip_es_train::loss::LossKind;
 use clip_es_train::train::{Event, Start, TrainConfig, TrainOptions, DECODER_LR};
 use clip_es_train::Arch;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::sync::Mutex;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ArchArg {
