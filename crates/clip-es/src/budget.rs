@@ -1,5 +1,6 @@
-//! Size and memory planning of the CAM stage: how large an image the ViT sees, and whether the
-//! memory one image needs is available before anything is allocated.
+//! Size and memory planning of the CAM and mask stages: how large an image the ViT sees, and
+//! whether the memory one image needs is available before anything large is allocated (the
+//! masks stage also shares the limit among the images its threads work on: [`MemoryGate`]).
 //!
 //! The reference feeds every image to the ViT at its own size (sides rounded up to the patch
 //! size, `generate_cams_voc12.py` `img_ms_and_flip` with scale 1). Attention and the CAA
@@ -155,9 +156,122 @@ pub fn check(shape: &CamShape, limit: u64) -> Result<(), String> {
     ))
 }
 
+/// Bytes the masks stage allocates at its peak for one image of `pixels` pixels and `labels`
+/// labels (background included): an upper estimate fitted to measured peaks (`/usr/bin/time
+/// -v`, one thread, noisy photos, the worst case for the bilateral lattice): with the CRF
+/// 229 MB at 1000x750 with 2 labels, 368 MB with 10, 960 MB at 2000x1500 and 3.72 GB at
+/// 4000x3000 with 4; the estimate gives 247 MB, 391 MB, 1.08 GB and 4.29 GB. The permutohedral
+/// lattices dominate (about 260 bytes a pixel), then the label-major marginals and messages.
+pub fn mask_peak_bytes(pixels: usize, labels: usize, crf: bool) -> u64 {
+    let (n, m) = (pixels as u64, labels as u64);
+    let per_pixel = if crf { 260 + 24 * m } else { 40 + 12 * m };
+    n * per_pixel + 16_000_000
+}
+
+/// A memory limit shared by the images a stage works on at once: each image reserves its
+/// estimate before its large allocations and waits while the others hold too much; an image
+/// whose estimate alone exceeds the limit is refused at once.
+#[derive(Debug)]
+pub struct MemoryGate {
+    limit: u64,
+    reserved: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+/// Memory held from a [`MemoryGate`] until dropped.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    gate: &'a MemoryGate,
+    bytes: u64,
+}
+
+impl MemoryGate {
+    pub fn new(limit: u64) -> Self {
+        MemoryGate {
+            limit,
+            reserved: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Reserves `bytes`, waiting until they fit beside what other images hold. `Err(limit)`
+    /// when `bytes` alone exceed the limit (waiting would never help).
+    pub fn reserve(&self, bytes: u64) -> Result<Reservation<'_>, u64> {
+        if bytes > self.limit {
+            return Err(self.limit);
+        }
+        let mut held = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        // Nothing held: always admitted, so one image at a time always makes progress.
+        while *held > 0 && *held + bytes > self.limit {
+            held = self.freed.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+        *held += bytes;
+        Ok(Reservation { gate: self, bytes })
+    }
+
+    /// Bytes reserved now.
+    pub fn reserved(&self) -> u64 {
+        *self.reserved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut held = self.gate.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        *held -= self.bytes;
+        self.gate.freed.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_estimate_covers_the_measured_peaks() {
+        // (pixels, labels, measured peak RSS in bytes)
+        for (n, m, peak) in [
+            (750_000, 2, 228_928_000u64),
+            (750_000, 10, 367_744_000),
+            (3_000_000, 4, 959_672_000),
+            (12_000_000, 4, 3_719_112_000),
+        ] {
+            let e = mask_peak_bytes(n, m, true);
+            assert!(
+                e >= peak && e <= peak + peak / 4,
+                "{n} px, {m} labels: {e} vs {peak}"
+            );
+        }
+        assert!(mask_peak_bytes(12_000_000, 4, false) < mask_peak_bytes(12_000_000, 4, true) / 3);
+    }
+
+    #[test]
+    fn gate_refuses_too_much_and_waits_for_room() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let gate = MemoryGate::new(100);
+        assert_eq!(gate.reserve(101).unwrap_err(), 100);
+        let a = gate.reserve(60).unwrap();
+        assert_eq!(gate.reserved(), 60);
+        let admitted = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _b = gate.reserve(50).unwrap();
+                admitted.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // 60 + 50 > 100: the second image waits.
+            assert!(!admitted.load(Ordering::SeqCst));
+            drop(a);
+        });
+        assert!(admitted.load(Ordering::SeqCst));
+        assert_eq!(gate.reserved(), 0);
+        // With nothing held, anything up to the limit is admitted at once.
+        let _c = gate.reserve(100).unwrap();
+    }
 
     #[test]
     fn small_images_keep_their_size_large_ones_shrink() {

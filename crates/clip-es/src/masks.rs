@@ -357,6 +357,9 @@ pub struct MasksConfig {
     /// EXIF orientation tags: ignored (the stored grid, as the CAM stage reads by default) or
     /// applied (give the same to the CAM stage).
     pub exif: ExifOrientation,
+    /// Bytes the stage may use for the images in flight together (`None`: what the system
+    /// reports available at the start); see [`crate::budget::mask_peak_bytes`].
+    pub memory_limit: Option<u64>,
 }
 
 impl MasksConfig {
@@ -374,6 +377,7 @@ impl MasksConfig {
             threads: None,
             overlays: None,
             exif: ExifOrientation::Ignore,
+            memory_limit: None,
         }
     }
 }
@@ -408,6 +412,7 @@ pub enum MasksRunError {
 /// One image of [`run`]: CAMs + image -> mask (and confidence), written atomically.
 fn mask_image(
     config: &MasksConfig,
+    gate: &crate::budget::MemoryGate,
     kernels: &KernelCache,
     exif: &ExifNotice,
     progress: &dyn Progress,
@@ -436,6 +441,29 @@ fn mask_image(
     exif.note(id, orientation, progress);
     // The image's size bounds what the CAM file may inflate to.
     let cam = CamFile::read_for_image(&cam_path, image.height as usize, image.width as usize)?;
+    // The CRF's lattices and marginals are the large allocations: reserved first.
+    let (w, h) = (image.width as usize, image.height as usize);
+    let need = crate::budget::mask_peak_bytes(w * h, cam.keys.len() + 1, config.options.use_crf);
+    let _held = gate.reserve(need).map_err(|limit| {
+        let hb = crate::budget::human_bytes;
+        MaskError::invalid(
+            &image_file,
+            format!(
+                "the image is {w}x{h} with {} labels: its pseudo mask needs about {} of memory, over the limit of {}; raise --memory-limit{}",
+                cam.keys.len() + 1,
+                hb(need),
+                hb(limit),
+                if config.options.use_crf {
+                    format!(
+                        " (without the CRF, --no-crf, it would need about {})",
+                        hb(crate::budget::mask_peak_bytes(w * h, cam.keys.len() + 1, false))
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        )
+    })?;
     let mask = pseudo_mask_file(&cam, &cam_path, &image, &config.options, kernels)?;
     let png = encode_label_png(&mask.labels, mask.width, mask.height, config.palette)
         .map_err(|e| MaskError::invalid(&mask_path, format!("PNG encoding: {e}")))?;
@@ -535,8 +563,14 @@ pub fn run(config: &MasksConfig, progress: &dyn Progress) -> Result<MasksReport,
     }
     let kernels = KernelCache::default();
     let exif = ExifNotice::new(config.exif);
+    let gate = crate::budget::MemoryGate::new(
+        config
+            .memory_limit
+            .or_else(crate::budget::available_bytes)
+            .unwrap_or(u64::MAX),
+    );
     let results = for_each_image(&ids, config.threads, "masks", progress, |id| {
-        mask_image(config, &kernels, &exif, progress, id)
+        mask_image(config, &gate, &kernels, &exif, progress, id)
     })
     .map_err(MasksRunError::Config)?;
     let mut report = MasksReport {

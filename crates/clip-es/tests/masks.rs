@@ -388,3 +388,43 @@ fn parity_fixture() {
     assert!((got - mious[1]).abs() < 1e-6);
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// `--memory-limit`: an image whose CRF alone needs more than the limit fails with a message
+/// naming its file, the estimate and the way out, the others are not touched by it; without
+/// the CRF the same images fit.
+#[test]
+fn memory_limit_refuses_images_naming_them() {
+    let out = temp("memory-limit");
+    let o = masks(
+        &data().join("cams"),
+        &data().join("images"),
+        &out,
+        &["--jobs", "2", "--memory-limit", "16"],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    for id in ids() {
+        assert!(
+            err.contains(&format!("images/{id}.png")) || err.contains(&format!("images\\{id}.png")),
+            "{id} not named: {err}"
+        );
+    }
+    assert!(
+        err.contains("over the limit of 16 MB") && err.contains("--no-crf"),
+        "{err}"
+    );
+    assert!(
+        files_in(&out).iter().all(|f| !f.ends_with(".png")),
+        "{:?}",
+        files_in(&out)
+    );
+    // A limit each image fits under on its own: all written (threads wait for room in turn).
+    let o = masks(
+        &data().join("cams"),
+        &data().join("images"),
+        &out,
+        &["--jobs", "2", "--memory-limit", "20"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(files_in(&out).len(), ids().len());
+}

@@ -78,8 +78,8 @@ pub struct CamArgs {
     #[arg(long, default_value_t = clip_es::budget::DEFAULT_MAX_SIDE)]
     pub max_side: usize,
     /// Memory limit in MB for one image's CAMs (estimated before allocating; an image over it
-    /// fails with a message and the run goes on). Default: the memory available (and what
-    /// `ulimit -v` leaves)
+    /// fails with a message and the run goes on; in `run` it also bounds the masks stage).
+    /// Default: the memory available (and what `ulimit -v` leaves)
     #[arg(long)]
     pub memory_limit: Option<u64>,
     #[command(flatten)]

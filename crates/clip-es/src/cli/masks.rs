@@ -95,6 +95,11 @@ pub struct Args {
     /// 8-bit label limit is checked and legends use the VOC names
     #[arg(long)]
     classes: Option<String>,
+    /// Memory the stage may use for the images in flight together, in MB (default: what the
+    /// system reports available); an image whose CRF alone needs more fails with a message,
+    /// and threads wait for room rather than exceed it
+    #[arg(long)]
+    memory_limit: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -139,6 +144,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     config.overwrite = args.overwrite;
     config.threads = check_threads(args.threads)?;
     config.exif = args.exif.mode();
+    config.memory_limit = args.memory_limit.map(|mb| mb.saturating_mul(1_000_000));
     let classes = match &args.classes {
         Some(spec) => Some(clip_es::ClassSet::from_spec(spec)?),
         None => None,

@@ -129,6 +129,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     masks.exif = args.cam.exif.mode();
     masks.options.num_classes = Some(classes.len());
     masks.threads = threads;
+    masks.memory_limit = args.cam.memory_limit.map(|mb| mb.saturating_mul(1_000_000));
     if args.overlays {
         masks.overlays = Some((args.out.join("overlays"), classes.clone()));
     }
