@@ -11,6 +11,7 @@
 //! between layouts.
 
 mod pipeline;
+mod stage3;
 
 use clip_es_crf::{
     bilateral_features, gaussian_features, Compatibility, CrfError, DenseCrf, Normalization,
@@ -290,6 +291,7 @@ fn num_threads() -> usize {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Crf>()?;
     pipeline::register(m)?;
+    stage3::register(m)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -4,6 +4,9 @@
   the CAMs of one image as the reference's dict (``keys``, ``attn_highres``).
 - ``pseudo_mask(cams, image)`` makes the dense-CRF pseudo mask of one image.
 - ``evaluate(gt, split, cams=... | masks=...)`` scores a directory of CAMs or masks.
+- ``train(arch, images, masks, split, out, ...)`` trains DeepLab-v2 or the clip-decoder on
+  pseudo masks (stage three); ``predict(checkpoint, images, split, out, crf=...)`` writes the
+  trained network's label maps.
 - ``clip_es.pydensecrf``: a drop-in replacement for pydensecrf (``densecrf`` and ``utils``),
   numerically identical and faster.
 
@@ -15,7 +18,16 @@ wrong kind) with the library's message.
 """
 
 from . import _native
-from ._native import Model, evaluate, load_model, num_threads, pseudo_mask, set_num_threads
+from ._native import (
+    Model,
+    evaluate,
+    load_model,
+    num_threads,
+    predict,
+    pseudo_mask,
+    set_num_threads,
+    train,
+)
 
 __version__: str = _native.__version__
 
@@ -24,6 +36,8 @@ __all__ = [
     "load_model",
     "pseudo_mask",
     "evaluate",
+    "train",
+    "predict",
     "num_threads",
     "set_num_threads",
     "pydensecrf",

@@ -1,0 +1,192 @@
+//! Stage three from Python: `train` over `clip_es_train::train::run` and `predict` over
+//! `clip_es::predict::run`, the library entry points of `clip-es train` and `clip-es predict`
+//! (docs/training.md). Settings not exposed here are the command line's defaults.
+
+use clip_es::masks::CrfParams;
+use clip_es::predict::PredictConfig;
+use clip_es::progress::Silent;
+use clip_es_train::data::Augment;
+use clip_es_train::loss::LossKind;
+use clip_es_train::train::{Start, TrainConfig};
+use clip_es_train::Arch;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::path::PathBuf;
+
+fn value_error(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// Trains a segmentation network on pseudo masks, as `clip-es train` does: arch
+/// "clip-decoder" or "deeplab-v2"; images / masks / split / out as the command's options.
+/// iters (default 20000), lr (default 0.01 for the decoder, 2.5e-4 for DeepLab-v2), batch,
+/// iter_size, loss ("ce" or "balanced"), seed, save_every; init: initial weights (DeepLab-v2:
+/// deeplab-pytorch's init or torchvision's ResNet-101 .pth); resume: True (the latest
+/// checkpoint in `out`) or a checkpoint path; model: the CLIP model of the decoder's features;
+/// hidden, upsamplings, grid_crop: the decoder's shape; width, blocks: DeepLab-v2's (tests).
+///
+/// Returns a dict: checkpoint, final_checkpoint, log, curve, start, iters.
+#[pyfunction]
+#[pyo3(signature = (arch, images, masks, split, out, iters=None, lr=None, batch=5, iter_size=2, loss="ce", num_classes=21, init=None, resume=None, model="ViT-B/16", seed=0, save_every=1000, hidden=256, upsamplings=1, grid_crop=20, width=64, blocks=None, crop=321, threads=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn train<'py>(
+    py: Python<'py>,
+    arch: &str,
+    images: PathBuf,
+    masks: PathBuf,
+    split: PathBuf,
+    out: PathBuf,
+    iters: Option<usize>,
+    lr: Option<f64>,
+    batch: usize,
+    iter_size: usize,
+    loss: &str,
+    num_classes: usize,
+    init: Option<PathBuf>,
+    resume: Option<&Bound<'py, PyAny>>,
+    model: &str,
+    seed: u64,
+    save_every: usize,
+    hidden: usize,
+    upsamplings: usize,
+    grid_crop: usize,
+    width: usize,
+    blocks: Option<[usize; 4]>,
+    crop: usize,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let arch = Arch::parse(arch).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "arch must be 'clip-decoder' or 'deeplab-v2', got {arch:?}"
+        ))
+    })?;
+    let mut c = TrainConfig::new(arch, images, masks, split, out);
+    if batch == 0 || iter_size == 0 || num_classes < 2 {
+        return Err(PyValueError::new_err(
+            "batch and iter_size must be at least 1, num_classes at least 2",
+        ));
+    }
+    if let Some(i) = iters {
+        c.options.iters = i;
+    }
+    if let Some(l) = lr {
+        if !(l.is_finite() && l > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "lr must be a positive number, got {l}"
+            )));
+        }
+        c.options.lr = l;
+    }
+    c.options.batch = batch;
+    c.options.iter_size = iter_size;
+    c.options.loss = match loss {
+        "ce" => LossKind::Plain,
+        "balanced" => LossKind::Balanced,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "loss must be 'ce' or 'balanced', got {loss:?}"
+            )))
+        }
+    };
+    c.options.seed = seed;
+    c.options.save_every = save_every;
+    c.options.grid_crop = grid_crop;
+    c.options.augment = Augment {
+        crop,
+        ..c.options.augment
+    };
+    c.num_classes = num_classes;
+    c.deeplab.n_classes = num_classes;
+    c.deeplab.width = width;
+    if let Some(b) = blocks {
+        c.deeplab.blocks = b;
+    }
+    c.decoder_hidden = hidden;
+    c.decoder_upsamplings = upsamplings;
+    c.clip_model = model.to_string();
+    c.threads = threads;
+    c.start = match resume {
+        None => Start::Fresh { init },
+        Some(r) => {
+            let checkpoint = if let Ok(flag) = r.extract::<bool>() {
+                if !flag {
+                    None
+                } else {
+                    Some(None)
+                }
+            } else {
+                Some(Some(r.extract::<PathBuf>()?))
+            };
+            match checkpoint {
+                None => Start::Fresh { init },
+                Some(checkpoint) => Start::Resume { checkpoint, iters },
+            }
+        }
+    };
+    let report = py
+        .detach(move || clip_es_train::train::run(&c, &|_| {}))
+        .map_err(value_error)?;
+    let d = PyDict::new(py);
+    d.set_item("checkpoint", report.checkpoint)?;
+    d.set_item("final_checkpoint", report.final_checkpoint)?;
+    d.set_item("log", report.log)?;
+    d.set_item("curve", report.curve)?;
+    d.set_item("start", report.start)?;
+    d.set_item("iters", report.iters)?;
+    Ok(d)
+}
+
+/// Label maps of a trained network for the images of a split, as `clip-es predict` does:
+/// `<out>/<id>.png` (VOC palette unless palette=False). crf: refine with the dense CRF of the
+/// pseudo masks. scales: DeepLab-v2's multi-scale inputs / the decoder's averaged views. flip:
+/// the decoder's mirrored views. model: the CLIP model of a decoder (default: the one it was
+/// trained with). overlays: a directory for overlay pictures (legends with the VOC names).
+///
+/// Returns a dict: images, written, skipped, failures (a list of [id, message]).
+#[pyfunction]
+#[pyo3(signature = (checkpoint, images, split, out, crf=false, scales=None, flip=true, model=None, palette=true, overlays=None, overwrite=false, threads=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn predict<'py>(
+    py: Python<'py>,
+    checkpoint: PathBuf,
+    images: PathBuf,
+    split: PathBuf,
+    out: PathBuf,
+    crf: bool,
+    scales: Option<Vec<f64>>,
+    flip: bool,
+    model: Option<String>,
+    palette: bool,
+    overlays: Option<PathBuf>,
+    overwrite: bool,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let mut c = PredictConfig::new(checkpoint, images, split, out);
+    c.crf = crf.then(CrfParams::default);
+    c.scales = scales;
+    c.flip = flip;
+    c.clip_model = model;
+    c.palette = palette;
+    c.overwrite = overwrite;
+    c.threads = threads;
+    if let Some(d) = overlays {
+        c.overlays = Some((d, clip_es::ClassSet::voc()));
+    }
+    let r = py
+        .detach(move || clip_es::predict::run(&c, &Silent))
+        .map_err(value_error)?;
+    let d = PyDict::new(py);
+    d.set_item("images", r.images)?;
+    d.set_item("written", r.written)?;
+    d.set_item("skipped", r.skipped)?;
+    d.set_item("failures", r.failures)?;
+    Ok(d)
+}
+
+/// Registers `train` and `predict`.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(train, m)?)?;
+    m.add_function(wrap_pyfunction!(predict, m)?)?;
+    Ok(())
+}

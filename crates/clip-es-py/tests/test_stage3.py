@@ -1,0 +1,73 @@
+"""Stage three from Python equals the command line: `clip_es.train` writes the checkpoint
+`clip-es train` writes with the same settings (byte for byte), resumes, and `clip_es.predict`
+writes the label maps of `clip-es predict`. Tiny random CLIP, the example photos, pseudo masks
+made by `clip-es run`."""
+
+import os
+
+import pytest
+
+import clip_es
+from test_pipeline import IMAGES, MODEL, cli
+
+IDS = ["astronaut", "camera", "chelsea", "horse"]
+SETTINGS = dict(iters=6, batch=2, iter_size=1, hidden=16, grid_crop=4, save_every=3, threads=1)
+
+
+def cli_settings():
+    return ["--iters", "6", "--batch", "2", "--iter-size", "1", "--hidden", "16",
+            "--grid-crop", "4", "--save-every", "3", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("stage3")
+    labels = os.path.join(os.path.dirname(IMAGES), "labels.txt")
+    cli("run", "--model", MODEL, "--images", IMAGES, "--labels", labels,
+        "--out", str(d / "run"), "--threads", "1")
+    split = d / "split.txt"
+    split.write_text("\n".join(IDS) + "\n")
+    return d, str(d / "run" / "masks"), str(split)
+
+
+def test_train_and_predict_equal_the_cli(data):
+    d, masks, split = data
+    got = clip_es.train("clip-decoder", IMAGES, masks, split, str(d / "py"), model=MODEL, **SETTINGS)
+    assert got["start"] == 0 and got["iters"] == 6
+    assert os.path.basename(got["checkpoint"]) == "checkpoint-000006.safetensors"
+    cli("train", "--arch", "clip-decoder", "--images", IMAGES, "--masks", masks, "--split", split,
+        "--out", str(d / "cli"), "--model", MODEL, *cli_settings())
+    with open(got["final_checkpoint"], "rb") as a, open(d / "cli" / "final.safetensors", "rb") as b:
+        assert a.read() == b.read()
+    assert os.path.isfile(got["curve"]) and os.path.isfile(got["log"])
+
+    # Resume (True: the latest checkpoint in out) to more iterations.
+    more = clip_es.train("clip-decoder", IMAGES, masks, split, str(d / "py"), model=MODEL,
+                         resume=True, **dict(SETTINGS, iters=9))
+    assert (more["start"], more["iters"]) == (6, 9)
+
+    for crf in [False, True]:
+        tag = "crf" if crf else "plain"
+        r = clip_es.predict(got["final_checkpoint"], IMAGES, split, str(d / f"pred-py-{tag}"),
+                            crf=crf, threads=1)
+        assert r == {"images": 4, "written": 4, "skipped": 0, "failures": []}
+        cli("predict", "--checkpoint", got["final_checkpoint"], "--images", IMAGES, "--split",
+            split, "--out", str(d / f"pred-cli-{tag}"), "--threads", "1", *(["--crf"] if crf else []))
+        for i in IDS:
+            with open(d / f"pred-py-{tag}" / f"{i}.png", "rb") as a, \
+                    open(d / f"pred-cli-{tag}" / f"{i}.png", "rb") as b:
+                assert a.read() == b.read(), (tag, i)
+    again = clip_es.predict(got["final_checkpoint"], IMAGES, split, str(d / "pred-py-plain"))
+    assert again["skipped"] == 4
+
+
+def test_bad_arguments_raise(data, tmp_path):
+    d, masks, split = data
+    with pytest.raises(ValueError, match="arch must be"):
+        clip_es.train("unet", IMAGES, masks, split, str(tmp_path))
+    with pytest.raises(ValueError, match="loss must be"):
+        clip_es.train("clip-decoder", IMAGES, masks, split, str(tmp_path), loss="focal")
+    with pytest.raises(ValueError, match="no checkpoint"):
+        clip_es.train("clip-decoder", IMAGES, masks, split, str(tmp_path / "empty"), resume=True)
+    with pytest.raises(ValueError, match="not-there.safetensors"):
+        clip_es.predict(str(tmp_path / "not-there.safetensors"), IMAGES, split, str(tmp_path / "p"))
