@@ -137,6 +137,11 @@ impl Cams {
         &self.classes
     }
 
+    /// The memory limit given in the settings (`None`: what the system reports available).
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_limit
+    }
+
     pub fn options(&self) -> &CamOptions {
         &self.options
     }

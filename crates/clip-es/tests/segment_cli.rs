@@ -468,3 +468,57 @@ fn exif_orientation_is_applied_everywhere() {
     assert_eq!(png_size(&out.join("phone.heat.1-horse.png")), (40, 64));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A photo whose CAMs fit the memory limit but whose full-size CRF does not fails with a
+/// message naming it, its estimate and `--no-crf`, said once; a small photo in the same call is
+/// segmented.
+#[test]
+fn a_photo_over_the_memory_limit_fails_naming_it() {
+    let dir = tmpdir("memory");
+    let big = dir.join("big.png");
+    // 2000x1500: ViT input 1024x768 (about 0.6 GB of CAM work), CRF about 0.94 GB.
+    let (w, h) = (2000u32, 1500u32);
+    let mut px = vec![0u8; (w * h * 3) as usize];
+    for (i, p) in px.chunks_exact_mut(3).enumerate() {
+        let x = (i as u32 % w) as u8;
+        p.copy_from_slice(&[x, 255 - x, 128]);
+    }
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header().unwrap().write_image_data(&px).unwrap();
+    }
+    std::fs::write(&big, bytes).unwrap();
+    let small = dir.join("small.png");
+    small_copy("chelsea.jpg", &small, 120, 80);
+    let out = dir.join("out");
+    let o = segment(&[
+        big.to_str().unwrap(),
+        small.to_str().unwrap(),
+        "--classes",
+        "cat",
+        "--out",
+        out.to_str().unwrap(),
+        "--memory-limit",
+        "800",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.trim_start().starts_with(big.to_str().unwrap()))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains("2000x1500")
+            && line.contains("pseudo mask needs about")
+            && line.contains("over the limit of 800 MB")
+            && line.contains("--no-crf"),
+        "{line}"
+    );
+    assert_eq!(line.matches(big.to_str().unwrap()).count(), 1, "{line}");
+    assert!(out.join("small.json").is_file(), "{err}");
+    assert!(!out.join("big.json").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -58,6 +58,10 @@ pub struct Args {
     /// Skip the CRF: label = argmax of [1 - max CAM, CAMs]
     #[arg(long)]
     no_crf: bool,
+    /// Memory limit in MB for one photo (its CAMs, then its CRF, estimated before allocating;
+    /// a photo over it fails with a message). Default: the memory available
+    #[arg(long)]
+    memory_limit: Option<u64>,
     /// Pixels whose confidence is below this are 255 ("not confident")
     #[arg(long, default_value = "0.95", value_parser = super::masks::parse_threshold)]
     confidence: f32,
@@ -194,6 +198,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             scales: args.scales.clone(),
             flip: args.flip,
         },
+        memory_limit: args.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
         ..CamSettings::default()
     };
     let options = SegmentOptions {
@@ -300,8 +305,15 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
                 pb.stdout(&text);
             }
             Err(e) => {
-                pb.message(&format!("skipping {}: {e:#}", path.display()));
-                failures.push((path.display().to_string(), format!("{e:#}")));
+                // The error names the photo already; each cause is said once.
+                let text = super::common::message(&e);
+                pb.message(&format!("skipping: {text}"));
+                let name = path.display().to_string();
+                let reason = text
+                    .strip_prefix(&format!("{name}: "))
+                    .unwrap_or(&text)
+                    .to_string();
+                failures.push((name, reason));
             }
         }
         pb.advance();
