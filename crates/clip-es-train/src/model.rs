@@ -128,14 +128,29 @@ impl Model {
     /// classifier (ASPP / decoder classifier: the class count differs between datasets) and the
     /// classifier is skipped when its shape differs. Returns the names the network did not use.
     pub fn load_weights(&mut self, path: &Path, init: bool) -> Result<Vec<String>> {
-        let is_st = path
+        self.load_tensors(path, Self::read_weights(path)?, init)
+    }
+
+    /// The tensors of a weights file as [`Model::load_weights`] reads it: a safetensors file
+    /// as stored, a PyTorch state dict with its `module.` and `base.` prefixes dropped.
+    pub fn read_weights(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
+        if path
             .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-        let mut tensors = if is_st {
-            read_safetensors(path)?.0
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+        {
+            Ok(read_safetensors(path)?.0)
         } else {
-            read_torch_state_dict(path, &["module.", "base."])?
-        };
+            read_torch_state_dict(path, &["module.", "base."])
+        }
+    }
+
+    /// [`Model::load_weights`] of tensors already read from `path` (which names it in errors).
+    pub fn load_tensors(
+        &mut self,
+        path: &Path,
+        mut tensors: BTreeMap<String, HostTensor>,
+        init: bool,
+    ) -> Result<Vec<String>> {
         if crate::torchvision::is_torchvision(tensors.keys()) {
             let bad = |message: String| TrainError::Weights {
                 path: path.to_path_buf(),
@@ -174,20 +189,6 @@ impl Model {
             n.refresh(&self.store);
         }
         Ok(unused)
-    }
-
-    /// Whether `path` is a torchvision ResNet state dict (so a fresh DeepLab-v2 initialised from
-    /// it needs [`Backbone::Torchvision`]); safetensors files are ours and never are. Reads the
-    /// whole file.
-    pub fn is_torchvision_weights(path: &Path) -> Result<bool> {
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
-        {
-            return Ok(false);
-        }
-        let tensors = read_torch_state_dict(path, &["module.", "base."])?;
-        Ok(crate::torchvision::is_torchvision(tensors.keys()))
     }
 
     /// Writes a checkpoint: parameters and buffers under their names, `extra` tensors (the

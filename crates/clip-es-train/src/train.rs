@@ -573,6 +573,11 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
     let device = crate::device(&c.device)?;
     std::fs::create_dir_all(&c.out).map_err(|e| TrainError::io(&c.out, e))?;
     let mut opts = c.options.clone();
+    // The initial weights, read once: a DeepLab-v2 takes its backbone style from them.
+    let init = match &c.start {
+        Start::Fresh { init: Some(p) } => Some((p.clone(), Model::read_weights(p)?)),
+        _ => None,
+    };
     let (mut model, mut sgd, start, clip_model) = match &c.start {
         Start::Resume { checkpoint, iters } => {
             let path = match checkpoint {
@@ -601,12 +606,14 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
                 .to_string();
             (model, sgd, start, clip)
         }
-        Start::Fresh { init } => {
+        Start::Fresh { .. } => {
             let model = match c.arch {
                 Arch::DeepLabV2 => {
                     // torchvision ImageNet weights need torchvision's stride/dilation placement.
-                    let style = match init {
-                        Some(p) if Model::is_torchvision_weights(p)? => Backbone::Torchvision,
+                    let style = match &init {
+                        Some((_, t)) if crate::torchvision::is_torchvision(t.keys()) => {
+                            Backbone::Torchvision
+                        }
                         _ => c.deeplab.style,
                     };
                     Model::deeplab(
@@ -635,13 +642,9 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
             (model, sgd, 0, c.clip_model.clone())
         }
     };
-    let init = match &c.start {
-        Start::Fresh { init } => init.clone(),
-        Start::Resume { .. } => None,
-    };
-    let load_init = |model: &mut Model| -> Result<()> {
-        if let Some(init) = &init {
-            let unused = model.load_weights(init, true)?;
+    let load_init = |model: &mut Model, init: Option<(PathBuf, BTreeMap<_, _>)>| -> Result<()> {
+        if let Some((init, tensors)) = init {
+            let unused = model.load_tensors(&init, tensors, true)?;
             let how = match &model.net {
                 Net::DeepLab(n) if n.config.style == Backbone::Torchvision => {
                     "torchvision ResNet: torchvision backbone style, its input normalisation \
@@ -660,7 +663,7 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
     let items = crate::data::load_items(&c.images, &c.masks, &c.split, model.n_classes())?;
     let source = match model.arch() {
         Arch::DeepLabV2 => {
-            load_init(&mut model)?;
+            load_init(&mut model, init)?;
             Source::Images(items)
         }
         Arch::ClipDecoder => {
@@ -686,7 +689,7 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
                     &device,
                     opts.seed,
                 );
-                load_init(&mut model)?;
+                load_init(&mut model, init)?;
             } else if current.in_dim != dim {
                 return Err(TrainError::Config(format!(
                     "the checkpoint's decoder takes {}-d features, `{clip_model}` gives {dim}",
