@@ -168,6 +168,31 @@ pub fn mask_peak_bytes(pixels: usize, labels: usize, crf: bool) -> u64 {
     n * per_pixel + 16_000_000
 }
 
+/// Why a `width` x `height` image with `labels` labels gets no pseudo mask under `limit` bytes:
+/// the estimate, the limit and the ways out (shared by the masks stage and `segment`).
+pub fn mask_over_limit(
+    width: usize,
+    height: usize,
+    labels: usize,
+    crf: bool,
+    limit: u64,
+) -> String {
+    let need = mask_peak_bytes(width * height, labels, crf);
+    let without_crf = if crf {
+        format!(
+            " or use --no-crf (about {})",
+            human_bytes(mask_peak_bytes(width * height, labels, false))
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "the image is {width}x{height} with {labels} labels: its pseudo mask needs about {} of memory, over the limit of {}; raise --memory-limit{without_crf}",
+        human_bytes(need),
+        human_bytes(limit)
+    )
+}
+
 /// A memory limit shared by the images a stage works on at once: each image reserves its
 /// estimate before its large allocations and waits while the others hold too much; an image
 /// whose estimate alone exceeds the limit is refused at once.

@@ -443,27 +443,15 @@ fn mask_image(
     let cam = CamFile::read_for_image(&cam_path, image.height as usize, image.width as usize)?;
     // The CRF's lattices and marginals are the large allocations: reserved first.
     let (w, h) = (image.width as usize, image.height as usize);
-    let need = crate::budget::mask_peak_bytes(w * h, cam.keys.len() + 1, config.options.use_crf);
-    let _held = gate.reserve(need).map_err(|limit| {
-        let hb = crate::budget::human_bytes;
-        MaskError::invalid(
-            &image_file,
-            format!(
-                "the image is {w}x{h} with {} labels: its pseudo mask needs about {} of memory, over the limit of {}; raise --memory-limit{}",
-                cam.keys.len() + 1,
-                hb(need),
-                hb(limit),
-                if config.options.use_crf {
-                    format!(
-                        " (without the CRF, --no-crf, it would need about {})",
-                        hb(crate::budget::mask_peak_bytes(w * h, cam.keys.len() + 1, false))
-                    )
-                } else {
-                    String::new()
-                }
-            ),
-        )
-    })?;
+    let (labels, crf) = (cam.keys.len() + 1, config.options.use_crf);
+    let _held = gate
+        .reserve(crate::budget::mask_peak_bytes(w * h, labels, crf))
+        .map_err(|limit| {
+            MaskError::invalid(
+                &image_file,
+                crate::budget::mask_over_limit(w, h, labels, crf, limit),
+            )
+        })?;
     let mask = pseudo_mask_file(&cam, &cam_path, &image, &config.options, kernels)?;
     let png = encode_label_png(&mask.labels, mask.width, mask.height, config.palette)
         .map_err(|e| MaskError::invalid(&mask_path, format!("PNG encoding: {e}")))?;

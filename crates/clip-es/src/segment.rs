@@ -317,31 +317,16 @@ impl Segmenter {
         // The CRF at the photo's full size is the largest allocation left: checked first, as
         // the masks stage does (one photo at a time here).
         let (w, h) = (image.width as usize, image.height as usize);
-        let labels = cam_file.keys.len() + 1;
-        let use_crf = self.options.mask.use_crf;
-        let need = crate::budget::mask_peak_bytes(w * h, labels, use_crf);
-        if let Some(limit) = self
+        let (labels, crf) = (cam_file.keys.len() + 1, self.options.mask.use_crf);
+        let limit = self
             .cams
             .memory_limit()
-            .or_else(crate::budget::available_bytes)
-        {
-            if need > limit {
-                let hb = crate::budget::human_bytes;
+            .or_else(crate::budget::available_bytes);
+        if let Some(limit) = limit {
+            if crate::budget::mask_peak_bytes(w * h, labels, crf) > limit {
                 return Err(SegmentError::Invalid {
                     path: path.to_path_buf(),
-                    message: format!(
-                        "the photo is {w}x{h} with {labels} labels: its pseudo mask needs about {} of memory, over the limit of {}; raise --memory-limit{}",
-                        hb(need),
-                        hb(limit),
-                        if use_crf {
-                            format!(
-                                " or use --no-crf (about {})",
-                                hb(crate::budget::mask_peak_bytes(w * h, labels, false))
-                            )
-                        } else {
-                            String::new()
-                        }
-                    ),
+                    message: crate::budget::mask_over_limit(w, h, labels, crf, limit),
                 });
             }
         }
