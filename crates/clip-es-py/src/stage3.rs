@@ -14,9 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
 
-fn value_error(e: impl std::fmt::Display) -> PyErr {
-    PyValueError::new_err(e.to_string())
-}
+use crate::pipeline::value_error;
 
 /// Trains a segmentation network on pseudo masks, as `clip-es train` does: arch
 /// "clip-decoder" or "deeplab-v2"; images / masks / split / out as the command's options.
@@ -97,7 +95,6 @@ pub fn train<'py>(
         ..c.options.augment
     };
     c.num_classes = num_classes;
-    c.deeplab.n_classes = num_classes;
     c.deeplab.width = width;
     if let Some(b) = blocks {
         c.deeplab.blocks = b;
@@ -106,23 +103,17 @@ pub fn train<'py>(
     c.decoder_upsamplings = upsamplings;
     c.clip_model = model.to_string();
     c.threads = threads;
-    c.start = match resume {
-        None => Start::Fresh { init },
-        Some(r) => {
-            let checkpoint = if let Ok(flag) = r.extract::<bool>() {
-                if !flag {
-                    None
-                } else {
-                    Some(None)
-                }
-            } else {
-                Some(Some(r.extract::<PathBuf>()?))
-            };
-            match checkpoint {
-                None => Start::Fresh { init },
-                Some(checkpoint) => Start::Resume { checkpoint, iters },
-            }
-        }
+    // resume: absent or False, a new run; True, the latest checkpoint in `out`; else a path.
+    c.start = match resume.map(|r| (r.extract::<bool>(), r)) {
+        None | Some((Ok(false), _)) => Start::Fresh { init },
+        Some((Ok(true), _)) => Start::Resume {
+            checkpoint: None,
+            iters,
+        },
+        Some((Err(_), r)) => Start::Resume {
+            checkpoint: Some(r.extract::<PathBuf>()?),
+            iters,
+        },
     };
     let report = py
         .detach(move || clip_es_train::train::run(&c, &|_| {}))

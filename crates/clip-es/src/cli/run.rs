@@ -208,7 +208,6 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             train_dir.clone(),
         );
         tc.num_classes = classes.len() + 1;
-        tc.deeplab.n_classes = tc.num_classes;
         let resume =
             !args.overwrite && clip_es_train::train::latest_checkpoint(&train_dir)?.is_some();
         tc.start = if resume {
