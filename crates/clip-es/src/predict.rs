@@ -92,8 +92,6 @@ pub enum PredictRunError {
     Split(#[from] crate::datasets::DatasetError),
     #[error(transparent)]
     Train(#[from] clip_es_train::TrainError),
-    #[error("{0:#}")]
-    Model(anyhow::Error),
 }
 
 /// A loaded network and what it needs.
@@ -126,9 +124,8 @@ impl Predictor {
                 .clone()
                 .or_else(|| meta["clip_model"].as_str().map(String::from))
                 .unwrap_or_else(|| "ViT-B/16".into());
-            let clip = clip_es_model::Clip::load(&spec).map_err(|e| {
-                PredictRunError::Model(anyhow::anyhow!("loading CLIP `{spec}`: {e:#}"))
-            })?;
+            let clip = clip_es_model::Clip::load(&spec)
+                .map_err(|e| PredictRunError::Config(format!("loading CLIP `{spec}`: {e}")))?;
             let vision = clip.into_vision();
             if let Net::Decoder(d) = &model.net {
                 if d.config.in_dim != vision.width() {
