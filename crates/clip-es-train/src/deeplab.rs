@@ -376,16 +376,16 @@ impl DeepLabV2 {
     }
 
     /// Multi-scale forward (deeplab-pytorch `MSC.forward`): the logits at scale 1, at each extra
-    /// scale (input resized bilinearly, align_corners=false, to floor(size * scale)), and last the
-    /// pixel-wise max of all of them resized to the scale-1 logit size. Training puts the loss on
-    /// each; inference uses the last.
+    /// scale (input resized by [`resize_by_factor`], as `F.interpolate(x, scale_factor=s)`), and
+    /// last the pixel-wise max of all of them resized to the scale-1 logit size (bilinear to a
+    /// size, as `F.interpolate(l, size=(H, W))`; this resize is differentiated). Training puts
+    /// the loss on each; inference uses the last.
     pub fn forward_msc(
         &self,
         store: &ParamStore,
         v: &BTreeMap<String, Tensor<1>>,
         x: Tensor<4>,
     ) -> Vec<Tensor<4>> {
-        let [_, _, h, w] = x.dims();
         let full = self.forward_single(store, v, x.clone());
         if self.config.msc_scales.is_empty() {
             return vec![full];
@@ -394,11 +394,9 @@ impl DeepLabV2 {
         let mut outs = vec![full.clone()];
         let mut max = full;
         for &s in &self.config.msc_scales {
-            let size = [
-                (h as f64 * s as f64) as usize,
-                (w as f64 * s as f64) as usize,
-            ];
-            let xs = interpolate(x.clone(), bilinear(size));
+            // The factor as written (0.6, not 0.6000000238): PyTorch gets it as a Python float.
+            let factor: f64 = s.to_string().parse().unwrap_or(s as f64);
+            let xs = resize_by_factor(x.clone(), factor);
             let l = self.forward_single(store, v, xs);
             max = max.max_pair(interpolate(l.clone(), bilinear([lh, lw])));
             outs.push(l);
@@ -408,7 +406,65 @@ impl DeepLabV2 {
     }
 }
 
-/// Bilinear resize to `size` with PyTorch's default `align_corners=false` (burn defaults to true).
+/// The two source pixels and weights of each output pixel of a bilinear resize by `factor`
+/// along an axis of `n` pixels, as PyTorch's CPU kernel computes them for
+/// `F.interpolate(scale_factor=factor, align_corners=False)`: `floor(n * factor)` outputs;
+/// the step is `1 / factor` rounded to f32 (the given factor, not the size ratio
+/// `n / floor(n * factor)`), the source coordinate `(i + 0.5) * step - 0.5` in f32, negative
+/// ones clamped to 0, the last pixel repeated past the edge.
+pub fn factor_taps(n: usize, factor: f64) -> Vec<(usize, usize, f32, f32)> {
+    let out = (n as f64 * factor) as usize;
+    let step = (1.0 / factor) as f32;
+    (0..out)
+        .map(|i| {
+            let src = (step * (i as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(n - 1);
+            let lambda = (src - i0 as f32).clamp(0.0, 1.0);
+            let i1 = if i0 + 1 < n { i0 + 1 } else { i0 };
+            (i0, i1, 1.0 - lambda, lambda)
+        })
+        .collect()
+}
+
+/// deeplab-pytorch's smaller inputs: `F.interpolate(x, scale_factor=factor, mode="bilinear",
+/// align_corners=False)` (taps of [`factor_taps`]). Sampling at the size ratio instead (burn's
+/// `interpolate` to a size) drifts from it by up to a whole input pixel at the far edge of a
+/// 321 crop at 0.75 and 0.5, and changes every training step. The inputs carry no gradient,
+/// so this runs on the host; a size below one pixel is kept at one.
+pub fn resize_by_factor(x: Tensor<4>, factor: f64) -> Tensor<4> {
+    let device = x.device();
+    let [n, c, h, w] = x.dims();
+    let src = x
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("f32 input");
+    let mut ys = factor_taps(h, factor);
+    let mut xs = factor_taps(w, factor);
+    // A size that rounds down to zero has no PyTorch result; keep one pixel so the network runs.
+    if ys.is_empty() {
+        ys.push((0, 0, 1.0, 0.0));
+    }
+    if xs.is_empty() {
+        xs.push((0, 0, 1.0, 0.0));
+    }
+    let (oh, ow) = (ys.len(), xs.len());
+    let mut out = vec![0f32; n * c * oh * ow];
+    for (plane, dst) in src.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+        for (&(y0, y1, wy0, wy1), row) in ys.iter().zip(dst.chunks_exact_mut(ow)) {
+            let (r0, r1) = (&plane[y0 * w..(y0 + 1) * w], &plane[y1 * w..(y1 + 1) * w]);
+            for (&(x0, x1, wx0, wx1), o) in xs.iter().zip(row.iter_mut()) {
+                let t0 = r0[x0] * wx0 + r0[x1] * wx1;
+                let t1 = r1[x0] * wx0 + r1[x1] * wx1;
+                *o = t0 * wy0 + t1 * wy1;
+            }
+        }
+    }
+    Tensor::<4>::from_data(TensorData::new(out, [n, c, oh, ow]), &device)
+}
+
+/// Bilinear resize to `size` with PyTorch's default `align_corners=false` (burn defaults to true):
+/// the source coordinate `(i + 0.5) * in / out - 0.5`, as `F.interpolate(size=...)`.
 pub fn bilinear(size: [usize; 2]) -> InterpolateOptions {
     InterpolateOptions::new(InterpolateMode::Bilinear)
         .with_align_corners(false)

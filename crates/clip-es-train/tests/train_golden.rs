@@ -3,13 +3,19 @@
 //! the LR groups, the loss that ignores 255, the poly schedule, SGD alone, nearest resizing.
 //! And (tools/golden_torchvision.py) a tiny ResNet built by torchvision's own code loaded as a
 //! torchvision-style backbone with the input normalisation folded into the stem, and a one-step
-//! training run that picks the torchvision style from its `--init` file.
+//! training run that picks the torchvision style from its `--init` file. And
+//! (tools/golden_msc.py) DeepLab-v2's multi-scale inputs against deeplab-pytorch's own model
+//! code at sizes whose 0.75 and 0.5 multiples are not integers: training losses, gradients and
+//! the label maps of inference.
 
 use burn::tensor::{Tensor, TensorData};
-use clip_es_train::deeplab::{Backbone, DeepLabConfig};
+use clip_es_image::Rgb8Image;
+use clip_es_train::data::{read_mask, MEAN_BGR};
+use clip_es_train::deeplab::{resize_by_factor, Backbone, DeepLabConfig};
 use clip_es_train::loss::{masked_cross_entropy, Labels, LossKind};
 use clip_es_train::model::Net;
 use clip_es_train::params::{read_safetensors, to_device, to_host, HostTensor};
+use clip_es_train::predict::scores_deeplab;
 use clip_es_train::sgd::{poly_lr, Sgd};
 use clip_es_train::train::{train_step, Batch};
 use clip_es_train::{Device, Model};
@@ -478,4 +484,131 @@ fn a_torchvision_init_file_builds_a_torchvision_network() {
         unreachable!()
     };
     assert_eq!(n.config.style, Backbone::Torchvision);
+}
+
+// DeepLab-v2's multi-scale inputs against deeplab-pytorch's own MSC and model code
+// (tools/golden_msc.py), at sizes whose 0.75 and 0.5 multiples are not integers: there a
+// resize to floor(p * n) pixels samples other positions than `F.interpolate(scale_factor=p)`.
+
+/// Width x height of the golden pictures.
+const MSC_SIZES: [(usize, usize); 3] = [(321, 321), (451, 300), (741, 500)];
+
+fn msc_golden() -> BTreeMap<String, HostTensor> {
+    read_safetensors(&data("golden_msc.safetensors")).unwrap().0
+}
+
+/// tools/golden_msc.py's integer hash (uint32, wrapping).
+fn mix(x: u32, y: u32, c: u32) -> u32 {
+    let mut h = x.wrapping_mul(73856093) ^ y.wrapping_mul(19349663) ^ c.wrapping_mul(83492791);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0x5BD1E995);
+    h ^ (h >> 15)
+}
+
+/// tools/golden_msc.py's picture: blocks of flat colour plus noise, RGB.
+fn msc_picture(w: usize, h: usize) -> Rgb8Image {
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h as u32 {
+        for x in 0..w as u32 {
+            for c in 0..3 {
+                data.push((((x / 37 + y / 29 + c) * 53) % 200 + mix(x, y, c) % 48) as u8);
+            }
+        }
+    }
+    Rgb8Image {
+        width: w as u32,
+        height: h as u32,
+        data,
+    }
+}
+
+/// tools/golden_msc.py's labels: class bands, 255 on scattered pixels and the last 20 columns.
+fn msc_labels(w: usize, h: usize) -> Labels {
+    let mut data = Vec::with_capacity(w * h);
+    for y in 0..h as u32 {
+        for x in 0..w as u32 {
+            let ignored = mix(x, y, 3) % 7 == 0 || x as usize >= w - 20;
+            data.push(if ignored {
+                255
+            } else {
+                ((x / 41 + 2 * (y / 53)) % 5) as u8
+            });
+        }
+    }
+    Labels { n: 1, h, w, data }
+}
+
+/// The picture as the network input of deeplab-pytorch's data loader: BGR minus the Caffe mean.
+fn msc_input(img: &Rgb8Image, device: &Device) -> Tensor<4> {
+    let (w, h) = (img.width as usize, img.height as usize);
+    let mut x = vec![0f32; 3 * h * w];
+    for p in 0..h * w {
+        for (c, mean) in MEAN_BGR.iter().enumerate() {
+            x[c * h * w + p] = img.data[p * 3 + 2 - c] as f32 - mean;
+        }
+    }
+    Tensor::<4>::from_data(TensorData::new(x, [1, 3, h, w]), device)
+}
+
+#[test]
+fn msc_inputs_are_resized_by_the_factor_as_torch_interpolate() {
+    let g = msc_golden();
+    let device = Device::flex();
+    for p in [0.75, 0.5, 0.6] {
+        let want = &g[&format!("resize_{p}")];
+        let got = resize_by_factor(t4(&g["resize_src"], &device), p);
+        assert_eq!(got.dims().to_vec(), want.shape, "size at {p}");
+        close(&format!("resize {p}"), &host4(got), &want.data, 1e-4, 1e-6);
+    }
+}
+
+#[test]
+fn msc_training_steps_match_deeplab_pytorch_at_non_integer_scales() {
+    let g = msc_golden();
+    let device = Device::flex();
+    for (w, h) in MSC_SIZES {
+        let mut m = tiny(&device);
+        let p0 = m.values();
+        let batch = [Batch {
+            x: msc_input(&msc_picture(w, h), &device),
+            labels: msc_labels(w, h),
+        }];
+        let mut sgd = Sgd::new(0.9, 5e-4);
+        let want = &g[&format!("loss_{w}x{h}")].data;
+        for (step, &want) in want.iter().enumerate() {
+            let loss = train_step(&mut m, &mut sgd, &batch, 1e-5, LossKind::Plain, step + 1).unwrap();
+            let rel = ((loss - want) / want).abs();
+            eprintln!("{w}x{h} loss {step}: {loss} vs {want} (relative {rel:e})");
+            assert!(rel <= 1e-6, "{w}x{h} loss of step {step}: {loss} vs {want}");
+            if step > 0 {
+                continue;
+            }
+            // After one step the momentum buffer is the gradient plus weight decay; the gradient
+            // reaches the smaller scales through the bilinear resize of their logits.
+            for name in ["aspp.c0.bias", "aspp.c3.weight", "layer1.conv1.conv.weight"] {
+                let grad = &g[&format!("grad_{w}x{h}.{name}")].data;
+                let p: Vec<f32> = to_host(&p0[name]);
+                let decay = if name.ends_with("bias") { 0.0 } else { 5e-4 };
+                let want: Vec<f32> = grad.iter().zip(&p).map(|(g, p)| g + decay * p).collect();
+                let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let what = format!("{w}x{h} grad {name}");
+                close(&what, &to_host(&sgd.buffers[name]), &want, 1e-4 * scale, 1e-3);
+            }
+        }
+    }
+}
+
+#[test]
+fn msc_predict_label_maps_match_deeplab_pytorch_at_non_integer_scales() {
+    let device = Device::flex();
+    let m = tiny(&device);
+    for (w, h) in MSC_SIZES {
+        let want = read_mask(&data(&format!("msc_predict_{w}x{h}.png"))).unwrap();
+        assert_eq!((want.w, want.h), (w, h));
+        let got = scores_deeplab(&m, &msc_picture(w, h)).unwrap().argmax();
+        let same = got.iter().zip(&want.data).filter(|(a, b)| a == b).count();
+        let agree = same as f64 / (w * h) as f64;
+        eprintln!("{w}x{h}: {same} of {} pixels agree ({:.4} %)", w * h, 100.0 * agree);
+        assert!(agree >= 0.9999, "{w}x{h}: only {:.4} % of the labels agree", 100.0 * agree);
+    }
 }
