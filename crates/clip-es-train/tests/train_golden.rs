@@ -579,12 +579,18 @@ fn msc_training_steps_match_deeplab_pytorch_at_non_integer_scales() {
             let loss = train_step(&mut m, &mut sgd, &batch, 1e-5, LossKind::Plain, step + 1).unwrap();
             let rel = ((loss - want) / want).abs();
             eprintln!("{w}x{h} loss {step}: {loss} vs {want} (relative {rel:e})");
-            assert!(rel <= 1e-6, "{w}x{h} loss of step {step}: {loss} vs {want}");
+            // The first loss depends on the forward pass alone. The second also on the first
+            // step's gradients, whose float rounding moves it: PyTorch's own float32 and float64
+            // runs part by 5.3e-6 relative at 741x500.
+            let tolerance = if step == 0 { 1e-6 } else { 1e-5 };
+            assert!(rel <= tolerance, "{w}x{h} loss of step {step}: {loss} vs {want}");
             if step > 0 {
                 continue;
             }
             // After one step the momentum buffer is the gradient plus weight decay; the gradient
-            // reaches the smaller scales through the bilinear resize of their logits.
+            // reaches the smaller scales through the bilinear resize of their logits. The stem's
+            // gradient sums ~10^5 products per element: PyTorch's own float32 and float64
+            // results part by up to 2.4e-4 of its largest element at 741x500.
             for name in ["aspp.c0.bias", "aspp.c3.weight", "layer1.conv1.conv.weight"] {
                 let grad = &g[&format!("grad_{w}x{h}.{name}")].data;
                 let p: Vec<f32> = to_host(&p0[name]);
@@ -592,7 +598,7 @@ fn msc_training_steps_match_deeplab_pytorch_at_non_integer_scales() {
                 let want: Vec<f32> = grad.iter().zip(&p).map(|(g, p)| g + decay * p).collect();
                 let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
                 let what = format!("{w}x{h} grad {name}");
-                close(&what, &to_host(&sgd.buffers[name]), &want, 1e-4 * scale, 1e-3);
+                close(&what, &to_host(&sgd.buffers[name]), &want, 5e-4 * scale, 1e-3);
             }
         }
     }
