@@ -576,14 +576,18 @@ fn msc_training_steps_match_deeplab_pytorch_at_non_integer_scales() {
         let mut sgd = Sgd::new(0.9, 5e-4);
         let want = &g[&format!("loss_{w}x{h}")].data;
         for (step, &want) in want.iter().enumerate() {
-            let loss = train_step(&mut m, &mut sgd, &batch, 1e-5, LossKind::Plain, step + 1).unwrap();
+            let loss =
+                train_step(&mut m, &mut sgd, &batch, 1e-5, LossKind::Plain, step + 1).unwrap();
             let rel = ((loss - want) / want).abs();
             eprintln!("{w}x{h} loss {step}: {loss} vs {want} (relative {rel:e})");
             // The first loss depends on the forward pass alone. The second also on the first
             // step's gradients, whose float rounding moves it: PyTorch's own float32 and float64
             // runs part by 5.3e-6 relative at 741x500.
             let tolerance = if step == 0 { 1e-6 } else { 1e-5 };
-            assert!(rel <= tolerance, "{w}x{h} loss of step {step}: {loss} vs {want}");
+            assert!(
+                rel <= tolerance,
+                "{w}x{h} loss of step {step}: {loss} vs {want}"
+            );
             if step > 0 {
                 continue;
             }
@@ -598,7 +602,13 @@ fn msc_training_steps_match_deeplab_pytorch_at_non_integer_scales() {
                 let want: Vec<f32> = grad.iter().zip(&p).map(|(g, p)| g + decay * p).collect();
                 let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
                 let what = format!("{w}x{h} grad {name}");
-                close(&what, &to_host(&sgd.buffers[name]), &want, 5e-4 * scale, 1e-3);
+                close(
+                    &what,
+                    &to_host(&sgd.buffers[name]),
+                    &want,
+                    5e-4 * scale,
+                    1e-3,
+                );
             }
         }
     }
@@ -614,7 +624,15 @@ fn msc_predict_label_maps_match_deeplab_pytorch_at_non_integer_scales() {
         let got = scores_deeplab(&m, &msc_picture(w, h)).unwrap().argmax();
         let same = got.iter().zip(&want.data).filter(|(a, b)| a == b).count();
         let agree = same as f64 / (w * h) as f64;
-        eprintln!("{w}x{h}: {same} of {} pixels agree ({:.4} %)", w * h, 100.0 * agree);
-        assert!(agree >= 0.9999, "{w}x{h}: only {:.4} % of the labels agree", 100.0 * agree);
+        eprintln!(
+            "{w}x{h}: {same} of {} pixels agree ({:.4} %)",
+            w * h,
+            100.0 * agree
+        );
+        assert!(
+            agree >= 0.9999,
+            "{w}x{h}: only {:.4} % of the labels agree",
+            100.0 * agree
+        );
     }
 }
