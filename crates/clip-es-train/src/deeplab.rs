@@ -437,7 +437,7 @@ pub fn resize_by_factor(x: Tensor<4>, factor: f64) -> Tensor<4> {
     let src = x
         .into_data()
         .convert::<f32>()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .expect("f32 input");
     let mut ys = factor_taps(h, factor);
     let mut xs = factor_taps(w, factor);

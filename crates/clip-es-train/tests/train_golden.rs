@@ -527,7 +527,7 @@ fn msc_labels(w: usize, h: usize) -> Labels {
     let mut data = Vec::with_capacity(w * h);
     for y in 0..h as u32 {
         for x in 0..w as u32 {
-            let ignored = mix(x, y, 3) % 7 == 0 || x as usize >= w - 20;
+            let ignored = mix(x, y, 3).is_multiple_of(7) || x as usize >= w - 20;
             data.push(if ignored {
                 255
             } else {
