@@ -18,7 +18,8 @@ pub enum PilMode {
     L,
     /// `LA`: grey + alpha.
     La,
-    /// `I;16`: 16-bit grey (PNG 16-bit greyscale).
+    /// `I;16`: 16-bit grey, built with [`DecodedImage::from_i16`]. A 16-bit greyscale PNG is
+    /// decoded as `L` (its high bytes) instead, unlike Pillow (see `png_decode`).
     I16,
     /// `RGB`.
     Rgb,

@@ -2,10 +2,16 @@
 //! table and `Unpack.c`) and OpenCV's `grfmt_png.cpp` (libpng transforms for IMREAD_COLOR) do.
 //!
 //! Pillow, per (bit depth, colour type): 1-bit grey -> mode `1` (0/255); 2/4-bit grey -> `L`
-//! scaled by 85/17; 8-bit grey -> `L`; 16-bit grey -> `I;16` (full value); RGB 8/16 -> `RGB`
-//! (16-bit: high byte); palette 1/2/4/8 -> `P` (indices, palette padded with black to 256);
-//! grey+alpha 8 -> `LA`, 16 -> `RGBA` (grey replicated, high bytes); RGBA 8/16 -> `RGBA`.
-//! tRNS only lands in `info["transparency"]`, which `convert("RGB")` ignores.
+//! scaled by 85/17; 8-bit grey -> `L`; RGB 8/16 -> `RGB` (16-bit: high byte); palette
+//! 1/2/4/8 -> `P` (indices, palette padded with black to 256); grey+alpha 8 -> `LA`, 16 ->
+//! `RGBA` (grey replicated, high bytes); RGBA 8/16 -> `RGBA`. tRNS only lands in
+//! `info["transparency"]`, which `convert("RGB")` ignores.
+//!
+//! One deviation from Pillow: 16-bit grey becomes `L` holding the high byte of each sample,
+//! as OpenCV and image viewers show it and as Pillow itself treats 16-bit RGB. Pillow opens it
+//! as `I;16` and its `convert("RGB")` saturates every value above 255, so a normal 16-bit
+//! grey photo would reach CLIP as a white picture while the CRF and the pictures (OpenCV's
+//! decoding) see the real one; every stage now sees the same 8-bit image.
 //!
 //! OpenCV IMREAD_COLOR: `png_set_strip_16` (high byte), `png_set_strip_alpha` (no compositing),
 //! palette expanded, 1/2/4-bit grey expanded to 8 bits, grey replicated; tRNS ignored.
@@ -159,11 +165,10 @@ impl RawPng {
     pub(crate) fn to_pil(&self) -> DecodedImage {
         let (w, h) = (self.width, self.height);
         let mut u8s = Vec::new();
-        let mut u16s = Vec::new();
         use png::ColorType as C;
         let mode = match (self.color, self.bits) {
             (C::Grayscale, 1) => PilMode::Bilevel,
-            (C::Grayscale, 16) => PilMode::I16,
+            // 16-bit grey included: high byte (see the module header).
             (C::Grayscale, _) => PilMode::L,
             (C::Rgb, _) => PilMode::Rgb,
             (C::Indexed, _) => PilMode::P,
@@ -172,14 +177,6 @@ impl RawPng {
             (C::Rgba, _) => PilMode::Rgba,
         };
         match mode {
-            PilMode::I16 => {
-                u16s.reserve_exact(w * h);
-                for y in 0..h {
-                    for x in 0..w {
-                        u16s.push(self.sample(x, y, 0));
-                    }
-                }
-            }
             PilMode::Bilevel | PilMode::L => {
                 u8s.reserve_exact(w * h);
                 for y in 0..h {
@@ -220,7 +217,7 @@ impl RawPng {
             height: h as u32,
             mode,
             data: u8s,
-            data16: u16s,
+            data16: Vec::new(),
             palette,
         }
     }

@@ -159,3 +159,54 @@ fn invalid_sizes_are_errors() {
     assert!(DecodedImage::from_raw(2, 2, PilMode::P, vec![0; 4], None).is_err());
     assert!(DecodedImage::from_i16(2, 2, vec![0; 3]).is_err());
 }
+
+/// Writes a PNG of the given colour type at 16 bits per sample (big-endian, as PNG stores it).
+fn png16(path: &std::path::Path, w: u32, h: u32, colour: png::ColorType, samples: &[u16]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(colour);
+    enc.set_depth(png::BitDepth::Sixteen);
+    let mut writer = enc.write_header().unwrap();
+    let bytes: Vec<u8> = samples.iter().flat_map(|v| v.to_be_bytes()).collect();
+    writer.write_image_data(&bytes).unwrap();
+}
+
+/// A 16-bit PNG (grey, grey+alpha, RGB, RGBA) reaches CLIP (Pillow's decoding path) as the
+/// same 8-bit picture the CRF and the pictures get from OpenCV's path: each sample's high
+/// byte. Pillow would saturate 16-bit grey to white.
+#[test]
+fn sixteen_bit_pngs_are_scaled_to_eight_bits_for_every_stage() {
+    let dir = TempDir::new("png16");
+    let (w, h) = (7u32, 5u32);
+    let value = |i: usize| ((i * 9973) % 65536) as u16;
+    for (name, colour, channels) in [
+        ("grey16.png", png::ColorType::Grayscale, 1),
+        ("grey_alpha16.png", png::ColorType::GrayscaleAlpha, 2),
+        ("rgb16.png", png::ColorType::Rgb, 3),
+        ("rgba16.png", png::ColorType::Rgba, 4),
+    ] {
+        let n = (w * h) as usize * channels;
+        let samples: Vec<u16> = (0..n).map(value).collect();
+        let path = dir.0.join(name);
+        png16(&path, w, h, colour, &samples);
+        let expected: Vec<u8> = samples
+            .chunks_exact(channels)
+            .flat_map(|px| {
+                let high = |v: u16| (v >> 8) as u8;
+                if channels <= 2 {
+                    [high(px[0]); 3]
+                } else {
+                    [high(px[0]), high(px[1]), high(px[2])]
+                }
+            })
+            .collect();
+        let clip_view = DecodedImage::open(&path).unwrap().to_rgb8();
+        let crf_view = load_rgb(&path).unwrap();
+        assert_eq!(clip_view.data, expected, "{name}: CLIP's view");
+        assert_eq!(crf_view.data, expected, "{name}: OpenCV's view");
+        assert!(
+            clip_view.data.iter().any(|&v| v < 255),
+            "{name}: not a white picture"
+        );
+    }
+}

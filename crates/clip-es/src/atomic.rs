@@ -59,7 +59,10 @@ pub fn remove_stale_partials<'a>(
 /// directory or a full disk is reported here, once, instead of after every image was computed.
 pub fn probe_dir(dir: &Path) -> Result<(), String> {
     if dir.exists() && !dir.is_dir() {
-        return Err(format!("{}: exists and is not a directory", dir.display()));
+        return Err(format!(
+            "{}: exists and is not a directory: an output location (--out) must be a folder, not a file",
+            dir.display()
+        ));
     }
     fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create the directory: {e}", dir.display()))?;
@@ -129,7 +132,7 @@ mod tests {
         );
         fs::write(dir.join("file"), b"x").unwrap();
         let e = probe_dir(&dir.join("file")).unwrap_err();
-        assert!(e.contains("not a directory"), "{e}");
+        assert!(e.contains("not a directory") && e.contains("must be a folder"), "{e}");
         let e = probe_dir(&dir.join("file/sub")).unwrap_err();
         assert!(e.contains("cannot create"), "{e}");
         assert!(probe_file_dir(&dir.join("a"))

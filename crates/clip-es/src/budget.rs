@@ -18,16 +18,30 @@
 /// and a phone photo stays under 3 GB in all with ViT-B/16.
 pub const DEFAULT_MAX_SIDE: usize = 1024;
 
+/// The side of CLIP's own input: a downscale never takes an image's shorter side below it.
+pub const CLIP_INPUT_SIDE: usize = 224;
+
 /// The side of the image the ViT sees: the original `h x w` scaled so that its longer side is at
 /// most `max_side` (0: never scaled), then rounded up to multiples of `patch` (the reference's
 /// rounding). Returns (input height, input width).
+///
+/// A long thin image (a 10000x100 panorama) would have its shorter side shrunk below one patch,
+/// leaving CLIP nothing to see: the downscale stops where the shorter side reaches
+/// [`CLIP_INPUT_SIDE`] (or its own size, when smaller), the longer side then exceeding
+/// `max_side`. The memory check ([`check`]) still bounds what such an image may take.
 pub fn vit_input_size(h: usize, w: usize, patch: usize, max_side: usize) -> (usize, usize) {
-    let long = h.max(w);
+    let (long, short) = (h.max(w), h.min(w));
     let (sh, sw) = if max_side == 0 || long <= max_side {
         (h, w)
     } else {
+        let floor = short.min(CLIP_INPUT_SIDE);
         let s = max_side as f64 / long as f64;
-        let scale = |v: usize| ((v as f64 * s).round() as usize).clamp(1, max_side);
+        let s = if ((short as f64 * s).round() as usize) < floor {
+            floor as f64 / short as f64
+        } else {
+            s
+        };
+        let scale = |v: usize| ((v as f64 * s).round() as usize).clamp(1, long);
         (scale(h), scale(w))
     };
     clip_es_image::patch_multiple(sh.max(patch), sw.max(patch), patch)
@@ -306,8 +320,11 @@ mod tests {
         assert_eq!(vit_input_size(3000, 4000, 16, 640), (480, 640));
         assert_eq!(vit_input_size(4000, 3000, 16, 640), (640, 480));
         assert_eq!(vit_input_size(3000, 4000, 16, 0), (3008, 4000));
-        // A thin panorama keeps at least one patch.
-        assert_eq!(vit_input_size(10, 20000, 16, 640), (16, 640));
+        // A thin panorama is not shrunk below CLIP's input side (or its own, when smaller).
+        assert_eq!(vit_input_size(100, 10000, 16, 1024), (112, 10000));
+        assert_eq!(vit_input_size(10000, 100, 16, 1024), (10000, 112));
+        assert_eq!(vit_input_size(1000, 5000, 16, 1024), (224, 1120));
+        assert_eq!(vit_input_size(300, 20000, 16, 1024), (224, 14944));
     }
 
     fn vit_b16(h: usize, w: usize, max_side: usize) -> CamShape {

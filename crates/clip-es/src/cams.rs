@@ -146,6 +146,11 @@ impl Cams {
         &self.options
     }
 
+    /// The longer side above which images are downscaled for the ViT (0: never).
+    pub fn max_side(&self) -> usize {
+        self.max_side
+    }
+
     /// The CAMs of one decoded image for `labels` (class indices, distinct): the image is
     /// resized to multiples of the patch size as the reference does (after a downscale to the
     /// maximum side, for large images), and the maps come back at its own size. An image whose

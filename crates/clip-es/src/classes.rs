@@ -10,6 +10,18 @@
 
 use std::path::Path;
 
+/// A user's text file (class file, background words, vocabulary, templates) as a string, its
+/// UTF-8 byte-order mark dropped: editors on Windows write one, and it would otherwise become
+/// part of the first name. Every reader of such files goes through here (split and label files
+/// strip it in [`crate::datasets::read_id_file`]).
+pub fn read_text_file(path: &Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
 /// Label id of the background.
 pub const BACKGROUND_LABEL: u8 = 0;
 /// Label id of pixels that are ignored (ground-truth boundaries) or not confident (pseudo masks).
@@ -96,7 +108,7 @@ impl ClassSet {
     /// A class file (see [`ClassSet::from_spec`]).
     pub fn from_file(path: &Path) -> Result<Self, ClassFileError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ClassFileError::Io {
+        let text = read_text_file(path).map_err(|source| ClassFileError::Io {
             path: p.clone(),
             source,
         })?;
@@ -185,7 +197,7 @@ impl ClassSet {
             "coco" => Ok(strings(&COCO_BACKGROUND)),
             "none" => Ok(vec![]),
             path => {
-                let text = std::fs::read_to_string(path).map_err(|source| ClassFileError::Io {
+                let text = read_text_file(Path::new(path)).map_err(|source| ClassFileError::Io {
                     path: path.to_string(),
                     source,
                 })?;
@@ -542,5 +554,25 @@ mod tests {
         assert!(err.contains("255 classes") && err.contains("254"), "{err}");
         assert!(ClassSet::from_names(&["a: b".to_string()]).is_err());
         assert_eq!(MAX_CLASS_KEY, 253);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_name() {
+        let dir = std::env::temp_dir().join(format!("clip-es-classes-bom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let classes = dir.join("classes.txt");
+        std::fs::write(&classes, "\u{feff}cat\ndog: dog;puppy\n").unwrap();
+        let set = ClassSet::from_file(&classes).unwrap();
+        assert_eq!(set.names, ["cat", "dog"]);
+        assert_eq!(set.prompt_names[0], "cat");
+        let words = dir.join("background.txt");
+        std::fs::write(&words, "\u{feff}ground\nsky\n").unwrap();
+        let bg = ClassSet::background_from_spec(words.to_str().unwrap()).unwrap();
+        assert_eq!(bg, ["ground", "sky"]);
+        // A mark elsewhere than at the start is the user's text and stays.
+        std::fs::write(&words, "ground\n\u{feff}sky\n").unwrap();
+        let bg = ClassSet::background_from_spec(words.to_str().unwrap()).unwrap();
+        assert_eq!(bg[1], "\u{feff}sky");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

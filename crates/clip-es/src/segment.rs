@@ -101,8 +101,16 @@ pub fn parse_classes(
             )));
         }
         let name = synonyms[0];
-        if out.iter().any(|c| c.name == name) {
-            return Err(ClassError(format!("--classes: `{name}` is given twice")));
+        // `Cat` and `cat` would be two classes with the same prompt, splitting its pixels.
+        if let Some(first) = out.iter().find(|c| c.name.to_lowercase() == name.to_lowercase()) {
+            return Err(ClassError(if first.name == name {
+                format!("--classes: `{name}` is given twice")
+            } else {
+                format!(
+                    "--classes: `{}` and `{name}` name the same class (names are compared ignoring case)",
+                    first.name
+                )
+            }));
         }
         let class = match preset {
             Some(p) => {
@@ -264,7 +272,8 @@ impl Segmenter {
                 patch,
             }));
         }
-        let (ih, iw) = clip_es_image::patch_multiple(h, w, patch);
+        // The size the CAMs are computed at (a large photo downscaled to --max-side).
+        let (ih, iw) = crate::budget::vit_input_size(h, w, patch, self.cams.max_side());
         let input = decoded.clip_input(ih, iw)?;
         tag_image(
             vision,
@@ -393,6 +402,147 @@ pub fn output_files(dir: &Path, stem: &str, classes: &[&SegmentClass]) -> Output
     }
 }
 
+/// File extensions taken from directories.
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
+
+/// Why a run cannot start: its photos or its output folder.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+/// The photos to process with the stem of their outputs: files as given, directories expanded
+/// to their images (sorted, not recursive). A directory without images is an error.
+pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, PlanError> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .map_err(|e| PlanError(format!("reading {}: {e}", input.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                            IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                        })
+                })
+                .collect();
+            if found.is_empty() {
+                return Err(PlanError(format!(
+                    "{}: no images in this directory (looked for .{})",
+                    input.display(),
+                    IMAGE_EXTENSIONS.join(" .")
+                )));
+            }
+            found.sort();
+            out.extend(found);
+        } else {
+            out.push(input.clone());
+        }
+    }
+    out.into_iter()
+        .map(|p| {
+            let stem = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| PlanError(format!("{}: not a file name", p.display())))?;
+            Ok((p, stem))
+        })
+        .collect()
+}
+
+/// `path` made absolute with its existing part resolved (symbolic links, `..`), so that two
+/// spellings of one place compare equal; the part that does not exist yet is appended as given.
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            return rest.iter().rev().fold(c, |p, n| p.join(n));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
+}
+
+/// Checks, before the model is loaded, that the run's outputs can be written and hurt nothing:
+/// `out` is not an input folder nor inside one (a rerun would take the outputs for photos, and
+/// `<out>/<photo>.png` could be a photo); no output file of one photo is also an output of
+/// another photo (`x.jpg` writes `x.overlay.png`, which is also the mask of `x.overlay.jpg`)
+/// or an input photo. Every file a photo may get is checked: in label-free mode a heat map for
+/// each candidate. Then `out` is created and a file is written into it and removed
+/// ([`crate::atomic::probe_dir`]), so a file, a read-only folder or a full disk is reported now.
+/// `tags_only`: the run writes `<out>/tags.json` alone.
+pub fn check_outputs(
+    inputs: &[PathBuf],
+    images: &[(PathBuf, String)],
+    out: &Path,
+    classes: &[&SegmentClass],
+    tags_only: bool,
+) -> Result<(), PlanError> {
+    let out_at = resolved(out);
+    for input in inputs.iter().filter(|p| p.is_dir()) {
+        if out_at.starts_with(resolved(input)) {
+            return Err(PlanError(format!(
+                "--out {} is the input folder {} or inside it: outputs would be mixed with the photos (and taken for photos by a rerun); give an --out outside the input folders",
+                out.display(),
+                input.display()
+            )));
+        }
+    }
+    let photos: std::collections::HashMap<PathBuf, &Path> = images
+        .iter()
+        .map(|(p, _)| (resolved(p), p.as_path()))
+        .collect();
+    // Each file the run may write, with the photo it belongs to (none: the tag summary).
+    let mut planned: Vec<(PathBuf, Option<&Path>)> = Vec::new();
+    if tags_only {
+        planned.push((out_at.join("tags.json"), None));
+    } else {
+        for (photo, stem) in images {
+            let files = output_files(&out_at, stem, classes);
+            for file in [files.mask, files.overlay, files.summary]
+                .into_iter()
+                .chain(files.heat_maps)
+            {
+                planned.push((file, Some(photo.as_path())));
+            }
+        }
+    }
+    let mut owners: std::collections::HashMap<&Path, &Path> = std::collections::HashMap::new();
+    for (file, photo) in &planned {
+        let shown = out.join(file.file_name().unwrap_or_default());
+        if let Some(input) = photos.get(file) {
+            return Err(PlanError(format!(
+                "{}: the output {} of {} would replace this input photo; give another --out",
+                input.display(),
+                shown.display(),
+                photo.map_or("the tags".to_string(), |p| p.display().to_string())
+            )));
+        }
+        let Some(photo) = *photo else { continue };
+        if let Some(first) = owners.insert(file.as_path(), photo) {
+            return Err(PlanError(if first == photo {
+                format!("{}: given twice", photo.display())
+            } else {
+                format!(
+                    "{} and {} would both write {}: rename one of them, or segment them into different --out folders",
+                    first.display(),
+                    photo.display(),
+                    shown.display()
+                )
+            }));
+        }
+    }
+    crate::atomic::probe_dir(out).map_err(PlanError)
+}
+
 /// The legend of an overlay: the classes that have pixels in the mask, then "not confident"
 /// when the mask has such pixels.
 pub fn legend_entries(classes: &[&SegmentClass], labels: &[u8]) -> Vec<LegendEntry> {
@@ -427,8 +577,12 @@ pub fn overlay_picture(image: &Rgb8Image, labels: &[u8], classes: &[&SegmentClas
     )
 }
 
-/// Writes one image's outputs (heat maps, overlay, JSON summary, then the label mask, each
-/// atomically) and returns their names and the JSON summary.
+/// Writes one image's outputs (heat maps, overlay, JSON summary, label mask) and returns their
+/// names and the JSON summary. All or none: every file is first written under a temporary
+/// name, and only when all are complete are they renamed into place (the mask last); a failure
+/// (a full disk, a folder in the way) removes what this call wrote, so a photo that fails
+/// leaves none of its files. Heat maps that the photo's previous summary lists and this run
+/// did not write (a rerun with other classes) are removed: no stale file remains.
 pub fn write_outputs(
     seg: &Segmenter,
     result: &Segmented,
@@ -437,10 +591,6 @@ pub fn write_outputs(
 ) -> Result<(OutputFiles, serde_json::Value), SegmentError> {
     let classes: Vec<&SegmentClass> = result.classes.iter().map(|&c| &seg.candidates[c]).collect();
     let files = output_files(dir, stem, &classes);
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SegmentError::Io { path, source }
-    };
     let png_err = |path: &Path| {
         let path = path.to_path_buf();
         move |e: png::EncodingError| SegmentError::Invalid {
@@ -450,15 +600,17 @@ pub fn write_outputs(
     };
     let (w, h) = (result.mask.width, result.mask.height);
     let n = w * h;
+    let mut contents: Vec<(&Path, Vec<u8>)> = Vec::with_capacity(classes.len() + 3);
     for (k, (class, file)) in classes.iter().zip(&files.heat_maps).enumerate() {
         let cam = &result.cams.refined[k * n..(k + 1) * n];
         let pic = viz::heat_map(&result.image, cam, &class.name, 0.5);
-        let bytes = pic.encode_png().map_err(png_err(file))?;
-        crate::atomic::write_bytes_atomic(file, &bytes).map_err(io(file))?;
+        contents.push((file, pic.encode_png().map_err(png_err(file))?));
     }
     let pic = overlay_picture(&result.image, &result.mask.labels, &classes);
-    let bytes = pic.encode_png().map_err(png_err(&files.overlay))?;
-    crate::atomic::write_bytes_atomic(&files.overlay, &bytes).map_err(io(&files.overlay))?;
+    contents.push((
+        &files.overlay,
+        pic.encode_png().map_err(png_err(&files.overlay))?,
+    ));
 
     let count = |v: u8| result.mask.labels.iter().filter(|&&l| l == v).count() as f64 / n as f64;
     let name_of = |p: &Path| p.file_name().map(|f| f.to_string_lossy().into_owned());
@@ -493,12 +645,76 @@ pub fn write_outputs(
         },
     });
     let text = serde_json::to_string_pretty(&summary).expect("JSON of plain values");
-    crate::atomic::write_bytes_atomic(&files.summary, text.as_bytes())
-        .map_err(io(&files.summary))?;
+    contents.push((&files.summary, text.into_bytes()));
     let png = encode_label_png(&result.mask.labels, w, h, false).map_err(png_err(&files.mask))?;
-    crate::atomic::write_bytes_atomic(&files.mask, &png).map_err(io(&files.mask))?;
+    contents.push((&files.mask, png));
+    let stale = previous_heat_maps(&files.summary, stem)
+        .into_iter()
+        .filter(|p| !files.heat_maps.contains(p))
+        .collect::<Vec<_>>();
+    write_all_or_none(&contents).map_err(|(path, source)| SegmentError::Io { path, source })?;
+    for file in stale {
+        // Best effort: the new results are complete whether or not an old picture goes.
+        let _ = std::fs::remove_file(file);
+    }
     Ok((files, summary))
 }
+
+/// The heat maps that an earlier run listed in the photo's summary `summary`, as paths beside
+/// it. Only plain file names of this photo's heat maps (`<stem>.heat.*.png`) are taken, so a
+/// damaged or edited summary cannot name any other file.
+fn previous_heat_maps(summary: &Path, stem: &str) -> Vec<PathBuf> {
+    let Ok(bytes) = std::fs::read(summary) else {
+        return Vec::new();
+    };
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Vec::new();
+    };
+    let dir = summary.parent().unwrap_or(Path::new(""));
+    let prefix = format!("{stem}.heat.");
+    json["files"]["heat_maps"]
+        .as_array()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str())
+                .filter(|n| {
+                    n.starts_with(&prefix)
+                        && n.ends_with(".png")
+                        && crate::datasets::check_id(n).is_ok()
+                })
+                .map(|n| dir.join(n))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes every `(path, bytes)` under a temporary name, then renames them into place in order.
+/// On any failure the temporary files and the files already renamed by this call are removed,
+/// and the failing path is returned with its error.
+fn write_all_or_none(files: &[(&Path, Vec<u8>)]) -> Result<(), (PathBuf, std::io::Error)> {
+    let temps: Vec<PathBuf> = files
+        .iter()
+        .map(|(p, _)| crate::atomic::temp_path(p))
+        .collect();
+    let remove = |paths: &[PathBuf]| paths.iter().for_each(|p| drop(std::fs::remove_file(p)));
+    for (k, ((path, bytes), temp)) in files.iter().zip(&temps).enumerate() {
+        if let Err(e) = std::fs::write(temp, bytes) {
+            remove(&temps[..=k]);
+            return Err((path.to_path_buf(), e));
+        }
+    }
+    for (k, ((path, _), temp)) in files.iter().zip(&temps).enumerate() {
+        if let Err(e) = std::fs::rename(temp, path) {
+            remove(&temps[k..]);
+            let done: Vec<PathBuf> = files[..k].iter().map(|(p, _)| p.to_path_buf()).collect();
+            remove(&done);
+            return Err((path.to_path_buf(), e));
+        }
+    }
+    Ok(())
+}
+
 
 /// The chosen tags, then the ten best-scoring classes, as JSON.
 pub fn tags_json(tags: &Tags, candidates: &[SegmentClass]) -> serde_json::Value {
@@ -556,6 +772,10 @@ mod tests {
         assert!(err("cat,,dog", None).contains("item 2"));
         assert!(err("cat;", None).contains("empty"));
         assert!(err("cat,dog,cat", None).contains("`cat` is given twice"));
+        let e = err("Cat, cat", None);
+        assert!(e.contains("`Cat` and `cat` name the same class"), "{e}");
+        assert!(err("dog,Person with clothes;people,person WITH clothes", None)
+            .contains("`Person with clothes` and `person WITH clothes`"));
         assert!(err("kitty", Some(&voc)).contains("`kitty` is not a class"));
         assert!(err("person;human", Some(&voc)).contains("synonyms"));
         let many: Vec<String> = (0..255).map(|i| format!("c{i}")).collect();

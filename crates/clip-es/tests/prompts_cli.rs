@@ -80,3 +80,47 @@ fn sharpness_matches_pytorch() {
     assert!(values.windows(2).all(|w| w[0] <= w[1]));
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A templates file saved with a UTF-8 byte-order mark: the mark is not part of the first
+/// template (it would change its prompts and its name in the report).
+#[test]
+fn templates_file_with_byte_order_mark() {
+    let d = std::env::temp_dir().join(format!("clip-es-prompts-bom-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("split.txt"), "chelsea cat sofa\nhorse horse person\n").unwrap();
+    std::fs::write(
+        d.join("templates.txt"),
+        "\u{feff}a photo of {}.\na clean origami {}.\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_clip-es"))
+        .args(["prompts", "--dataset", "voc", "--threads", "1", "--model"])
+        .arg(root().join("../clip-es-model/tests/fixtures/tiny-deep-hf"))
+        .arg("--images")
+        .arg(root().join("../../examples/images"))
+        .arg("--split")
+        .arg(d.join("split.txt"))
+        .arg("--templates")
+        .arg(d.join("templates.txt"))
+        .arg("--json")
+        .arg(d.join("out.json"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let got: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("out.json")).unwrap()).unwrap();
+    let mut names: Vec<&str> = got["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["template"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a clean origami {}.", "a photo of {}."]);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -350,10 +350,14 @@ fn bad_class_lists_and_inputs_are_clear_errors() {
     let many = many.join(",");
     let empty = d.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let cases: [(Vec<&str>, &str); 6] = [
+    let cases: [(Vec<&str>, &str); 7] = [
         (
             vec![img, "--classes", "cat,,dog", "--out", out],
             "empty class name",
+        ),
+        (
+            vec![img, "--classes", "Cat, cat", "--out", out],
+            "`Cat` and `cat` name the same class",
         ),
         (vec![img, "--classes", "", "--out", out], "empty class name"),
         (
@@ -521,4 +525,209 @@ fn a_photo_over_the_memory_limit_fails_naming_it() {
     assert!(out.join("small.json").is_file(), "{err}");
     assert!(!out.join("big.json").exists());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file in `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Photos whose output names overlap (`x.jpg` writes `x.overlay.png`, the mask of
+/// `x.overlay.jpg`) are refused before any work, naming both, and nothing is written.
+#[test]
+fn outputs_of_two_photos_never_collide() {
+    let d = tmpdir("collide");
+    let photos = d.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    small_copy("chelsea.jpg", &photos.join("x.jpg"), 48, 32);
+    small_copy("horse.jpg", &photos.join("x.overlay.jpg"), 48, 32);
+    small_copy("camera.jpg", &photos.join("x.heat.1-cat.jpg"), 48, 32);
+    let out = d.join("out");
+    let o = segment(&[
+        photos.to_str().unwrap(),
+        "--classes",
+        "cat",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("would both write"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("x.overlay.png"), "{}", stderr(&o));
+    assert!(!out.join("x.png").exists() && !out.join("x.overlay.png").exists());
+    // Label-free: the heat map of any candidate counts (`x.heat.8-cat.png` of `x.jpg`).
+    let tagged = d.join("tagged");
+    std::fs::create_dir_all(&tagged).unwrap();
+    small_copy("chelsea.jpg", &tagged.join("x.jpg"), 48, 32);
+    small_copy("camera.jpg", &tagged.join("x.heat.8-cat.jpg"), 48, 32);
+    let o = segment(&[
+        tagged.to_str().unwrap(),
+        "--dataset",
+        "voc",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("x.heat.8-cat.png"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// `--out` that is an input folder (or inside one), or an output that is an input photo, is
+/// refused before any work; the photos are untouched.
+#[test]
+fn outputs_never_replace_inputs() {
+    let d = tmpdir("in-place");
+    let photos = d.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    small_copy("chelsea.jpg", &photos.join("cat.png"), 48, 32);
+    let before = snapshot(&photos);
+    let p = photos.to_str().unwrap();
+    let sub = photos.join("seg");
+    let cat = photos.join("cat.png");
+    for (args, message) in [
+        (vec![p, "--out", p], "inside"),
+        (vec![p, "--out", sub.to_str().unwrap()], "inside"),
+        (
+            vec![cat.to_str().unwrap(), "--out", p],
+            "would replace this input photo",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(["--classes", "cat"]);
+        let o = segment(&all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(message), "{args:?}: {}", stderr(&o));
+        assert_eq!(snapshot(&photos), before, "{args:?}");
+        assert!(!sub.exists());
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A thin panorama: the default --max-side would shrink 3000x40 to one patch row. Its CAMs
+/// are computed on at least its own height, and they are not all zero (`cams` and `segment`).
+#[test]
+fn a_thin_panorama_keeps_its_height_for_the_vit() {
+    let d = tmpdir("panorama");
+    std::fs::create_dir_all(d.join("images")).unwrap();
+    let (w, h) = (3000, 40);
+    small_copy("chelsea.jpg", &d.join("images/pano.png"), w, h);
+    std::fs::write(d.join("split.txt"), "pano cat\n").unwrap();
+    let s = |p: &str| d.join(p).to_str().unwrap().to_string();
+    let m = model();
+    ok(&clip_es(&[
+        "cams",
+        "--model",
+        m.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--dataset",
+        "voc",
+        "--images",
+        &s("images"),
+        "--split",
+        &s("split.txt"),
+        "--out",
+        &s("cams"),
+    ]));
+    let cams = clip_es::cam_io::CamFile::read(&d.join("cams/pano.npz")).unwrap();
+    assert_eq!((cams.width, cams.height), (w as usize, h as usize));
+    let max = cams
+        .attn_highres
+        .iter()
+        .map(|v| v.to_f32())
+        .fold(0f32, f32::max);
+    assert!(max > 0.0, "cams: all-zero CAMs");
+    let o = segment(&[
+        &s("images/pano.png"),
+        "--classes",
+        "cat",
+        "--out",
+        &s("seg"),
+    ]);
+    ok(&o);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("seg/pano.json")).unwrap()).unwrap();
+    let mean = summary["classes"][0]["mean_cam"].as_f64().unwrap();
+    assert!(mean > 0.0, "segment: all-zero CAMs");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A photo whose files cannot all be written leaves none of them (here a folder stands where
+/// its summary goes); the other photo is written; exit 1 naming the file.
+#[test]
+fn a_photo_that_fails_leaves_none_of_its_files() {
+    let d = tmpdir("all-or-none");
+    let (a, b) = (d.join("a.png"), d.join("b.png"));
+    small_copy("chelsea.jpg", &a, 48, 32);
+    small_copy("horse.jpg", &b, 48, 32);
+    let out = d.join("out");
+    std::fs::create_dir_all(out.join("a.json")).unwrap();
+    std::fs::write(out.join("a.json/keep"), "user file").unwrap();
+    let o = segment(&[
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--classes",
+        "cat,dog",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("a.json"), "{}", stderr(&o));
+    let left: Vec<String> = snapshot(&out).into_iter().map(|(n, _)| n).collect();
+    assert!(
+        left.iter().all(|n| n.starts_with("b.")),
+        "files of the failed photo (or temporary files) left: {left:?}"
+    );
+    check_outputs(&out, "b", (48, 32));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// `--out` naming a file says that it must be a folder, before the model is loaded.
+#[test]
+fn out_naming_a_file_must_be_a_folder() {
+    let d = tmpdir("out-file");
+    let img = d.join("a.png");
+    small_copy("chelsea.jpg", &img, 48, 32);
+    std::fs::write(d.join("afile"), "x").unwrap();
+    let o = clip_es(&[
+        "segment",
+        img.to_str().unwrap(),
+        "--classes",
+        "cat",
+        "--model",
+        d.join("no-such-model").to_str().unwrap(),
+        "--out",
+        d.join("afile").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("must be a folder"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A rerun with other classes replaces the photo's heat maps: the old classes' maps go, files
+/// that segment did not write stay.
+#[test]
+fn a_rerun_with_other_classes_leaves_no_stale_heat_maps() {
+    let d = tmpdir("rerun-classes");
+    let img = d.join("a.png");
+    small_copy("chelsea.jpg", &img, 48, 32);
+    let out = d.join("out");
+    let o = out.to_str().unwrap();
+    ok(&segment(&[img.to_str().unwrap(), "--classes", "cat,dog", "--out", o]));
+    assert!(out.join("a.heat.2-dog.png").is_file());
+    std::fs::write(out.join("a.heat.9-mine.png"), "not segment's").unwrap();
+    ok(&segment(&[img.to_str().unwrap(), "--classes", "cat", "--out", o]));
+    assert!(out.join("a.heat.1-cat.png").is_file());
+    assert!(!out.join("a.heat.2-dog.png").exists(), "stale heat map left");
+    assert!(out.join("a.heat.9-mine.png").is_file());
+    std::fs::remove_dir_all(&d).unwrap();
 }

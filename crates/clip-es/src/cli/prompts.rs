@@ -38,7 +38,7 @@ pub struct Args {
 
 fn read_templates(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        clip_es::classes::read_text_file(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out: Vec<String> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();

@@ -10,12 +10,11 @@ use clip_es::classes::ClassSet;
 use clip_es::masks::MaskOptions;
 use clip_es::progress::Progress;
 use clip_es::segment::{
-    default_vocabulary, parse_classes, preset_classes, tags_json, write_outputs, SegmentOptions,
-    Segmenter, Selection,
+    check_outputs, collect_images, default_vocabulary, parse_classes, preset_classes, tags_json,
+    write_outputs, SegmentClass, SegmentOptions, Segmenter, Selection,
 };
 use clip_es::tags::TagOptions;
 use clip_es_model::{Clip, DEFAULT_MODEL};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -62,6 +61,11 @@ pub struct Args {
     /// a photo over it fails with a message). Default: the memory available
     #[arg(long)]
     memory_limit: Option<u64>,
+    /// Photos whose longer side exceeds this many pixels are downscaled for the ViT (their CAMs
+    /// and masks are still at the original size; the shorter side is kept at 224 pixels or
+    /// more); 0 never downscales. Same as `clip-es cams --max-side`
+    #[arg(long, default_value_t = clip_es::budget::DEFAULT_MAX_SIDE)]
+    max_side: usize,
     /// Pixels whose confidence is below this are 255 ("not confident")
     #[arg(long, default_value = "0.95", value_parser = super::masks::parse_threshold)]
     confidence: f32,
@@ -80,58 +84,6 @@ pub struct Args {
     /// Threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
-}
-
-/// File extensions taken from directories.
-pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp"];
-
-/// The photos to process: files as given, directories expanded to their images (sorted). A
-/// directory without images is an error; so are two photos with the same file stem (their
-/// outputs would collide).
-pub fn collect_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, String)>> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .with_context(|| format!("reading {}", input.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                            IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-                        })
-                })
-                .collect();
-            anyhow::ensure!(
-                !found.is_empty(),
-                "{}: no images in this directory (looked for .{})",
-                input.display(),
-                IMAGE_EXTENSIONS.join(" .")
-            );
-            found.sort();
-            out.extend(found);
-        } else {
-            out.push(input.clone());
-        }
-    }
-    let mut seen: HashMap<String, PathBuf> = HashMap::new();
-    let mut named = Vec::with_capacity(out.len());
-    for p in out {
-        let stem = p
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .filter(|s| !s.is_empty())
-            .with_context(|| format!("{}: not a file name", p.display()))?;
-        if let Some(first) = seen.insert(stem.clone(), p.clone()) {
-            anyhow::bail!(
-                "{} and {} would write the same outputs ({stem}.*); segment them into different --out directories",
-                first.display(),
-                p.display()
-            );
-        }
-        named.push((p, stem));
-    }
-    Ok(named)
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -187,8 +139,13 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(bg) = &args.background {
         background = ClassSet::background_from_spec(bg)?;
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    // Every output this run may write, checked against the others and the inputs, and the
+    // output folder probed, before the model loads.
+    let possible: Vec<&SegmentClass> = match &selection {
+        Selection::Fixed(c) => c.iter().map(|&i| &candidates[i]).collect(),
+        Selection::Tags => candidates.iter().collect(),
+    };
+    check_outputs(&args.inputs, &images, &args.out, &possible, args.tags_only)?;
 
     let clip = Clip::load(&args.model)?;
     let weights = clip.files().weights.display().to_string();
@@ -199,6 +156,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             flip: args.flip,
         },
         memory_limit: args.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
+        max_side: args.max_side,
         ..CamSettings::default()
     };
     let options = SegmentOptions {
