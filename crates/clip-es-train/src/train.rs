@@ -433,7 +433,7 @@ pub fn checkpoints(out: &Path) -> Result<Vec<PathBuf>> {
             found.push((n, e.path()));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
@@ -587,6 +587,13 @@ pub enum Start {
     Rerun { init: Option<PathBuf> },
 }
 
+/// A checkpoint as [`Model::open`] reads it: the model, all its tensors, its metadata.
+type OpenedCheckpoint = (
+    Model,
+    BTreeMap<String, crate::params::HostTensor>,
+    serde_json::Value,
+);
+
 /// The checkpoint to resume from: the one given, or the latest in `out` that can be read. A
 /// latest checkpoint that cannot be read (a write cut short by a full disk or a crash) is
 /// skipped with a warning for the one before it; when none can be read the error names the
@@ -596,14 +603,7 @@ fn open_resume_checkpoint(
     checkpoint: &Option<PathBuf>,
     device: &Device,
     events: &(dyn Fn(Event) + Sync),
-) -> Result<(
-    PathBuf,
-    (
-        Model,
-        BTreeMap<String, crate::params::HostTensor>,
-        serde_json::Value,
-    ),
-)> {
+) -> Result<(PathBuf, OpenedCheckpoint)> {
     if let Some(p) = checkpoint {
         return Ok((p.clone(), Model::open(p, device)?));
     }
