@@ -664,9 +664,10 @@ fn a_full_disk_is_reported_once_per_image() {
     std::fs::create_dir_all(&img).unwrap();
     std::fs::copy(example("chelsea.jpg"), img.join("a.jpg")).unwrap();
     std::fs::write(d.join("split.txt"), "a 7\n").unwrap();
-    // Files may hold 1 KiB: the probe fits, the CAM file does not.
+    // Files may hold 8 KiB: the probe and the stage's record of its settings fit, the CAM
+    // file does not.
     let o = clip_es_limited(
-        "trap '' XFSZ; ulimit -f 1",
+        "trap '' XFSZ; ulimit -f 8",
         &[
             "cams",
             "--model",
