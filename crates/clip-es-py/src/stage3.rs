@@ -23,10 +23,12 @@ use crate::pipeline::value_error;
 /// deeplab-pytorch's init or torchvision's ResNet-101 .pth); resume: True (the latest
 /// checkpoint in `out`) or a checkpoint path; model: the CLIP model of the decoder's features;
 /// hidden, upsamplings, grid_crop: the decoder's shape; width, blocks: DeepLab-v2's (tests).
+/// overwrite: start a new run in an `out` that holds one, removing that run's files first
+/// (without it, or resume, such an `out` raises ValueError).
 ///
 /// Returns a dict: checkpoint, final_checkpoint, log, curve, start, iters.
 #[pyfunction]
-#[pyo3(signature = (arch, images, masks, split, out, iters=None, lr=None, batch=5, iter_size=2, loss="ce", num_classes=21, init=None, resume=None, model="ViT-B/16", seed=0, save_every=1000, hidden=256, upsamplings=1, grid_crop=20, width=64, blocks=None, crop=321, threads=None))]
+#[pyo3(signature = (arch, images, masks, split, out, iters=None, lr=None, batch=5, iter_size=2, loss="ce", num_classes=21, init=None, resume=None, model="ViT-B/16", seed=0, save_every=1000, hidden=256, upsamplings=1, grid_crop=20, width=64, blocks=None, crop=321, threads=None, overwrite=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn train<'py>(
     py: Python<'py>,
@@ -53,6 +55,7 @@ pub fn train<'py>(
     blocks: Option<[usize; 4]>,
     crop: usize,
     threads: Option<usize>,
+    overwrite: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let arch = Arch::parse(arch).ok_or_else(|| {
         PyValueError::new_err(format!(
@@ -103,6 +106,7 @@ pub fn train<'py>(
     c.decoder_upsamplings = upsamplings;
     c.clip_model = model.to_string();
     c.threads = threads;
+    c.overwrite = overwrite;
     // resume: absent or False, a new run; True, the latest checkpoint in `out`; else a path.
     c.start = match resume.map(|r| (r.extract::<bool>(), r)) {
         None | Some((Ok(false), _)) => Start::Fresh { init },

@@ -47,20 +47,20 @@ pub fn find_image(dir: &Path, id: &str) -> Result<PathBuf> {
     })
 }
 
-/// Ids of a split file: the first token of each non-empty line, its directory and extension
-/// dropped (`/JPEGImages/x.jpg /Seg/x.png` lines give `x`).
+/// Ids of a split file: the first token of each non-empty line (a UTF-8 byte-order mark
+/// skipped). Ids obey the rule of every other stage ([`clip_es_data::check_id`]): one plain
+/// file name, so `../x` or `/JPEGImages/x.jpg` is an error naming the line, never read as `x`.
 pub fn read_split(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    let ids: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(|t| {
-            Path::new(t)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| t.to_string())
-        })
-        .collect();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut ids = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if let Some(id) = line.split_whitespace().next() {
+            clip_es_data::check_id(id)
+                .map_err(|m| TrainError::Config(format!("{}:{}: {m}", path.display(), i + 1)))?;
+            ids.push(id.to_string());
+        }
+    }
     if ids.is_empty() {
         return Err(TrainError::Config(format!(
             "{}: no image ids",
@@ -290,5 +290,28 @@ impl Sampler {
             perm[(k % self.n as u64) as usize],
             Rng::derive(self.seed, AUG, k),
         )
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    #[test]
+    fn read_split_refuses_ids_that_leave_the_folder() {
+        let dir = std::env::temp_dir().join(format!("clip-es-train-split-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let split = dir.join("split.txt");
+        std::fs::write(&split, "\u{feff}a\nb extra\n").unwrap();
+        assert_eq!(read_split(&split).unwrap(), ["a", "b"]);
+        for bad in ["../escape", "/JPEGImages/x.jpg", ".."] {
+            std::fs::write(&split, format!("a\n{bad}\n")).unwrap();
+            let e = read_split(&split).unwrap_err().to_string();
+            assert!(
+                e.contains("split.txt:2:") && e.contains("not a plain file name"),
+                "{bad}: {e}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

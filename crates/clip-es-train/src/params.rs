@@ -259,7 +259,11 @@ pub fn write_safetensors(
             message: e.to_string(),
         })?;
     let tmp = path.with_extension("safetensors.part");
-    std::fs::write(&tmp, data).map_err(|e| TrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
+    // A failed write (a full disk) leaves no partial file behind.
+    let written = std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(TrainError::io(path, e));
+    }
     Ok(())
 }

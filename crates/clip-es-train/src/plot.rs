@@ -32,16 +32,34 @@ fn text(img: &mut [u8], x: usize, y: usize, s: &str, rgb: [u8; 3]) {
     }
 }
 
-/// A loss value in at most 7 characters.
+/// A tick value in at most 7 characters, to 3 significant digits (ticks are round numbers, see
+/// [`axis_top`], so nothing is lost).
 fn short(v: f64) -> String {
     if v == 0.0 {
         "0".into()
     } else if (0.01..10000.0).contains(&v.abs()) {
-        let s = format!("{v:.3}");
-        s[..s.len().min(7)].trim_end_matches('.').to_string()
+        let digits = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+        let s = format!("{v:.digits$}");
+        let s = if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            &s
+        };
+        s[..s.len().min(7)].to_string()
     } else {
         format!("{v:.1e}")
     }
+}
+
+/// The top of the loss axis: the smallest of 1, 2, 2.5, 5 times a power of ten at or above
+/// `max`, so the three ticks (0, half, top) are round numbers instead of the raw maximum.
+fn axis_top(max: f64) -> f64 {
+    let p = 10f64.powf(max.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|&t| t >= max * (1.0 - 1e-12))
+        .unwrap_or(10.0 * p)
 }
 
 fn line(img: &mut [u8], (x0, y0): (f64, f64), (x1, y1): (f64, f64), rgb: [u8; 3]) {
@@ -88,7 +106,7 @@ pub fn plot_loss(path: &Path, history: &[(usize, f32)]) -> Result<()> {
     );
     if pts.len() >= 2 {
         let (i0, i1) = (pts[0].0 as f64, pts[pts.len() - 1].0 as f64);
-        let lmax = pts.iter().map(|p| p.1).fold(0f32, f32::max).max(1e-6) as f64;
+        let lmax = axis_top(pts.iter().map(|p| p.1).fold(0f32, f32::max).max(1e-6) as f64);
         // Loss ticks at 0, half and the maximum; iterations at both ends.
         for k in 0..=2 {
             let v = lmax * k as f64 / 2.0;
@@ -174,14 +192,37 @@ mod tests {
     fn short_labels_fit_the_margin() {
         for (v, want) in [
             (0.0, "0"),
-            (3.6837, "3.684"),
-            (85.288, "85.288"),
-            (1234.5678, "1234.56"),
+            (3.6837, "3.68"),
+            (85.288, "85.3"),
+            (1234.5678, "1235"),
+            (125.0, "125"),
+            (0.25, "0.25"),
         ] {
             assert_eq!(short(v), want);
         }
         assert_eq!(short(123456.0), "1.2e5");
         assert!(short(0.001234).len() <= 7);
+    }
+
+    #[test]
+    fn loss_ticks_are_round_numbers() {
+        // A maximum loss of 237.321 gives the ticks 0, 125 and 250, not 118.66 and 237.321.
+        let top = axis_top(237.321);
+        let ticks: Vec<String> = (0..=2).map(|k| short(top * k as f64 / 2.0)).collect();
+        assert_eq!(ticks, ["0", "125", "250"]);
+        for (max, want) in [
+            (1.0, 1.0),
+            (0.93, 1.0),
+            (3.2, 5.0),
+            (2.1, 2.5),
+            (12.0, 20.0),
+        ] {
+            assert!(
+                (axis_top(max) - want).abs() < 1e-9,
+                "{max}: {}",
+                axis_top(max)
+            );
+        }
     }
 
     #[test]

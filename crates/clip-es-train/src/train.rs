@@ -391,8 +391,14 @@ pub fn train(
     }
     let last = last_good.unwrap_or_else(|| checkpoint_path(out, start));
     if last.is_file() {
+        // Copied under a temporary name, then renamed: a full disk leaves no partial file.
         let fin = out.join("final.safetensors");
-        std::fs::copy(&last, &fin).map_err(|e| TrainError::io(&fin, e))?;
+        let tmp = out.join("final.safetensors.part");
+        let copied = std::fs::copy(&last, &tmp).and_then(|_| std::fs::rename(&tmp, &fin));
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(TrainError::io(&fin, e));
+        }
     }
     Ok(last)
 }
@@ -409,14 +415,14 @@ pub fn resume_state(
     (sgd, meta["iteration"].as_u64().unwrap_or(0) as usize)
 }
 
-/// The checkpoint of the highest iteration in `out`, if any.
-pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
+/// The checkpoints `checkpoint-NNNNNN.safetensors` in `out`, highest iteration first.
+pub fn checkpoints(out: &Path) -> Result<Vec<PathBuf>> {
     let rd = match std::fs::read_dir(out) {
         Ok(r) => r,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(TrainError::io(out, e)),
     };
-    let mut best: Option<(usize, PathBuf)> = None;
+    let mut found: Vec<(usize, PathBuf)> = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(n) = name
@@ -424,12 +430,141 @@ pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
             .and_then(|r| r.strip_suffix(".safetensors"))
             .and_then(|n| n.parse::<usize>().ok())
         {
-            if best.as_ref().is_none_or(|(b, _)| n > *b) {
-                best = Some((n, e.path()));
+            found.push((n, e.path()));
+        }
+    }
+    found.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// The checkpoint of the highest iteration in `out`, if any.
+pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
+    Ok(checkpoints(out)?.into_iter().next())
+}
+
+/// Whether `out` holds a training run: a checkpoint or `final.safetensors`.
+pub fn holds_run(out: &Path) -> bool {
+    out.join("final.safetensors").is_file() || latest_checkpoint(out).ok().flatten().is_some()
+}
+
+/// The files of a run that [`train`] writes into `out` (and the default feature cache), which
+/// `--overwrite` removes before a new run: nothing else in the folder is touched.
+fn clear_run(config: &TrainConfig) -> Result<()> {
+    let out = &config.out;
+    let mut files: Vec<PathBuf> = checkpoints(out)?;
+    files.extend(
+        ["final.safetensors", "train.jsonl", "loss.png"]
+            .iter()
+            .map(|f| out.join(f)),
+    );
+    files.push(train_manifest_path(out));
+    for f in files {
+        match std::fs::remove_file(&f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(TrainError::io(&f, e)),
+        }
+    }
+    if config.features.is_none() {
+        let cache = out.join("features");
+        match std::fs::remove_dir_all(&cache) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(TrainError::io(&cache, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Removes the temporary files (`*.safetensors.part`) that an interrupted or failed write of a
+/// checkpoint left in `out` (a full disk, a kill): they are never a finished checkpoint.
+fn remove_stale_parts(out: &Path) -> Result<()> {
+    let Ok(rd) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors.part")
+            && (name.starts_with("checkpoint-") || name.starts_with("final."))
+        {
+            std::fs::remove_file(e.path()).map_err(|err| TrainError::io(e.path(), err))?;
+        }
+    }
+    Ok(())
+}
+
+/// The name of the training stage in its manifest.
+pub const STAGE: &str = "train";
+
+fn train_manifest_path(out: &Path) -> PathBuf {
+    out.join(clip_es_data::manifest::file_name(STAGE))
+}
+
+/// The settings of a run that change its outcome, as recorded in the stage manifest of its
+/// output folder: the network, the class count, the initial weights (by fingerprint), the CLIP
+/// model of the decoder, and every training option except the iteration count (which a rerun
+/// may raise to continue) and the checkpoint interval.
+pub fn manifest(config: &TrainConfig) -> Result<clip_es_data::manifest::Manifest> {
+    let c = config;
+    let mut m = clip_es_data::manifest::Manifest::new(STAGE);
+    m.set("arch", c.arch.name());
+    m.set("num_classes", c.num_classes);
+    let init = match &c.start {
+        Start::Fresh { init: Some(p) } | Start::Rerun { init: Some(p) } => {
+            clip_es_data::manifest::model_identity(&p.to_string_lossy())
+                .map_err(TrainError::Config)?
+        }
+        _ => "none".into(),
+    };
+    m.set("init", init);
+    if let serde_json::Value::Object(o) = c.options.to_json() {
+        for (k, v) in o {
+            if k != "iters" && k != "save_every" {
+                m.set(&k, v);
             }
         }
     }
-    Ok(best.map(|(_, p)| p))
+    match c.arch {
+        crate::Arch::DeepLabV2 => {
+            let d = &c.deeplab;
+            m.set("width", d.width);
+            m.set("blocks", format!("{:?}", d.blocks));
+            m.set("rates", format!("{:?}", d.rates));
+            m.set("msc_scales", format!("{:?}", d.msc_scales));
+        }
+        crate::Arch::ClipDecoder => {
+            m.set("hidden", c.decoder_hidden);
+            m.set("upsamplings", c.decoder_upsamplings);
+            m.set(
+                "model",
+                clip_es_data::manifest::model_identity(&c.clip_model)
+                    .map_err(TrainError::Config)?,
+            );
+        }
+    }
+    Ok(m)
+}
+
+/// What [`run`] checks before any work about the run already in `config.out`: a new run
+/// (`Start::Fresh`) into a folder that holds one is refused unless `config.overwrite`, so that
+/// the old checkpoints never mix with the new run's; `Start::Rerun` continues it only if it was
+/// made with these same settings. Cheap (no model is loaded); `clip-es run` calls it for its
+/// training stage before its first stage.
+pub fn check_rerun(config: &TrainConfig) -> Result<()> {
+    let out = &config.out;
+    if config.overwrite || !holds_run(out) {
+        return Ok(());
+    }
+    match &config.start {
+        Start::Fresh { .. } => Err(TrainError::Config(format!(
+            "{} already holds a training run (checkpoints, final.safetensors): use --resume to continue it, --overwrite to replace it, or another --out",
+            out.display()
+        ))),
+        Start::Rerun { .. } => manifest(config)?
+            .check(out, false, true, &[])
+            .map_err(TrainError::Config),
+        Start::Resume { .. } => Ok(()),
+    }
 }
 
 /// How a run begins.
@@ -445,6 +580,64 @@ pub enum Start {
         checkpoint: Option<PathBuf>,
         iters: Option<usize>,
     },
+    /// Continue the run in the output directory (from its latest checkpoint, to
+    /// `options.iters`) if it holds one made with these same settings (other settings are an
+    /// error naming them, see [`check_rerun`]); start fresh from `init` if it holds none. What a
+    /// rerun of `clip-es run --train` does.
+    Rerun { init: Option<PathBuf> },
+}
+
+/// A checkpoint as [`Model::open`] reads it: the model, all its tensors, its metadata.
+type OpenedCheckpoint = (
+    Model,
+    BTreeMap<String, crate::params::HostTensor>,
+    serde_json::Value,
+);
+
+/// The checkpoint to resume from: the one given, or the latest in `out` that can be read. A
+/// latest checkpoint that cannot be read (a write cut short by a full disk or a crash) is
+/// skipped with a warning for the one before it; when none can be read the error names the
+/// latest and says what to do.
+fn open_resume_checkpoint(
+    c: &TrainConfig,
+    checkpoint: &Option<PathBuf>,
+    device: &Device,
+    events: &(dyn Fn(Event) + Sync),
+) -> Result<(PathBuf, OpenedCheckpoint)> {
+    if let Some(p) = checkpoint {
+        return Ok((p.clone(), Model::open(p, device)?));
+    }
+    let all = checkpoints(&c.out)?;
+    let Some(latest) = all.first() else {
+        return Err(TrainError::Config(format!(
+            "resume: no checkpoint in {}",
+            c.out.display()
+        )));
+    };
+    let mut first_error = None;
+    for path in &all {
+        match Model::open(path, device) {
+            Ok(opened) => {
+                if let Some(e) = &first_error {
+                    events(Event::Note(format!(
+                        "warning: {e}; resuming from the previous checkpoint {} instead",
+                        path.display()
+                    )));
+                }
+                return Ok((path.clone(), opened));
+            }
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+    Err(TrainError::Config(format!(
+        "{}; no checkpoint in {} can be read: delete the broken ones, or start a new run with --overwrite",
+        first_error.unwrap_or_default(),
+        latest.parent().unwrap_or(&c.out).display()
+    )))
 }
 
 /// Everything `clip-es train` (and the training stage of `clip-es run`) needs.
@@ -477,6 +670,10 @@ pub struct TrainConfig {
     pub device: String,
     /// Worker threads (all cores when `None`).
     pub threads: Option<usize>,
+    /// A fresh start into an `out` that holds a run first removes that run's files (its
+    /// checkpoints, `final.safetensors`, `train.jsonl`, `loss.png`, the default feature cache);
+    /// without it such a start is an error.
+    pub overwrite: bool,
 }
 
 impl TrainConfig {
@@ -508,6 +705,7 @@ impl TrainConfig {
             features: None,
             device: "flex".into(),
             threads: None,
+            overwrite: false,
         }
     }
 }
@@ -571,22 +769,51 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
     use crate::Arch;
     let c = config;
     let device = crate::device(&c.device)?;
+    if c.arch == Arch::DeepLabV2 && c.deeplab.blocks.contains(&0) {
+        return Err(TrainError::Config(format!(
+            "--blocks {}: every ResNet stage needs at least one bottleneck (ResNet-101: 3,4,23,3)",
+            c.deeplab.blocks.map(|b| b.to_string()).join(",")
+        )));
+    }
+    check_rerun(c)?;
     std::fs::create_dir_all(&c.out).map_err(|e| TrainError::io(&c.out, e))?;
+    remove_stale_parts(&c.out)?;
+    // A rerun continues the run in `out` (its settings were checked just above) or starts one.
+    let start = match &c.start {
+        Start::Rerun { init } if c.overwrite || !holds_run(&c.out) => {
+            Start::Fresh { init: init.clone() }
+        }
+        Start::Rerun { .. } => Start::Resume {
+            checkpoint: None,
+            iters: Some(c.options.iters),
+        },
+        other => other.clone(),
+    };
+    if let Start::Fresh { .. } = start {
+        if c.overwrite {
+            clear_run(c)?;
+        }
+        // The record of what makes this run's files, for the next rerun to compare against.
+        manifest(c)?.write(&c.out).map_err(TrainError::Config)?;
+    }
     let mut opts = c.options.clone();
     // The initial weights, read once: a DeepLab-v2 takes its backbone style from them.
-    let init = match &c.start {
+    let init = match &start {
         Start::Fresh { init: Some(p) } => Some((p.clone(), Model::read_weights(p)?)),
         _ => None,
     };
-    let (mut model, mut sgd, start, clip_model) = match &c.start {
+    let (mut model, mut sgd, start, clip_model) = match &start {
         Start::Resume { checkpoint, iters } => {
-            let path = match checkpoint {
-                Some(p) => p.clone(),
-                None => latest_checkpoint(&c.out)?.ok_or_else(|| {
-                    TrainError::Config(format!("resume: no checkpoint in {}", c.out.display()))
-                })?,
-            };
-            let (model, tensors, meta) = Model::open(&path, &device)?;
+            let (path, (model, tensors, meta)) =
+                open_resume_checkpoint(c, checkpoint, &device, events)?;
+            if model.arch() != c.arch {
+                return Err(TrainError::Config(format!(
+                    "{} is a {} checkpoint, but the run asks for {}: resume it with its own architecture, or start a new run in another --out (or with --overwrite)",
+                    path.display(),
+                    model.arch().name(),
+                    c.arch.name()
+                )));
+            }
             opts =
                 TrainOptions::from_json(&meta["options"]).ok_or_else(|| TrainError::Weights {
                     path: path.clone(),
@@ -606,7 +833,7 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
                 .to_string();
             (model, sgd, start, clip)
         }
-        Start::Fresh { .. } => {
+        Start::Fresh { .. } | Start::Rerun { .. } => {
             let model = match c.arch {
                 Arch::DeepLabV2 => {
                     // torchvision ImageNet weights need torchvision's stride/dilation placement.

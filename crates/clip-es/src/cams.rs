@@ -363,6 +363,33 @@ impl CamsReport {
     }
 }
 
+/// The name of the CAM stage in its manifest.
+pub const STAGE: &str = "cams";
+
+/// The settings that make the CAM files, as recorded in the stage manifest of the output
+/// folder: the model (by name and, for a local file, fingerprint), the classes and their
+/// prompts, and every CAM setting except the memory limit; the threads, the shard and the
+/// report change nothing in the files and are left out.
+pub fn manifest(config: &CamsConfig) -> Result<clip_es_data::manifest::Manifest, String> {
+    let (c, s) = (config, &config.settings);
+    let mut m = clip_es_data::manifest::Manifest::new(STAGE);
+    m.set("model", clip_es_data::manifest::model_identity(&c.model)?);
+    m.set("classes", c.classes.names.join(","));
+    m.set("prompt_names", c.classes.prompt_names.join(","));
+    m.set("background", c.classes.background.join(","));
+    m.set(
+        "box_threshold",
+        s.box_threshold.unwrap_or(c.classes.box_threshold),
+    );
+    m.set("templates", format!("{:?}", s.templates));
+    m.set("save_unrefined", s.save_unrefined);
+    m.set("exact_pos_embed", s.exact_pos_embed);
+    m.set("augment", format!("{:?}", s.augment));
+    m.set("max_side", s.max_side);
+    m.set("exif", format!("{:?}", c.exif));
+    Ok(m)
+}
+
 /// The CAM stage over a dataset. Status lines and failures go to `progress`.
 pub fn run(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsReport, CamsError> {
     let pool = thread_pool(config.threads).map_err(CamsError::Invalid)?;
@@ -410,6 +437,11 @@ fn run_in_pool(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsRepor
     // Before the model is loaded: an output that cannot be written is found now, not after
     // the work.
     crate::atomic::probe_dir(out).map_err(CamsError::Invalid)?;
+    // CAMs made with another model or other settings are never kept as if they were this run's.
+    let has_outputs = clip_es_data::manifest::holds_files(out, &["npz", "npy"]);
+    manifest(config)
+        .and_then(|m| m.claim(out, config.overwrite, has_outputs))
+        .map_err(CamsError::Invalid)?;
     if let Some(r) = &config.report {
         crate::atomic::probe_file_dir(r).map_err(CamsError::Invalid)?;
     }

@@ -53,21 +53,8 @@ fn parse_line(line: &str) -> Option<(String, Vec<String>)> {
     Some((id.to_string(), it.map(String::from).collect()))
 }
 
-/// Why an id cannot name files: ids become `<images>/<id>.jpg` and `<out>/<id>.npz`, so an id
-/// must be one plain file name (no separator, not `.` or `..`, not absolute) for every output
-/// to stay inside the output directory.
-pub fn check_id(id: &str) -> Result<(), String> {
-    use std::path::Component;
-    let mut parts = Path::new(id).components();
-    let plain = matches!(parts.next(), Some(Component::Normal(_))) && parts.next().is_none();
-    if !plain || id.contains(['/', '\\', '\0']) {
-        return Err(format!(
-            "id `{}` is not a plain file name (ids may not hold `/`, `\\`, be `.` or `..`, or be absolute): outputs must stay inside the output directory",
-            id.escape_debug()
-        ));
-    }
-    Ok(())
-}
+/// Why an id cannot name files (one rule for every stage, training included).
+pub use clip_es_data::check_id;
 
 /// Reads a split or label file: ids in order, with the labels listed after each id. A UTF-8
 /// byte-order mark is skipped; a line that is not UTF-8, an id that is not a plain file name

@@ -530,6 +530,26 @@ pub fn overlay_png(
     .encode_png()
 }
 
+/// The name of the masks stage in its manifest.
+pub const STAGE: &str = "masks";
+
+/// The settings that make the pseudo masks, as recorded in the stage manifest of the output
+/// folder (the memory limit and the threads change nothing in them and are left out).
+pub fn manifest(config: &MasksConfig) -> clip_es_data::manifest::Manifest {
+    let o = &config.options;
+    let mut m = clip_es_data::manifest::Manifest::new(STAGE);
+    m.set("confidence", o.confidence);
+    m.set("crf", o.use_crf);
+    if o.use_crf {
+        m.set("crf_image", format!("{:?}", o.crf_image));
+        m.set("crf_params", format!("{:?}", o.crf));
+    }
+    m.set("cam_key", format!("{:?}", o.cam_kind));
+    m.set("palette", config.palette);
+    m.set("exif", format!("{:?}", config.exif));
+    m
+}
+
 /// The masks stage: a pseudo mask for every id of the split (in parallel), resumable (finished
 /// masks are skipped), atomic writes; an image that fails is reported and skipped.
 pub fn run(config: &MasksConfig, progress: &dyn Progress) -> Result<MasksReport, MasksRunError> {
@@ -549,6 +569,11 @@ pub fn run(config: &MasksConfig, progress: &dyn Progress) -> Result<MasksReport,
     {
         crate::atomic::probe_dir(dir).map_err(MasksRunError::Config)?;
     }
+    // Masks made with other settings are never kept as if they were this run's.
+    let has_outputs = clip_es_data::manifest::holds_files(&config.out, &["png"]);
+    manifest(config)
+        .claim(&config.out, config.overwrite, has_outputs)
+        .map_err(MasksRunError::Config)?;
     let kernels = KernelCache::default();
     let exif = ExifNotice::new(config.exif);
     let gate = crate::budget::MemoryGate::new(

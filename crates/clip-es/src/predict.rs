@@ -94,6 +94,32 @@ pub enum PredictRunError {
     Train(#[from] clip_es_train::TrainError),
 }
 
+/// The name of the prediction stage in its manifest.
+pub const STAGE: &str = "predict";
+
+/// The settings that make the label maps, as recorded in the stage manifest of the output
+/// folder: the checkpoint (by fingerprint), the scales, the flips, the CRF, the CLIP model, the
+/// PNG format and the EXIF handling.
+pub fn manifest(config: &PredictConfig) -> Result<clip_es_data::manifest::Manifest, String> {
+    let c = config;
+    let mut m = clip_es_data::manifest::Manifest::new(STAGE);
+    m.set(
+        "checkpoint",
+        clip_es_data::manifest::fingerprint(&c.checkpoint)?,
+    );
+    m.set("scales", format!("{:?}", c.scales));
+    m.set("flip", c.flip);
+    m.set("crf", format!("{:?}", c.crf));
+    let model = match &c.clip_model {
+        Some(spec) => clip_es_data::manifest::model_identity(spec)?,
+        None => "the checkpoint's".into(),
+    };
+    m.set("model", model);
+    m.set("palette", c.palette);
+    m.set("exif", format!("{:?}", c.exif));
+    Ok(m)
+}
+
 /// A loaded network and what it needs.
 struct Predictor {
     model: Model,
@@ -117,6 +143,20 @@ impl Predictor {
         if let (Some(s), Net::DeepLab(n)) = (&config.scales, &mut model.net) {
             // Scale 1.0 is the network's own input; the others are its extra MSC inputs.
             n.config.msc_scales = s.iter().filter(|&&v| v != 1.0).map(|&v| v as f32).collect();
+        }
+        if let Some((_, classes)) = &config.overlays {
+            // Label value c is class c - 1: a legend shorter than the network's classes would
+            // leave labels without a name.
+            if classes.len() + 1 < model.n_classes() {
+                return Err(PredictRunError::Config(format!(
+                    "{}: the network has {} classes (background and {} more), but the legend names only {}: give a class list of {} names (--classes)",
+                    config.checkpoint.display(),
+                    model.n_classes(),
+                    model.n_classes() - 1,
+                    classes.len(),
+                    model.n_classes() - 1
+                )));
+            }
         }
         let vision = if model.arch() == Arch::ClipDecoder {
             let spec = config
@@ -253,6 +293,14 @@ pub fn run(
     for dir in std::iter::once(&config.out).chain(config.overlays.as_ref().map(|(d, _)| d)) {
         probe_dir(dir).map_err(PredictRunError::Config)?;
     }
+    // Label maps made with another checkpoint or other settings are never kept as if they
+    // were this run's.
+    manifest(config)
+        .and_then(|m| {
+            let has_outputs = clip_es_data::manifest::holds_files(&config.out, &["png"]);
+            m.claim(&config.out, config.overwrite, has_outputs)
+        })
+        .map_err(PredictRunError::Config)?;
     let pool = thread_pool(config.threads).map_err(PredictRunError::Config)?;
     pool.install(|| {
         let predictor = Predictor::open(config)?;

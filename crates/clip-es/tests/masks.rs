@@ -50,6 +50,8 @@ fn files_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        // the stage's record of its settings
+        .filter(|n| n != "clip-es-masks.json")
         .collect();
     v.sort();
     v

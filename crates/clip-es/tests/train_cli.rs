@@ -410,5 +410,247 @@ fn run_with_training_stage_predicts_evaluates_and_resumes() {
         stamp("predictions/horse.png") > pred_time,
         "stale predictions were kept"
     );
+
+    // A rerun with other settings of the masks, the training and the predictions is refused
+    // before any work, naming every differing setting; nothing is touched.
+    let snapshot = |sub: &str| std::fs::read(out.join(sub)).unwrap();
+    let kept = [
+        "masks/horse.png",
+        "train/final.safetensors",
+        "predictions/horse.png",
+    ]
+    .map(|f| (f, snapshot(f)));
+    let o = clip_es(&[
+        "run",
+        "--model",
+        &s(&tiny_clip()),
+        "--images",
+        &s(&examples().join("images")),
+        "--labels",
+        &s(&examples().join("labels.txt")),
+        "--gt",
+        &s(&examples().join("gt")),
+        "--out",
+        &s(&out),
+        "--threads",
+        "2",
+        "--train",
+        "clip-decoder",
+        "--train-iters",
+        "15",
+        "--train-batch",
+        "2",
+        "--train-save-every",
+        "5",
+        "--overlays",
+        "--confidence",
+        "0.5",
+        "--train-lr",
+        "0.02",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(2), "{stdout}\n{stderr}");
+    for want in [
+        "confidence: 0.95 -> 0.5",
+        "lr: 0.01 -> 0.02",
+        "crf: Some(",
+        "--overwrite",
+    ] {
+        assert!(stderr.contains(want), "`{want}` not in: {stderr}");
+    }
+    assert!(
+        !stdout.contains("mIoU"),
+        "an old evaluation was printed: {stdout}"
+    );
+    assert!(!stderr.contains("== CAMs"), "work started: {stderr}");
+    for (f, bytes) in &kept {
+        assert!(snapshot(f) == *bytes, "{f} changed");
+    }
+
+    // `predict` into the same folder with another checkpoint: refused, the maps kept.
+    let o = clip_es(&[
+        "predict",
+        "--checkpoint",
+        &s(&out.join("train/checkpoint-000010.safetensors")),
+        "--images",
+        &s(&examples().join("images")),
+        "--split",
+        &s(&out.join("train/split.txt")),
+        "--out",
+        &s(&out.join("predictions")),
+        "--crf",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("checkpoint: "), "{stderr}");
+    assert!(snapshot("predictions/horse.png") == kept[2].1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A new `train` into a folder that holds a run is refused (the old checkpoints would mix with
+/// the new run's); `--overwrite` clears the old run first. `--resume` refuses another
+/// architecture, skips a truncated latest checkpoint with a warning, and removes the temporary
+/// files of a checkpoint write cut short.
+#[test]
+fn train_never_mixes_runs_and_resumes_past_broken_files() {
+    let dir = tmpdir("rerun");
+    let (masks, split) = pseudo_masks(&dir);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let images = s(&examples().join("images"));
+    let out = dir.join("o");
+    let train = |more: &[&str]| {
+        let mut a: Vec<String> = [
+            "train",
+            "--images",
+            &images,
+            "--masks",
+            &s(&masks),
+            "--split",
+            &s(&split),
+            "--out",
+            &s(&out),
+            "--width",
+            "2",
+            "--blocks",
+            "1,1,1,1",
+            "--batch",
+            "1",
+            "--iter-size",
+            "1",
+            "--crop",
+            "65",
+            "--save-every",
+            "2",
+            "--jobs",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(more.iter().map(|x| x.to_string()));
+        clip_es(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let log_iters = || -> Vec<u64> {
+        std::fs::read_to_string(out.join("train.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["iter"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    ok(&train(&["--arch", "deeplab-v2", "--iters", "4"]), "train");
+    assert_eq!(log_iters(), [1, 2, 3, 4]);
+    let final_bytes = std::fs::read(out.join("final.safetensors")).unwrap();
+
+    // Again without --resume: refused before any work, nothing replaced.
+    let o = train(&["--arch", "deeplab-v2", "--iters", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("already holds a training run") && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(log_iters(), [1, 2, 3, 4]);
+    assert!(std::fs::read(out.join("final.safetensors")).unwrap() == final_bytes);
+
+    // --overwrite: the old run's checkpoints go, the new run is alone in the folder.
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    ok(
+        &train(&["--arch", "deeplab-v2", "--iters", "3", "--overwrite"]),
+        "train --overwrite",
+    );
+    assert!(!out.join("checkpoint-000004.safetensors").exists());
+    assert!(out.join("checkpoint-000003.safetensors").is_file());
+    assert!(
+        out.join("notes.txt").is_file(),
+        "a file train did not write was removed"
+    );
+    assert_eq!(log_iters(), [1, 2, 3]);
+
+    // Resuming as another architecture is refused, naming both.
+    let o = train(&["--arch", "clip-decoder", "--resume", "--iters", "5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("deeplab-v2 checkpoint") && err.contains("clip-decoder"),
+        "{err}"
+    );
+
+    // A truncated latest checkpoint and a stale temporary file: the run resumes from the
+    // previous checkpoint with a warning naming the broken one, and the temporary file goes.
+    let latest = out.join("checkpoint-000003.safetensors");
+    let bytes = std::fs::read(&latest).unwrap();
+    std::fs::write(&latest, &bytes[..bytes.len() / 2]).unwrap();
+    let part = out.join("checkpoint-000004.safetensors.part");
+    std::fs::write(&part, &bytes[..100]).unwrap();
+    let o = train(&["--arch", "deeplab-v2", "--resume", "--iters", "4"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("warning:")
+            && err.contains("checkpoint-000003.safetensors")
+            && err.contains("checkpoint-000002.safetensors"),
+        "{err}"
+    );
+    assert!(!part.exists(), "a stale .part checkpoint was left");
+    assert_eq!(log_iters(), [1, 2, 3, 4]);
+    assert!(out.join("checkpoint-000004.safetensors").is_file());
+
+    // A legend with fewer names than the network's classes is refused, naming both counts.
+    let classes = dir.join("classes.txt");
+    std::fs::write(&classes, "cat\ndog\n").unwrap();
+    let o = clip_es(&[
+        "predict",
+        "--checkpoint",
+        &s(&out.join("final.safetensors")),
+        "--images",
+        &images,
+        "--split",
+        &s(&split),
+        "--out",
+        &s(&dir.join("pred")),
+        "--overlays",
+        &s(&dir.join("pred-overlays")),
+        "--classes",
+        &s(&classes),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("21 classes") && err.contains("only 2"),
+        "{err}"
+    );
+
+    // Four stages of zero bottlenecks: the message says what is wrong.
+    let o = clip_es(&[
+        "train",
+        "--arch",
+        "deeplab-v2",
+        "--images",
+        &images,
+        "--masks",
+        &s(&masks),
+        "--split",
+        &s(&split),
+        "--out",
+        &s(&dir.join("zero-blocks")),
+        "--iters",
+        "1",
+        "--width",
+        "2",
+        "--blocks",
+        "0,0,0,0",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--blocks") && !err.contains("four numbers"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

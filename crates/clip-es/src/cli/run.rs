@@ -151,6 +151,86 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // Stage three's settings are known now; its split file is written once the masks exist.
+    let train_dir = args.out.join("train");
+    let predictions = args.out.join("predictions");
+    let stage3 = args.stage3.train.map(|arch| {
+        let t = &args.stage3;
+        let mut tc = TrainConfig::new(
+            arch.arch(),
+            args.data.images.clone(),
+            masks_dir.clone(),
+            train_dir.join("split.txt"),
+            train_dir.clone(),
+        );
+        tc.num_classes = classes.len() + 1;
+        // A rerun continues the training in <out>/train if it was made with these settings.
+        tc.start = Start::Rerun {
+            init: t.train_init.clone(),
+        };
+        tc.overwrite = args.overwrite;
+        if let Some(i) = t.train_iters {
+            tc.options.iters = i;
+        }
+        if let Some(lr) = t.train_lr {
+            tc.options.lr = lr;
+        }
+        tc.options.batch = t.train_batch;
+        tc.options.save_every = t.train_save_every;
+        tc.clip_model = args.cam.model.clone();
+        tc.device = t.device.clone();
+        tc.threads = threads;
+        let predict_split = t.predict_split.clone().unwrap_or_else(|| split.clone());
+        let mut pc = PredictConfig::new(
+            tc.out.join("final.safetensors"),
+            args.data.images.clone(),
+            predict_split,
+            predictions.clone(),
+        );
+        pc.crf = t.predict_crf.then(CrfParams::default);
+        pc.device = t.device.clone();
+        pc.threads = threads;
+        pc.exif = args.cam.exif.mode();
+        pc.overwrite = args.overwrite;
+        if args.overlays {
+            pc.overlays = Some((args.out.join("prediction-overlays"), classes.clone()));
+        }
+        (arch, tc, pc)
+    });
+    // Outputs that an earlier run made with other settings are found before any work, every
+    // stage's at once (each stage checks its own again when it starts).
+    let mut mismatches = Vec::new();
+    if !args.overwrite {
+        let cams_check = clip_es::cams::manifest(&cams).and_then(|m| {
+            let has = clip_es_data::manifest::holds_files(&cams.out, &["npz", "npy"]);
+            m.check(&cams.out, false, has, &[])
+        });
+        let masks_check = clip_es::masks::manifest(&masks).check(
+            &masks.out,
+            false,
+            clip_es_data::manifest::holds_files(&masks.out, &["png"]),
+            &[],
+        );
+        mismatches.extend(cams_check.err());
+        mismatches.extend(masks_check.err());
+        if let Some((_, tc, pc)) = &stage3 {
+            mismatches.extend(
+                clip_es_train::train::check_rerun(tc)
+                    .err()
+                    .map(|e| e.to_string()),
+            );
+            // The checkpoint may still change (more iterations): new weights make new
+            // predictions, so only the other settings are compared here.
+            if pc.checkpoint.is_file() {
+                let has = clip_es_data::manifest::holds_files(&pc.out, &["png"]);
+                let predict_check = clip_es::predict::manifest(pc)
+                    .and_then(|m| m.check(&pc.out, false, has, &["checkpoint"]));
+                mismatches.extend(predict_check.err());
+            }
+        }
+    }
+    anyhow::ensure!(mismatches.is_empty(), "{}", mismatches.join("; "));
+
     let mut worst = ExitCode::SUCCESS;
     // A stage with failed images (exit 1) still lets the next stages run on the rest; one that
     // cannot run at all stops the pipeline.
@@ -173,9 +253,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("== {what}");
         stage(what, super::eval::execute(e, None, None))?;
     }
-    if let Some(arch) = args.stage3.train {
-        let t = &args.stage3;
-        let train_dir = args.out.join("train");
+    if let Some((arch, tc, mut pc)) = stage3 {
         // Only the images whose pseudo masks exist are trained on (a failed image has none).
         let ids = clip_es::datasets::read_split(&split)?;
         let with_mask: Vec<&String> = ids
@@ -196,68 +274,21 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         }
         std::fs::create_dir_all(&train_dir)
             .map_err(|e| anyhow::anyhow!("{}: {e}", train_dir.display()))?;
-        let train_split = train_dir.join("split.txt");
         let text: String = with_mask.iter().map(|id| format!("{id}\n")).collect();
-        clip_es::atomic::write_bytes_atomic(&train_split, text.as_bytes())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", train_split.display()))?;
-        let mut tc = TrainConfig::new(
-            arch.arch(),
-            args.data.images.clone(),
-            masks_dir.clone(),
-            train_split,
-            train_dir.clone(),
-        );
-        tc.num_classes = classes.len() + 1;
-        let resume =
-            !args.overwrite && clip_es_train::train::latest_checkpoint(&train_dir)?.is_some();
-        tc.start = if resume {
-            Start::Resume {
-                checkpoint: None,
-                iters: t.train_iters,
-            }
-        } else {
-            Start::Fresh {
-                init: t.train_init.clone(),
-            }
-        };
-        if let Some(i) = t.train_iters {
-            tc.options.iters = i;
-        }
-        if let Some(lr) = t.train_lr {
-            tc.options.lr = lr;
-        }
-        tc.options.batch = t.train_batch;
-        tc.options.save_every = t.train_save_every;
-        tc.clip_model = args.cam.model.clone();
-        tc.device = t.device.clone();
-        tc.threads = threads;
+        clip_es::atomic::write_bytes_atomic(&tc.split, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", tc.split.display()))?;
         eprintln!("== training ({})", arch.arch().name());
         let trained = super::train::execute(&tc)
             .map_err(|e| e.context("the training stage could not run"))?;
-        let predict_split = t.predict_split.clone().unwrap_or_else(|| split.clone());
-        let predictions = args.out.join("predictions");
-        let mut pc = PredictConfig::new(
-            trained.final_checkpoint.clone(),
-            args.data.images.clone(),
-            predict_split.clone(),
-            predictions.clone(),
-        );
-        pc.crf = t.predict_crf.then(CrfParams::default);
-        pc.device = t.device.clone();
-        pc.threads = threads;
-        pc.exif = args.cam.exif.mode();
         // New weights make earlier predictions stale.
         pc.overwrite = args.overwrite || trained.iters > trained.start;
-        if args.overlays {
-            pc.overlays = Some((args.out.join("prediction-overlays"), classes.clone()));
-        }
         eprintln!("== predictions");
         stage("predictions", super::predict::execute(&pc))?;
         if let Some(gt) = &args.gt {
             let mut e = args.eval.config(
                 Prediction::Masks(predictions),
                 gt.clone(),
-                predict_split,
+                pc.split.clone(),
                 classes.clone(),
                 args.cam_key,
             )?;

@@ -59,6 +59,11 @@ pub struct Args {
     /// settings stored in it; only --iters may change
     #[arg(long, num_args = 0..=1, default_missing_value = "latest")]
     resume: Option<PathBuf>,
+    /// Start a new run in an --out that holds one: its checkpoints, final.safetensors,
+    /// train.jsonl, loss.png (and features/) are removed first (without it, or --resume, such
+    /// an --out is refused)
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Iterations [default: 20000]
     #[arg(long)]
     iters: Option<usize>,
@@ -151,11 +156,12 @@ impl Args {
     /// The training stage's configuration.
     fn config(&self) -> anyhow::Result<TrainConfig> {
         let a = self;
-        let blocks: [usize; 4] = a
-            .blocks
-            .clone()
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("--blocks takes four numbers"))?;
+        let blocks: [usize; 4] = a.blocks.clone().try_into().map_err(|v: Vec<usize>| {
+            anyhow::anyhow!(
+                "--blocks takes four numbers (bottlenecks per ResNet stage, e.g. 3,4,23,3), got {}",
+                v.len()
+            )
+        })?;
         let arch = a.arch.arch();
         let mut c = TrainConfig::new(
             arch,
@@ -218,6 +224,7 @@ impl Args {
         c.features = a.features.clone();
         c.device = a.device.clone();
         c.threads = a.threads;
+        c.overwrite = a.overwrite;
         Ok(c)
     }
 }
