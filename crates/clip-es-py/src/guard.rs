@@ -59,17 +59,13 @@ where
                 let _ = done_tx.send(());
                 out
             });
-            loop {
-                match done_rx.recv_timeout(SIGNAL_POLL) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if raised.is_none() {
-                            if let Err(e) = Python::attach(|py| py.check_signals()) {
-                                raised = Some(e);
-                                stop.store(true, Ordering::Relaxed);
-                            }
-                        }
+            // Until the worker reports back (or is gone), check for signals at each timeout.
+            while let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(SIGNAL_POLL) {
+                if raised.is_none() {
+                    if let Err(e) = Python::attach(|py| py.check_signals()) {
+                        raised = Some(e);
+                        stop.store(true, Ordering::Relaxed);
                     }
-                    _ => break,
                 }
             }
             worker.join().unwrap_or_else(Err)
