@@ -7,7 +7,9 @@ Needs numpy and pydensecrf (pip package pydensecrf2). Writes OUT_DIR/pydensecrf_
 cases: sizes, label counts, pairwise terms, input layouts), OUT_DIR/pydensecrf_cases.npz (their
 inputs and pydensecrf's marginals) and OUT_DIR/pydensecrf_utils.npz (pydensecrf.utils on small arrays),
 OUT_DIR/pydensecrf_errors.json (the exception type
-pydensecrf raises for each refused call of ERROR_CALLS; the test makes the same calls).
+pydensecrf raises for each refused call of ERROR_CALLS; the test makes the same calls) and
+OUT_DIR/pydensecrf_steps.json (klDivergence along startInference / stepInference for
+STEP_CASES).
 """
 
 import json
@@ -115,6 +117,11 @@ def unary_of(unary, data, m, u):
 
 def run_case(case, data, d_mod, u_mod):
     """Runs one case with the given modules (pydensecrf's or clip_es.pydensecrf's)."""
+    return np.array(build_case(case, data, d_mod, u_mod).inference(case[4]))
+
+
+def build_case(case, data, d_mod, u_mod):
+    """The CRF of one case, unary and pairwise terms set."""
     name, w, h, m, iters, unary, terms = case
     if unary == "softmax_dense":
         d = d_mod.DenseCRF(w * h, m)
@@ -152,7 +159,38 @@ def run_case(case, data, d_mod, u_mod):
             d.addPairwiseEnergy(data["points"], compat=compat, **extra)
         else:
             raise ValueError(kind)
-    return np.array(d.inference(iters))
+    return d
+
+
+# Cases whose step-by-step inference is recorded: klDivergence of the starting marginals and
+# after each stepInference, for `iterations` steps.
+STEP_CASES = ["gauss_7x5_l2", "both_24x17_l21", "both_29x21_l8", "matrix_compat_19x13_l10",
+              "norms_25x18_l4", "dense_generic_60_l3"]
+
+
+def step_goldens(d_mod, u_mod, data_of):
+    """{case: {"kl": [klDivergence after 0..iterations steps]}} for STEP_CASES, plus a CRF
+    without a unary energy ("no_unary": its startInference marginals are all zero)."""
+    out = {}
+    for case in CASES:
+        if case[0] not in STEP_CASES:
+            continue
+        d = build_case(case, data_of(case), d_mod, u_mod)
+        q, tmp1, tmp2 = d.startInference()
+        kl = [float(d.klDivergence(q))]
+        for _ in range(case[4]):
+            d.stepInference(q, tmp1, tmp2)
+            kl.append(float(d.klDivergence(q)))
+        out[case[0]] = {"kl": kl}
+    d = d_mod.DenseCRF2D(5, 4, 3)
+    d.addPairwiseGaussian(2, 3)
+    q, tmp1, tmp2 = d.startInference()
+    kl = [float(d.klDivergence(q))]
+    start_sum = float(np.array(q).sum())
+    d.stepInference(q, tmp1, tmp2)
+    kl.append(float(d.klDivergence(q)))
+    out["no_unary"] = {"kl": kl, "start_sum": start_sum}
+    return out
 
 
 def error_calls(d_mod, u_mod):
@@ -226,10 +264,11 @@ def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     rng = np.random.default_rng(20231128)
-    arrays, specs = {}, []
+    arrays, specs, datas = {}, [], {}
     for case in CASES:
         name, w, h, m, iters, unary, terms = case
         data = inputs(name, w, h, m, unary, rng)
+        datas[name] = data
         q = run_case(case, data, dcrf, utils)
         assert q.shape == (m, w * h) and q.dtype == np.float32, (q.shape, q.dtype)
         for k, v in data.items():
@@ -251,7 +290,10 @@ def main():
             errors[name] = type(e).__name__
     with open(os.path.join(out, "pydensecrf_errors.json"), "w") as f:
         json.dump(errors, f, indent=1, sort_keys=True)
-    print(f"{len(specs)} cases, {len(errors)} error calls -> {out}")
+    steps = step_goldens(dcrf, utils, lambda case: datas[case[0]])
+    with open(os.path.join(out, "pydensecrf_steps.json"), "w") as f:
+        json.dump(steps, f, indent=1, sort_keys=True)
+    print(f"{len(specs)} cases, {len(errors)} error calls, {len(steps)} step cases -> {out}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 //! the rest, and whose sums add packets of four before the remaining labels.
 
 use crate::kernel::{KernelScratch, PairwiseKernel};
-use crate::CrfError;
+use crate::{zeroed, CrfError};
 use std::sync::Arc;
 
 /// A CRF over `n_points` variables taking `n_labels` labels: a unary energy and pairwise terms.
@@ -15,6 +15,8 @@ pub struct DenseCrf {
     n_labels: usize,
     /// Unary energies, point-major (`unary[i*n_labels + l]`); zero when not set.
     unary: Vec<f32>,
+    /// Whether a unary energy was set (densecrf's `startInference` starts from zeros without).
+    has_unary: bool,
     pairwise: Vec<Arc<PairwiseKernel>>,
 }
 
@@ -69,10 +71,17 @@ impl DenseCrf {
                 "CRF of {n_points} points and {n_labels} labels"
             )));
         }
+        let len = n_points.checked_mul(n_labels).ok_or_else(|| {
+            CrfError::Memory(format!(
+                "a CRF of {n_points} points and {n_labels} labels has more values than memory \
+                 can address"
+            ))
+        })?;
         Ok(DenseCrf {
             n_points,
             n_labels,
-            unary: vec![0.0; n_points * n_labels],
+            unary: zeroed(len, "unary energies")?,
+            has_unary: false,
             pairwise: Vec::new(),
         })
     }
@@ -96,6 +105,7 @@ impl DenseCrf {
                 *v = unary[l * n + i];
             }
         }
+        self.has_unary = true;
         Ok(())
     }
 
@@ -104,6 +114,7 @@ impl DenseCrf {
         self.check_len(unary.len(), "unary")?;
         check_finite(unary, "unary energy")?;
         self.unary.copy_from_slice(unary);
+        self.has_unary = true;
         Ok(())
     }
 
@@ -134,13 +145,30 @@ impl DenseCrf {
     /// Runs `iterations` mean-field updates from `Q = softmax(-unary)`:
     /// `Q <- softmax(-unary - sum_k compat_k(filter_k(Q)))`.
     pub fn inference(&self, iterations: usize) -> Result<Marginals, CrfError> {
+        self.inference_until(iterations, &|| false)
+    }
+
+    /// [`DenseCrf::inference`] that asks `stop` before each iteration and returns
+    /// [`CrfError::Stopped`] once it says yes (how a front end lets the user interrupt a long
+    /// inference).
+    pub fn inference_until(
+        &self,
+        iterations: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Marginals, CrfError> {
         let m = self.n_labels;
-        let neg_unary: Vec<f32> = self.unary.iter().map(|&u| -u).collect();
-        let mut q = vec![0f32; neg_unary.len()];
+        let mut neg_unary = zeroed(self.unary.len(), "negated unary energies")?;
+        for (d, &u) in neg_unary.iter_mut().zip(&self.unary) {
+            *d = -u;
+        }
+        let mut q = zeroed(neg_unary.len(), "marginals")?;
         exp_and_normalize(&neg_unary, m, &mut q);
-        let mut energy = vec![0f32; neg_unary.len()];
+        let mut energy = zeroed(neg_unary.len(), "energies")?;
         let mut scratch = KernelScratch::default();
         for _ in 0..iterations {
+            if stop() {
+                return Err(CrfError::Stopped);
+            }
             energy.copy_from_slice(&neg_unary);
             for k in &self.pairwise {
                 k.subtract_message(&q, m, &mut energy, &mut scratch)?;
@@ -151,6 +179,67 @@ impl DenseCrf {
             n_labels: m,
             values: q,
         })
+    }
+
+    /// The starting marginals of a step-by-step inference, point-major: `softmax(-unary)`, or
+    /// all zeros when no unary energy was set (densecrf's `startInference`).
+    pub fn start_inference(&self) -> Result<Vec<f32>, CrfError> {
+        let mut q = zeroed(self.unary.len(), "marginals")?;
+        if self.has_unary {
+            let mut neg_unary = zeroed(self.unary.len(), "negated unary energies")?;
+            for (d, &u) in neg_unary.iter_mut().zip(&self.unary) {
+                *d = -u;
+            }
+            exp_and_normalize(&neg_unary, self.n_labels, &mut q);
+        }
+        Ok(q)
+    }
+
+    /// One mean-field update of the point-major marginals `q` in place (densecrf's
+    /// `stepInference`); `inference(n)` is `start_inference` then `n` of these.
+    pub fn step_inference(&self, q: &mut [f32]) -> Result<(), CrfError> {
+        self.check_len(q.len(), "marginals")?;
+        let mut energy = zeroed(q.len(), "energies")?;
+        for (e, &u) in energy.iter_mut().zip(&self.unary) {
+            *e = -u;
+        }
+        let mut scratch = KernelScratch::default();
+        for k in &self.pairwise {
+            k.subtract_message(q, self.n_labels, &mut energy, &mut scratch)?;
+        }
+        exp_and_normalize(&energy, self.n_labels, q);
+        Ok(())
+    }
+
+    /// The KL divergence between the point-major marginals `q` and the CRF's distribution, up
+    /// to the constant log partition function (densecrf's `klDivergence`): the negative
+    /// entropy `sum q log max(q, 1e-20)`, plus `sum unary * q`, plus per pairwise term
+    /// `sum q * message(q)`. As densecrf: the first two summed in double precision point by
+    /// point, each pairwise sum in single precision in Eigen's order.
+    pub fn kl_divergence(&self, q: &[f32]) -> Result<f64, CrfError> {
+        self.check_len(q.len(), "marginals")?;
+        let mut kl = 0f64;
+        for &v in q {
+            kl += v as f64 * (v.max(1e-20) as f64).ln();
+        }
+        if self.has_unary {
+            for (&u, &v) in self.unary.iter().zip(q) {
+                kl += (u * v) as f64;
+            }
+        }
+        let mut message = zeroed(q.len(), "messages")?;
+        let mut products = zeroed(q.len(), "messages")?;
+        let mut scratch = KernelScratch::default();
+        for k in &self.pairwise {
+            // `subtract_message` from zero leaves the negated message; negation is exact.
+            message.fill(0.0);
+            k.subtract_message(q, self.n_labels, &mut message, &mut scratch)?;
+            for ((p, &a), &b) in products.iter_mut().zip(q).zip(&message) {
+                *p = a * -b;
+            }
+            kl += eigen_sum(&products) as f64;
+        }
+        Ok(kl)
     }
 
     fn check_len(&self, len: usize, what: &str) -> Result<(), CrfError> {

@@ -35,11 +35,30 @@ pub use kernel::{
 pub use lattice::{FilterScratch, Permutohedral};
 pub use unary::{unary_from_f16_probabilities, unary_from_probabilities};
 
-/// Errors of the CRF: inputs of inconsistent sizes or non-finite values.
+/// Errors of the CRF: inputs of inconsistent sizes or non-finite values, sizes whose buffers
+/// cannot be allocated, and inference stopped by its caller.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CrfError {
     #[error("shape mismatch: {0}")]
     Shape(String),
     #[error("non-finite input: {0}")]
     NonFinite(String),
+    #[error("not enough memory: {0}")]
+    Memory(String),
+    #[error("inference stopped on request")]
+    Stopped,
+}
+
+/// A zero-filled buffer of `len` values, or [`CrfError::Memory`] naming `what` when the
+/// allocation fails (instead of aborting the process, as `vec!` does).
+pub(crate) fn zeroed(len: usize, what: &str) -> Result<Vec<f32>, CrfError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        CrfError::Memory(format!(
+            "{what}: cannot allocate {len} values ({} bytes)",
+            len.saturating_mul(std::mem::size_of::<f32>())
+        ))
+    })?;
+    v.resize(len, 0.0);
+    Ok(v)
 }

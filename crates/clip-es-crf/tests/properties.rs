@@ -169,3 +169,63 @@ fn filtering_is_linear_and_permutation_equivariant_in_labels() {
         assert!((os[i] - (oa[i] + ob[i])).abs() <= 1e-5 * (1.0 + os[i].abs()));
     }
 }
+
+/// A CRF of `w` x `h` points and `m` labels with a random unary and both usual kernels.
+fn random_crf(rng: &mut Rng, w: usize, h: usize, m: usize) -> DenseCrf {
+    let n = w * h;
+    let mut crf = DenseCrf::new(n, m).unwrap();
+    crf.set_unary(&rng.vec(n * m, 0.0, 4.0)).unwrap();
+    crf.add_pairwise(PairwiseKernel::gaussian(w, h, 3.0, Compatibility::Potts(3.0)).unwrap())
+        .unwrap();
+    let image: Vec<u8> = (0..n * 3).map(|_| (rng.next() * 255.0) as u8).collect();
+    crf.add_pairwise(
+        PairwiseKernel::bilateral(w, h, 20.0, 10.0, &image, Compatibility::Potts(5.0)).unwrap(),
+    )
+    .unwrap();
+    crf
+}
+
+#[test]
+fn sizes_beyond_memory_are_errors_not_aborts() {
+    for (n, m) in [(usize::MAX, 2), (1 << 40, 1 << 20), (1_000_000_000_000, 21)] {
+        match DenseCrf::new(n, m) {
+            Err(CrfError::Memory(message)) => assert!(!message.is_empty()),
+            other => panic!("{n} x {m}: {:?}", other.map(|c| c.num_points())),
+        }
+    }
+}
+
+#[test]
+fn step_by_step_inference_is_inference() {
+    let mut rng = Rng(11);
+    let crf = random_crf(&mut rng, 23, 17, 5);
+    let mut q = crf.start_inference().unwrap();
+    assert_eq!(q, crf.inference(0).unwrap().values);
+    let mut kl = vec![crf.kl_divergence(&q).unwrap()];
+    for it in 1..=6 {
+        crf.step_inference(&mut q).unwrap();
+        assert_eq!(q, crf.inference(it).unwrap().values, "iteration {it}");
+        kl.push(crf.kl_divergence(&q).unwrap());
+    }
+    // Mean field decreases the divergence.
+    assert!(kl[6] < kl[0], "{kl:?}");
+    assert!(crf.step_inference(&mut q[1..]).is_err());
+    assert!(crf.kl_divergence(&q[1..]).is_err());
+    // Without a unary energy densecrf starts from zeros.
+    let bare = DenseCrf::new(6, 2).unwrap();
+    assert_eq!(bare.start_inference().unwrap(), vec![0.0; 12]);
+}
+
+#[test]
+fn inference_stops_when_asked() {
+    let mut rng = Rng(5);
+    let crf = random_crf(&mut rng, 12, 9, 3);
+    let asked = std::cell::Cell::new(0);
+    let stop = || {
+        asked.set(asked.get() + 1);
+        asked.get() > 3
+    };
+    assert_eq!(crf.inference_until(100, &stop), Err(CrfError::Stopped));
+    assert_eq!(asked.get(), 4);
+    assert_eq!(crf.inference_until(5, &|| false), crf.inference(5));
+}

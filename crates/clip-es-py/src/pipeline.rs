@@ -3,6 +3,7 @@
 //! evaluation of a directory (`clip_es::eval::run`). They only convert arguments and results;
 //! the computation is the library's, the same code the CLI runs.
 
+use crate::guard::{guard, interruptible};
 use clip_es::cam_io::{CamFile, CamKind};
 use clip_es::cams::{CamSettings, Cams};
 use clip_es::classes::ClassSet;
@@ -13,10 +14,11 @@ use clip_es_image::{DecodedImage, Rgb8Image};
 use clip_es_model::Clip;
 use half::f16;
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray3, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::path::PathBuf;
+use std::sync::{PoisonError, RwLock};
 
 pub(crate) fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
@@ -36,8 +38,30 @@ fn image_arg(image: &Bound<'_, PyAny>) -> PyResult<ImageArg> {
                 "image: an RGB array must have shape (H, W, 3), got {shape:?}"
             )));
         }
-        // Any strides: the array is copied.
-        let data: Vec<u8> = a.as_array().iter().copied().collect();
+        // Any strides (a broadcast view too): the array is copied, once its size is known to
+        // fit in memory.
+        let bytes = shape[0]
+            .checked_mul(shape[1])
+            .and_then(|n| n.checked_mul(3));
+        let too_large = |detail: String| {
+            PyMemoryError::new_err(format!("image: a {}x{} array {detail}", shape[1], shape[0]))
+        };
+        let bytes =
+            bytes.ok_or_else(|| too_large("has more bytes than memory can address".into()))?;
+        if shape[0] > u32::MAX as usize || shape[1] > u32::MAX as usize {
+            return Err(too_large("is larger than an image can be".into()));
+        }
+        if let Some(free) = clip_es::budget::available_bytes() {
+            if bytes as u64 > free {
+                return Err(too_large(format!(
+                    "needs {bytes} bytes, more than the {free} bytes of memory available"
+                )));
+            }
+        }
+        let mut data: Vec<u8> = Vec::new();
+        data.try_reserve_exact(bytes)
+            .map_err(|_| too_large(format!("needs {bytes} bytes, which cannot be allocated")))?;
+        data.extend(a.as_array().iter().copied());
         return Ok(ImageArg::Rgb(Rgb8Image {
             width: shape[1] as u32,
             height: shape[0] as u32,
@@ -99,15 +123,68 @@ struct CamsKey {
 enum ModelState {
     Clip(Box<Clip>),
     Cams(CamsKey, Box<Cams>),
-    /// Only while switching.
+    /// While switching, and after a classifier could not be built (the model is loaded again).
     Empty,
 }
 
-/// A loaded CLIP model (`clip_es.load_model`).
-#[pyclass(module = "clip_es._native")]
+/// A loaded CLIP model (`clip_es.load_model`). Calls from several threads run at the same time
+/// (the weights are only read) as long as they use the same classes and settings; a call with
+/// other ones rebuilds the text classifier and waits for the calls in progress, which then wait
+/// for it.
+#[pyclass(module = "clip_es._native", frozen)]
 pub struct Model {
     spec: String,
-    state: ModelState,
+    state: RwLock<ModelState>,
+}
+
+impl Model {
+    /// The CAMs of one image with the classifier of `key`, built (replacing the current one)
+    /// when the model holds another.
+    fn cams_with(
+        &self,
+        key: &CamsKey,
+        image: &ImageArg,
+        labels: &[usize],
+    ) -> Result<CamFile, String> {
+        {
+            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            if let ModelState::Cams(k, cams) = &*state {
+                if k == key {
+                    return image_cams(cams, image, labels);
+                }
+            }
+        }
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        // Unless another call built this classifier meanwhile, build it.
+        if !matches!(&*state, ModelState::Cams(k, _) if k == key) {
+            let clip = match std::mem::replace(&mut *state, ModelState::Empty) {
+                ModelState::Cams(_, cams) => cams.into_clip(),
+                ModelState::Clip(clip) => *clip,
+                // An earlier classifier could not be built and took the model with it.
+                ModelState::Empty => Clip::load(&self.spec).map_err(|e| e.to_string())?,
+            };
+            let cams =
+                Cams::new(clip, key.classes.clone(), &key.settings).map_err(|e| e.to_string())?;
+            *state = ModelState::Cams(key.clone(), Box::new(cams));
+        }
+        // Computed under the write lock: the classifier cannot change before this call used it.
+        match &*state {
+            ModelState::Cams(_, cams) => image_cams(cams, image, labels),
+            _ => Err("the text classifier was not built".into()),
+        }
+    }
+}
+
+fn image_cams(cams: &Cams, image: &ImageArg, labels: &[usize]) -> Result<CamFile, String> {
+    match image {
+        ImageArg::Path(p) => DecodedImage::open(p)
+            .map_err(|e| e.to_string())
+            .and_then(|img| cams.image(&img, labels).map_err(|e| e.to_string())),
+        ImageArg::Rgb(rgb) => cams
+            .image_rgb(rgb.width, rgb.height, rgb.data.clone(), labels)
+            .map_err(|e| e.to_string()),
+    }
+    .map(|(c, _)| c.to_cam_file(labels))
 }
 
 #[pymethods]
@@ -133,7 +210,7 @@ impl Model {
     #[pyo3(signature = (image, labels, dataset=None, classes=None, background=None, box_threshold=None, templates=None, save_unrefined=false, exact_pos_embed=false))]
     #[allow(clippy::too_many_arguments)]
     fn cams<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         image: &Bound<'py, PyAny>,
         labels: &Bound<'py, PyAny>,
@@ -145,61 +222,24 @@ impl Model {
         save_unrefined: bool,
         exact_pos_embed: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let classes = class_set(dataset, classes, background)?;
-        let mut settings = CamSettings {
-            box_threshold,
-            save_unrefined,
-            exact_pos_embed,
-            ..CamSettings::default()
-        };
-        if let Some(t) = templates {
-            settings.templates = t;
-        }
-        let label_ids = resolve_labels(&classes, labels)?;
-        let image = image_arg(image)?;
-        let key = CamsKey { classes, settings };
-        let state = std::mem::replace(&mut self.state, ModelState::Empty);
-        let (state, result) = py.detach(move || {
-            // Reuse the classifier when the classes and settings are the same.
-            let cams = match state {
-                ModelState::Cams(k, cams) if k == key => Ok((k, cams)),
-                ModelState::Cams(_, cams) => {
-                    Cams::new(cams.into_clip(), key.classes.clone(), &key.settings)
-                        .map(|c| (key, Box::new(c)))
-                }
-                ModelState::Clip(clip) => {
-                    Cams::new(*clip, key.classes.clone(), &key.settings).map(|c| (key, Box::new(c)))
-                }
-                ModelState::Empty => unreachable!("the model is never left empty"),
+        guard(|| {
+            let classes = class_set(dataset, classes, background)?;
+            let mut settings = CamSettings {
+                box_threshold,
+                save_unrefined,
+                exact_pos_embed,
+                ..CamSettings::default()
             };
-            let (k, cams) = match cams {
-                Ok(c) => c,
-                // Building the classifier failed before the model was moved into it only for
-                // invalid settings, which `Cams::new` checks first; reload otherwise.
-                Err(e) => return (None, Err(e.to_string())),
-            };
-            let out = match &image {
-                ImageArg::Path(p) => DecodedImage::open(p)
-                    .map_err(|e| e.to_string())
-                    .and_then(|img| cams.image(&img, &label_ids).map_err(|e| e.to_string())),
-                ImageArg::Rgb(rgb) => cams
-                    .image_rgb(rgb.width, rgb.height, rgb.data.clone(), &label_ids)
-                    .map_err(|e| e.to_string()),
+            if let Some(t) = templates {
+                settings.templates = t;
             }
-            .map(|(c, _)| c.to_cam_file(&label_ids));
-            (Some(ModelState::Cams(k, cams)), out)
-        });
-        match state {
-            Some(s) => self.state = s,
-            None => {
-                // The classifier could not be built and took the model with it: load it again.
-                let spec = self.spec.clone();
-                let clip = py.detach(move || Clip::load(&spec)).map_err(value_error)?;
-                self.state = ModelState::Clip(Box::new(clip));
-            }
-        }
-        let cam = result.map_err(PyValueError::new_err)?;
-        cam_dict(py, &cam)
+            let label_ids = resolve_labels(&classes, labels)?;
+            let image = image_arg(image)?;
+            let key = CamsKey { classes, settings };
+            let cam = interruptible(py, |_| self.cams_with(&key, &image, &label_ids))?
+                .map_err(PyValueError::new_err)?;
+            cam_dict(py, &cam)
+        })
     }
 }
 
@@ -331,10 +371,10 @@ fn cam_kind(name: &str) -> PyResult<CamKind> {
 pub fn load_model(py: Python<'_>, name_or_path: PathBuf) -> PyResult<Model> {
     let spec = name_or_path.to_string_lossy().into_owned();
     let s = spec.clone();
-    let clip = py.detach(move || Clip::load(&s)).map_err(value_error)?;
+    let clip = interruptible(py, move |_| Clip::load(&s))?.map_err(value_error)?;
     Ok(Model {
         spec,
-        state: ModelState::Clip(Box::new(clip)),
+        state: RwLock::new(ModelState::Clip(Box::new(clip))),
     })
 }
 
@@ -393,15 +433,14 @@ pub fn pseudo_mask<'py>(
         num_classes: None,
     };
     let image = image_arg(image)?;
-    let mask = py
-        .detach(move || {
-            let rgb = match image {
-                ImageArg::Path(p) => clip_es_image::load_rgb(&p).map_err(|e| e.to_string())?,
-                ImageArg::Rgb(rgb) => rgb,
-            };
-            clip_es::masks::pseudo_mask(&cam, &rgb, &options, &KernelCache::default())
-        })
-        .map_err(PyValueError::new_err)?;
+    let mask = interruptible(py, move |stop| {
+        let rgb = match image {
+            ImageArg::Path(p) => clip_es_image::load_rgb(&p).map_err(|e| e.to_string())?,
+            ImageArg::Rgb(rgb) => rgb,
+        };
+        clip_es::masks::pseudo_mask_until(&cam, &rgb, &options, &KernelCache::default(), stop)
+    })?
+    .map_err(PyValueError::new_err)?;
     let (h, w) = (mask.height, mask.width);
     let labels = PyArray1::from_vec(py, mask.labels).reshape([h, w])?;
     let conf = PyArray1::from_vec(py, mask.confidence).reshape([h, w])?;
@@ -455,9 +494,10 @@ pub fn evaluate<'py>(
         }
     };
     config.threads = threads;
-    let report = py
-        .detach(move || clip_es::eval::run(&config, &Silent).map(|r| r.to_json().to_string()))
-        .map_err(value_error)?;
+    let report = interruptible(py, move |_| {
+        clip_es::eval::run(&config, &Silent).map(|r| r.to_json().to_string())
+    })?
+    .map_err(value_error)?;
     let json = py.import("json")?;
     json.call_method1("loads", (report,))
 }

@@ -1,6 +1,7 @@
 //! Stage three from Python: `train` over `clip_es_train::train::run` and `predict` over
 //! `clip_es::predict::run`, the library entry points of `clip-es train` and `clip-es predict`
-//! (docs/training.md). Settings not exposed here are the command line's defaults.
+//! (docs/training.md). Settings not exposed here are the command line's defaults. Ctrl-C stops
+//! `train` between iterations (`KeyboardInterrupt`, the checkpoints written so far kept).
 
 use clip_es::masks::CrfParams;
 use clip_es::predict::PredictConfig;
@@ -14,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
 
+use crate::guard::interruptible;
 use crate::pipeline::value_error;
 
 /// Trains a segmentation network on pseudo masks, as `clip-es train` does: arch
@@ -119,9 +121,11 @@ pub fn train<'py>(
             iters,
         },
     };
-    let report = py
-        .detach(move || clip_es_train::train::run(&c, &|_| {}))
-        .map_err(value_error)?;
+    // Ctrl-C stops the run between iterations; the checkpoints written so far stay.
+    let report = interruptible(py, move |stop| {
+        clip_es_train::train::run_until(&c, &|_| {}, stop)
+    })?
+    .map_err(value_error)?;
     let d = PyDict::new(py);
     d.set_item("checkpoint", report.checkpoint)?;
     d.set_item("final_checkpoint", report.final_checkpoint)?;
@@ -168,9 +172,7 @@ pub fn predict<'py>(
     if let Some(d) = overlays {
         c.overlays = Some((d, clip_es::ClassSet::voc()));
     }
-    let r = py
-        .detach(move || clip_es::predict::run(&c, &Silent))
-        .map_err(value_error)?;
+    let r = interruptible(py, move |_| clip_es::predict::run(&c, &Silent))?.map_err(value_error)?;
     let d = PyDict::new(py);
     d.set_item("images", r.images)?;
     d.set_item("written", r.written)?;

@@ -1,6 +1,7 @@
 """Parity of clip_es.pydensecrf with pydensecrf: the marginals of every golden case (made by
-tools/golden_pydensecrf.py with pydensecrf) must be bit-identical, and every call pydensecrf
-refuses must be refused with the same exception type."""
+tools/golden_pydensecrf.py with pydensecrf) must be bit-identical, so must the step-by-step
+inference's and its KL divergences, and every call pydensecrf refuses must be refused with the
+same exception type."""
 
 import json
 import os
@@ -36,6 +37,11 @@ def unary_of(case, data):
 
 
 def run_case(case, data):
+    return build_case(case, data).inference(case["iterations"])
+
+
+def build_case(case, data):
+    """The CRF of a golden case, unary and pairwise terms set."""
     w, h, m = case["width"], case["height"], case["labels"]
     if case["unary"] == "softmax_dense":
         d = dcrf.DenseCRF(w * h, m)
@@ -70,7 +76,7 @@ def run_case(case, data):
             d.addPairwiseEnergy(data["points"], compat=compat, **extra)
         else:
             raise AssertionError(kind)
-    return d.inference(case["iterations"])
+    return d
 
 
 def test_the_goldens_cover_what_the_issue_asks():
@@ -223,3 +229,53 @@ def test_inference_runs_without_the_gil():
     for t in threads:
         t.join()
     assert all(np.array_equal(q, data["Q"]) for q in out)
+
+
+with open(os.path.join(DATA, "pydensecrf_steps.json")) as f:
+    STEPS = json.load(f)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in STEPS if n != "no_unary"))
+def test_step_inference_equals_pydensecrf(name):
+    # pydensecrf's README loop: startInference, then klDivergence and stepInference in turn.
+    case = next(c for c in CASES if c["name"] == name)
+    data = case_data(name)
+    d = build_case(case, data)
+    q, tmp1, tmp2 = d.startInference()
+    assert q.dtype == np.float32 and q.shape == data["Q"].shape
+    kl = [d.klDivergence(q)]
+    for _ in range(case["iterations"]):
+        d.stepInference(q, tmp1, tmp2)
+        kl.append(d.klDivergence(q))
+    assert np.array_equal(q, data["Q"]), np.abs(q - data["Q"]).max()
+    assert kl == STEPS[name]["kl"], np.subtract(kl, STEPS[name]["kl"])
+    # The divergence decreases along the iterations (mean field's guarantee, up to rounding).
+    assert kl[-1] < kl[0]
+
+
+def test_step_inference_without_unary_starts_from_zeros():
+    d = dcrf.DenseCRF2D(5, 4, 3)
+    d.addPairwiseGaussian(2, 3)
+    q, tmp1, tmp2 = d.startInference()
+    assert float(q.sum()) == STEPS["no_unary"]["start_sum"] == 0.0
+    kl = [d.klDivergence(q)]
+    d.stepInference(q, tmp1, tmp2)
+    kl.append(d.klDivergence(q))
+    assert kl == STEPS["no_unary"]["kl"]
+
+
+def test_step_inference_refuses_bad_marginals():
+    d = dcrf.DenseCRF2D(4, 3, 2)
+    d.setUnaryEnergy(np.zeros((2, 12), np.float32))
+    q, tmp1, tmp2 = d.startInference()
+    with pytest.raises(ValueError, match=r"Bad shape for Q \(Need \(2, 12\), got \(2, 11\)\)"):
+        d.stepInference(np.zeros((2, 11), np.float32), tmp1, tmp2)
+    with pytest.raises(ValueError, match="Buffer dtype mismatch"):
+        d.klDivergence(q.astype(np.float64))
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        d.stepInference(np.asfortranarray(q), tmp1, tmp2)
+    with pytest.raises(ValueError, match="read-only"):
+        q.flags.writeable = False
+        d.stepInference(q, tmp1, tmp2)
+    with pytest.raises(TypeError):
+        d.klDivergence(None)

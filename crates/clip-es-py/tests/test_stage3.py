@@ -4,6 +4,10 @@ writes the label maps of `clip-es predict`. Tiny random CLIP, the example photos
 made by `clip-es run`."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -71,3 +75,67 @@ def test_bad_arguments_raise(data, tmp_path):
         clip_es.train("clip-decoder", IMAGES, masks, split, str(tmp_path / "empty"), resume=True)
     with pytest.raises(ValueError, match="not-there.safetensors"):
         clip_es.predict(str(tmp_path / "not-there.safetensors"), IMAGES, split, str(tmp_path / "p"))
+
+
+def test_no_panic_reaches_python(data, tmp_path):
+    # An option value the training library did not check (a decoder of 0 hidden channels):
+    # whatever it makes of it, Python sees an ordinary exception (ValueError, or RuntimeError for an internal
+    # error), never pyo3's PanicException. In a child interpreter, so that an abort fails the
+    # test instead of pytest.
+    d, masks, split = data
+    code = (
+        "import clip_es\n"
+        "try:\n"
+        f"    clip_es.train('clip-decoder', {IMAGES!r}, {masks!r}, {split!r}, "
+        f"{str(tmp_path / 'hidden0')!r}, model={MODEL!r}, hidden=0, iters=1, batch=1, "
+        "iter_size=1, grid_crop=4, threads=1)\n"
+        "except Exception as e:\n"
+        "    print('raised', type(e).__name__, e)\n"
+        "else:\n"
+        "    print('returned')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, (out.returncode, out.stdout, out.stderr[-2000:])
+    assert out.stdout.split()[:2] in (["raised", "ValueError"], ["raised", "RuntimeError"]), \
+        out.stdout
+
+
+def test_ctrl_c_stops_training_and_keeps_its_checkpoints(data, tmp_path):
+    # A long run (save_every=1) interrupted by SIGINT once two checkpoints exist ends with
+    # KeyboardInterrupt within seconds; the checkpoints written stay loadable and the run
+    # resumes from the latest.
+    d, masks, split = data
+    out = tmp_path / "run"
+    settings = dict(SETTINGS, iters=100000, save_every=1, batch=1)
+    code = (
+        "import clip_es, sys\n"
+        "try:\n"
+        f"    clip_es.train('clip-decoder', {IMAGES!r}, {masks!r}, {split!r}, {str(out)!r}, "
+        f"model={MODEL!r}, **{settings!r})\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "    sys.exit(0)\n"
+        "print('finished')\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint-000002.safetensors").exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0 and stdout.strip() == "interrupted", (stdout, stderr[-2000:])
+    saved = sorted(p.name for p in out.glob("checkpoint-*.safetensors"))
+    assert len(saved) >= 2 and not list(out.glob("*.part")), saved
+    last = int(saved[-1][len("checkpoint-"):-len(".safetensors")])
+    more = clip_es.train("clip-decoder", IMAGES, masks, split, str(out), model=MODEL, resume=True,
+                         **dict(SETTINGS, iters=last + 1))
+    assert (more["start"], more["iters"]) == (last, last + 1)

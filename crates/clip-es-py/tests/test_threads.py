@@ -64,3 +64,27 @@ def test_set_num_threads():
 
 def test_version():
     assert clip_es.__version__.count(".") == 2
+
+
+def test_one_model_serves_several_threads():
+    # Calls on one Model from a pool of threads, with two class sets interleaved (the text
+    # classifier switches between them), give the results of the same calls made one by one.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from test_pipeline import IMAGES, MODEL
+
+    model = clip_es.load_model(MODEL)
+    calls = [(os.path.join(IMAGES, f"{i}.jpg"), labels, dataset)
+             for i, labels in [("chelsea", ["cat"]), ("horse", ["horse"])]
+             for dataset in ["voc", "coco"]] * 3
+
+    def cams(call):
+        image, labels, dataset = call
+        return model.cams(image, labels, dataset=dataset)
+
+    serial = [cams(c) for c in calls]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        parallel = list(pool.map(cams, calls))
+    for a, b in zip(serial, parallel):
+        assert np.array_equal(a["keys"], b["keys"])
+        assert np.array_equal(a["attn_highres"], b["attn_highres"])

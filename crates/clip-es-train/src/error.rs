@@ -24,6 +24,11 @@ pub enum TrainError {
         value: f32,
         last_good: Option<PathBuf>,
     },
+    #[error("training stopped on request after iteration {iteration}. Last checkpoint: {}", last_good.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none written in this run".into()))]
+    Stopped {
+        iteration: usize,
+        last_good: Option<PathBuf>,
+    },
 }
 
 impl TrainError {

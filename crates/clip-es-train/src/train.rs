@@ -312,6 +312,34 @@ pub fn train(
     extra_meta: serde_json::Value,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<PathBuf> {
+    train_until(
+        model,
+        sgd,
+        source,
+        opts,
+        out,
+        start,
+        extra_meta,
+        progress,
+        &|| false,
+    )
+}
+
+/// [`train`] that asks `stop` before each iteration and fails with [`TrainError::Stopped`]
+/// once it says yes, leaving the checkpoints and log lines written so far as they are (how a
+/// front end lets the user interrupt training; the run resumes from the last checkpoint).
+#[allow(clippy::too_many_arguments)]
+pub fn train_until(
+    model: &mut Model,
+    sgd: &mut Sgd,
+    source: &Source,
+    opts: &TrainOptions,
+    out: &Path,
+    start: usize,
+    extra_meta: serde_json::Value,
+    progress: &mut dyn FnMut(&Progress),
+    stop: &dyn Fn() -> bool,
+) -> Result<PathBuf> {
     if source.len() == 0 {
         return Err(TrainError::Config("no training images".into()));
     }
@@ -346,6 +374,12 @@ pub fn train(
     let mut meta = extra_meta;
     meta["options"] = opts.to_json();
     for it in start + 1..=opts.iters {
+        if stop() {
+            return Err(TrainError::Stopped {
+                iteration: it - 1,
+                last_good,
+            });
+        }
         let lr = poly_lr(opts.lr, it, opts.iters, opts.lr_step, opts.poly_power);
         let mut batches = Vec::with_capacity(opts.iter_size);
         for a in 0..opts.iter_size {
@@ -747,6 +781,15 @@ pub struct TrainReport {
 /// The training stage: builds or restores the network, checks every training pair, caches the
 /// clip-decoder's CLIP features, then runs [`train`] on a pool of `config.threads` threads.
 pub fn run(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<TrainReport> {
+    run_until(config, events, &|| false)
+}
+
+/// [`run`] that asks `stop` between training iterations (see [`train_until`]).
+pub fn run_until(
+    config: &TrainConfig,
+    events: &(dyn Fn(Event) + Sync),
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<TrainReport> {
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(t) = config.threads {
         if t == 0 {
@@ -759,10 +802,14 @@ pub fn run(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<Trai
     let pool = pool
         .build()
         .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?;
-    pool.install(|| run_in_pool(config, events))
+    pool.install(|| run_in_pool(config, events, stop))
 }
 
-fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<TrainReport> {
+fn run_in_pool(
+    config: &TrainConfig,
+    events: &(dyn Fn(Event) + Sync),
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<TrainReport> {
     use crate::decoder::DecoderConfig;
     use crate::deeplab::Backbone;
     use crate::model::Net;
@@ -939,7 +986,7 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
         to: opts.iters,
     });
     let meta = serde_json::json!({ "clip_model": clip_model });
-    let checkpoint = train(
+    let checkpoint = train_until(
         &mut model,
         &mut sgd,
         &source,
@@ -948,6 +995,7 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
         start,
         meta,
         &mut |p| events(Event::Iteration(p)),
+        stop,
     )?;
     Ok(TrainReport {
         checkpoint,

@@ -241,6 +241,20 @@ pub fn dense_crf(
     mode: CrfImage,
     cache: &KernelCache,
 ) -> Result<clip_es_crf::Marginals, CrfError> {
+    dense_crf_until(image, unary, n_labels, params, mode, cache, &|| false)
+}
+
+/// [`dense_crf`] that asks `stop` before each mean-field iteration and fails with
+/// [`CrfError::Stopped`] once it says yes (a front end's interrupt).
+pub fn dense_crf_until(
+    image: &Rgb8Image,
+    unary: &[f32],
+    n_labels: usize,
+    params: &CrfParams,
+    mode: CrfImage,
+    cache: &KernelCache,
+    stop: &dyn Fn() -> bool,
+) -> Result<clip_es_crf::Marginals, CrfError> {
     let (w, h) = (image.width as usize, image.height as usize);
     let p = params;
     let mut crf = DenseCrf::new(w * h, n_labels)?;
@@ -254,7 +268,7 @@ pub fn dense_crf(
         &crf_input_image(image, mode),
         Compatibility::Potts(p.bilateral_weight),
     )?)?;
-    crf.inference(p.iterations)
+    crf.inference_until(p.iterations, stop)
 }
 
 /// Makes the pseudo mask of one image from its CAMs (`cache`: shared Gaussian kernels). The
@@ -265,6 +279,17 @@ pub fn pseudo_mask(
     image: &Rgb8Image,
     options: &MaskOptions,
     cache: &KernelCache,
+) -> Result<PseudoMask, String> {
+    pseudo_mask_until(cam, image, options, cache, &|| false)
+}
+
+/// [`pseudo_mask`] that asks `stop` between the CRF's iterations and fails once it says yes.
+pub fn pseudo_mask_until(
+    cam: &CamFile,
+    image: &Rgb8Image,
+    options: &MaskOptions,
+    cache: &KernelCache,
+    stop: &dyn Fn() -> bool,
 ) -> Result<PseudoMask, String> {
     let (w, h) = (image.width as usize, image.height as usize);
     let cams = cam.validate(options.cam_kind, options.num_classes)?;
@@ -278,13 +303,14 @@ pub fn pseudo_mask(
     let probs = probabilities_with_background(cams, n);
     let m = cam.keys.len() + 1;
     let (best, confidence): (Vec<usize>, Vec<f32>) = if options.use_crf {
-        dense_crf(
+        dense_crf_until(
             image,
             &unary_from_f16_probabilities(&probs),
             m,
             &options.crf,
             options.crf_image,
             cache,
+            stop,
         )
         .map_err(|e| format!("CRF: {e}"))?
         .argmax()

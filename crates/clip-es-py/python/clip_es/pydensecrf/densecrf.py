@@ -9,7 +9,16 @@ image), the right number of dimensions, C-contiguous; a wrong one raises ``Value
 the argument. ``None`` where an array is required raises ``TypeError``, as in pydensecrf.
 Unlike pydensecrf, non-finite unary energies, features or weights raise ``ValueError`` (pydensecrf
 silently returns NaN marginals), and so do compatibility vectors or matrices of the wrong size
-(pydensecrf reads past their end).
+(pydensecrf reads past their end). Sizes are C ints, as in pydensecrf: a count beyond 2**31 - 1
+raises ``OverflowError``, and so does a ``DenseCRF2D`` whose ``w * h`` exceeds it (pydensecrf
+overflows); a CRF too large for the memory raises ``MemoryError``. Ctrl-C interrupts
+``inference`` between iterations with ``KeyboardInterrupt``.
+
+Step-by-step inference (``startInference``, ``stepInference``, ``klDivergence``) has
+pydensecrf's semantics and values, with one difference: the marginals and the two scratch
+matrices are float32 numpy arrays of shape (nlabels, nvar), not pydensecrf's ``eigen.MatrixXf``
+(``np.array`` of either gives the same array); ``stepInference`` updates ``Q`` in place and does
+not use ``tmp1`` and ``tmp2`` (pydensecrf leaves energies in them).
 """
 
 from __future__ import annotations
@@ -123,6 +132,18 @@ def _compat(compat: Any) -> Any:
     raise ValueError("LabelCompatibility of dimension >2 not meaningful.")
 
 
+_C_INT_MAX = 2**31 - 1
+
+
+def _c_int(value: Any) -> int:
+    """``value`` converted as Cython converts an argument declared ``int``: truncated to an
+    integer, ``OverflowError`` beyond a C int."""
+    v = int(value)
+    if not -_C_INT_MAX - 1 <= v <= _C_INT_MAX:
+        raise OverflowError("value too large to convert to int")
+    return v
+
+
 def _kernel(kernel: Any) -> int:
     return int(KernelType(operator.index(kernel)))
 
@@ -140,8 +161,8 @@ class DenseCRF:
 
     def __init__(self, nvar: int, nlabels: int, *_: Any, **__: Any) -> None:
         # pydensecrf converts to C ints (truncating floats).
-        self._nvar = int(nvar)
-        self._nlabel = int(nlabels)
+        self._nvar = _c_int(nvar)
+        self._nlabel = _c_int(nlabels)
         self._crf = _native.Crf(self._nvar, self._nlabel)
 
     def addPairwiseEnergy(
@@ -189,7 +210,40 @@ class DenseCRF:
         """Runs ``niter`` mean-field iterations and returns the marginals, a float32 array of
         shape (nlabels, nvar). (pydensecrf returns a buffer object of the same shape and
         values; ``np.array`` of either gives the same array.)"""
-        return self._crf.inference(int(niter))
+        return self._crf.inference(_c_int(niter))
+
+    def startInference(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Starts a step-by-step inference: returns ``(Q, tmp1, tmp2)``, ``Q`` the starting
+        marginals (the softmax of the negated unary energy; zeros without a unary energy), a
+        float32 array of shape (nlabels, nvar), and two scratch arrays for
+        :meth:`stepInference`."""
+        empty = np.zeros((0, 0), np.float32)
+        return self._crf.start_inference(), empty, empty.copy()
+
+    def stepInference(self, Q: np.ndarray, tmp1: Any, tmp2: Any) -> None:
+        """One mean-field iteration: updates ``Q`` (a float32 C-contiguous writable array of
+        shape (nlabels, nvar), as :meth:`startInference` returns) in place. ``tmp1`` and
+        ``tmp2`` are accepted for pydensecrf's signature and not used."""
+        Q = self._marginals(Q, "Q")
+        if not Q.flags["WRITEABLE"]:
+            raise ValueError("Q: buffer source array is read-only")
+        self._crf.step_inference(Q)
+
+    def klDivergence(self, Q: np.ndarray) -> float:
+        """The KL divergence between the marginals ``Q`` (float32, shape (nlabels, nvar)) and
+        the CRF's distribution, up to a constant (densecrf's ``klDivergence``); it decreases
+        along :meth:`stepInference`."""
+        return self._crf.kl_divergence(self._marginals(Q, "Q"))
+
+    def _marginals(self, Q: Any, name: str) -> np.ndarray:
+        Q = _buffer(Q, name, np.float32, 2)
+        if Q.shape[0] != self._nlabel or Q.shape[1] != self._nvar:
+            raise ValueError(
+                "Bad shape for {} (Need {}, got {})".format(
+                    name, (self._nlabel, self._nvar), (Q.shape[0], Q.shape[1])
+                )
+            )
+        return Q
 
 
 class DenseCRF2D(DenseCRF):
@@ -197,7 +251,12 @@ class DenseCRF2D(DenseCRF):
     variable ``y * w + x``."""
 
     def __init__(self, w: int, h: int, nlabels: int, *_: Any, **__: Any) -> None:
-        w, h = int(w), int(h)
+        w, h = _c_int(w), _c_int(h)
+        if w > 0 and h > 0 and w * h > _C_INT_MAX:
+            raise OverflowError(
+                f"DenseCRF2D: a {w} x {h} image has {w * h} pixels, more than densecrf counts "
+                f"in a C int ({_C_INT_MAX})"
+            )
         super().__init__(w * h, nlabels)
         self._w = w
         self._h = h
