@@ -473,6 +473,9 @@ pub struct TrainConfig {
     pub clip_model: String,
     /// clip-decoder feature cache [default: `<out>/features`].
     pub features: Option<PathBuf>,
+    /// clip-decoder: the largest CLIP input of the feature cache and the memory one image's
+    /// forward pass may take.
+    pub feature_budget: crate::features::FeatureBudget,
     /// `flex` (CPU), or `cuda` / `wgpu` in builds with those features.
     pub device: String,
     /// Worker threads (all cores when `None`).
@@ -506,6 +509,7 @@ impl TrainConfig {
             decoder_upsamplings: 1,
             clip_model: "ViT-B/16".into(),
             features: None,
+            feature_budget: Default::default(),
             device: "flex".into(),
             threads: None,
         }
@@ -549,6 +553,12 @@ pub struct TrainReport {
 /// The training stage: builds or restores the network, checks every training pair, caches the
 /// clip-decoder's CLIP features, then runs [`train`] on a pool of `config.threads` threads.
 pub fn run(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<TrainReport> {
+    crate::predict::check_scales("--scales", &config.options.augment.scales)?;
+    if config.feature_budget.memory_limit == Some(0) {
+        return Err(TrainError::Config(
+            "--memory-limit must be at least 1 MB".into(),
+        ));
+    }
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(t) = config.threads {
         if t == 0 {
@@ -671,7 +681,7 @@ fn run_in_pool(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<
             let clip = clip_es_model::Clip::load(&clip_model)
                 .map_err(|e| TrainError::Config(format!("loading CLIP `{clip_model}`: {e:#}")))?;
             events(Event::FeaturesStart(items.len()));
-            crate::features::cache_all(clip.vision(), &items, &cache, &|| {
+            crate::features::cache_all(clip.vision(), &items, &cache, c.feature_budget, &|| {
                 events(Event::FeatureDone)
             })?;
             events(Event::FeaturesEnd);
