@@ -53,7 +53,6 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,10 +146,7 @@ pub fn scores_peak_bytes(
                 .iter()
                 .map(|&s| s as f64)
                 .fold(1.0f64, f64::max);
-            let (sh, sw) = (
-                (h as f64 * largest) as usize,
-                (w as f64 * largest) as usize,
-            );
+            let (sh, sw) = ((h as f64 * largest) as usize, (w as f64 * largest) as usize);
             deeplab_forward_bytes(n.config.width, model.n_classes(), sh, sw)
         }
         (Net::Decoder(d), Some(v)) => decoder_views(h, w, v.patch_size, scales, max_side)
@@ -158,8 +155,8 @@ pub fn scores_peak_bytes(
                 let r = d.config.logit_scale() as u64;
                 // The features twice (host and tensor), then at the logit stride the
                 // upsampled projection, its NHWC copy and the fused output, and the logits.
-                let decoder = tokens * (2 * d.config.in_dim as u64
-                    + r * r * (3 * d.config.hidden as u64 + classes))
+                let decoder = tokens
+                    * (2 * d.config.in_dim as u64 + r * r * (3 * d.config.hidden as u64 + classes))
                     * 4;
                 extract_peak_bytes(v, vh, vw).max(decoder)
             })
@@ -286,6 +283,27 @@ mod tests {
         ] {
             let e = check_scales("--scales", &bad).unwrap_err().to_string();
             assert!(e.starts_with("--scales:"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn deeplab_estimate_covers_the_measured_peaks() {
+        // (stem width, image size, measured peak RSS of `predict` without the CRF, bytes; the
+        // run without an image takes about 12 MB)
+        for (width, (w, h), peak) in [
+            (2, (1000, 750), 46_224_000u64),
+            (2, (2000, 1500), 129_780_000),
+            (16, (1000, 750), 125_844_000),
+            (16, (2000, 1500), 366_872_000),
+        ] {
+            let config = crate::deeplab::DeepLabConfig {
+                width,
+                blocks: [1, 1, 1, 1],
+                ..crate::deeplab::DeepLabConfig::resnet101(3)
+            };
+            let model = Model::deeplab(config, &burn::tensor::Device::flex(), 0);
+            let e = scores_peak_bytes(&model, None, h, w, &[1.0], 0);
+            assert!(e >= peak, "width {width}, {w}x{h}: {e} vs {peak}");
         }
     }
 

@@ -121,6 +121,18 @@ pub fn mask_peak_bytes(pixels: usize, labels: usize, crf: bool) -> u64 {
     n * per_pixel + 16_000_000
 }
 
+/// Bytes `predict --crf` allocates at its peak for one image of `pixels` pixels and `labels`
+/// classes, besides its network: an upper estimate fitted to measured peaks (`/usr/bin/time
+/// -v`, 2 threads, noise photos, tiny DeepLab-v2): 250 MB at 500x375 and 911 MB at 1000x750
+/// with 3 classes, 3.62 GB at 2000x1500 with 3, 293 MB and 1.09 GB at 500x375 and 1000x750
+/// with 21; the estimate gives 259 MB, 989 MB, 3.91 GB, 313 MB and 1.21 GB. Over four times
+/// the pseudo masks' CRF per pixel: deeplab-pytorch's bilateral kernel (srgb 3, on the
+/// mean-subtracted image wrapped to uint8) puts nearly every pixel of a textured photo on
+/// lattice points of its own. The scores' softmax and unary are included.
+pub fn predict_crf_peak_bytes(pixels: usize, labels: usize) -> u64 {
+    (pixels as u64) * (1250 + 16 * labels as u64) + 16_000_000
+}
+
 /// Why a `width` x `height` image with `labels` labels gets no pseudo mask under `limit` bytes:
 /// the estimate, the limit and the ways out (shared by the masks stage and `segment`).
 pub fn mask_over_limit(
@@ -225,6 +237,24 @@ mod tests {
             );
         }
         assert!(mask_peak_bytes(12_000_000, 4, false) < mask_peak_bytes(12_000_000, 4, true) / 3);
+    }
+
+    #[test]
+    fn predict_crf_estimate_covers_the_measured_peaks() {
+        // (pixels, classes, measured peak RSS of the whole run in bytes)
+        for (n, m, peak) in [
+            (187_500, 3, 261_768_000u64),
+            (750_000, 3, 922_664_000),
+            (3_000_000, 3, 3_632_340_000),
+            (187_500, 21, 304_972_000),
+            (750_000, 21, 1_097_816_000),
+        ] {
+            let e = predict_crf_peak_bytes(n, m);
+            assert!(
+                e >= peak - 12_000_000 && e <= peak + peak / 4,
+                "{n} px, {m} classes: {e} vs {peak}"
+            );
+        }
     }
 
     #[test]

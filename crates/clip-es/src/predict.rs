@@ -11,21 +11,23 @@
 //!
 //! Memory: before its network runs, each image's peak is estimated (the network's forward pass
 //! at its input size and scales, the scores at the image size, and with the CRF the estimate of
-//! the pseudo masks, `budget::mask_peak_bytes`) and reserved from a [`MemoryGate`] holding the
+//! `budget::predict_crf_peak_bytes`) and reserved from a [`MemoryGate`] holding the
 //! limit (`memory_limit`, by default what the system has available once the network is
 //! loaded). An image over the limit fails alone, naming the options that would let it fit;
 //! the others are written. The clip-decoder's ViT sees at most a `max_side` input, as the CAM
 //! stage's does.
 
 use crate::atomic::{probe_dir, write_bytes_atomic};
-use crate::budget::{available_bytes, human_bytes, mask_peak_bytes, MemoryGate};
+use crate::budget::{available_bytes, human_bytes, predict_crf_peak_bytes, MemoryGate};
 use crate::classes::ClassSet;
 use crate::datasets::{image_path, read_split};
 use crate::masks::{dense_crf, encode_label_png, overlay_png, CrfImage, CrfParams, KernelCache};
 use crate::progress::{thread_pool, ExifNotice, Progress};
 use clip_es_image::ExifOrientation;
 use clip_es_train::model::Net;
-use clip_es_train::predict::{check_scales, scores_decoder, scores_deeplab, scores_peak_bytes, Scores};
+use clip_es_train::predict::{
+    check_scales, scores_decoder, scores_deeplab, scores_peak_bytes, Scores,
+};
 use clip_es_train::{Arch, Model};
 use std::path::{Path, PathBuf};
 
@@ -192,8 +194,8 @@ impl Predictor {
     }
 
     /// Bytes one `width` x `height` image takes at its peak (an upper estimate): the decoded
-    /// image and its RGB copy, the network and its scores, and with the CRF the probabilities,
-    /// the unary and the CRF of the pseudo masks; the label map and its PNG.
+    /// image and its RGB copy, the network and its scores, with the CRF its probabilities,
+    /// unary, lattices and marginals ([`predict_crf_peak_bytes`]); the label map and its PNG.
     fn peak_bytes(&self, width: usize, height: usize, config: &PredictConfig) -> u64 {
         let pixels = (width * height) as u64;
         let classes = self.model.n_classes();
@@ -206,7 +208,7 @@ impl Predictor {
             config.max_side,
         );
         let crf = if config.crf.is_some() {
-            2 * classes as u64 * pixels * 4 + mask_peak_bytes(width * height, classes, true)
+            predict_crf_peak_bytes(width * height, classes)
         } else {
             0
         };
@@ -216,11 +218,16 @@ impl Predictor {
     }
 
     /// Why an image does not fit under `limit`, and what would let it.
-    fn over_limit(&self, width: usize, height: usize, config: &PredictConfig, limit: u64) -> String {
+    fn over_limit(
+        &self,
+        width: usize,
+        height: usize,
+        config: &PredictConfig,
+        limit: u64,
+    ) -> String {
         let need = self.peak_bytes(width, height, config);
         let mut ways = vec!["raise --memory-limit".to_string()];
-        if self.vision.is_some() && (config.max_side == 0 || width.max(height) > config.max_side)
-        {
+        if self.vision.is_some() && (config.max_side == 0 || width.max(height) > config.max_side) {
             ways.push("lower --max-side".into());
         }
         if self.scales.iter().any(|&s| s > 1.0)
@@ -309,9 +316,6 @@ fn predict_image(
                 predictor.over_limit(w, h, config, limit)
             )
         })?;
-    if std::env::var_os("CLIP_ES_TMP_ESTIMATE").is_some() {
-        eprintln!("ESTIMATE {id} {}", predictor.peak_bytes(w, h, config));
-    }
     let rgb = decoded.to_rgb8();
     let scores = predictor
         .scores(&decoded, &rgb, &path, config)
