@@ -368,6 +368,14 @@ fn scales_out_of_range_are_refused_before_any_work() {
             "2",
             "--blocks",
             "1,1,1,1",
+            "--iters",
+            "1",
+            "--batch",
+            "1",
+            "--iter-size",
+            "1",
+            "--crop",
+            "33",
             &format!("--scales={bad}"),
         ]);
         let err = stderr(&o);
