@@ -296,4 +296,24 @@ mod tests {
         // A thin panorama keeps at least one patch.
         assert_eq!(clip_input_size(10, 20000, 16, 1024), (16, 1024));
     }
+
+    /// An image whose forward pass would exceed the limit is an error naming it and
+    /// `--max-side`, before the ViT runs; a smaller maximum side lets it fit.
+    #[test]
+    fn the_limit_is_checked_before_the_forward_pass() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let model = root.join("../clip-es-model/tests/fixtures/tiny-deep-hf");
+        let clip = clip_es_model::Clip::load(model.to_str().unwrap()).unwrap();
+        let vision = clip.into_vision();
+        let image = root.join("../../examples/images/astronaut.jpg");
+        let e = extract(&vision, &image, false, 0, Some(1_000_000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("astronaut.jpg") && e.contains("512x512") && e.contains("--max-side"),
+            "{e}"
+        );
+        let f = extract(&vision, &image, false, 32, Some(1_000_000)).unwrap();
+        assert_eq!((f.gh, f.gw), (2, 2));
+    }
 }
