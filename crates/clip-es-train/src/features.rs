@@ -2,9 +2,13 @@
 //! mirror image, for flip augmentation), computed once with `clip-es-model` and cached on disk
 //! as float16 safetensors (`<cache>/<id>.safetensors`: `features` and `features_flip`, each
 //! [dim, gh, gw]). The CLIP input is the image resized (bicubic) to the next multiples of the
-//! patch size, the same input the CAM stage uses at scale 1.
+//! patch size, the same input the CAM stage uses at scale 1; as there, an image whose longer
+//! side exceeds the maximum side (1024 by default) is first scaled down for the ViT (its labels
+//! are resized to the feature grid anyway), and the memory of the forward pass is estimated
+//! before it runs: an image over the limit is an error naming it, not an abort.
 
 use crate::error::{Result, TrainError};
+use crate::memory::{available_bytes, human_bytes};
 use clip_es_model::{VisionOptions, VisionTransformer};
 use half::f16;
 use std::collections::BTreeMap;
@@ -19,15 +23,77 @@ pub struct FeatureMap {
     pub data: Vec<f32>,
 }
 
+/// The default longest side of the CLIP input, that of the CAM stage's `--max-side`: VOC and
+/// COCO images (at most 640 pixels) keep their size; a 4000x3000 photo becomes 1024x768, 3 073
+/// tokens of ViT-B/16 instead of 47 001 (whose forward pass takes minutes and gigabytes).
+pub const DEFAULT_MAX_SIDE: usize = 1024;
+
+/// The size `h` x `w` scaled so that its longer side is at most `max_side` (0: never scaled),
+/// aspect ratio kept, each side at least 1 (the CAM stage's rule, `clip_es::budget`).
+pub fn fit_max_side(h: usize, w: usize, max_side: usize) -> (usize, usize) {
+    let long = h.max(w);
+    if max_side == 0 || long <= max_side {
+        return (h, w);
+    }
+    let s = max_side as f64 / long as f64;
+    let scale = |v: usize| ((v as f64 * s).round() as usize).clamp(1, max_side);
+    (scale(h), scale(w))
+}
+
+/// The CLIP input of an `h` x `w` image: [`fit_max_side`], then rounded up to whole patches
+/// (at least one).
+pub fn clip_input_size(h: usize, w: usize, patch: usize, max_side: usize) -> (usize, usize) {
+    let (sh, sw) = fit_max_side(h, w, max_side);
+    clip_es_image::patch_multiple(sh.max(1), sw.max(1), patch)
+}
+
+/// Bytes [`extract_view`] allocates at its peak for an `h` x `w` CLIP input (an upper
+/// estimate, the weights excluded). Without attention maps every buffer of the ViT is linear in
+/// the tokens: a block holds its input, `ln_1`, `qkv` (3 wide), the keys transposed and the
+/// attention output, or `ln_2`, the MLP hidden (4 wide) and its projection, about 8 rows of the
+/// width per token (12 counted); each thread scores 64 query rows against every token; the
+/// input pixels and their patches; the feature map and its channels-first copy.
+pub fn extract_peak_bytes(vision: &clip_es_model::VisionConfig, h: usize, w: usize) -> u64 {
+    let patch = vision.patch_size.max(1) as u64;
+    let (h, w) = (h as u64, w as u64);
+    let t = (h / patch) * (w / patch) + 1;
+    let d = vision.width as u64;
+    let threads = rayon::current_num_threads() as u64;
+    let blocks = 12 * t * d * 4;
+    let attention = threads * 64 * t * 4;
+    let pixels = 3 * h * w * 4 * 2;
+    let features = 2 * t * d * 4;
+    blocks + attention + pixels + features
+}
+
 /// The last block's `ln_1` output at the patch tokens of `image` (flipped first if asked), at
-/// the CLIP input size of the CAM stage's scale 1 (the image rounded up to whole patches).
-pub fn extract(vision: &VisionTransformer, path: &Path, flip: bool) -> Result<FeatureMap> {
-    let img = clip_es_image::DecodedImage::open(path).map_err(|e| TrainError::BadImage {
+/// the CLIP input size of the CAM stage's scale 1 (the image rounded up to whole patches) after
+/// scaling down to `max_side` ([`clip_input_size`]), when it fits in `memory_limit` bytes.
+pub fn extract(
+    vision: &VisionTransformer,
+    path: &Path,
+    flip: bool,
+    max_side: usize,
+    memory_limit: Option<u64>,
+) -> Result<FeatureMap> {
+    let bad = |message: String| TrainError::BadImage {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let patch = vision.config().patch_size;
-    let (h, w) = clip_es_image::patch_multiple(img.height() as usize, img.width() as usize, patch);
+        message,
+    };
+    let img = clip_es_image::DecodedImage::open(path).map_err(|e| bad(e.to_string()))?;
+    let (ih, iw) = (img.height() as usize, img.width() as usize);
+    let (h, w) = clip_input_size(ih, iw, vision.config().patch_size, max_side);
+    if let Some(limit) = memory_limit {
+        let need = extract_peak_bytes(vision.config(), h, w);
+        if need > limit {
+            return Err(bad(format!(
+                "the image is {iw}x{ih} (CLIP input {w}x{h}): its features need about {} of \
+                 memory, over the limit of {}; lower --max-side (or raise --memory-limit)",
+                human_bytes(need),
+                human_bytes(limit)
+            )));
+        }
+    }
     extract_view(vision, &img, path, h, w, flip)
 }
 
@@ -77,14 +143,40 @@ pub fn cache_path(cache: &Path, id: &str) -> PathBuf {
     cache.join(format!("{id}.safetensors"))
 }
 
+/// How large the CLIP input of the feature cache may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeatureBudget {
+    /// Longest side of the CLIP input (0: the image's own size).
+    pub max_side: usize,
+    /// Bytes one image's forward pass may take (`None`: what the system has available when
+    /// the image starts).
+    pub memory_limit: Option<u64>,
+}
+
+impl Default for FeatureBudget {
+    fn default() -> Self {
+        FeatureBudget {
+            max_side: DEFAULT_MAX_SIDE,
+            memory_limit: None,
+        }
+    }
+}
+
 /// Computes and writes the cache file of one image unless it exists already.
-pub fn cache_one(vision: &VisionTransformer, image: &Path, cache: &Path, id: &str) -> Result<()> {
+pub fn cache_one(
+    vision: &VisionTransformer,
+    image: &Path,
+    cache: &Path,
+    id: &str,
+    budget: FeatureBudget,
+) -> Result<()> {
     let path = cache_path(cache, id);
     if path.is_file() {
         return Ok(());
     }
-    let a = extract(vision, image, false)?;
-    let b = extract(vision, image, true)?;
+    let limit = budget.memory_limit.or_else(available_bytes);
+    let a = extract(vision, image, false, budget.max_side, limit)?;
+    let b = extract(vision, image, true, budget.max_side, limit)?;
     let enc = |m: &FeatureMap| -> Vec<u8> {
         m.data
             .iter()
@@ -166,6 +258,7 @@ pub fn cache_all(
     vision: &VisionTransformer,
     items: &[crate::data::Item],
     cache: &Path,
+    budget: FeatureBudget,
     tick: &(dyn Fn() + Sync),
 ) -> Result<()> {
     use rayon::prelude::*;
@@ -173,7 +266,7 @@ pub fn cache_all(
     let errors: Vec<String> = items
         .par_iter()
         .filter_map(|it| {
-            let r = cache_one(vision, &it.image, cache, &it.id);
+            let r = cache_one(vision, &it.image, cache, &it.id, budget);
             tick();
             r.err().map(|e| e.to_string())
         })
@@ -186,5 +279,41 @@ pub fn cache_all(
             errors.len(),
             errors.join("\n  ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_images_shrink_to_the_maximum_side() {
+        // VOC sizes keep their size: only the rounding up to whole patches.
+        assert_eq!(clip_input_size(375, 500, 16, DEFAULT_MAX_SIDE), (384, 512));
+        assert_eq!(clip_input_size(3000, 4000, 16, 1024), (768, 1024));
+        assert_eq!(clip_input_size(4000, 6000, 16, 1024), (688, 1024));
+        assert_eq!(clip_input_size(3000, 4000, 16, 0), (3008, 4000));
+        // A thin panorama keeps at least one patch.
+        assert_eq!(clip_input_size(10, 20000, 16, 1024), (16, 1024));
+    }
+
+    /// An image whose forward pass would exceed the limit is an error naming it and
+    /// `--max-side`, before the ViT runs; a smaller maximum side lets it fit.
+    #[test]
+    fn the_limit_is_checked_before_the_forward_pass() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let model = root.join("../clip-es-model/tests/fixtures/tiny-deep-hf");
+        let clip = clip_es_model::Clip::load(model.to_str().unwrap()).unwrap();
+        let vision = clip.into_vision();
+        let image = root.join("../../examples/images/astronaut.jpg");
+        let e = extract(&vision, &image, false, 0, Some(1_000_000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("astronaut.jpg") && e.contains("512x512") && e.contains("--max-side"),
+            "{e}"
+        );
+        let f = extract(&vision, &image, false, 32, Some(1_000_000)).unwrap();
+        assert_eq!((f.gh, f.gw), (2, 2));
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! Modules: [`deeplab`] and [`decoder`] (networks), [`params`] (named tensors, PyTorch and
 //! safetensors I/O), [`torchvision`] (torchvision ResNet weights as DeepLab-v2's init),
-//! [`loss`], [`sgd`] (optimizer, poly LR), [`data`] (pairs, checks, augmentation), [`features`]
+//! [`loss`], [`memory`] (memory available to one image), [`sgd`] (optimizer, poly LR), [`data`] (pairs, checks, augmentation), [`features`]
 //! (CLIP feature cache), [`train`] (the loop), [`predict`].
 
 pub mod data;
@@ -16,6 +16,7 @@ pub mod deeplab;
 pub mod error;
 pub mod features;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod params;
 pub mod plot;

@@ -2,11 +2,16 @@
 //! deeplab-pytorch `main.py` `test` computes them (lines 282-368 at 4219467f: logits upsampled
 //! bilinearly, align_corners=false, to the image; argmax over classes). The stage around it
 //! (files, CRF, overlays) is `clip_es::predict`.
+//!
+//! Memory: [`scores_peak_bytes`] estimates what one image takes before it runs, so that the
+//! stage can refuse an image that does not fit instead of aborting; the clip-decoder's ViT sees
+//! at most a `max_side` input (large photos are scaled down for it and the logits upsampled to
+//! the photo), and the input scales are bounded ([`check_scales`]).
 
 use crate::data::{bgr_planes, MEAN_BGR};
 use crate::deeplab::bilinear;
 use crate::error::{Result, TrainError};
-use crate::features::extract_view;
+use crate::features::{extract_peak_bytes, extract_view, fit_max_side};
 use crate::model::{Model, Net};
 use burn::tensor::module::interpolate;
 use burn::tensor::{Tensor, TensorData};
@@ -76,15 +81,129 @@ impl Scores {
     }
 }
 
+/// The smallest and the largest input scale (`--scales` of `train` and `predict`). Below 0.1 a
+/// VOC-sized image (500 pixels) is under 50 pixels, 6 logits across at DeepLab-v2's output
+/// stride 8 and 3 patches for ViT-B/16: nothing is left to segment. Above 4 the input has 16
+/// times the pixels and memory grows with it (a scale of 100 asks for 10 000 times the
+/// memory of the image), far outside the 0.5-1.5 the networks are trained on.
+pub const SCALE_RANGE: (f64, f64) = (0.1, 4.0);
+
+/// Checks the input scales of `option` (training's random scales, prediction's inputs):
+/// at least one, each in [`SCALE_RANGE`].
+pub fn check_scales(option: &str, scales: &[f64]) -> Result<()> {
+    let (lo, hi) = SCALE_RANGE;
+    if scales.is_empty() {
+        return Err(TrainError::Config(format!(
+            "{option}: give at least one scale"
+        )));
+    }
+    if let Some(s) = scales.iter().find(|s| !(lo..=hi).contains(*s)) {
+        return Err(TrainError::Config(format!(
+            "{option}: {s} is not in [{lo}, {hi}] (smaller inputs leave nothing to segment, \
+             larger ones need memory growing with the square of the scale)"
+        )));
+    }
+    Ok(())
+}
+
+/// Bytes DeepLab-v2's forward pass allocates at its peak for one `h` x `w` input (an upper
+/// estimate fitted to measured peaks, see [`scores_peak_bytes`]). Every activation is linear in
+/// the pixels and, but for the input and the logits, in the stem width: the last stage holds
+/// 32 x width channels at output stride 8 (half the width in floats per input pixel) and a
+/// bottleneck keeps its input, the NHWC copy its convolutions make, its output and the
+/// shortcut at once; ASPP copies the last stage's output once more per rate.
+fn deeplab_forward_bytes(width: usize, classes: usize, h: usize, w: usize) -> u64 {
+    let n = (h * w) as u64;
+    let (width, classes) = (width as u64, classes as u64);
+    // floats per input pixel: input and its NHWC copy, 3 full-size copies of the stem at
+    // stride 2 (width / 4 each), 4 of the last stage (width / 2 each), the logits.
+    let floats = 3 * 3 + 3 * width / 4 + 4 * width / 2 + classes;
+    n * floats * 4
+}
+
+/// Bytes [`scores_deeplab`] or [`scores_decoder`] (given `vision`, the CLIP of the decoder)
+/// allocate at their peak for an `h` x `w` image, the weights excluded: the largest input's
+/// forward pass (DeepLab-v2: the model's own multi-scale inputs; the decoder: its views at
+/// `scales` after scaling to `max_side`, one at a time, a mirrored one costing the same) plus
+/// the scores at the image size: the upsampled logits of a view, their running sum, the mean
+/// and its host copy.
+pub fn scores_peak_bytes(
+    model: &Model,
+    vision: Option<&clip_es_model::VisionConfig>,
+    h: usize,
+    w: usize,
+    scales: &[f64],
+    max_side: usize,
+) -> u64 {
+    let classes = model.n_classes() as u64;
+    let pixels = (h * w) as u64;
+    let scores = 4 * classes * pixels * 4;
+    let forward = match (&model.net, vision) {
+        (Net::DeepLab(n), _) => {
+            let largest = n
+                .config
+                .msc_scales
+                .iter()
+                .map(|&s| s as f64)
+                .fold(1.0f64, f64::max);
+            let (sh, sw) = ((h as f64 * largest) as usize, (w as f64 * largest) as usize);
+            deeplab_forward_bytes(n.config.width, model.n_classes(), sh, sw)
+        }
+        (Net::Decoder(d), Some(v)) => decoder_views(h, w, v.patch_size, scales, max_side)
+            .map(|(vh, vw)| {
+                let tokens = ((vh / v.patch_size) * (vw / v.patch_size)) as u64;
+                let r = d.config.logit_scale() as u64;
+                // The features twice (host and tensor), then at the logit stride the
+                // upsampled projection, its NHWC copy and the fused output, and the logits.
+                let decoder = tokens
+                    * (2 * d.config.in_dim as u64 + r * r * (3 * d.config.hidden as u64 + classes))
+                    * 4;
+                extract_peak_bytes(v, vh, vw).max(decoder)
+            })
+            .max()
+            .unwrap_or(0),
+        (Net::Decoder(_), None) => 0,
+    };
+    forward + scores
+}
+
+/// The CLIP input of each scale of the decoder's views: the image scaled to `max_side` (0:
+/// never), times the scale, rounded up to whole patches.
+fn decoder_views(
+    h: usize,
+    w: usize,
+    patch: usize,
+    scales: &[f64],
+    max_side: usize,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let (bh, bw) = fit_max_side(h, w, max_side);
+    scales.iter().map(move |&s| {
+        let vh = ((s * bh as f64 / patch as f64).ceil() as usize).max(1) * patch;
+        let vw = ((s * bw as f64 / patch as f64).ceil() as usize).max(1) * patch;
+        (vh, vw)
+    })
+}
+
 /// DeepLab-v2's scores of one image: BGR minus the Caffe mean at full size, through the network
 /// (with its multi-scale inputs, the max of their logits), upsampled to the image.
 pub fn scores_deeplab(model: &Model, image: &Rgb8Image) -> Result<Scores> {
-    let Net::DeepLab(_) = &model.net else {
+    let Net::DeepLab(net) = &model.net else {
         return Err(TrainError::Config(
             "scores_deeplab needs a DeepLab-v2 model".into(),
         ));
     };
     let (h, w) = (image.height as usize, image.width as usize);
+    // An input of no pixel has no logits to upsample.
+    if let Some(s) = net
+        .config
+        .msc_scales
+        .iter()
+        .find(|&&s| (h as f64 * s as f64) < 1.0 || (w as f64 * s as f64) < 1.0)
+    {
+        return Err(TrainError::Config(format!(
+            "the image is {w}x{h}: at scale {s} its input has no pixel; use larger --scales"
+        )));
+    }
     let mut img = bgr_planes(image);
     for c in 0..3 {
         for v in &mut img[c * h * w..(c + 1) * h * w] {
@@ -98,7 +217,9 @@ pub fn scores_deeplab(model: &Model, image: &Rgb8Image) -> Result<Scores> {
 
 /// The clip-decoder's scores of one image: the mean of the logits of every view (each scale of
 /// `scales`, the CLIP input `ceil(scale * side / patch) * patch` pixels, and with `flip` also
-/// its mirror image, flipped back), each upsampled to the image.
+/// its mirror image, flipped back), each upsampled to the image. An image whose longer side
+/// exceeds `max_side` (0: none) is scaled down to it first, as the CAM stage does, so that the
+/// ViT's cost stays bounded; its logits are still upsampled to the image's own size.
 pub fn scores_decoder(
     model: &Model,
     vision: &VisionTransformer,
@@ -106,24 +227,19 @@ pub fn scores_decoder(
     path: &std::path::Path,
     scales: &[f64],
     flip: bool,
+    max_side: usize,
 ) -> Result<Scores> {
     let Net::Decoder(_) = &model.net else {
         return Err(TrainError::Config(
             "scores_decoder needs a clip-decoder model".into(),
         ));
     };
-    if scales.is_empty() || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(TrainError::Config(format!(
-            "scales must be positive numbers, got {scales:?}"
-        )));
-    }
+    check_scales("scales", scales)?;
     let (h, w) = (image.height() as usize, image.width() as usize);
     let patch = vision.config().patch_size;
     let mut sum: Option<Tensor<4>> = None;
     let mut views = 0;
-    for &s in scales {
-        let vh = ((s * h as f64 / patch as f64).ceil() as usize).max(1) * patch;
-        let vw = ((s * w as f64 / patch as f64).ceil() as usize).max(1) * patch;
+    for (vh, vw) in decoder_views(h, w, patch, scales, max_side) {
         for mirrored in [false, true] {
             if mirrored && !flip {
                 continue;
@@ -146,4 +262,56 @@ pub fn scores_decoder(
     }
     let mean = sum.expect("one view at least").div_scalar(views as f32);
     Ok(Scores::from_tensor(mean))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_outside_the_range_are_refused() {
+        assert!(check_scales("--scales", &[0.5, 0.75, 1.0, 1.25, 1.5]).is_ok());
+        assert!(check_scales("--scales", &[0.1, 4.0]).is_ok());
+        for bad in [
+            vec![],
+            vec![100.0],
+            vec![0.001],
+            vec![0.0],
+            vec![-1.0],
+            vec![f64::NAN],
+            vec![1.0, f64::INFINITY],
+        ] {
+            let e = check_scales("--scales", &bad).unwrap_err().to_string();
+            assert!(e.starts_with("--scales:"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn deeplab_estimate_covers_the_measured_peaks() {
+        // (stem width, image size, measured peak RSS of `predict` without the CRF, bytes; the
+        // run without an image takes about 12 MB)
+        for (width, (w, h), peak) in [
+            (2, (1000, 750), 46_224_000u64),
+            (2, (2000, 1500), 129_780_000),
+            (16, (1000, 750), 125_844_000),
+            (16, (2000, 1500), 366_872_000),
+        ] {
+            let config = crate::deeplab::DeepLabConfig {
+                width,
+                blocks: [1, 1, 1, 1],
+                ..crate::deeplab::DeepLabConfig::resnet101(3)
+            };
+            let model = Model::deeplab(config, &burn::tensor::Device::flex(), 0);
+            let e = scores_peak_bytes(&model, None, h, w, &[1.0], 0);
+            assert!(e >= peak, "width {width}, {w}x{h}: {e} vs {peak}");
+        }
+    }
+
+    #[test]
+    fn decoder_views_are_bounded_by_the_maximum_side() {
+        let views: Vec<_> = decoder_views(4000, 6000, 16, &[1.0, 0.5], 1024).collect();
+        assert_eq!(views, vec![(688, 1024), (352, 512)]);
+        let views: Vec<_> = decoder_views(375, 500, 16, &[1.0], 1024).collect();
+        assert_eq!(views, vec![(384, 512)]);
+    }
 }

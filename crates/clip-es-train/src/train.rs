@@ -700,6 +700,9 @@ pub struct TrainConfig {
     pub clip_model: String,
     /// clip-decoder feature cache [default: `<out>/features`].
     pub features: Option<PathBuf>,
+    /// clip-decoder: the largest CLIP input of the feature cache and the memory one image's
+    /// forward pass may take.
+    pub feature_budget: crate::features::FeatureBudget,
     /// `flex` (CPU), or `cuda` / `wgpu` in builds with those features.
     pub device: String,
     /// Worker threads (all cores when `None`).
@@ -737,6 +740,7 @@ impl TrainConfig {
             decoder_upsamplings: 1,
             clip_model: "ViT-B/16".into(),
             features: None,
+            feature_budget: Default::default(),
             device: "flex".into(),
             threads: None,
             overwrite: false,
@@ -790,6 +794,12 @@ pub fn run_until(
     events: &(dyn Fn(Event) + Sync),
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<TrainReport> {
+    crate::predict::check_scales("--scales", &config.options.augment.scales)?;
+    if config.feature_budget.memory_limit == Some(0) {
+        return Err(TrainError::Config(
+            "--memory-limit must be at least 1 MB".into(),
+        ));
+    }
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(t) = config.threads {
         if t == 0 {
@@ -945,7 +955,7 @@ fn run_in_pool(
             let clip = clip_es_model::Clip::load(&clip_model)
                 .map_err(|e| TrainError::Config(format!("loading CLIP `{clip_model}`: {e:#}")))?;
             events(Event::FeaturesStart(items.len()));
-            crate::features::cache_all(clip.vision(), &items, &cache, &|| {
+            crate::features::cache_all(clip.vision(), &items, &cache, c.feature_budget, &|| {
                 events(Event::FeatureDone)
             })?;
             events(Event::FeaturesEnd);

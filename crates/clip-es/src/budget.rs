@@ -101,56 +101,9 @@ impl CamShape {
     }
 }
 
-/// Bytes this process may still allocate: the smaller of the memory the kernel reports as
-/// available (`MemAvailable`) and what is left of the address-space limit (`ulimit -v`) beyond
-/// the current size. `None` where neither can be read (not Linux).
-pub fn available_bytes() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
-    let available = meminfo
-        .as_deref()
-        .and_then(|m| kib_field(m, "MemAvailable:"));
-    let limits = std::fs::read_to_string("/proc/self/limits").ok();
-    let address_limit = limits.as_deref().and_then(address_space_limit);
-    let status = std::fs::read_to_string("/proc/self/status").ok();
-    let vm_size = status.as_deref().and_then(|s| kib_field(s, "VmSize:"));
-    let left = match (address_limit, vm_size) {
-        (Some(l), Some(v)) => Some(l.saturating_sub(v)),
-        (Some(l), None) => Some(l),
-        _ => None,
-    };
-    match (available, left) {
-        (Some(a), Some(l)) => Some(a.min(l)),
-        (a, l) => a.or(l),
-    }
-}
-
-/// `Name:   1234 kB` of /proc/meminfo or /proc/self/status, in bytes.
-fn kib_field(text: &str, name: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(name))?;
-    let kib: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// The soft `Max address space` of /proc/self/limits in bytes; None when unlimited.
-fn address_space_limit(limits: &str) -> Option<u64> {
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max address space"))?;
-    line["Max address space".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Formats bytes for messages (MB below 10 GB, else GB).
-pub fn human_bytes(b: u64) -> String {
-    if b < 10_000_000_000 {
-        format!("{} MB", b.div_ceil(1_000_000))
-    } else {
-        format!("{:.0} GB", b as f64 / 1e9)
-    }
-}
+// What this process may still allocate, read from /proc; shared with the training crate's
+// feature cache and prediction, which cannot depend on this crate.
+pub use clip_es_train::memory::{available_bytes, human_bytes};
 
 /// Fails when the estimate of `shape` exceeds `limit` bytes, saying by how much and what to do.
 pub fn check(shape: &CamShape, limit: u64) -> Result<(), String> {
@@ -180,6 +133,18 @@ pub fn mask_peak_bytes(pixels: usize, labels: usize, crf: bool) -> u64 {
     let (n, m) = (pixels as u64, labels as u64);
     let per_pixel = if crf { 260 + 24 * m } else { 40 + 12 * m };
     n * per_pixel + 16_000_000
+}
+
+/// Bytes `predict --crf` allocates at its peak for one image of `pixels` pixels and `labels`
+/// classes, besides its network: an upper estimate fitted to measured peaks (`/usr/bin/time
+/// -v`, 2 threads, noise photos, tiny DeepLab-v2): 250 MB at 500x375 and 911 MB at 1000x750
+/// with 3 classes, 3.62 GB at 2000x1500 with 3, 293 MB and 1.09 GB at 500x375 and 1000x750
+/// with 21; the estimate gives 259 MB, 989 MB, 3.91 GB, 313 MB and 1.21 GB. Over four times
+/// the pseudo masks' CRF per pixel: deeplab-pytorch's bilateral kernel (srgb 3, on the
+/// mean-subtracted image wrapped to uint8) puts nearly every pixel of a textured photo on
+/// lattice points of its own. The scores' softmax and unary are included.
+pub fn predict_crf_peak_bytes(pixels: usize, labels: usize) -> u64 {
+    (pixels as u64) * (1250 + 16 * labels as u64) + 16_000_000
 }
 
 /// Why a `width` x `height` image with `labels` labels gets no pseudo mask under `limit` bytes:
@@ -289,6 +254,24 @@ mod tests {
     }
 
     #[test]
+    fn predict_crf_estimate_covers_the_measured_peaks() {
+        // (pixels, classes, measured peak RSS of the whole run in bytes)
+        for (n, m, peak) in [
+            (187_500, 3, 261_768_000u64),
+            (750_000, 3, 922_664_000),
+            (3_000_000, 3, 3_632_340_000),
+            (187_500, 21, 304_972_000),
+            (750_000, 21, 1_097_816_000),
+        ] {
+            let e = predict_crf_peak_bytes(n, m);
+            assert!(
+                e >= peak - 12_000_000 && e <= peak + peak / 4,
+                "{n} px, {m} classes: {e} vs {peak}"
+            );
+        }
+    }
+
+    #[test]
     fn gate_refuses_too_much_and_waits_for_room() {
         use std::sync::atomic::{AtomicBool, Ordering};
         let gate = MemoryGate::new(100);
@@ -360,18 +343,5 @@ mod tests {
             "{e}"
         );
         assert!(check(&vit_b16(375, 500, 640), 4_000_000_000).is_ok());
-    }
-
-    #[test]
-    fn proc_fields_parse() {
-        assert_eq!(
-            kib_field("MemTotal: 10 kB\nMemAvailable:   2 kB\n", "MemAvailable:"),
-            Some(2048)
-        );
-        let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax address space         4096000000           unlimited            bytes\n";
-        assert_eq!(address_space_limit(limits), Some(4_096_000_000));
-        let unlimited =
-            "Max address space         unlimited            unlimited            bytes\n";
-        assert_eq!(address_space_limit(unlimited), None);
     }
 }

@@ -8,15 +8,26 @@
 //!
 //! Images run one after another, each on all the pool's threads inside the network; a failing
 //! image is reported and left out; finished files are skipped on a rerun.
+//!
+//! Memory: before its network runs, each image's peak is estimated (the network's forward pass
+//! at its input size and scales, the scores at the image size, and with the CRF the estimate of
+//! `budget::predict_crf_peak_bytes`) and reserved from a [`MemoryGate`] holding the
+//! limit (`memory_limit`, by default what the system has available once the network is
+//! loaded). An image over the limit fails alone, naming the options that would let it fit;
+//! the others are written. The clip-decoder's ViT sees at most a `max_side` input, as the CAM
+//! stage's does.
 
 use crate::atomic::{probe_dir, write_bytes_atomic};
+use crate::budget::{available_bytes, human_bytes, predict_crf_peak_bytes, MemoryGate};
 use crate::classes::ClassSet;
 use crate::datasets::{image_path, read_split};
 use crate::masks::{dense_crf, encode_label_png, overlay_png, CrfImage, CrfParams, KernelCache};
 use crate::progress::{thread_pool, ExifNotice, Progress};
 use clip_es_image::ExifOrientation;
 use clip_es_train::model::Net;
-use clip_es_train::predict::{scores_decoder, scores_deeplab, Scores};
+use clip_es_train::predict::{
+    check_scales, scores_decoder, scores_deeplab, scores_peak_bytes, Scores,
+};
 use clip_es_train::{Arch, Model};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +51,12 @@ pub struct PredictConfig {
     pub crf: Option<CrfParams>,
     /// clip-decoder: the CLIP model (`None`: the one the checkpoint was trained with).
     pub clip_model: Option<String>,
+    /// clip-decoder: images whose longer side exceeds this are scaled down for the ViT (0:
+    /// never); their label maps are still written at the image's size.
+    pub max_side: usize,
+    /// Bytes one image may take (estimated before its network runs); `None`: what the system
+    /// has available once the network is loaded.
+    pub memory_limit: Option<u64>,
     /// Indexed PNGs with the VOC palette instead of grayscale.
     pub palette: bool,
     /// Also write an overlay picture per image into this directory, legend names from the
@@ -64,6 +81,8 @@ impl PredictConfig {
             flip: true,
             crf: None,
             clip_model: None,
+            max_side: crate::budget::DEFAULT_MAX_SIDE,
+            memory_limit: None,
             palette: true,
             overlays: None,
             overwrite: false,
@@ -71,6 +90,19 @@ impl PredictConfig {
             threads: None,
             exif: ExifOrientation::Ignore,
         }
+    }
+
+    /// Checks the input scales and the memory settings before any work.
+    pub fn validate_budget(&self) -> Result<(), PredictRunError> {
+        if let Some(s) = &self.scales {
+            check_scales("--scales", s).map_err(|e| PredictRunError::Config(e.to_string()))?;
+        }
+        if self.memory_limit == Some(0) {
+            return Err(PredictRunError::Config(
+                "--memory-limit must be at least 1 MB".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -131,15 +163,7 @@ impl Predictor {
     fn open(config: &PredictConfig) -> Result<Self, PredictRunError> {
         let dev = clip_es_train::device(&config.device)?;
         let (mut model, _, meta) = Model::open(&config.checkpoint, &dev)?;
-        let mut scales = vec![1.0];
-        if let Some(s) = &config.scales {
-            if s.is_empty() || s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-                return Err(PredictRunError::Config(format!(
-                    "scales must be positive numbers, got {s:?}"
-                )));
-            }
-            scales = s.clone();
-        }
+        let scales = config.scales.clone().unwrap_or_else(|| vec![1.0]);
         if let (Some(s), Net::DeepLab(n)) = (&config.scales, &mut model.net) {
             // Scale 1.0 is the network's own input; the others are its extra MSC inputs.
             n.config.msc_scales = s.iter().filter(|&&v| v != 1.0).map(|&v| v as f32).collect();
@@ -193,12 +217,80 @@ impl Predictor {
         image: &clip_es_image::DecodedImage,
         rgb: &clip_es_image::Rgb8Image,
         path: &Path,
-        flip: bool,
+        config: &PredictConfig,
     ) -> clip_es_train::Result<Scores> {
         match &self.vision {
-            Some(v) => scores_decoder(&self.model, v, image, path, &self.scales, flip),
+            Some(v) => scores_decoder(
+                &self.model,
+                v,
+                image,
+                path,
+                &self.scales,
+                config.flip,
+                config.max_side,
+            ),
             None => scores_deeplab(&self.model, rgb),
         }
+    }
+
+    /// Bytes one `width` x `height` image takes at its peak (an upper estimate): the decoded
+    /// image and its RGB copy, the network and its scores, with the CRF its probabilities,
+    /// unary, lattices and marginals ([`predict_crf_peak_bytes`]); the label map and its PNG.
+    fn peak_bytes(&self, width: usize, height: usize, config: &PredictConfig) -> u64 {
+        let pixels = (width * height) as u64;
+        let classes = self.model.n_classes();
+        let network = scores_peak_bytes(
+            &self.model,
+            self.vision.as_ref().map(|v| v.config()),
+            height,
+            width,
+            &self.scales,
+            config.max_side,
+        );
+        let crf = if config.crf.is_some() {
+            predict_crf_peak_bytes(width * height, classes)
+        } else {
+            0
+        };
+        let image = 3 * pixels * 3;
+        let outputs = pixels * if config.overlays.is_some() { 8 } else { 2 };
+        network + crf + image + outputs
+    }
+
+    /// Why an image does not fit under `limit`, and what would let it.
+    fn over_limit(
+        &self,
+        width: usize,
+        height: usize,
+        config: &PredictConfig,
+        limit: u64,
+    ) -> String {
+        let need = self.peak_bytes(width, height, config);
+        let mut ways = vec!["raise --memory-limit".to_string()];
+        if self.vision.is_some() && (config.max_side == 0 || width.max(height) > config.max_side) {
+            ways.push("lower --max-side".into());
+        }
+        if self.scales.iter().any(|&s| s > 1.0)
+            || matches!(&self.model.net, Net::DeepLab(n) if n.config.msc_scales.iter().any(|&s| s > 1.0))
+        {
+            ways.push("use smaller --scales".into());
+        }
+        if config.crf.is_some() {
+            let without = PredictConfig {
+                crf: None,
+                ..config.clone()
+            };
+            ways.push(format!(
+                "leave out --crf (about {})",
+                human_bytes(self.peak_bytes(width, height, &without))
+            ));
+        }
+        format!(
+            "the image is {width}x{height}: its label map needs about {} of memory, over the limit of {}; {}",
+            human_bytes(need),
+            human_bytes(limit),
+            ways.join(", or ")
+        )
     }
 }
 
@@ -235,6 +327,7 @@ enum Outcome {
 fn predict_image(
     config: &PredictConfig,
     predictor: &Predictor,
+    gate: &MemoryGate,
     kernels: &KernelCache,
     exif: &ExifNotice,
     progress: &dyn Progress,
@@ -252,10 +345,24 @@ fn predict_image(
     let (decoded, orientation) =
         clip_es_image::DecodedImage::open_with(&path, config.exif).map_err(|e| e.to_string())?;
     exif.note(id, orientation, progress);
+    // The network, its scores and the CRF are the large allocations: reserved first.
+    let (w, h) = (decoded.width() as usize, decoded.height() as usize);
+    let _held = gate
+        .reserve(predictor.peak_bytes(w, h, config))
+        .map_err(|limit| {
+            format!(
+                "{}: {}",
+                path.display(),
+                predictor.over_limit(w, h, config, limit)
+            )
+        })?;
     let rgb = decoded.to_rgb8();
     let scores = predictor
-        .scores(&decoded, &rgb, &path, config.flip)
-        .map_err(|e| e.to_string())?;
+        .scores(&decoded, &rgb, &path, config)
+        .map_err(|e| match e {
+            clip_es_train::TrainError::Config(m) => format!("{}: {m}", path.display()),
+            e => e.to_string(),
+        })?;
     if scores.data.iter().any(|v| !v.is_finite()) {
         return Err(format!(
             "{}: the network gave non-finite scores",
@@ -283,6 +390,7 @@ pub fn run(
     config: &PredictConfig,
     progress: &dyn Progress,
 ) -> Result<PredictReport, PredictRunError> {
+    config.validate_budget()?;
     let ids = read_split(&config.split)?;
     if !config.images.is_dir() {
         return Err(PredictRunError::Config(format!(
@@ -304,6 +412,13 @@ pub fn run(
     let pool = thread_pool(config.threads).map_err(PredictRunError::Config)?;
     pool.install(|| {
         let predictor = Predictor::open(config)?;
+        // Measured once the network is loaded: what is left for the images.
+        let gate = MemoryGate::new(
+            config
+                .memory_limit
+                .or_else(available_bytes)
+                .unwrap_or(u64::MAX),
+        );
         let kernels = KernelCache::default();
         let exif = ExifNotice::new(config.exif);
         let mut report = PredictReport {
@@ -312,7 +427,7 @@ pub fn run(
         };
         progress.start("predict", ids.len());
         for id in &ids {
-            match predict_image(config, &predictor, &kernels, &exif, progress, id) {
+            match predict_image(config, &predictor, &gate, &kernels, &exif, progress, id) {
                 Ok(Outcome::Written) => report.written += 1,
                 Ok(Outcome::Skipped) => report.skipped += 1,
                 Err(e) => {

@@ -74,11 +74,13 @@ pub struct CamArgs {
     pub flip: bool,
     /// Images whose longer side exceeds this many pixels are downscaled for the ViT (their CAMs
     /// are still written at the original size); 0 never downscales. The default leaves VOC and
-    /// COCO images (at most 640 pixels) as the reference runs them
+    /// COCO images (at most 640 pixels) as the reference runs them. In `run --train` it also
+    /// bounds the clip-decoder's ViT input (feature cache and predictions)
     #[arg(long, default_value_t = clip_es::budget::DEFAULT_MAX_SIDE)]
     pub max_side: usize,
     /// Memory limit in MB for one image's CAMs (estimated before allocating; an image over it
-    /// fails with a message and the run goes on; in `run` it also bounds the masks stage).
+    /// fails with a message and the run goes on; in `run` it also bounds the masks stage and,
+    /// with --train, the feature cache and the predictions).
     /// Default: the memory available (and what `ulimit -v` leaves)
     #[arg(long)]
     pub memory_limit: Option<u64>,

@@ -26,7 +26,7 @@ pub struct Args {
     out: PathBuf,
     /// Input scales. DeepLab-v2: the multi-scale inputs whose logits are max-pooled (1.0 is
     /// always used) [default: the checkpoint's, 1.0,0.75,0.5]. clip-decoder: the views whose
-    /// logits are averaged [default: 1.0]
+    /// logits are averaged [default: 1.0]. Each in [0.1, 4]
     #[arg(long, value_delimiter = ',')]
     scales: Option<Vec<f64>>,
     /// clip-decoder: do not add the mirror image of each view
@@ -39,6 +39,16 @@ pub struct Args {
     /// clip-decoder: the CLIP model [default: the one the checkpoint was trained with]
     #[arg(long)]
     model: Option<String>,
+    /// clip-decoder: images whose longer side exceeds this many pixels are scaled down for the
+    /// ViT (the label maps are still written at the image's size); 0 never scales. VOC and
+    /// COCO images (at most 640 pixels) keep their size
+    #[arg(long, default_value_t = clip_es::budget::DEFAULT_MAX_SIDE)]
+    max_side: usize,
+    /// Memory limit in MB for one image (network, scores and CRF, estimated before the network
+    /// runs; an image over it fails with a message and the others are written). Default: the
+    /// memory available (and what `ulimit -v` leaves)
+    #[arg(long)]
+    memory_limit: Option<u64>,
     /// Compute device: flex (CPU); cuda or wgpu in builds with those features
     #[arg(long, default_value = "flex")]
     device: String,
@@ -72,6 +82,8 @@ fn run_inner(a: Args) -> anyhow::Result<ExitCode> {
     c.flip = !a.no_flip;
     c.crf = a.crf.then(CrfParams::default);
     c.clip_model = a.model;
+    c.max_side = a.max_side;
+    c.memory_limit = a.memory_limit.map(|mb| mb.saturating_mul(1_000_000));
     c.device = a.device;
     c.palette = !a.grayscale;
     c.overwrite = a.overwrite;

@@ -178,6 +178,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         tc.options.batch = t.train_batch;
         tc.options.save_every = t.train_save_every;
         tc.clip_model = args.cam.model.clone();
+        tc.feature_budget = clip_es_train::features::FeatureBudget {
+            max_side: args.cam.max_side,
+            memory_limit: args.cam.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
+        };
         tc.device = t.device.clone();
         tc.threads = threads;
         let predict_split = t.predict_split.clone().unwrap_or_else(|| split.clone());
@@ -188,6 +192,8 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             predictions.clone(),
         );
         pc.crf = t.predict_crf.then(CrfParams::default);
+        pc.max_side = args.cam.max_side;
+        pc.memory_limit = args.cam.memory_limit.map(|mb| mb.saturating_mul(1_000_000));
         pc.device = t.device.clone();
         pc.threads = threads;
         pc.exif = args.cam.exif.mode();

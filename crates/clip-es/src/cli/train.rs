@@ -5,6 +5,7 @@ use super::common::exit_code;
 use clap::ValueEnum;
 use clip_es_train::data::Augment;
 use clip_es_train::deeplab::DeepLabConfig;
+use clip_es_train::features::FeatureBudget;
 use clip_es_train::loss::LossKind;
 use clip_es_train::train::{Event, Start, TrainConfig, TrainOptions, DECODER_LR};
 use clip_es_train::Arch;
@@ -91,7 +92,7 @@ pub struct Args {
     /// Training crop (DeepLab-v2), padded with the mean colour and label 255
     #[arg(long, default_value_t = 321)]
     crop: usize,
-    /// Random scales of the training images (DeepLab-v2)
+    /// Random scales of the training images (DeepLab-v2), each in [0.1, 4]
     #[arg(long, value_delimiter = ',', default_value = "0.5,0.75,1.0,1.25,1.5")]
     scales: Vec<f64>,
     /// No random horizontal flips
@@ -124,6 +125,14 @@ pub struct Args {
     /// clip-decoder: feature cache directory [default: <out>/features]
     #[arg(long)]
     features: Option<PathBuf>,
+    /// clip-decoder: images whose longer side exceeds this many pixels are scaled down for the
+    /// ViT of the feature cache (0: never); VOC and COCO images keep their size
+    #[arg(long, default_value_t = clip_es_train::features::DEFAULT_MAX_SIDE)]
+    max_side: usize,
+    /// clip-decoder: memory limit in MB for one image's features (estimated before the ViT
+    /// runs; an image over it is an error naming it). Default: the memory available
+    #[arg(long)]
+    memory_limit: Option<u64>,
     /// clip-decoder hidden width
     #[arg(long, default_value_t = 256)]
     hidden: usize,
@@ -222,6 +231,10 @@ impl Args {
         c.decoder_upsamplings = a.upsamplings as usize;
         c.clip_model = a.model.clone();
         c.features = a.features.clone();
+        c.feature_budget = FeatureBudget {
+            max_side: a.max_side,
+            memory_limit: a.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
+        };
         c.device = a.device.clone();
         c.threads = a.threads;
         c.overwrite = a.overwrite;
