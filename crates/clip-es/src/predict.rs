@@ -74,6 +74,27 @@ impl PredictConfig {
     }
 }
 
+impl PredictConfig {
+    /// Checks the settings before any file is read or the network loaded, for every front end
+    /// (`clip-es predict`, `run --train`, Python): scales positive and finite, the CRF's
+    /// ranges, at least one thread.
+    pub fn validate(&self) -> Result<(), PredictRunError> {
+        let bad = |m: String| Err(PredictRunError::Config(m));
+        if let Some(s) = &self.scales {
+            if s.is_empty() || s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                return bad(format!("--scales must be positive numbers, got {s:?}"));
+            }
+        }
+        if let Some(crf) = &self.crf {
+            crf.validate().map_err(PredictRunError::Config)?;
+        }
+        if self.threads == Some(0) {
+            return bad("--threads must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// The outcome of [`run`].
 #[derive(Clone, Debug, Default)]
 pub struct PredictReport {
@@ -107,11 +128,7 @@ impl Predictor {
         let (mut model, _, meta) = Model::open(&config.checkpoint, &dev)?;
         let mut scales = vec![1.0];
         if let Some(s) = &config.scales {
-            if s.is_empty() || s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-                return Err(PredictRunError::Config(format!(
-                    "scales must be positive numbers, got {s:?}"
-                )));
-            }
+            // Ranges checked by `PredictConfig::validate`.
             scales = s.clone();
         }
         if let (Some(s), Net::DeepLab(n)) = (&config.scales, &mut model.net) {
@@ -243,6 +260,7 @@ pub fn run(
     config: &PredictConfig,
     progress: &dyn Progress,
 ) -> Result<PredictReport, PredictRunError> {
+    config.validate()?;
     let ids = read_split(&config.split)?;
     if !config.images.is_dir() {
         return Err(PredictRunError::Config(format!(

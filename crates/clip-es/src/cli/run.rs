@@ -151,6 +151,50 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // Stage three's settings are checked now, before any work.
+    let train_config = match args.stage3.train {
+        Some(arch) => {
+            let t = &args.stage3;
+            let train_dir = args.out.join("train");
+            let mut tc = TrainConfig::new(
+                arch.arch(),
+                args.data.images.clone(),
+                masks_dir.clone(),
+                train_dir.join("split.txt"),
+                train_dir.clone(),
+            );
+            tc.num_classes = classes.len() + 1;
+            let resume =
+                !args.overwrite && clip_es_train::train::latest_checkpoint(&train_dir)?.is_some();
+            tc.start = if resume {
+                Start::Resume {
+                    checkpoint: None,
+                    iters: t.train_iters,
+                }
+            } else {
+                Start::Fresh {
+                    init: t.train_init.clone(),
+                }
+            };
+            if let Some(i) = t.train_iters {
+                tc.options.iters = i;
+            }
+            if let Some(lr) = t.train_lr {
+                tc.options.lr = lr;
+            }
+            tc.options.batch = t.train_batch;
+            tc.options.save_every = t.train_save_every;
+            tc.clip_model = args.cam.model.clone();
+            tc.device = t.device.clone();
+            tc.threads = threads;
+            tc.validate().map_err(|e| {
+                anyhow::anyhow!("the training stage (--train-* options, the rest as `clip-es train`): {e}")
+            })?;
+            Some(tc)
+        }
+        None => None,
+    };
+
     let mut worst = ExitCode::SUCCESS;
     // A stage with failed images (exit 1) still lets the next stages run on the rest; one that
     // cannot run at all stops the pipeline.
@@ -173,9 +217,9 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("== {what}");
         stage(what, super::eval::execute(e, None, None))?;
     }
-    if let Some(arch) = args.stage3.train {
+    if let (Some(arch), Some(tc)) = (args.stage3.train, &train_config) {
         let t = &args.stage3;
-        let train_dir = args.out.join("train");
+        let train_dir = &tc.out;
         // Only the images whose pseudo masks exist are trained on (a failed image has none).
         let ids = clip_es::datasets::read_split(&split)?;
         let with_mask: Vec<&String> = ids
@@ -194,45 +238,14 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
                 ids.len()
             );
         }
-        std::fs::create_dir_all(&train_dir)
+        std::fs::create_dir_all(train_dir)
             .map_err(|e| anyhow::anyhow!("{}: {e}", train_dir.display()))?;
-        let train_split = train_dir.join("split.txt");
+        let train_split = &tc.split;
         let text: String = with_mask.iter().map(|id| format!("{id}\n")).collect();
-        clip_es::atomic::write_bytes_atomic(&train_split, text.as_bytes())
+        clip_es::atomic::write_bytes_atomic(train_split, text.as_bytes())
             .map_err(|e| anyhow::anyhow!("{}: {e}", train_split.display()))?;
-        let mut tc = TrainConfig::new(
-            arch.arch(),
-            args.data.images.clone(),
-            masks_dir.clone(),
-            train_split,
-            train_dir.clone(),
-        );
-        tc.num_classes = classes.len() + 1;
-        let resume =
-            !args.overwrite && clip_es_train::train::latest_checkpoint(&train_dir)?.is_some();
-        tc.start = if resume {
-            Start::Resume {
-                checkpoint: None,
-                iters: t.train_iters,
-            }
-        } else {
-            Start::Fresh {
-                init: t.train_init.clone(),
-            }
-        };
-        if let Some(i) = t.train_iters {
-            tc.options.iters = i;
-        }
-        if let Some(lr) = t.train_lr {
-            tc.options.lr = lr;
-        }
-        tc.options.batch = t.train_batch;
-        tc.options.save_every = t.train_save_every;
-        tc.clip_model = args.cam.model.clone();
-        tc.device = t.device.clone();
-        tc.threads = threads;
         eprintln!("== training ({})", arch.arch().name());
-        let trained = super::train::execute(&tc)
+        let trained = super::train::execute(tc)
             .map_err(|e| e.context("the training stage could not run"))?;
         let predict_split = t.predict_split.clone().unwrap_or_else(|| split.clone());
         let predictions = args.out.join("predictions");

@@ -150,7 +150,19 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         args.templates.iter().all(|t| t.contains("{}")),
         "every --template must contain {{}}"
     );
-    anyhow::ensure!(args.max_tags >= 1, "--max-tags must be at least 1");
+    let options = SegmentOptions {
+        mask: MaskOptions {
+            confidence: args.confidence,
+            use_crf: !args.no_crf,
+            ..MaskOptions::default()
+        },
+        tags: TagOptions {
+            threshold: args.tag_threshold,
+            max_tags: args.max_tags,
+            ..TagOptions::default()
+        },
+    };
+    options.validate().map_err(anyhow::Error::msg)?;
     let images = collect_images(&args.inputs)?;
 
     // Candidates, selection, background words, box threshold.
@@ -200,18 +212,6 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         },
         memory_limit: args.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
         ..CamSettings::default()
-    };
-    let options = SegmentOptions {
-        mask: MaskOptions {
-            confidence: args.confidence,
-            use_crf: !args.no_crf,
-            ..MaskOptions::default()
-        },
-        tags: TagOptions {
-            threshold: args.tag_threshold,
-            max_tags: args.max_tags,
-            ..TagOptions::default()
-        },
     };
     let seg = Segmenter::new(
         clip,
