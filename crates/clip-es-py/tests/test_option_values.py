@@ -31,7 +31,7 @@ DECODER = dict(model=MODEL, hidden=8, grid_crop=4, batch=1, iter_size=1, iters=1
     ("deeplab-v2", dict(crop=0), "--crop must be in"),
     ("deeplab-v2", dict(crop=10**7), "--crop must be in"),
     ("deeplab-v2", dict(batch=0), "--batch must be in"),
-    ("deeplab-v2", dict(iters=0), "--iters must be in"),
+    ("deeplab-v2", dict(iters=0), "--iters must be at least 1"),
     ("deeplab-v2", dict(lr=-0.1), "learning rate"),
     ("deeplab-v2", dict(lr=math.nan), "learning rate"),
     ("deeplab-v2", dict(lr=math.inf), "learning rate"),
@@ -39,12 +39,12 @@ DECODER = dict(model=MODEL, hidden=8, grid_crop=4, batch=1, iter_size=1, iters=1
     ("deeplab-v2", dict(num_classes=300), "--num-classes"),
     ("deeplab-v2", dict(width=0), "--width"),
     ("deeplab-v2", dict(blocks=[1, 0, 1, 1]), "--blocks"),
-    ("deeplab-v2", dict(save_every=0), "--save-every"),
+    ("deeplab-v2", dict(save_every=0), "--save-every must be at least 1"),
     ("deeplab-v2", dict(threads=0), "--threads"),
     ("clip-decoder", dict(upsamplings=9), "--upsamplings must be in 0..=4"),
     ("clip-decoder", dict(hidden=0), "--hidden"),
     ("clip-decoder", dict(grid_crop=0, batch=2), "--grid-crop 0"),
-    ("clip-decoder", dict(iters=0), "--iters must be in"),
+    ("clip-decoder", dict(iters=0), "--iters must be at least 1"),
 ])
 def test_train_option_values_raise_value_error(split, tmp_path, arch, bad, message):
     base = dict(DEEPLAB, init=TRAIN_INIT) if arch == "deeplab-v2" else DECODER

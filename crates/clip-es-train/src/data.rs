@@ -149,7 +149,7 @@ pub fn load_items(
     n_classes: usize,
 ) -> Result<Vec<Item>> {
     let ids = read_split(split)?;
-    let results: Vec<Result<Item>> = ids
+    let results: Vec<Result<(Item, bool)>> = ids
         .par_iter()
         .map(|id| {
             let image = find_image(images, id)?;

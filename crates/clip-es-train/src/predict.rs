@@ -79,12 +79,23 @@ impl Scores {
 /// DeepLab-v2's scores of one image: BGR minus the Caffe mean at full size, through the network
 /// (with its multi-scale inputs, the max of their logits), upsampled to the image.
 pub fn scores_deeplab(model: &Model, image: &Rgb8Image) -> Result<Scores> {
-    let Net::DeepLab(_) = &model.net else {
+    let Net::DeepLab(net) = &model.net else {
         return Err(TrainError::Config(
             "scores_deeplab needs a DeepLab-v2 model".into(),
         ));
     };
     let (h, w) = (image.height as usize, image.width as usize);
+    // A multi-scale input of no pixel would panic inside the network: this image fails instead.
+    if let Some(s) = net
+        .config
+        .msc_scales
+        .iter()
+        .find(|&&s| (h as f64 * s as f64) < 1.0 || (w as f64 * s as f64) < 1.0)
+    {
+        return Err(TrainError::Config(format!(
+            "the image is {w}x{h}: at input scale {s} not one pixel is left; use larger --scales"
+        )));
+    }
     let mut img = bgr_planes(image);
     for c in 0..3 {
         for v in &mut img[c * h * w..(c + 1) * h * w] {

@@ -108,6 +108,8 @@ impl TrainOptions {
         let count = |name: &str, v: usize, max: usize| -> Result<()> {
             if (1..=max).contains(&v) {
                 Ok(())
+            } else if max == usize::MAX {
+                bad(format!("{name} must be at least 1, got {v}"))
             } else {
                 bad(format!("{name} must be in 1..={max}, got {v}"))
             }
@@ -135,7 +137,10 @@ impl TrainOptions {
             ));
         }
         if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
-            return bad(format!("--momentum must be in [0, 1), got {}", self.momentum));
+            return bad(format!(
+                "--momentum must be in [0, 1), got {}",
+                self.momentum
+            ));
         }
         for (name, v) in [
             ("--weight-decay", self.weight_decay),
@@ -661,6 +666,18 @@ impl TrainConfig {
                 match self.arch {
                     crate::Arch::DeepLabV2 => {
                         self.deeplab.validate().map_err(TrainError::Config)?;
+                        let crop = self.options.augment.crop;
+                        if let Some(s) = self
+                            .deeplab
+                            .msc_scales
+                            .iter()
+                            .find(|&&s| (crop as f64 * s as f64) < 1.0)
+                        {
+                            return bad(format!(
+                                "--crop {crop} at --msc-scales {s} leaves no pixel: give a \
+                                 larger --crop or scale"
+                            ));
+                        }
                         if init.is_none() && !self.random_init {
                             return bad("DeepLab-v2 needs initial weights: give --init with \
                                  deeplab-pytorch's ImageNet/COCO init or a torchvision \

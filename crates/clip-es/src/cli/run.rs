@@ -188,7 +188,9 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             tc.device = t.device.clone();
             tc.threads = threads;
             tc.validate().map_err(|e| {
-                anyhow::anyhow!("the training stage (--train-* options, the rest as `clip-es train`): {e}")
+                anyhow::anyhow!(
+                    "the training stage (--train-* options, the rest as `clip-es train`): {e}"
+                )
             })?;
             Some(tc)
         }
@@ -245,8 +247,8 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         clip_es::atomic::write_bytes_atomic(train_split, text.as_bytes())
             .map_err(|e| anyhow::anyhow!("{}: {e}", train_split.display()))?;
         eprintln!("== training ({})", arch.arch().name());
-        let trained = super::train::execute(tc)
-            .map_err(|e| e.context("the training stage could not run"))?;
+        let trained =
+            super::train::execute(tc).map_err(|e| e.context("the training stage could not run"))?;
         let predict_split = t.predict_split.clone().unwrap_or_else(|| split.clone());
         let predictions = args.out.join("predictions");
         let mut pc = PredictConfig::new(
