@@ -77,7 +77,7 @@ impl PredictConfig {
 impl PredictConfig {
     /// Checks the settings before any file is read or the network loaded, for every front end
     /// (`clip-es predict`, `run --train`, Python): scales positive and finite, the CRF's
-    /// ranges, at least one thread.
+    /// ranges, the thread count.
     pub fn validate(&self) -> Result<(), PredictRunError> {
         let bad = |m: String| Err(PredictRunError::Config(m));
         if let Some(s) = &self.scales {
@@ -88,8 +88,8 @@ impl PredictConfig {
         if let Some(crf) = &self.crf {
             crf.validate().map_err(PredictRunError::Config)?;
         }
-        if self.threads == Some(0) {
-            return bad("--threads must be at least 1".into());
+        if let Some(t) = self.threads {
+            crate::progress::check_threads(t).map_err(PredictRunError::Config)?;
         }
         Ok(())
     }

@@ -506,8 +506,50 @@ fn predict_refuses_bad_scales_and_survives_tiny_ones() {
     refused(
         &clip_es(&args(&["--threads", "0"])),
         "--threads 0",
-        "--threads must be at least 1",
+        "--threads must be in 1..=",
         Some(&out),
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The other commands' counts: zero or huge thread counts and zero repetitions are refused, not
+/// clamped or spawned.
+#[test]
+fn other_commands_refuse_zero_and_huge_counts() {
+    let dir = tmpdir("counts");
+    let out = dir.join("cams");
+    for threads in ["0", "100000000"] {
+        let o = clip_es(&strings(&[
+            "cams",
+            "--model",
+            &s(&tiny_clip()),
+            "--images",
+            &s(&examples().join("images")),
+            "--labels",
+            &s(&examples().join("labels.txt")),
+            "--out",
+            &s(&out),
+            "--threads",
+            threads,
+        ]));
+        refused(
+            &o,
+            &format!("cams --threads {threads}"),
+            "--threads must be in 1..=",
+            Some(&out),
+        );
+    }
+    let o = clip_es(&strings(&[
+        "bench",
+        "--threads",
+        "0",
+        "--reps",
+        "1",
+        "--size",
+        "16x16",
+    ]));
+    refused(&o, "bench --threads 0", "--threads must be in 1..=", None);
+    let o = clip_es(&strings(&["bench", "--reps", "0", "--size", "16x16"]));
+    refused(&o, "bench --reps 0", "--reps must be at least 1", None);
     let _ = std::fs::remove_dir_all(&dir);
 }

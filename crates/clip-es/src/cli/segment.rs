@@ -140,7 +140,7 @@ pub fn run(args: Args) -> ExitCode {
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(t) = args.threads {
-        anyhow::ensure!(t > 0, "--threads must be at least 1");
+        clip_es::progress::check_threads(t).map_err(anyhow::Error::msg)?;
         rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build_global()
