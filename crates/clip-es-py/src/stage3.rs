@@ -24,13 +24,16 @@ use crate::pipeline::value_error;
 /// iter_size, loss ("ce" or "balanced"), seed, save_every; init: initial weights (DeepLab-v2:
 /// deeplab-pytorch's init or torchvision's ResNet-101 .pth); resume: True (the latest
 /// checkpoint in `out`) or a checkpoint path; model: the CLIP model of the decoder's features;
-/// hidden, upsamplings, grid_crop: the decoder's shape; width, blocks: DeepLab-v2's (tests).
-/// overwrite: start a new run in an `out` that holds one, removing that run's files first
-/// (without it, or resume, such an `out` raises ValueError).
+/// hidden, upsamplings, grid_crop: the decoder's shape; width, blocks: DeepLab-v2's (tests);
+/// random_init: a DeepLab-v2 without init starts from random weights (tests; it diverges on real
+/// photos, so without it init is required). overwrite: start a new run in an `out` that holds
+/// one, removing that run's files first (without it, or resume, such an `out` raises
+/// ValueError). Out-of-range values raise ValueError before any work, with the command line's
+/// message.
 ///
-/// Returns a dict: checkpoint, final_checkpoint, log, curve, start, iters.
+/// Returns a dict: checkpoint, final_checkpoint, log, curve, start, iters: the files named exist.
 #[pyfunction]
-#[pyo3(signature = (arch, images, masks, split, out, iters=None, lr=None, batch=5, iter_size=2, loss="ce", num_classes=21, init=None, resume=None, model="ViT-B/16", seed=0, save_every=1000, hidden=256, upsamplings=1, grid_crop=20, width=64, blocks=None, crop=321, threads=None, overwrite=false))]
+#[pyo3(signature = (arch, images, masks, split, out, iters=None, lr=None, batch=5, iter_size=2, loss="ce", num_classes=21, init=None, resume=None, model="ViT-B/16", seed=0, save_every=1000, hidden=256, upsamplings=1, grid_crop=20, width=64, blocks=None, crop=321, threads=None, overwrite=false, random_init=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn train<'py>(
     py: Python<'py>,
@@ -58,6 +61,7 @@ pub fn train<'py>(
     crop: usize,
     threads: Option<usize>,
     overwrite: bool,
+    random_init: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let arch = Arch::parse(arch).ok_or_else(|| {
         PyValueError::new_err(format!(
@@ -65,20 +69,11 @@ pub fn train<'py>(
         ))
     })?;
     let mut c = TrainConfig::new(arch, images, masks, split, out);
-    if batch == 0 || iter_size == 0 || num_classes < 2 {
-        return Err(PyValueError::new_err(
-            "batch and iter_size must be at least 1, num_classes at least 2",
-        ));
-    }
+    // The ranges are checked by the stage (`TrainConfig::validate`), as for the command line.
     if let Some(i) = iters {
         c.options.iters = i;
     }
     if let Some(l) = lr {
-        if !(l.is_finite() && l > 0.0) {
-            return Err(PyValueError::new_err(format!(
-                "lr must be a positive number, got {l}"
-            )));
-        }
         c.options.lr = l;
     }
     c.options.batch = batch;
@@ -109,6 +104,7 @@ pub fn train<'py>(
     c.clip_model = model.to_string();
     c.threads = threads;
     c.overwrite = overwrite;
+    c.random_init = random_init;
     // resume: absent or False, a new run; True, the latest checkpoint in `out`; else a path.
     c.start = match resume.map(|r| (r.extract::<bool>(), r)) {
         None | Some((Ok(false), _)) => Start::Fresh { init },

@@ -149,7 +149,7 @@ pub fn load_items(
     n_classes: usize,
 ) -> Result<Vec<Item>> {
     let ids = read_split(split)?;
-    let results: Vec<Result<Item>> = ids
+    let results: Vec<Result<(Item, bool)>> = ids
         .par_iter()
         .map(|id| {
             let image = find_image(images, id)?;
@@ -165,18 +165,26 @@ pub fn load_items(
                 (img.height as usize, img.width as usize),
                 n_classes,
             )?;
-            Ok(Item {
-                id: id.clone(),
-                image,
-                mask,
-            })
+            let confident = m.data.iter().any(|&l| l != IGNORE);
+            Ok((
+                Item {
+                    id: id.clone(),
+                    image,
+                    mask,
+                },
+                confident,
+            ))
         })
         .collect();
     let mut items = Vec::new();
     let mut errors = Vec::new();
+    let mut any_confident = false;
     for r in results {
         match r {
-            Ok(i) => items.push(i),
+            Ok((i, confident)) => {
+                any_confident |= confident;
+                items.push(i)
+            }
             Err(e) => errors.push(e.to_string()),
         }
     }
@@ -186,6 +194,16 @@ pub fn load_items(
         return Err(TrainError::Config(format!(
             "{n} bad training pair(s):\n  {}",
             errors.join("\n  ")
+        )));
+    }
+    // Every pixel 255 leaves the loss nothing to learn from (0 at every iteration).
+    if !items.is_empty() && !any_confident {
+        return Err(TrainError::Config(format!(
+            "{}: the masks of this split in {} have no confident pixel (every pixel is 255, \
+             ignored by the loss): nothing to train on; make the masks with a lower confidence \
+             threshold (masks --confidence)",
+            split.display(),
+            masks.display()
         )));
     }
     Ok(items)

@@ -30,7 +30,39 @@ pub struct DecoderConfig {
     pub upsamplings: usize,
 }
 
+/// The largest hidden width [`DecoderConfig::validate`] accepts.
+pub const MAX_HIDDEN: usize = 8192;
+/// The most x2 upsampling stages (logits at stride 1).
+pub const MAX_UPSAMPLINGS: usize = 4;
+
 impl DecoderConfig {
+    /// Checks the shape's ranges (before anything is allocated): a zero hidden width panics in
+    /// the first convolution, and each upsampling stage quadruples the logits, so more than
+    /// four (stride 1) only exhaust memory. `in_dim` comes from the
+    /// CLIP model.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=crate::train::MAX_CLASSES).contains(&self.n_classes) {
+            return Err(format!(
+                "--num-classes (classes, background included) must be in 2..={}, got {}",
+                crate::train::MAX_CLASSES,
+                self.n_classes
+            ));
+        }
+        if !(1..=MAX_HIDDEN).contains(&self.hidden) {
+            return Err(format!(
+                "--hidden (the decoder width) must be in 1..={MAX_HIDDEN}, got {}",
+                self.hidden
+            ));
+        }
+        if self.upsamplings > MAX_UPSAMPLINGS {
+            return Err(format!(
+                "--upsamplings must be in 0..={MAX_UPSAMPLINGS} (logits at stride 16 / 2^N), got {}",
+                self.upsamplings
+            ));
+        }
+        Ok(())
+    }
+
     /// How much finer the logits are than the patch grid.
     pub fn logit_scale(&self) -> usize {
         1 << self.upsamplings

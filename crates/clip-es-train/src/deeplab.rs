@@ -67,6 +67,13 @@ struct Block {
     dilation: usize,
 }
 
+/// The largest stem width [`DeepLabConfig::validate`] accepts (ResNet-101's is 64).
+pub const MAX_WIDTH: usize = 256;
+/// The most bottlenecks per stage (ResNet-152 has 36).
+pub const MAX_BLOCKS: usize = 64;
+/// The largest ASPP rate (deeplab-pytorch's largest is 24).
+pub const MAX_RATE: usize = 512;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeepLabConfig {
     pub n_classes: usize,
@@ -92,6 +99,57 @@ impl DeepLabConfig {
             msc_scales: vec![0.5, 0.75],
             style: Backbone::Caffe,
         }
+    }
+
+    /// Checks the shape's ranges (before anything is allocated): a zero width, block count or
+    /// rate, or a non-positive input scale would panic inside the network, and huge ones exhaust
+    /// memory before the first iteration.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=crate::train::MAX_CLASSES).contains(&self.n_classes) {
+            return Err(format!(
+                "--num-classes (classes, background included) must be in 2..={}, got {}",
+                crate::train::MAX_CLASSES,
+                self.n_classes
+            ));
+        }
+        if !(1..=MAX_WIDTH).contains(&self.width) {
+            return Err(format!(
+                "--width (the stem width) must be in 1..={MAX_WIDTH}, got {}",
+                self.width
+            ));
+        }
+        if let Some(b) = self.blocks.iter().find(|b| !(1..=MAX_BLOCKS).contains(*b)) {
+            return Err(format!(
+                "--blocks (bottlenecks per stage) must each be in 1..={MAX_BLOCKS}, got {b}"
+            ));
+        }
+        if self.rates.is_empty() || self.rates.len() > 16 {
+            return Err(format!(
+                "--rates (the ASPP rates) takes 1 to 16 rates, got {}",
+                self.rates.len()
+            ));
+        }
+        if let Some(r) = self.rates.iter().find(|r| !(1..=MAX_RATE).contains(*r)) {
+            return Err(format!(
+                "--rates (the ASPP rates) must each be in 1..={MAX_RATE}, got {r}"
+            ));
+        }
+        if self.msc_scales.len() > 8 {
+            return Err(format!(
+                "--msc-scales takes at most 8 scales, got {}",
+                self.msc_scales.len()
+            ));
+        }
+        if let Some(s) = self
+            .msc_scales
+            .iter()
+            .find(|s| !(s.is_finite() && **s > 0.0 && **s <= 1.0))
+        {
+            return Err(format!(
+                "--msc-scales (the extra input scales) must each be in (0, 1], got {s}"
+            ));
+        }
+        Ok(())
     }
 
     pub fn to_json(&self) -> serde_json::Value {

@@ -18,7 +18,7 @@ pub enum TrainError {
     Features { path: PathBuf, message: String },
     #[error("{0}")]
     Config(String),
-    #[error("the loss became {value} at iteration {iteration}; stopped. Last good checkpoint: {}", last_good.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none written yet".into()))]
+    #[error("the loss (or its gradient) became {value} at iteration {iteration}; training stopped, nothing of that iteration written. Try a lower learning rate (--lr), and for DeepLab-v2 initial weights (--init); resume from the last good checkpoint: {}", last_good.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none written yet".into()))]
     NonFinite {
         iteration: usize,
         value: f32,

@@ -237,19 +237,21 @@ impl Model {
             .as_str()
             .and_then(Arch::parse)
             .ok_or_else(|| bad("unknown arch"))?;
+        // The shape is checked as the training stage checks it: a crafted or damaged
+        // checkpoint must not panic or exhaust memory while the network is built.
         let mut model = match arch {
-            Arch::DeepLabV2 => Model::deeplab(
-                DeepLabConfig::from_json(&meta["config"])
-                    .ok_or_else(|| bad("bad deeplab config"))?,
-                device,
-                0,
-            ),
-            Arch::ClipDecoder => Model::decoder(
-                DecoderConfig::from_json(&meta["config"])
-                    .ok_or_else(|| bad("bad decoder config"))?,
-                device,
-                0,
-            ),
+            Arch::DeepLabV2 => {
+                let c = DeepLabConfig::from_json(&meta["config"])
+                    .ok_or_else(|| bad("bad deeplab config"))?;
+                c.validate().map_err(|e| bad(&e))?;
+                Model::deeplab(c, device, 0)
+            }
+            Arch::ClipDecoder => {
+                let c = DecoderConfig::from_json(&meta["config"])
+                    .ok_or_else(|| bad("bad decoder config"))?;
+                c.validate().map_err(|e| bad(&e))?;
+                Model::decoder(c, device, 0)
+            }
         };
         model.store.load(path, &tensors, &|_| false)?;
         if let Net::DeepLab(n) = &mut model.net {

@@ -99,6 +99,97 @@ impl TrainOptions {
         })
     }
 
+    /// Checks every setting's range for `arch` (also those read back from a checkpoint): values
+    /// that would panic (a zero batch, crop or step), train nothing (a zero, negative or NaN
+    /// learning rate or scale, no iterations) or exhaust memory before the first iteration
+    /// (huge batches and crops). Names the option and the value.
+    pub fn validate(&self, arch: crate::Arch) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        let count = |name: &str, v: usize, max: usize| -> Result<()> {
+            if (1..=max).contains(&v) {
+                Ok(())
+            } else if max == usize::MAX {
+                bad(format!("{name} must be at least 1, got {v}"))
+            } else {
+                bad(format!("{name} must be in 1..={max}, got {v}"))
+            }
+        };
+        count("--iters", self.iters, usize::MAX)?;
+        count("--batch", self.batch, MAX_BATCH)?;
+        count("--iter-size", self.iter_size, MAX_BATCH)?;
+        count("--lr-step", self.lr_step, usize::MAX)?;
+        count("--save-every", self.save_every, usize::MAX)?;
+        // The sample counter (iteration x iter-size x batch) is a u64.
+        if (self.iters as u64)
+            .checked_mul(self.iter_size as u64)
+            .and_then(|n| n.checked_mul(self.batch as u64))
+            .is_none()
+        {
+            return bad(format!(
+                "--iters x --iter-size x --batch is too large ({} x {} x {})",
+                self.iters, self.iter_size, self.batch
+            ));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!(
+                "--lr (the learning rate) must be a positive number, got {}",
+                self.lr
+            ));
+        }
+        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
+            return bad(format!(
+                "--momentum must be in [0, 1), got {}",
+                self.momentum
+            ));
+        }
+        for (name, v) in [
+            ("--weight-decay", self.weight_decay),
+            ("--poly-power", self.poly_power),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{name} must be a number >= 0, got {v}"));
+            }
+        }
+        match arch {
+            crate::Arch::DeepLabV2 => {
+                count("--crop", self.augment.crop, MAX_CROP)?;
+                let a = &self.augment;
+                if a.scales.is_empty() || a.scales.len() > 64 {
+                    return bad(format!(
+                        "--scales (the random training scales) takes 1 to 64 scales, got {}",
+                        a.scales.len()
+                    ));
+                }
+                if let Some(s) = a
+                    .scales
+                    .iter()
+                    .find(|s| !(s.is_finite() && **s > 0.0 && **s <= MAX_SCALE))
+                {
+                    return bad(format!(
+                        "--scales (the random training scales) must each be in (0, {MAX_SCALE}], \
+                         got {s}"
+                    ));
+                }
+            }
+            crate::Arch::ClipDecoder => {
+                if self.grid_crop > MAX_GRID_CROP {
+                    return bad(format!(
+                        "--grid-crop must be in 0..={MAX_GRID_CROP} patches, got {}",
+                        self.grid_crop
+                    ));
+                }
+                if self.grid_crop == 0 && self.batch > 1 {
+                    return bad(format!(
+                        "--grid-crop 0 (whole feature maps, whose sizes differ) needs --batch 1, \
+                         got --batch {}",
+                        self.batch
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({"iters": self.iters, "batch": self.batch, "iter_size": self.iter_size, "lr": self.lr,
             "momentum": self.momentum, "weight_decay": self.weight_decay, "poly_power": self.poly_power,
@@ -164,6 +255,26 @@ pub fn train_step(
                     },
                 );
             }
+        }
+    }
+    // A finite loss can still have an infinite gradient, which would turn the weights to NaN
+    // and be saved: one reduction over every gradient catches it before the step.
+    let grad_sum: Option<Tensor<1>> = acc
+        .values()
+        .map(|g| g.clone().abs().sum())
+        .reduce(|a, b| a + b);
+    if let Some(sum) = grad_sum {
+        let value: f32 = sum
+            .to_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32")[0];
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite {
+                iteration,
+                value,
+                last_good: None,
+            });
         }
     }
     let arch = model.arch();
@@ -422,6 +533,11 @@ pub fn train_until(
             last_good = Some(path);
             plot_loss(&out.join("loss.png"), &history)?;
         }
+    }
+    if last_good.is_none() {
+        // Nothing trained (a resumed run already at `opts.iters`): the curve of the kept log,
+        // so that every file the run reports exists.
+        plot_loss(&out.join("loss.png"), &history)?;
     }
     let last = last_good.unwrap_or_else(|| checkpoint_path(out, start));
     if last.is_file() {
@@ -711,6 +827,9 @@ pub struct TrainConfig {
     /// checkpoints, `final.safetensors`, `train.jsonl`, `loss.png`, the default feature cache);
     /// without it such a start is an error.
     pub overwrite: bool,
+    /// Start a DeepLab-v2 from random weights without `init` (tests; it diverges on real
+    /// photos, see [`TrainConfig::validate`]).
+    pub random_init: bool,
 }
 
 impl TrainConfig {
@@ -744,9 +863,97 @@ impl TrainConfig {
             device: "flex".into(),
             threads: None,
             overwrite: false,
+            random_init: false,
         }
     }
 }
+
+impl TrainConfig {
+    /// Checks every option before any file is read or any model is loaded, so that the command
+    /// line, `clip-es run` and Python refuse the same values with the same message: the
+    /// training settings ([`TrainOptions::validate`]), the network's shape, the class count
+    /// (labels are 8-bit and 255 is "ignore") and the thread count. A DeepLab-v2 started from
+    /// random weights diverges on real photos (its batch norm is frozen, as deeplab-pytorch
+    /// trains it), so a fresh DeepLab-v2 needs `init` unless `random_init` says otherwise.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if !(2..=MAX_CLASSES).contains(&self.num_classes) {
+            return bad(format!(
+                "--num-classes (classes, background included) must be in 2..={MAX_CLASSES}, \
+                 got {}",
+                self.num_classes
+            ));
+        }
+        if let Some(t) = self.threads {
+            if !(1..=MAX_THREADS).contains(&t) {
+                return bad(format!("--threads must be in 1..={MAX_THREADS}, got {t}"));
+            }
+        }
+        if self.feature_budget.memory_limit == Some(0) {
+            return bad("--memory-limit must be at least 1 MB".into());
+        }
+        match &self.start {
+            Start::Resume { iters, .. } => {
+                if *iters == Some(0) {
+                    return bad("--iters must be at least 1, got 0".into());
+                }
+                // The other settings come from the checkpoint and are checked when it is read.
+                Ok(())
+            }
+            Start::Fresh { init } | Start::Rerun { init } => {
+                self.options.validate(self.arch)?;
+                crate::predict::check_scales("--scales", &self.options.augment.scales)?;
+                match self.arch {
+                    crate::Arch::DeepLabV2 => {
+                        self.deeplab.validate().map_err(TrainError::Config)?;
+                        let crop = self.options.augment.crop;
+                        if let Some(s) = self
+                            .deeplab
+                            .msc_scales
+                            .iter()
+                            .find(|&&s| (crop as f64 * s as f64) < 1.0)
+                        {
+                            return bad(format!(
+                                "--crop {crop} at --msc-scales {s} leaves no pixel: give a \
+                                 larger --crop or scale"
+                            ));
+                        }
+                        if init.is_none() && !self.random_init {
+                            return bad("DeepLab-v2 needs initial weights: give --init with \
+                                 deeplab-pytorch's ImageNet/COCO init or a torchvision \
+                                 ResNet-101 (a randomly initialised ResNet-101 with frozen batch \
+                                 norm diverges to a NaN loss on real photos; --random-init \
+                                 starts from random weights anyway, for tests)"
+                                .into());
+                        }
+                        Ok(())
+                    }
+                    crate::Arch::ClipDecoder => crate::decoder::DecoderConfig {
+                        n_classes: self.num_classes,
+                        in_dim: 0,
+                        hidden: self.decoder_hidden,
+                        upsamplings: self.decoder_upsamplings,
+                    }
+                    .validate()
+                    .map_err(TrainError::Config),
+                }
+            }
+        }
+    }
+}
+
+/// The most classes (background included): labels are 8-bit and 255 means "ignore".
+pub const MAX_CLASSES: usize = 255;
+/// The largest sub-batch and the most sub-batches per iteration.
+pub const MAX_BATCH: usize = 1024;
+/// The largest DeepLab-v2 training crop, in pixels.
+pub const MAX_CROP: usize = 4096;
+/// The largest random training scale.
+pub const MAX_SCALE: f64 = 4.0;
+/// The largest clip-decoder crop, in patches.
+pub const MAX_GRID_CROP: usize = 1024;
+/// The most worker threads.
+pub const MAX_THREADS: usize = 4096;
 
 /// The clip-decoder's default base learning rate.
 pub const DECODER_LR: f64 = 0.01;
@@ -794,19 +1001,9 @@ pub fn run_until(
     events: &(dyn Fn(Event) + Sync),
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<TrainReport> {
-    crate::predict::check_scales("--scales", &config.options.augment.scales)?;
-    if config.feature_budget.memory_limit == Some(0) {
-        return Err(TrainError::Config(
-            "--memory-limit must be at least 1 MB".into(),
-        ));
-    }
+    config.validate()?;
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(t) = config.threads {
-        if t == 0 {
-            return Err(TrainError::Config(
-                "the number of threads must be at least 1".into(),
-            ));
-        }
         pool = pool.num_threads(t);
     }
     let pool = pool
@@ -859,6 +1056,7 @@ fn run_in_pool(
         Start::Fresh { init: Some(p) } => Some((p.clone(), Model::read_weights(p)?)),
         _ => None,
     };
+    let mut resumed_from: Option<PathBuf> = None;
     let (mut model, mut sgd, start, clip_model) = match &start {
         Start::Resume { checkpoint, iters } => {
             let (path, (model, tensors, meta)) =
@@ -879,11 +1077,24 @@ fn run_in_pool(
             if let Some(i) = iters {
                 opts.iters = *i;
             }
+            opts.validate(model.arch())
+                .map_err(|e| TrainError::Weights {
+                    path: path.clone(),
+                    message: format!("its run settings: {e}"),
+                })?;
             let (sgd, start) = resume_state(&model, &tensors, &meta, &opts);
+            if start > opts.iters {
+                return Err(TrainError::Config(format!(
+                    "{} is at iteration {start}, beyond --iters {}: give --iters {start} or more",
+                    path.display(),
+                    opts.iters
+                )));
+            }
             events(Event::Note(format!(
                 "resuming {} at iteration {start} (settings from the checkpoint)",
                 path.display()
             )));
+            resumed_from = Some(path.clone());
             let clip = meta["clip_model"]
                 .as_str()
                 .unwrap_or(&c.clip_model)
@@ -1007,9 +1218,20 @@ fn run_in_pool(
         &mut |p| events(Event::Iteration(p)),
         stop,
     )?;
+    let final_checkpoint = c.out.join("final.safetensors");
+    let checkpoint = match resumed_from {
+        // Nothing was trained and the checkpoint resumed from lies outside `out`: it is the
+        // result, and `final.safetensors` its copy.
+        Some(from) if !checkpoint.is_file() => {
+            std::fs::copy(&from, &final_checkpoint)
+                .map_err(|e| TrainError::io(&final_checkpoint, e))?;
+            from
+        }
+        _ => checkpoint,
+    };
     Ok(TrainReport {
         checkpoint,
-        final_checkpoint: c.out.join("final.safetensors"),
+        final_checkpoint,
         log: c.out.join("train.jsonl"),
         curve: c.out.join("loss.png"),
         start,

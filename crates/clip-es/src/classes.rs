@@ -167,6 +167,14 @@ impl ClassSet {
     /// its prompt text; COCO's background words; box threshold 0.4.
     pub fn from_names(names: &[String]) -> Result<Self, ClassFileError> {
         let text: Vec<String> = names.iter().map(|n| n.replace(['\n', '\r'], " ")).collect();
+        // An empty name would vanish as a blank line of the class text and shift the others.
+        if let Some(i) = text.iter().position(|n| n.trim().is_empty()) {
+            return Err(ClassFileError::Parse {
+                path: "<names>".into(),
+                line: 1 + i,
+                message: "empty class name".into(),
+            });
+        }
         if let Some(bad) = text
             .iter()
             .find(|n| n.contains(':') || n.trim().starts_with('#'))

@@ -67,6 +67,43 @@ impl Default for CrfParams {
     }
 }
 
+/// The most CRF mean-field iterations [`CrfParams::validate`] accepts.
+pub const MAX_CRF_ITERATIONS: usize = 1000;
+
+impl CrfParams {
+    /// Checks the ranges (the CRF's own rules, for every front end): standard deviations
+    /// positive and finite (a zero or NaN one divides the features by zero), weights finite and
+    /// not negative, 1 to [`MAX_CRF_ITERATIONS`] iterations.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_CRF_ITERATIONS).contains(&self.iterations) {
+            return Err(format!(
+                "CRF iterations must be in 1..={MAX_CRF_ITERATIONS}, got {}",
+                self.iterations
+            ));
+        }
+        for (name, v) in [
+            ("gaussian_sxy", self.gaussian_sxy),
+            ("bilateral_sxy", self.bilateral_sxy),
+            ("bilateral_srgb", self.bilateral_srgb),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!(
+                    "CRF {name} (a standard deviation) must be a positive number, got {v}"
+                ));
+            }
+        }
+        for (name, v) in [
+            ("gaussian_weight", self.gaussian_weight),
+            ("bilateral_weight", self.bilateral_weight),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("CRF {name} must be a number >= 0, got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How pseudo masks are made.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaskOptions {
@@ -93,6 +130,24 @@ impl Default for MaskOptions {
             cam_kind: CamKind::AttnHighres,
             num_classes: None,
         }
+    }
+}
+
+impl MaskOptions {
+    /// Checks the ranges before any image is read, for every front end (`clip-es masks`,
+    /// `segment`, `run`, Python's `pseudo_mask`): the confidence threshold in [0, 1] (NaN would
+    /// keep every pixel, above 1 none), and the CRF settings when the CRF is used.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.confidence) {
+            return Err(format!(
+                "confidence must be in [0, 1], got {}",
+                self.confidence
+            ));
+        }
+        if self.use_crf {
+            self.crf.validate()?;
+        }
+        Ok(())
     }
 }
 
@@ -291,6 +346,7 @@ pub fn pseudo_mask_until(
     cache: &KernelCache,
     stop: &dyn Fn() -> bool,
 ) -> Result<PseudoMask, String> {
+    options.validate()?;
     let (w, h) = (image.width as usize, image.height as usize);
     let cams = cam.validate(options.cam_kind, options.num_classes)?;
     if (cam.width, cam.height) != (w, h) {
@@ -579,6 +635,7 @@ pub fn manifest(config: &MasksConfig) -> clip_es_data::manifest::Manifest {
 /// The masks stage: a pseudo mask for every id of the split (in parallel), resumable (finished
 /// masks are skipped), atomic writes; an image that fails is reported and skipped.
 pub fn run(config: &MasksConfig, progress: &dyn Progress) -> Result<MasksReport, MasksRunError> {
+    config.options.validate().map_err(MasksRunError::Config)?;
     let ids = read_split(&config.split)?;
     for (what, dir) in [("CAMs", &config.cams), ("images", &config.images)] {
         if !dir.is_dir() {

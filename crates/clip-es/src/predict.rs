@@ -106,6 +106,21 @@ impl PredictConfig {
     }
 }
 
+impl PredictConfig {
+    /// Checks the settings before any file is read or the network loaded, for every front end
+    /// (`clip-es predict`, `run --train`, Python): the CRF's ranges, the thread count, and
+    /// [`PredictConfig::validate_budget`] (scales and memory).
+    pub fn validate(&self) -> Result<(), PredictRunError> {
+        if let Some(crf) = &self.crf {
+            crf.validate().map_err(PredictRunError::Config)?;
+        }
+        if let Some(t) = self.threads {
+            crate::progress::check_threads(t).map_err(PredictRunError::Config)?;
+        }
+        self.validate_budget()
+    }
+}
+
 /// The outcome of [`run`].
 #[derive(Clone, Debug, Default)]
 pub struct PredictReport {
@@ -390,7 +405,7 @@ pub fn run(
     config: &PredictConfig,
     progress: &dyn Progress,
 ) -> Result<PredictReport, PredictRunError> {
-    config.validate_budget()?;
+    config.validate()?;
     let ids = read_split(&config.split)?;
     if !config.images.is_dir() {
         return Err(PredictRunError::Config(format!(

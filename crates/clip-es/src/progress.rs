@@ -25,12 +25,24 @@ pub struct Silent;
 impl Progress for Silent {}
 
 /// A rayon pool of `threads` threads (all cores when `None`).
+/// The most worker threads a stage accepts (a huge count would try to spawn them all).
+pub const MAX_THREADS: usize = 4096;
+
+/// A thread count's range: 1 to [`MAX_THREADS`].
+pub fn check_threads(threads: usize) -> Result<(), String> {
+    if (1..=MAX_THREADS).contains(&threads) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--threads must be in 1..={MAX_THREADS}, got {threads}"
+        ))
+    }
+}
+
 pub fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool, String> {
     let mut b = rayon::ThreadPoolBuilder::new();
     if let Some(t) = threads {
-        if t == 0 {
-            return Err("the number of threads must be at least 1".into());
-        }
+        check_threads(t)?;
         b = b.num_threads(t);
     }
     b.build().map_err(|e| format!("thread pool: {e}"))

@@ -169,6 +169,14 @@ pub struct SegmentOptions {
     pub tags: TagOptions,
 }
 
+impl SegmentOptions {
+    /// The ranges of the mask and tag settings (checked before the model loads).
+    pub fn validate(&self) -> Result<(), String> {
+        self.mask.validate()?;
+        self.tags.validate()
+    }
+}
+
 /// Which classes an image is segmented for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Selection {

@@ -25,6 +25,23 @@ pub struct TagOptions {
     pub round_pos_embed_f16: bool,
 }
 
+impl TagOptions {
+    /// Checks the ranges: a threshold in [0, 1] (scores are means of probabilities; NaN would
+    /// pass no class) and at least one tag.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(format!(
+                "--tag-threshold must be in [0, 1], got {}",
+                self.threshold
+            ));
+        }
+        if self.max_tags == 0 {
+            return Err("--max-tags must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for TagOptions {
     fn default() -> Self {
         TagOptions {

@@ -230,6 +230,7 @@ fn deeplab_v2_trains_resumes_and_predicts() {
         &dir,
         "deeplab-v2",
         &[
+            "--random-init",
             "--width",
             "4",
             "--blocks",
@@ -295,6 +296,7 @@ fn bad_masks_are_errors_naming_the_file() {
             &s(&dir.join(out)),
             "--iters",
             "1",
+            "--random-init",
             "--width",
             "2",
             "--blocks",

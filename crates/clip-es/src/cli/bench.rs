@@ -32,8 +32,16 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
 }
 
 pub fn run(args: Args) -> ExitCode {
+    if let Err(e) = clip_es::progress::check_threads(args.threads) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if args.reps == 0 {
+        eprintln!("error: --reps must be at least 1");
+        return ExitCode::from(2);
+    }
     if let Err(e) = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.max(1))
+        .num_threads(args.threads)
         .build_global()
     {
         eprintln!("error: thread pool: {e}");
@@ -43,7 +51,7 @@ pub fn run(args: Args) -> ExitCode {
     let mm = matmul_gflops(769, 3072, 768, 5).max(matmul_gflops(1024, 1024, 1024, 3));
     println!("threads: {}", rayon::current_num_threads());
     println!("matmul (best of 769x768 @ 768x3072 and 1024^3): {mm:.1} GFLOP/s");
-    match bench_vision(&cfg, &args.sizes, args.reps.max(1), ATTENTION_BLOCKS) {
+    match bench_vision(&cfg, &args.sizes, args.reps, ATTENTION_BLOCKS) {
         Ok(results) => {
             for r in results {
                 println!(

@@ -160,7 +160,9 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
 
 /// A `--threads` value: positive.
 pub fn check_threads(threads: Option<usize>) -> anyhow::Result<Option<usize>> {
-    anyhow::ensure!(threads != Some(0), "--threads must be at least 1");
+    if let Some(t) = threads {
+        clip_es::progress::check_threads(t).map_err(anyhow::Error::msg)?;
+    }
     Ok(threads)
 }
 

@@ -203,6 +203,11 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         }
         (arch, tc, pc)
     });
+    if let Some((_, tc, _)) = &stage3 {
+        tc.validate().map_err(|e| {
+            anyhow::anyhow!("the training stage (--train-* options, the rest as `clip-es train`): {e}")
+        })?;
+    }
     // Outputs that an earlier run made with other settings are found before any work, every
     // stage's at once (each stage checks its own again when it starts).
     let mut mismatches = Vec::new();

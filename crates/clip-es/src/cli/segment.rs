@@ -92,7 +92,7 @@ pub fn run(args: Args) -> ExitCode {
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(t) = args.threads {
-        anyhow::ensure!(t > 0, "--threads must be at least 1");
+        clip_es::progress::check_threads(t).map_err(anyhow::Error::msg)?;
         rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build_global()
@@ -102,7 +102,19 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         args.templates.iter().all(|t| t.contains("{}")),
         "every --template must contain {{}}"
     );
-    anyhow::ensure!(args.max_tags >= 1, "--max-tags must be at least 1");
+    let options = SegmentOptions {
+        mask: MaskOptions {
+            confidence: args.confidence,
+            use_crf: !args.no_crf,
+            ..MaskOptions::default()
+        },
+        tags: TagOptions {
+            threshold: args.tag_threshold,
+            max_tags: args.max_tags,
+            ..TagOptions::default()
+        },
+    };
+    options.validate().map_err(anyhow::Error::msg)?;
     let images = collect_images(&args.inputs)?;
 
     // Candidates, selection, background words, box threshold.
@@ -158,18 +170,6 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         memory_limit: args.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
         max_side: args.max_side,
         ..CamSettings::default()
-    };
-    let options = SegmentOptions {
-        mask: MaskOptions {
-            confidence: args.confidence,
-            use_crf: !args.no_crf,
-            ..MaskOptions::default()
-        },
-        tags: TagOptions {
-            threshold: args.tag_threshold,
-            max_tags: args.max_tags,
-            ..TagOptions::default()
-        },
     };
     let seg = Segmenter::new(
         clip,

@@ -56,6 +56,10 @@ pub struct Args {
     /// safetensors file; the classifier is skipped when its class count differs
     #[arg(long)]
     init: Option<PathBuf>,
+    /// DeepLab-v2 without --init: start from random weights anyway (for tests: a random
+    /// ResNet-101 with frozen batch norm diverges on real photos)
+    #[arg(long, conflicts_with = "init")]
+    random_init: bool,
     /// Continue a run bit-for-bit from a checkpoint (no value or `latest`: the latest in --out), with the
     /// settings stored in it; only --iters may change
     #[arg(long, num_args = 0..=1, default_missing_value = "latest")]
@@ -138,8 +142,8 @@ pub struct Args {
     hidden: usize,
     /// clip-decoder x2 upsampling stages: logits at stride 16 / 2^N (1: stride 8, like
     /// DeepLab-v2; 2: stride 4, finer boundaries, about 3x the time per iteration)
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=4))]
-    upsamplings: u8,
+    #[arg(long, default_value_t = 1)]
+    upsamplings: usize,
     /// clip-decoder training crop on the patch grid, in patches (0: whole maps, --batch 1)
     #[arg(long, default_value_t = 20)]
     grid_crop: usize,
@@ -228,7 +232,7 @@ impl Args {
             style: Default::default(),
         };
         c.decoder_hidden = a.hidden;
-        c.decoder_upsamplings = a.upsamplings as usize;
+        c.decoder_upsamplings = a.upsamplings;
         c.clip_model = a.model.clone();
         c.features = a.features.clone();
         c.feature_budget = FeatureBudget {
@@ -238,6 +242,7 @@ impl Args {
         c.device = a.device.clone();
         c.threads = a.threads;
         c.overwrite = a.overwrite;
+        c.random_init = a.random_init;
         Ok(c)
     }
 }
