@@ -132,7 +132,10 @@ mod tests {
         );
         fs::write(dir.join("file"), b"x").unwrap();
         let e = probe_dir(&dir.join("file")).unwrap_err();
-        assert!(e.contains("not a directory") && e.contains("must be a folder"), "{e}");
+        assert!(
+            e.contains("not a directory") && e.contains("must be a folder"),
+            "{e}"
+        );
         let e = probe_dir(&dir.join("file/sub")).unwrap_err();
         assert!(e.contains("cannot create"), "{e}");
         assert!(probe_file_dir(&dir.join("a"))

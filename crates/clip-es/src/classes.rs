@@ -205,10 +205,11 @@ impl ClassSet {
             "coco" => Ok(strings(&COCO_BACKGROUND)),
             "none" => Ok(vec![]),
             path => {
-                let text = read_text_file(Path::new(path)).map_err(|source| ClassFileError::Io {
-                    path: path.to_string(),
-                    source,
-                })?;
+                let text =
+                    read_text_file(Path::new(path)).map_err(|source| ClassFileError::Io {
+                        path: path.to_string(),
+                        source,
+                    })?;
                 Ok(text
                     .lines()
                     .map(str::trim)

@@ -102,7 +102,10 @@ pub fn parse_classes(
         }
         let name = synonyms[0];
         // `Cat` and `cat` would be two classes with the same prompt, splitting its pixels.
-        if let Some(first) = out.iter().find(|c| c.name.to_lowercase() == name.to_lowercase()) {
+        if let Some(first) = out
+            .iter()
+            .find(|c| c.name.to_lowercase() == name.to_lowercase())
+        {
             return Err(ClassError(if first.name == name {
                 format!("--classes: `{name}` is given twice")
             } else {
@@ -612,11 +615,11 @@ pub fn write_outputs(
     for (k, (class, file)) in classes.iter().zip(&files.heat_maps).enumerate() {
         let cam = &result.cams.refined[k * n..(k + 1) * n];
         let pic = viz::heat_map(&result.image, cam, &class.name, 0.5);
-        contents.push((file, pic.encode_png().map_err(png_err(file))?));
+        contents.push((file.as_path(), pic.encode_png().map_err(png_err(file))?));
     }
     let pic = overlay_picture(&result.image, &result.mask.labels, &classes);
     contents.push((
-        &files.overlay,
+        files.overlay.as_path(),
         pic.encode_png().map_err(png_err(&files.overlay))?,
     ));
 
@@ -653,9 +656,9 @@ pub fn write_outputs(
         },
     });
     let text = serde_json::to_string_pretty(&summary).expect("JSON of plain values");
-    contents.push((&files.summary, text.into_bytes()));
+    contents.push((files.summary.as_path(), text.into_bytes()));
     let png = encode_label_png(&result.mask.labels, w, h, false).map_err(png_err(&files.mask))?;
-    contents.push((&files.mask, png));
+    contents.push((files.mask.as_path(), png));
     let stale = previous_heat_maps(&files.summary, stem)
         .into_iter()
         .filter(|p| !files.heat_maps.contains(p))
@@ -705,7 +708,11 @@ fn write_all_or_none(files: &[(&Path, Vec<u8>)]) -> Result<(), (PathBuf, std::io
         .iter()
         .map(|(p, _)| crate::atomic::temp_path(p))
         .collect();
-    let remove = |paths: &[PathBuf]| paths.iter().for_each(|p| drop(std::fs::remove_file(p)));
+    let remove = |paths: &[PathBuf]| {
+        for p in paths {
+            let _ = std::fs::remove_file(p);
+        }
+    };
     for (k, ((path, bytes), temp)) in files.iter().zip(&temps).enumerate() {
         if let Err(e) = std::fs::write(temp, bytes) {
             remove(&temps[..=k]);
@@ -722,7 +729,6 @@ fn write_all_or_none(files: &[(&Path, Vec<u8>)]) -> Result<(), (PathBuf, std::io
     }
     Ok(())
 }
-
 
 /// The chosen tags, then the ten best-scoring classes, as JSON.
 pub fn tags_json(tags: &Tags, candidates: &[SegmentClass]) -> serde_json::Value {
@@ -782,8 +788,10 @@ mod tests {
         assert!(err("cat,dog,cat", None).contains("`cat` is given twice"));
         let e = err("Cat, cat", None);
         assert!(e.contains("`Cat` and `cat` name the same class"), "{e}");
-        assert!(err("dog,Person with clothes;people,person WITH clothes", None)
-            .contains("`Person with clothes` and `person WITH clothes`"));
+        assert!(
+            err("dog,Person with clothes;people,person WITH clothes", None)
+                .contains("`Person with clothes` and `person WITH clothes`")
+        );
         assert!(err("kitty", Some(&voc)).contains("`kitty` is not a class"));
         assert!(err("person;human", Some(&voc)).contains("synonyms"));
         let many: Vec<String> = (0..255).map(|i| format!("c{i}")).collect();

@@ -88,7 +88,11 @@ fn templates_file_with_byte_order_mark() {
     let d = std::env::temp_dir().join(format!("clip-es-prompts-bom-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("split.txt"), "chelsea cat sofa\nhorse horse person\n").unwrap();
+    std::fs::write(
+        d.join("split.txt"),
+        "chelsea cat sofa\nhorse horse person\n",
+    )
+    .unwrap();
     std::fs::write(
         d.join("templates.txt"),
         "\u{feff}a photo of {}.\na clean origami {}.\n",
@@ -107,11 +111,7 @@ fn templates_file_with_byte_order_mark() {
         .arg(d.join("out.json"))
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let got: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("out.json")).unwrap()).unwrap();
     let mut names: Vec<&str> = got["templates"]

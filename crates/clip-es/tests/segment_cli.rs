@@ -562,7 +562,7 @@ fn outputs_of_two_photos_never_collide() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("would both write"), "{}", stderr(&o));
-    assert!(stderr(&o).contains("x.overlay.png"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("x.jpg"), "{}", stderr(&o));
     assert!(!out.join("x.png").exists() && !out.join("x.overlay.png").exists());
     // Label-free: the heat map of any candidate counts (`x.heat.8-cat.png` of `x.jpg`).
     let tagged = d.join("tagged");
@@ -722,12 +722,27 @@ fn a_rerun_with_other_classes_leaves_no_stale_heat_maps() {
     small_copy("chelsea.jpg", &img, 48, 32);
     let out = d.join("out");
     let o = out.to_str().unwrap();
-    ok(&segment(&[img.to_str().unwrap(), "--classes", "cat,dog", "--out", o]));
+    ok(&segment(&[
+        img.to_str().unwrap(),
+        "--classes",
+        "cat,dog",
+        "--out",
+        o,
+    ]));
     assert!(out.join("a.heat.2-dog.png").is_file());
     std::fs::write(out.join("a.heat.9-mine.png"), "not segment's").unwrap();
-    ok(&segment(&[img.to_str().unwrap(), "--classes", "cat", "--out", o]));
+    ok(&segment(&[
+        img.to_str().unwrap(),
+        "--classes",
+        "cat",
+        "--out",
+        o,
+    ]));
     assert!(out.join("a.heat.1-cat.png").is_file());
-    assert!(!out.join("a.heat.2-dog.png").exists(), "stale heat map left");
+    assert!(
+        !out.join("a.heat.2-dog.png").exists(),
+        "stale heat map left"
+    );
     assert!(out.join("a.heat.9-mine.png").is_file());
     std::fs::remove_dir_all(&d).unwrap();
 }

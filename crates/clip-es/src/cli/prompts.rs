@@ -37,8 +37,8 @@ pub struct Args {
 }
 
 fn read_templates(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let text =
-        clip_es::classes::read_text_file(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = clip_es::classes::read_text_file(path)
+        .with_context(|| format!("reading {}", path.display()))?;
     let mut out: Vec<String> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
