@@ -71,3 +71,19 @@ def test_bad_arguments_raise(data, tmp_path):
         clip_es.train("clip-decoder", IMAGES, masks, split, str(tmp_path / "empty"), resume=True)
     with pytest.raises(ValueError, match="not-there.safetensors"):
         clip_es.predict(str(tmp_path / "not-there.safetensors"), IMAGES, split, str(tmp_path / "p"))
+
+
+def test_train_into_a_used_out_needs_resume_or_overwrite(data, tmp_path):
+    d, masks, split = data
+    out = str(tmp_path / "run")
+    first = clip_es.train("clip-decoder", IMAGES, masks, split, out, model=MODEL, **SETTINGS)
+    with open(first["final_checkpoint"], "rb") as f:
+        before = f.read()
+    with pytest.raises(ValueError, match="already holds a training run"):
+        clip_es.train("clip-decoder", IMAGES, masks, split, out, model=MODEL, **SETTINGS)
+    with open(first["final_checkpoint"], "rb") as f:
+        assert f.read() == before
+    again = clip_es.train("clip-decoder", IMAGES, masks, split, out, model=MODEL, overwrite=True,
+                          **dict(SETTINGS, iters=3))
+    assert (again["start"], again["iters"]) == (0, 3)
+    assert not os.path.exists(os.path.join(out, "checkpoint-000006.safetensors"))
