@@ -193,8 +193,8 @@ const SAMPLES: u64 = 16;
 const SAMPLE_BYTES: u64 = 1 << 20;
 
 /// A cheap identity of a model or checkpoint file: its size and a 64-bit FNV-1a hash of its
-/// bytes (of 16 evenly spaced 1 MiB blocks for a file over 16 MiB, so a 600 MB model costs
-/// milliseconds), as `SIZE bytes, fnv1a HEX`. Two checkpoints of one network differ in their
+/// bytes (of 16 evenly spaced 1 MiB blocks for a file over 16 MiB: about 70 ms for a 600 MB
+/// file), as `SIZE bytes, fnv1a HEX`. Two checkpoints of one network differ in their
 /// header (the iteration) and throughout their weights, so the blocks tell them apart.
 pub fn fingerprint(path: &Path) -> Result<String, String> {
     let err = |e: std::io::Error| format!("{}: {e}", path.display());

@@ -139,3 +139,18 @@ def test_ctrl_c_stops_training_and_keeps_its_checkpoints(data, tmp_path):
     more = clip_es.train("clip-decoder", IMAGES, masks, split, str(out), model=MODEL, resume=True,
                          **dict(SETTINGS, iters=last + 1))
     assert (more["start"], more["iters"]) == (last, last + 1)
+
+def test_train_into_a_used_out_needs_resume_or_overwrite(data, tmp_path):
+    d, masks, split = data
+    out = str(tmp_path / "run")
+    first = clip_es.train("clip-decoder", IMAGES, masks, split, out, model=MODEL, **SETTINGS)
+    with open(first["final_checkpoint"], "rb") as f:
+        before = f.read()
+    with pytest.raises(ValueError, match="already holds a training run"):
+        clip_es.train("clip-decoder", IMAGES, masks, split, out, model=MODEL, **SETTINGS)
+    with open(first["final_checkpoint"], "rb") as f:
+        assert f.read() == before
+    again = clip_es.train("clip-decoder", IMAGES, masks, split, out, model=MODEL, overwrite=True,
+                          **dict(SETTINGS, iters=3))
+    assert (again["start"], again["iters"]) == (0, 3)
+    assert not os.path.exists(os.path.join(out, "checkpoint-000006.safetensors"))
