@@ -460,10 +460,10 @@ fn a_run_reports_only_files_that_exist() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `predict`: scales that are not positive numbers, and the CRF's threads, are refused before
-/// the network is loaded; a tiny positive scale fails no image with a panic.
+/// `predict`: scales outside [0.1, 4], and bad thread counts, are refused before the network is
+/// loaded; a photo too small for the smallest scale fails alone, without a panic.
 #[test]
-fn predict_refuses_bad_scales_and_survives_tiny_ones() {
+fn predict_refuses_bad_scales_and_survives_tiny_photos() {
     let dir = tmpdir("predict");
     let train = dir.join("train");
     ok(&clip_es(&deeplab_args(&dir, &train, &[])), "train");
@@ -486,20 +486,41 @@ fn predict_refuses_bad_scales_and_survives_tiny_ones() {
         ]);
         with(v, extra)
     };
-    // A scale this small leaves no pixel of the photos: each fails with a message (exit 1),
-    // never a panic.
-    let o = clip_es(&args(&["--scales", "1.0,0.001"]));
+    // A 5x5 photo at scale 0.1 has no pixel left: that photo fails with a message (exit 1),
+    // never a panic, and the other one is written.
+    let tiny_images = dir.join("tiny-images");
+    std::fs::create_dir_all(&tiny_images).unwrap();
+    std::fs::copy(
+        examples().join("images/astronaut.jpg"),
+        tiny_images.join("astronaut.jpg"),
+    )
+    .unwrap();
+    {
+        let file = std::fs::File::create(tiny_images.join("horse.png")).unwrap();
+        let mut enc = png::Encoder::new(file, 5, 5);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header()
+            .unwrap()
+            .write_image_data(&[90u8; 75])
+            .unwrap();
+    }
+    let mut tiny = args(&["--scales", "1.0,0.1"]);
+    let at = tiny.iter().position(|a| a == "--images").unwrap();
+    tiny[at + 1] = s(&tiny_images);
+    let o = clip_es(&tiny);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("not one pixel is left"), "{err}");
+    assert!(err.contains("pixel"), "{err}");
+    assert!(out.join("astronaut.png").is_file(), "{err}");
     let _ = std::fs::remove_dir_all(&out);
-    for bad in ["0", "-1", "NaN", "inf", "1.0,0"] {
+    for bad in ["0", "-1", "NaN", "inf", "1.0,0", "0.001", "100"] {
         let o = clip_es(&args(&[&format!("--scales={bad}")]));
         refused(
             &o,
             &format!("--scales {bad}"),
-            "--scales must be",
+            "is not in [0.1, 4]",
             Some(&out),
         );
     }
