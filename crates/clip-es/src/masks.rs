@@ -54,6 +54,22 @@ pub struct CrfParams {
     pub bilateral_weight: f32,
 }
 
+/// How the settings records name a CRF (`clip-es-masks.json`, `clip-es-predict.json`).
+impl std::fmt::Display for CrfParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} iterations, gaussian sxy {} weight {}, bilateral sxy {} srgb {} weight {}",
+            self.iterations,
+            self.gaussian_sxy,
+            self.gaussian_weight,
+            self.bilateral_sxy,
+            self.bilateral_srgb,
+            self.bilateral_weight
+        )
+    }
+}
+
 impl Default for CrfParams {
     fn default() -> Self {
         CrfParams {
@@ -624,7 +640,7 @@ pub fn manifest(config: &MasksConfig) -> clip_es_data::manifest::Manifest {
     m.set("crf", o.use_crf);
     if o.use_crf {
         m.set("crf_image", format!("{:?}", o.crf_image));
-        m.set("crf_params", format!("{:?}", o.crf));
+        m.set("crf_params", &o.crf);
     }
     m.set("cam_key", format!("{:?}", o.cam_kind));
     m.set("palette", config.palette);

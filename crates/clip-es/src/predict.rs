@@ -154,9 +154,16 @@ pub fn manifest(config: &PredictConfig) -> Result<clip_es_data::manifest::Manife
         "checkpoint",
         clip_es_data::manifest::fingerprint(&c.checkpoint)?,
     );
-    m.set("scales", format!("{:?}", c.scales));
+    let scales = match &c.scales {
+        Some(s) => s.iter().map(f64::to_string).collect::<Vec<_>>().join(","),
+        None => "1".into(),
+    };
+    m.set("scales", scales);
     m.set("flip", c.flip);
-    m.set("crf", format!("{:?}", c.crf));
+    match &c.crf {
+        None => m.set("crf", "off"),
+        Some(p) => m.set("crf", p),
+    };
     let model = match &c.clip_model {
         Some(spec) => clip_es_data::manifest::model_identity(spec)?,
         None => "the checkpoint's".into(),

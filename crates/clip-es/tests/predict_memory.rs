@@ -128,7 +128,15 @@ fn tiny_checkpoint(dir: &Path, arch: &str) -> (PathBuf, PathBuf) {
     .collect();
     let extra: &[&str] = match arch {
         "deeplab-v2" => &[
-            "--width", "2", "--blocks", "1,1,1,1", "--rates", "1,2", "--crop", "33",
+            "--width",
+            "2",
+            "--blocks",
+            "1,1,1,1",
+            "--rates",
+            "1,2",
+            "--crop",
+            "33",
+            "--random-init",
         ],
         _ => &["--hidden", "8", "--grid-crop", "2"],
     };
@@ -210,8 +218,10 @@ fn memory_limit_refuses_one_image_and_writes_the_others() {
     );
     assert!(dir.join("pred/small.png").is_file());
     assert!(!dir.join("pred/photo.png").exists());
-    // Without the CRF the photo needs far less and is written.
-    let args: Vec<String> = args.into_iter().filter(|a| a != "--crf").collect();
+    // Without the CRF the photo needs far less and is written (`--overwrite`: the folder's
+    // maps were made with the CRF).
+    let mut args: Vec<String> = args.into_iter().filter(|a| a != "--crf").collect();
+    args.push("--overwrite".into());
     let o = clip_es(&args.iter().map(String::as_str).collect::<Vec<_>>());
     ok(&o, "predict without the CRF");
     let m = clip_es::masks::read_label_png(&dir.join("pred/photo.png")).unwrap();
@@ -354,6 +364,7 @@ fn scales_out_of_range_are_refused_before_any_work() {
             "train",
             "--arch",
             "deeplab-v2",
+            "--random-init",
             "--images",
             &s(&images),
             "--masks",

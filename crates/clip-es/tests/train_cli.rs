@@ -458,7 +458,7 @@ fn run_with_training_stage_predicts_evaluates_and_resumes() {
     for want in [
         "confidence: 0.95 -> 0.5",
         "lr: 0.01 -> 0.02",
-        "crf: Some(",
+        "crf: 10 iterations, gaussian sxy 1 weight 3, bilateral sxy 67 srgb 3 weight 4 -> off",
         "--overwrite",
     ] {
         assert!(stderr.contains(want), "`{want}` not in: {stderr}");
@@ -526,6 +526,7 @@ fn train_never_mixes_runs_and_resumes_past_broken_files() {
             "65",
             "--save-every",
             "2",
+            "--random-init",
             "--jobs",
             "2",
         ]
@@ -633,6 +634,7 @@ fn train_never_mixes_runs_and_resumes_past_broken_files() {
         "train",
         "--arch",
         "deeplab-v2",
+        "--random-init",
         "--images",
         &images,
         "--masks",

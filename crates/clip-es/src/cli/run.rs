@@ -205,7 +205,9 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     });
     if let Some((_, tc, _)) = &stage3 {
         tc.validate().map_err(|e| {
-            anyhow::anyhow!("the training stage (--train-* options, the rest as `clip-es train`): {e}")
+            anyhow::anyhow!(
+                "the training stage (--train-* options, the rest as `clip-es train`): {e}"
+            )
         })?;
     }
     // Outputs that an earlier run made with other settings are found before any work, every
