@@ -198,6 +198,25 @@ impl TrainOptions {
     }
 }
 
+/// The value of a one-element tensor, or the error that stops training before a step when it is
+/// NaN or infinite (the weights would turn to NaN and be saved).
+fn finite_scalar(t: Tensor<1>, iteration: usize) -> Result<f32> {
+    let value: f32 = t
+        .to_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32")[0];
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(TrainError::NonFinite {
+            iteration,
+            value,
+            last_good: None,
+        })
+    }
+}
+
 /// The gradient of the loss over `batches` (averaged, as `iter_loss /= ITER_SIZE`), then one SGD
 /// step at `lr`. Returns the loss, or an error before touching the weights if it is not finite.
 pub fn train_step(
@@ -229,19 +248,7 @@ pub fn train_step(
         }
         let Some(loss) = loss else { continue };
         let loss = loss.div_scalar(batches.len() as f32);
-        let value: f32 = loss
-            .to_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32")[0];
-        if !value.is_finite() {
-            return Err(TrainError::NonFinite {
-                iteration,
-                value,
-                last_good: None,
-            });
-        }
-        total += value;
+        total += finite_scalar(loss.clone(), iteration)?;
         let grads = loss.backward();
         for (k, t) in &v {
             if let Some(g) = t.grad(&grads) {
@@ -264,18 +271,7 @@ pub fn train_step(
         .map(|g| g.clone().abs().sum())
         .reduce(|a, b| a + b);
     if let Some(sum) = grad_sum {
-        let value: f32 = sum
-            .to_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32")[0];
-        if !value.is_finite() {
-            return Err(TrainError::NonFinite {
-                iteration,
-                value,
-                last_good: None,
-            });
-        }
+        finite_scalar(sum, iteration)?;
     }
     let arch = model.arch();
     sgd.step(&mut model.store, &acc, lr, &|n| arch.lr_group(n));
@@ -1023,14 +1019,8 @@ fn run_in_pool(
     use crate::Arch;
     let c = config;
     let device = crate::device(&c.device)?;
-    if c.arch == Arch::DeepLabV2 && c.deeplab.blocks.contains(&0) {
-        return Err(TrainError::Config(format!(
-            "--blocks {}: every ResNet stage needs at least one bottleneck (ResNet-101: 3,4,23,3)",
-            c.deeplab.blocks.map(|b| b.to_string()).join(",")
-        )));
-    }
     check_rerun(c)?;
-    std::fs::create_dir_all(&c.out).map_err(|e| TrainError::io(&c.out, e))?;
+    clip_es_data::probe_dir(&c.out).map_err(TrainError::Config)?;
     remove_stale_parts(&c.out)?;
     // A rerun continues the run in `out` (its settings were checked just above) or starts one.
     let start = match &c.start {

@@ -54,23 +54,7 @@ pub fn remove_stale_partials<'a>(
     Ok(removed)
 }
 
-/// Makes sure results can be written into `dir` before any work is done: creates it (and its
-/// parents) and writes, then removes, a small probe file. A `dir` that is a file, a read-only
-/// directory or a full disk is reported here, once, instead of after every image was computed.
-pub fn probe_dir(dir: &Path) -> Result<(), String> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(format!(
-            "{}: exists and is not a directory: an output location (--out) must be a folder, not a file",
-            dir.display()
-        ));
-    }
-    fs::create_dir_all(dir)
-        .map_err(|e| format!("{}: cannot create the directory: {e}", dir.display()))?;
-    let probe = dir.join(format!(".clip-es-probe.{}", std::process::id()));
-    let written = fs::write(&probe, b"clip-es write probe\n");
-    let _ = fs::remove_file(&probe);
-    written.map_err(|e| format!("{}: cannot write into the directory: {e}", dir.display()))
-}
+pub use clip_es_data::probe_dir;
 
 /// [`probe_dir`] for the directory an output file will be written into.
 pub fn probe_file_dir(file: &Path) -> Result<(), String> {

@@ -656,5 +656,33 @@ fn train_never_mixes_runs_and_resumes_past_broken_files() {
         err.contains("--blocks") && !err.contains("four numbers"),
         "{err}"
     );
+
+    // An --out that is a file: the same message as every other stage, nothing trained.
+    let afile = dir.join("afile");
+    std::fs::write(&afile, b"mine").unwrap();
+    let o = clip_es(&[
+        "train",
+        "--arch",
+        "deeplab-v2",
+        "--random-init",
+        "--images",
+        &images,
+        "--masks",
+        &s(&masks),
+        "--split",
+        &s(&split),
+        "--out",
+        &s(&afile),
+        "--iters",
+        "1",
+        "--width",
+        "2",
+        "--blocks",
+        "1,1,1,1",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("must be a folder, not a file"), "{err}");
+    assert_eq!(std::fs::read(&afile).unwrap(), b"mine");
     let _ = std::fs::remove_dir_all(&dir);
 }
