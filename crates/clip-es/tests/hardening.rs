@@ -115,7 +115,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Defect 1 / acceptance 2: [normal, 4000x3000, normal]. With a tiny memory budget and no
+/// [normal, 4000x3000, normal]. With a tiny memory budget and no
 /// downscaling the photo is named as a failure (size and limit) and the other two are written;
 /// at the default `--max-side` all three are written, the photo's CAMs at its own size, under a
 /// 4 GB address-space limit. Never an abort.
@@ -204,7 +204,7 @@ fn a_big_photo_never_takes_the_run_down() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-/// Defect 2 / acceptance 3: ids that would leave the directories are refused up front, by
+/// Ids that would leave the directories are refused up front, by
 /// `cams`, `masks` and `eval` alike, naming the line; nothing is written outside `--out`.
 #[test]
 fn split_ids_cannot_leave_the_directories() {
@@ -287,7 +287,7 @@ fn with_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
     out
 }
 
-/// Defect 3: photos tagged with orientations 6 and 3 go through cams and masks on one pixel
+/// Photos tagged with orientations 6 and 3 go through cams and masks on one pixel
 /// grid, with one warning; with --apply-exif-orientation given to both, on the turned grid.
 #[test]
 fn exif_orientation_is_the_same_in_every_stage() {
@@ -358,7 +358,7 @@ fn exif_orientation_is_the_same_in_every_stage() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-/// Defect 4: a small deflated CAM file claiming a huge array fails that image only, and the
+/// A small deflated CAM file claiming a huge array fails that image only, and the
 /// mask stage never inflates more than CAMs of the image's size can take.
 #[test]
 fn a_deflate_bomb_in_a_cam_file_fails_that_image_only() {
@@ -463,7 +463,7 @@ fn clip_es_limited_or_plain(args: &[&str]) -> Output {
     return clip_es(args);
 }
 
-/// Defect 5: `--out` that is a file, or a directory that cannot be written, is reported before
+/// `--out` that is a file, or a directory that cannot be written, is reported before
 /// the model is loaded.
 #[test]
 fn unwritable_outputs_are_found_before_the_work() {
@@ -513,7 +513,7 @@ fn unwritable_outputs_are_found_before_the_work() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-/// Defect 6: a NaN in one weight is refused at load, naming the tensor.
+/// A NaN in one weight is refused at load, naming the tensor.
 #[test]
 fn a_nan_weight_is_refused_at_load() {
     let d = tmpdir("nan");
@@ -558,7 +558,7 @@ fn a_nan_weight_is_refused_at_load() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-/// Defect 8: split files with a byte-order mark, bad bytes, nothing in them; which label source
+/// Split files with a byte-order mark, bad bytes, nothing in them; which label source
 /// wins; a missing image directory; each message said once.
 #[test]
 fn split_files_and_messages() {
@@ -654,7 +654,7 @@ fn split_files_and_messages() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-/// Defect 8: a full disk while writing a CAM file is one message per image, said once, and no
+/// A full disk while writing a CAM file is one message per image, said once, and no
 /// stray line from the zip writer.
 #[cfg(target_os = "linux")]
 #[test]
@@ -691,7 +691,7 @@ fn a_full_disk_is_reported_once_per_image() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-/// Defect 7: class ids beyond the run's classes are refused where they enter: a class file of
+/// Class ids beyond the run's classes are refused where they enter: a class file of
 /// more than 254 classes when parsed (before the model loads), a CAM key beyond the classes
 /// given to `masks` (and `run`) for that image, instead of a label the evaluation rejects.
 #[test]
