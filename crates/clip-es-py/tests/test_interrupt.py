@@ -34,7 +34,7 @@ CALLS = {
     """,
     "pseudo_mask": """
         cams = {"keys": np.arange(m - 1), "attn_highres": probs[1:].astype(np.float16)}
-        call = lambda: clip_es.pseudo_mask(cams, image, iterations=200000)
+        call = lambda: clip_es.pseudo_mask(cams, image, iterations=1000)  # the most accepted
     """,
 }
 
