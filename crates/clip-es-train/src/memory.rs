@@ -2,6 +2,15 @@
 //! left of the address-space limit (`ulimit -v`). The CAM, mask and prediction stages and the
 //! clip-decoder's feature cache compare their per-image estimates with it before allocating.
 
+/// The rule for a `--memory-limit` in bytes (`train`, `predict`): none, or at least one MB's worth
+/// (0 would refuse every image).
+pub fn check_memory_limit(limit: Option<u64>) -> Result<(), String> {
+    match limit {
+        Some(0) => Err("--memory-limit must be at least 1 MB".into()),
+        _ => Ok(()),
+    }
+}
+
 /// Bytes this process may still allocate: the smaller of the memory the kernel reports as
 /// available (`MemAvailable`) and what is left of the address-space limit (`ulimit -v`) beyond
 /// the current size. `None` where neither can be read (not Linux).

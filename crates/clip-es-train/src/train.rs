@@ -885,9 +885,8 @@ impl TrainConfig {
                 return bad(format!("--threads must be in 1..={MAX_THREADS}, got {t}"));
             }
         }
-        if self.feature_budget.memory_limit == Some(0) {
-            return bad("--memory-limit must be at least 1 MB".into());
-        }
+        crate::memory::check_memory_limit(self.feature_budget.memory_limit)
+            .map_err(TrainError::Config)?;
         match &self.start {
             Start::Resume { iters, .. } => {
                 if *iters == Some(0) {

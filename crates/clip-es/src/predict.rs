@@ -92,24 +92,9 @@ impl PredictConfig {
         }
     }
 
-    /// Checks the input scales and the memory settings before any work.
-    pub fn validate_budget(&self) -> Result<(), PredictRunError> {
-        if let Some(s) = &self.scales {
-            check_scales("--scales", s).map_err(|e| PredictRunError::Config(e.to_string()))?;
-        }
-        if self.memory_limit == Some(0) {
-            return Err(PredictRunError::Config(
-                "--memory-limit must be at least 1 MB".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl PredictConfig {
     /// Checks the settings before any file is read or the network loaded, for every front end
-    /// (`clip-es predict`, `run --train`, Python): the CRF's ranges, the thread count, and
-    /// [`PredictConfig::validate_budget`] (scales and memory).
+    /// (`clip-es predict`, `run --train`, Python): the CRF's ranges, the thread count, the input
+    /// scales and the memory limit.
     pub fn validate(&self) -> Result<(), PredictRunError> {
         if let Some(crf) = &self.crf {
             crf.validate().map_err(PredictRunError::Config)?;
@@ -117,7 +102,11 @@ impl PredictConfig {
         if let Some(t) = self.threads {
             crate::progress::check_threads(t).map_err(PredictRunError::Config)?;
         }
-        self.validate_budget()
+        if let Some(s) = &self.scales {
+            check_scales("--scales", s).map_err(|e| PredictRunError::Config(e.to_string()))?;
+        }
+        clip_es_train::memory::check_memory_limit(self.memory_limit)
+            .map_err(PredictRunError::Config)
     }
 }
 
