@@ -1,9 +1,24 @@
 //! Data concerns shared by every stage of clip-es (the CAM and mask stages in `clip-es`, the
-//! training stage in `clip-es-train`, which `clip-es` depends on): the rule for image ids
-//! ([`check_id`]), the probe of an output folder ([`probe_dir`]) and the stage manifest that records which settings made a folder of outputs
-//! ([`manifest`]).
+//! training stage in `clip-es-train`, which `clip-es` depends on), each with one home and one
+//! rule: image ids ([`check_id`]) and split files ([`split`]), label PNGs, the ignore label and
+//! the VOC palette ([`labels`]), crash-safe writes and the probe of an output folder
+//! ([`atomic`]), the canvas and bitmap text of the pictures ([`canvas`]), the Caffe mean
+//! ([`CAFFE_MEAN_BGR`]) and the stage manifest that records which settings made a folder of
+//! outputs ([`manifest`]).
 
+pub mod atomic;
+pub mod canvas;
+pub mod labels;
 pub mod manifest;
+pub mod split;
+
+pub use atomic::probe_dir;
+pub use labels::IGNORE_LABEL;
+
+/// The Caffe ImageNet mean in B, G, R order, on the 0..255 scale: what the reference subtracts
+/// from the image before the CRF's bilateral kernel (`eval_cam_with_crf.py`) and what
+/// deeplab-pytorch subtracts from DeepLab-v2's input (`configs/voc12.yaml`, `MEAN`).
+pub const CAFFE_MEAN_BGR: [f64; 3] = [104.008, 116.669, 122.675];
 
 use std::path::{Component, Path};
 
@@ -20,22 +35,4 @@ pub fn check_id(id: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Makes sure results can be written into `dir` before any work is done: creates it (and its
-/// parents) and writes, then removes, a small probe file. A `dir` that is a file, a read-only
-/// directory or a full disk is reported here, once, instead of after every image was computed.
-pub fn probe_dir(dir: &Path) -> Result<(), String> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(format!(
-            "{}: exists and is not a directory: an output location (--out) must be a folder, not a file",
-            dir.display()
-        ));
-    }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("{}: cannot create the directory: {e}", dir.display()))?;
-    let probe = dir.join(format!(".clip-es-probe.{}", std::process::id()));
-    let written = std::fs::write(&probe, b"clip-es write probe\n");
-    let _ = std::fs::remove_file(&probe);
-    written.map_err(|e| format!("{}: cannot write into the directory: {e}", dir.display()))
 }

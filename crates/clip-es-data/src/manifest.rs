@@ -91,13 +91,9 @@ impl Manifest {
     /// Writes the manifest into `dir` atomically (a temporary file renamed into place).
     pub fn write(&self, dir: &Path) -> Result<(), String> {
         let path = self.path(dir);
-        let tmp = dir.join(format!("{}.part", file_name(&self.stage)));
         let text = serde_json::to_string_pretty(&self.to_json()).expect("JSON of strings") + "\n";
-        let result = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path));
-        result.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("{}: {e}", path.display())
-        })
+        crate::atomic::write_bytes_atomic(&path, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// The settings that differ from `old`'s, as `name: old -> new` (a setting one side lacks

@@ -10,13 +10,19 @@
 //! uninterrupted one.
 
 use crate::error::{Result, TrainError};
-use crate::loss::{Labels, IGNORE};
+use crate::loss::Labels;
 use crate::rng::Rng;
+use clip_es_data::IGNORE_LABEL as IGNORE;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// The Caffe ImageNet mean in BGR order (deeplab-pytorch `configs/voc12.yaml`).
-pub const MEAN_BGR: [f32; 3] = [104.008, 116.669, 122.675];
+/// The Caffe ImageNet mean in BGR order (deeplab-pytorch `configs/voc12.yaml`), in the float32
+/// the network's input is computed in ([`clip_es_data::CAFFE_MEAN_BGR`] rounded).
+pub const MEAN_BGR: [f32; 3] = [
+    clip_es_data::CAFFE_MEAN_BGR[0] as f32,
+    clip_es_data::CAFFE_MEAN_BGR[1] as f32,
+    clip_es_data::CAFFE_MEAN_BGR[2] as f32,
+];
 
 const PERM: u64 = 1;
 const AUG: u64 = 2;
@@ -29,82 +35,38 @@ pub struct Item {
     pub mask: PathBuf,
 }
 
-/// The image file of an id: `<dir>/<id>.<ext>` for the usual extensions, or `<dir>/<id>`.
+/// The image file of an id, by the rule every stage uses ([`clip_es_data::split::image_path`]).
 pub fn find_image(dir: &Path, id: &str) -> Result<PathBuf> {
-    for ext in ["jpg", "jpeg", "png", "JPG", "JPEG", "PNG", "bmp", "webp"] {
-        let p = dir.join(format!("{id}.{ext}"));
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    let p = dir.join(id);
-    if p.is_file() {
-        return Ok(p);
-    }
-    Err(TrainError::BadImage {
+    clip_es_data::split::image_path(dir, id).map_err(|message| TrainError::BadImage {
         path: dir.join(format!("{id}.jpg")),
-        message: format!("no image file for `{id}` in {}", dir.display()),
+        message,
     })
 }
 
-/// Ids of a split file: the first token of each non-empty line (a UTF-8 byte-order mark
-/// skipped). Ids obey the rule of every other stage ([`clip_es_data::check_id`]): one plain
-/// file name, so `../x` or `/JPEGImages/x.jpg` is an error naming the line, never read as `x`.
+/// Ids of a split file, read as every stage reads them ([`clip_es_data::split::read_split`]:
+/// plain ids or deeplab-pytorch `/JPEGImages/<id>.jpg ...` lines, ids checked with
+/// [`clip_es_data::check_id`], repeated ids refused).
 pub fn read_split(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut ids = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if let Some(id) = line.split_whitespace().next() {
-            clip_es_data::check_id(id)
-                .map_err(|m| TrainError::Config(format!("{}:{}: {m}", path.display(), i + 1)))?;
-            ids.push(id.to_string());
-        }
-    }
-    if ids.is_empty() {
-        return Err(TrainError::Config(format!(
-            "{}: no image ids",
-            path.display()
-        )));
-    }
-    Ok(ids)
+    clip_es_data::split::read_split(path).map_err(|e| match e {
+        clip_es_data::split::IdFileError::Io { path, source } => TrainError::io(path, source),
+        parse => TrainError::Config(parse.to_string()),
+    })
 }
 
-/// An 8-bit label map from a grayscale or palette PNG (palette indices are the labels).
+/// An 8-bit label map from a grayscale or palette PNG (palette indices are the labels), read as
+/// every stage reads label PNGs ([`clip_es_data::labels::read_label_png`]).
 pub fn read_mask(path: &Path) -> Result<Labels> {
-    let bad = |message: String| TrainError::BadMask {
-        path: path.to_path_buf(),
-        message,
-    };
-    let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
-    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
-    dec.set_transformations(png::Transformations::IDENTITY);
-    let mut reader = dec
-        .read_info()
-        .map_err(|e| bad(format!("not a readable PNG: {e}")))?;
-    let (color, depth) = reader.output_color_type();
-    if !matches!(color, png::ColorType::Grayscale | png::ColorType::Indexed)
-        || depth != png::BitDepth::Eight
-    {
-        return Err(bad(format!(
-            "{color:?} {depth:?} PNG; a label map must be an 8-bit grayscale or palette PNG"
-        )));
-    }
-    let mut buf = vec![
-        0u8;
-        reader
-            .output_buffer_size()
-            .ok_or_else(|| bad("PNG too large".into()))?
-    ];
-    let info = reader
-        .next_frame(&mut buf)
-        .map_err(|e| bad(format!("not a readable PNG: {e}")))?;
-    let (w, h) = (info.width as usize, info.height as usize);
-    let mut data = Vec::with_capacity(w * h);
-    for row in buf.chunks(info.line_size).take(h) {
-        data.extend_from_slice(&row[..w]);
-    }
-    Ok(Labels { n: 1, h, w, data })
+    use clip_es_data::labels::{read_label_png, LabelPngError};
+    let map = read_label_png(path).map_err(|e| match e {
+        LabelPngError::Io { path, source } => TrainError::io(path, source),
+        LabelPngError::Invalid { path, message } => TrainError::BadMask { path, message },
+    })?;
+    Ok(Labels {
+        n: 1,
+        h: map.height,
+        w: map.width,
+        data: map.labels,
+    })
 }
 
 /// Checks a mask against its image size and the class count: sizes must agree and every label
@@ -322,11 +284,15 @@ mod split_tests {
         let split = dir.join("split.txt");
         std::fs::write(&split, "\u{feff}a\nb extra\n").unwrap();
         assert_eq!(read_split(&split).unwrap(), ["a", "b"]);
-        for bad in ["../escape", "/JPEGImages/x.jpg", ".."] {
+        // a deeplab-pytorch line names the image by its path: its id is the file stem
+        std::fs::write(&split, "/JPEGImages/a.jpg /SegmentationClass/a.png\nb\n").unwrap();
+        assert_eq!(read_split(&split).unwrap(), ["a", "b"]);
+        for bad in ["..", "a\\b", "/JPEGImages/.."] {
             std::fs::write(&split, format!("a\n{bad}\n")).unwrap();
             let e = read_split(&split).unwrap_err().to_string();
             assert!(
-                e.contains("split.txt:2:") && e.contains("not a plain file name"),
+                e.contains("split.txt:2:")
+                    && (e.contains("not a plain file name") || e.contains("without a file name")),
                 "{bad}: {e}"
             );
         }

@@ -206,10 +206,7 @@ pub fn cache_one(
             path: path.clone(),
             message: e.to_string(),
         })?;
-    let tmp = path.with_extension("part");
-    std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| TrainError::io(&path, e))?;
-    Ok(())
+    clip_es_data::atomic::write_bytes_atomic(&path, &bytes).map_err(|e| TrainError::io(&path, e))
 }
 
 /// Reads a cache file: (features, features of the mirror image).

@@ -10,7 +10,8 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
-pub const IGNORE: u8 = 255;
+/// The label the loss skips (the one ignore label of every stage).
+pub use clip_es_data::IGNORE_LABEL as IGNORE;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LossKind {

@@ -258,12 +258,6 @@ pub fn write_safetensors(
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    let tmp = path.with_extension("safetensors.part");
     // A failed write (a full disk) leaves no partial file behind.
-    let written = std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(TrainError::io(path, e));
-    }
-    Ok(())
+    clip_es_data::atomic::write_bytes_atomic(path, &data).map_err(|e| TrainError::io(path, e))
 }

@@ -1,7 +1,9 @@
 //! The loss curve as a PNG: raw loss (light) and its moving average over 20 iterations (dark),
-//! iterations on x, loss on y from 0 to the largest value, with a title and labelled axes.
+//! iterations on x, loss on y from 0 to the largest value, with a title and labelled axes. The
+//! canvas and its bitmap text are the pictures' shared ones (`clip_es_data::canvas`).
 
 use crate::error::{Result, TrainError};
+use clip_es_data::canvas::Canvas;
 use std::path::Path;
 
 const W: usize = 640;
@@ -12,24 +14,8 @@ const M: usize = 30;
 const TEXT: [u8; 3] = [40, 40, 40];
 
 /// Draws `s` in 8x8 glyphs with its top-left corner at (x, y), clipped to the picture.
-fn text(img: &mut [u8], x: usize, y: usize, s: &str, rgb: [u8; 3]) {
-    for (k, ch) in s.chars().enumerate() {
-        let u = ch as u32;
-        let g = if u < 128 {
-            font8x8::legacy::BASIC_LEGACY[u as usize]
-        } else {
-            font8x8::legacy::BASIC_LEGACY['?' as usize]
-        };
-        for (row, bits) in g.iter().enumerate() {
-            for col in 0..8 {
-                let (px, py) = (x + k * 8 + col, y + row);
-                if bits >> col & 1 == 1 && px < W && py < H {
-                    let o = (py * W + px) * 3;
-                    img[o..o + 3].copy_from_slice(&rgb);
-                }
-            }
-        }
-    }
+fn text(img: &mut Canvas, x: usize, y: usize, s: &str, rgb: [u8; 3]) {
+    img.draw_text(x, y, s, 1, rgb);
 }
 
 /// A tick value in at most 7 characters, to 3 significant digits (ticks are round numbers, see
@@ -62,7 +48,7 @@ fn axis_top(max: f64) -> f64 {
         .unwrap_or(10.0 * p)
 }
 
-fn line(img: &mut [u8], (x0, y0): (f64, f64), (x1, y1): (f64, f64), rgb: [u8; 3]) {
+fn line(img: &mut Canvas, (x0, y0): (f64, f64), (x1, y1): (f64, f64), rgb: [u8; 3]) {
     let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
     for i in 0..=n {
         let t = i as f64 / n as f64;
@@ -70,15 +56,14 @@ fn line(img: &mut [u8], (x0, y0): (f64, f64), (x1, y1): (f64, f64), rgb: [u8; 3]
             (x0 + (x1 - x0) * t).round() as isize,
             (y0 + (y1 - y0) * t).round() as isize,
         );
-        if x >= 0 && y >= 0 && (x as usize) < W && (y as usize) < H {
-            let o = (y as usize * W + x as usize) * 3;
-            img[o..o + 3].copy_from_slice(&rgb);
+        if x >= 0 && y >= 0 {
+            img.set(x as usize, y as usize, rgb);
         }
     }
 }
 
 pub fn plot_loss(path: &Path, history: &[(usize, f32)]) -> Result<()> {
-    let mut img = vec![255u8; W * H * 3];
+    let mut img = Canvas::new(W, H, [255, 255, 255]);
     let pts: Vec<(usize, f32)> = history
         .iter()
         .copied()
@@ -168,20 +153,10 @@ pub fn plot_loss(path: &Path, history: &[(usize, f32)]) -> Result<()> {
             );
         }
     }
-    let mut bytes = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut bytes, W as u32, H as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut w = enc
-            .write_header()
-            .map_err(|e| TrainError::Config(e.to_string()))?;
-        w.write_image_data(&img)
-            .map_err(|e| TrainError::Config(e.to_string()))?;
-    }
-    let tmp = path.with_extension("png.part");
-    std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    let bytes = img
+        .encode_png()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    clip_es_data::atomic::write_bytes_atomic(path, &bytes).map_err(|e| TrainError::io(path, e))
 }
 
 #[cfg(test)]

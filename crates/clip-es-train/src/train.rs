@@ -539,12 +539,8 @@ pub fn train_until(
     if last.is_file() {
         // Copied under a temporary name, then renamed: a full disk leaves no partial file.
         let fin = out.join("final.safetensors");
-        let tmp = out.join("final.safetensors.part");
-        let copied = std::fs::copy(&last, &tmp).and_then(|_| std::fs::rename(&tmp, &fin));
-        if let Err(e) = copied {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(TrainError::io(&fin, e));
-        }
+        clip_es_data::atomic::write_atomic(&fin, |tmp| std::fs::copy(&last, tmp))
+            .map_err(|e| TrainError::io(&fin, e))?;
     }
     Ok(last)
 }
@@ -622,21 +618,13 @@ fn clear_run(config: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
-/// Removes the temporary files (`*.safetensors.part`) that an interrupted or failed write of a
-/// checkpoint left in `out` (a full disk, a kill): they are never a finished checkpoint.
+/// Removes the temporary files ([`clip_es_data::atomic::temp_path`]) that an interrupted or
+/// failed write of a checkpoint left in `out` (a full disk, a kill): never a finished checkpoint.
 fn remove_stale_parts(out: &Path) -> Result<()> {
-    let Ok(rd) = std::fs::read_dir(out) else {
-        return Ok(());
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".safetensors.part")
-            && (name.starts_with("checkpoint-") || name.starts_with("final."))
-        {
-            std::fs::remove_file(e.path()).map_err(|err| TrainError::io(e.path(), err))?;
-        }
-    }
-    Ok(())
+    let is_checkpoint = |n: &str| n.starts_with("checkpoint-") || n.starts_with("final.");
+    clip_es_data::atomic::remove_stale_partials_where(out, is_checkpoint)
+        .map(|_| ())
+        .map_err(|e| TrainError::io(out, e))
 }
 
 /// The name of the training stage in its manifest.

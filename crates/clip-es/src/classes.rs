@@ -24,8 +24,9 @@ pub fn read_text_file(path: &Path) -> std::io::Result<String> {
 
 /// Label id of the background.
 pub const BACKGROUND_LABEL: u8 = 0;
-/// Label id of pixels that are ignored (ground-truth boundaries) or not confident (pseudo masks).
-pub const IGNORE_LABEL: u8 = 255;
+/// Label id of pixels that are ignored (ground-truth boundaries) or not confident (pseudo masks):
+/// the one ignore label of every stage.
+pub use clip_es_data::IGNORE_LABEL;
 /// Most foreground classes a class set may hold: labels 1..=254, 0 background, 255 ignored.
 pub const MAX_CLASSES: usize = IGNORE_LABEL as usize - 1;
 /// Largest valid CAM key (0-based foreground class index): label `MAX_CLASS_KEY + 1` = 254.

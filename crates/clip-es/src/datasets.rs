@@ -22,17 +22,8 @@ pub struct Sample {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}: {message}")]
-    Parse {
-        path: String,
-        line: usize,
-        message: String,
-    },
+    #[error(transparent)]
+    IdFile(#[from] clip_es_data::split::IdFileError),
     #[error("{0}")]
     Config(String),
 }
@@ -46,74 +37,22 @@ pub enum LabelSource {
     Listed(HashMap<String, Vec<String>>),
 }
 
-/// One line of a split or label file: the id and the label tokens after it.
-fn parse_line(line: &str) -> Option<(String, Vec<String>)> {
-    let mut it = line.split_whitespace();
-    let id = it.next()?;
-    Some((id.to_string(), it.map(String::from).collect()))
-}
-
 /// Why an id cannot name files (one rule for every stage, training included).
 pub use clip_es_data::check_id;
 
-/// Reads a split or label file: ids in order, with the labels listed after each id. A UTF-8
-/// byte-order mark is skipped; a line that is not UTF-8, an id that is not a plain file name
-/// ([`check_id`]), a repeated id, or a file without any id is an error naming the line.
+/// The image file of an id (one rule for every stage, training included).
+pub use clip_es_data::split::image_path;
+
+/// Reads a split or label file: ids in order, with the labels listed after each id
+/// ([`clip_es_data::split::read_id_file`]).
 pub fn read_id_file(path: &Path) -> Result<Vec<(String, Vec<String>)>, DatasetError> {
-    let bytes = std::fs::read(path).map_err(|source| DatasetError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let parse_err = |line: usize, message: String| DatasetError::Parse {
-        path: path.display().to_string(),
-        line,
-        message,
-    };
-    let mut out = Vec::new();
-    let mut seen = HashMap::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = std::str::from_utf8(raw).map_err(|e| {
-            parse_err(
-                i + 1,
-                format!(
-                    "not UTF-8 text (invalid byte at column {})",
-                    e.valid_up_to() + 1
-                ),
-            )
-        })?;
-        if let Some((id, labels)) = parse_line(line) {
-            check_id(&id).map_err(|m| parse_err(i + 1, m))?;
-            if let Some(first) = seen.insert(id.clone(), i + 1) {
-                return Err(DatasetError::Parse {
-                    path: path.display().to_string(),
-                    line: i + 1,
-                    message: format!("id `{id}` already listed on line {first}"),
-                });
-            }
-            out.push((id, labels));
-        }
-    }
-    if out.is_empty() {
-        return Err(parse_err(
-            1,
-            "no image ids (the file is empty or blank)".into(),
-        ));
-    }
-    Ok(out)
+    Ok(clip_es_data::split::read_id_file(path)?)
 }
 
-/// Image ids of a split file: the first token of each line (COCO-style label columns after it
-/// are ignored here); duplicate ids are an error naming both lines, and so is an empty split.
+/// Image ids of a split file ([`clip_es_data::split::read_split`]): the first token of each
+/// line, a deeplab-pytorch image path read as its file stem; label columns are ignored here.
 pub fn read_split(path: &Path) -> Result<Vec<String>, DatasetError> {
-    let ids: Vec<String> = read_id_file(path)?.into_iter().map(|(id, _)| id).collect();
-    if ids.is_empty() {
-        return Err(DatasetError::Config(format!(
-            "{}: no image ids",
-            path.display()
-        )));
-    }
-    Ok(ids)
+    Ok(clip_es_data::split::read_split(path)?)
 }
 
 /// The ids to process and where their labels come from, from the command-line options.
@@ -167,25 +106,6 @@ pub fn plan(
         LabelSource::Listed(s.into_iter().collect())
     };
     Ok((ids, source, note))
-}
-
-/// The image file of an id: `<dir>/<id>` if it names a file, else `<dir>/<id>.<ext>` for the
-/// usual extensions (`.jpg` first, as VOC and COCO store them).
-pub fn image_path(dir: &Path, id: &str) -> Result<PathBuf, String> {
-    let direct = dir.join(id);
-    if Path::new(id).extension().is_some() && direct.is_file() {
-        return Ok(direct);
-    }
-    for ext in ["jpg", "jpeg", "png", "JPG", "JPEG", "PNG", "bmp", "webp"] {
-        let p = dir.join(format!("{id}.{ext}"));
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    Err(format!(
-        "no image file for `{id}` in {} (tried {id}.jpg, .jpeg, .png, ...)",
-        dir.display()
-    ))
 }
 
 /// The distinct object names of a VOC annotation, in order of first appearance.
@@ -289,22 +209,9 @@ mod tests {
     }
 
     #[test]
-    fn split_files_bom_bad_bytes_and_empty() {
+    fn labels_listed_on_the_split_and_elsewhere_give_a_note() {
         let d = tmpdir("bom");
         let split = d.join("split.txt");
-        std::fs::write(&split, b"\xEF\xBB\xBFa 1\r\nb\r\n").unwrap();
-        let ids: Vec<String> = read_id_file(&split)
-            .unwrap()
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(ids, ["a", "b"]);
-        std::fs::write(&split, b"a\nb\xC3\n").unwrap();
-        let e = read_id_file(&split).unwrap_err().to_string();
-        assert!(e.contains("split.txt:2: not UTF-8"), "{e}");
-        std::fs::write(&split, b" \n\n").unwrap();
-        let e = read_id_file(&split).unwrap_err().to_string();
-        assert!(e.contains("no image ids"), "{e}");
         std::fs::write(&split, b"a 3\n").unwrap();
         let (_, _, note) = plan(Some(&split), None, Some(&d)).unwrap();
         assert!(note.unwrap().contains("VOC annotations"));

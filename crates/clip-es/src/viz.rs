@@ -2,29 +2,17 @@
 //! maps, and per-class IoU bar charts. Not part of the reference pipeline (its masks are 8-bit
 //! label PNGs whose values 0..20 look black); docs/segment.md describes the pictures.
 //!
-//! Text is drawn with the public-domain 8x8 bitmap font of the `font8x8` crate (basic Latin
-//! and Latin-1), scaled by an integer factor; characters outside those ranges are drawn as `?`.
+//! The canvas and its bitmap text (the 8x8 `font8x8` font) are the pictures' shared ones,
+//! `clip_es_data::canvas`, as are the VOC colours (`clip_es_data::labels`); the pictures
+//! themselves are drawn here.
 
 use clip_es_image::Rgb8Image;
 
-/// An RGB colour.
-pub type Rgb = [u8; 3];
+pub use clip_es_data::canvas::{text_width, Canvas, Rgb, GLYPH};
+pub use clip_es_data::labels::voc_colour;
 
-/// Label value of pixels that are not confident.
-pub const UNCONFIDENT: u8 = 255;
-
-/// The PASCAL VOC colour of a label value (`bitget` construction; 0 black, 255 cream).
-pub fn voc_colour(label: u8) -> Rgb {
-    let (mut r, mut g, mut b) = (0u8, 0u8, 0u8);
-    let mut c = label as u32;
-    for j in 0..8 {
-        r |= ((c & 1) as u8) << (7 - j);
-        g |= (((c >> 1) & 1) as u8) << (7 - j);
-        b |= (((c >> 2) & 1) as u8) << (7 - j);
-        c >>= 3;
-    }
-    [r, g, b]
-}
+/// Label value of pixels that are not confident (the one ignore label).
+pub use clip_es_data::IGNORE_LABEL as UNCONFIDENT;
 
 /// Twenty colours that people tell apart easily (Sasha Trubetskoy's list of distinct colours),
 /// most distinct first.
@@ -99,122 +87,13 @@ pub fn jet(t: f32) -> Rgb {
     [f(3.0), f(2.0), f(1.0)]
 }
 
-/// An RGB drawing surface, row-major, interleaved.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Canvas {
-    pub width: usize,
-    pub height: usize,
-    pub data: Vec<u8>,
-}
-
-/// Size of a glyph cell of the bitmap font at scale 1.
-pub const GLYPH: usize = 8;
-
-fn glyph(c: char) -> [u8; 8] {
-    let u = c as u32;
-    if u < 128 {
-        font8x8::legacy::BASIC_LEGACY[u as usize]
-    } else if (0xA0..=0xFF).contains(&u) {
-        font8x8::legacy::LATIN_LEGACY[(u - 0xA0) as usize]
-    } else {
-        font8x8::legacy::BASIC_LEGACY['?' as usize]
+/// A canvas holding a copy of `image`.
+fn canvas_of(image: &Rgb8Image) -> Canvas {
+    Canvas {
+        width: image.width as usize,
+        height: image.height as usize,
+        data: image.data.clone(),
     }
-}
-
-impl Canvas {
-    pub fn new(width: usize, height: usize, background: Rgb) -> Self {
-        let mut data = Vec::with_capacity(width * height * 3);
-        for _ in 0..width * height {
-            data.extend_from_slice(&background);
-        }
-        Canvas {
-            width,
-            height,
-            data,
-        }
-    }
-
-    pub fn from_image(image: &Rgb8Image) -> Self {
-        Canvas {
-            width: image.width as usize,
-            height: image.height as usize,
-            data: image.data.clone(),
-        }
-    }
-
-    pub fn pixel(&self, x: usize, y: usize) -> Rgb {
-        let i = (y * self.width + x) * 3;
-        [self.data[i], self.data[i + 1], self.data[i + 2]]
-    }
-
-    pub fn set(&mut self, x: usize, y: usize, c: Rgb) {
-        if x < self.width && y < self.height {
-            let i = (y * self.width + x) * 3;
-            self.data[i..i + 3].copy_from_slice(&c);
-        }
-    }
-
-    /// Mixes `c` into the pixel with weight `alpha`.
-    pub fn blend(&mut self, x: usize, y: usize, c: Rgb, alpha: f32) {
-        if x < self.width && y < self.height {
-            let i = (y * self.width + x) * 3;
-            for (d, &v) in self.data[i..i + 3].iter_mut().zip(&c) {
-                let m = *d as f32 * (1.0 - alpha) + v as f32 * alpha;
-                *d = m.round().clamp(0.0, 255.0) as u8;
-            }
-        }
-    }
-
-    pub fn fill_rect(&mut self, x: usize, y: usize, w: usize, h: usize, c: Rgb) {
-        for yy in y..(y + h).min(self.height) {
-            for xx in x..(x + w).min(self.width) {
-                self.set(xx, yy, c);
-            }
-        }
-    }
-
-    /// Draws `text` with its top-left corner at (x, y), each font pixel `scale` x `scale`.
-    pub fn draw_text(&mut self, x: usize, y: usize, text: &str, scale: usize, c: Rgb) {
-        for (k, ch) in text.chars().enumerate() {
-            let g = glyph(ch);
-            let x0 = x + k * GLYPH * scale;
-            for (row, bits) in g.iter().enumerate() {
-                for col in 0..GLYPH {
-                    if bits >> col & 1 == 1 {
-                        self.fill_rect(x0 + col * scale, y + row * scale, scale, scale, c);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Copies `other` onto this canvas with its top-left corner at (x, y).
-    pub fn paste(&mut self, other: &Canvas, x: usize, y: usize) {
-        for yy in 0..other.height {
-            for xx in 0..other.width {
-                self.set(x + xx, y + yy, other.pixel(xx, yy));
-            }
-        }
-    }
-
-    /// An 8-bit RGB PNG.
-    pub fn encode_png(&self) -> Result<Vec<u8>, png::EncodingError> {
-        let mut out = Vec::new();
-        {
-            let mut enc = png::Encoder::new(&mut out, self.width as u32, self.height as u32);
-            enc.set_color(png::ColorType::Rgb);
-            enc.set_depth(png::BitDepth::Eight);
-            let mut w = enc.write_header()?;
-            w.write_image_data(&self.data)?;
-            w.finish()?;
-        }
-        Ok(out)
-    }
-}
-
-/// Width in pixels of `text` at `scale`.
-pub fn text_width(text: &str, scale: usize) -> usize {
-    text.chars().count() * GLYPH * scale
 }
 
 /// One entry of a legend: a colour swatch and a name.
@@ -363,7 +242,7 @@ pub fn overlay(
 ) -> Canvas {
     let (w, h) = (image.width as usize, image.height as usize);
     assert_eq!(labels.len(), w * h, "label map and image differ in size");
-    let mut photo = Canvas::from_image(image);
+    let mut photo = canvas_of(image);
     for y in 0..h {
         for x in 0..w {
             let l = labels[y * w + x];
@@ -441,7 +320,7 @@ pub fn overlay(
 pub fn heat_map(image: &Rgb8Image, cam: &[f32], title: &str, alpha: f32) -> Canvas {
     let (w, h) = (image.width as usize, image.height as usize);
     assert_eq!(cam.len(), w * h, "CAM and image differ in size");
-    let mut c = Canvas::from_image(image);
+    let mut c = canvas_of(image);
     for y in 0..h {
         for x in 0..w {
             c.blend(x, y, jet(cam[y * w + x]), alpha);

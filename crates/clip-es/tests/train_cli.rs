@@ -589,7 +589,8 @@ fn train_never_mixes_runs_and_resumes_past_broken_files() {
     let latest = out.join("checkpoint-000003.safetensors");
     let bytes = std::fs::read(&latest).unwrap();
     std::fs::write(&latest, &bytes[..bytes.len() / 2]).unwrap();
-    let part = out.join("checkpoint-000004.safetensors.part");
+    // (the temporary name every writer uses: `.{final name}.{pid}.partial`)
+    let part = out.join(".checkpoint-000004.safetensors.4242.partial");
     std::fs::write(&part, &bytes[..100]).unwrap();
     let o = train(&["--arch", "deeplab-v2", "--resume", "--iters", "4"]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -600,7 +601,7 @@ fn train_never_mixes_runs_and_resumes_past_broken_files() {
             && err.contains("checkpoint-000002.safetensors"),
         "{err}"
     );
-    assert!(!part.exists(), "a stale .part checkpoint was left");
+    assert!(!part.exists(), "a stale partial checkpoint was left");
     assert_eq!(log_iters(), [1, 2, 3, 4]);
     assert!(out.join("checkpoint-000004.safetensors").is_file());
 
