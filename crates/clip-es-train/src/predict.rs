@@ -7,12 +7,16 @@
 //! stage can refuse an image that does not fit instead of aborting; the clip-decoder's ViT sees
 //! at most a `max_side` input (large photos are scaled down for it and the logits upsampled to
 //! the photo), and the input scales are bounded ([`check_scales`]).
+//!
+//! [`Predictor`] is what a front end uses: a checkpoint opened with the input scales of the
+//! run (DeepLab-v2's multi-scale inputs are set here, nowhere else), the clip-decoder's CLIP
+//! image tower, its scores of an image and the estimate of their memory.
 
 use crate::data::{bgr_planes, MEAN_BGR};
 use crate::deeplab::bilinear;
 use crate::error::{Result, TrainError};
 use crate::features::{extract_peak_bytes, extract_view, fit_max_side};
-use crate::model::{Model, Net};
+use crate::model::{Arch, Model, Net};
 use burn::tensor::module::interpolate;
 use burn::tensor::{Tensor, TensorData};
 use clip_es_image::{DecodedImage, Rgb8Image};
@@ -264,6 +268,122 @@ pub fn scores_decoder(
     Ok(Scores::from_tensor(mean))
 }
 
+/// A trained network opened for prediction with the run's input scales.
+pub struct Predictor {
+    model: Model,
+    /// The checkpoint's metadata (its `clip_model` names the CLIP the decoder was trained on).
+    meta: serde_json::Value,
+    checkpoint: std::path::PathBuf,
+    /// The scales of the run: DeepLab-v2's inputs (1.0 its own, the others its multi-scale
+    /// inputs), the clip-decoder's views.
+    scales: Vec<f64>,
+    vision: Option<VisionTransformer>,
+}
+
+impl Predictor {
+    /// Opens `checkpoint` on `device`. `scales` (checked with [`check_scales`]) replaces
+    /// DeepLab-v2's multi-scale inputs and gives the clip-decoder's views; `None` keeps the
+    /// checkpoint's inputs (a decoder: one view at scale 1).
+    pub fn open(
+        checkpoint: &std::path::Path,
+        device: &str,
+        scales: Option<&[f64]>,
+    ) -> Result<Self> {
+        if let Some(s) = scales {
+            check_scales("--scales", s)?;
+        }
+        let dev = crate::device(device)?;
+        let (mut model, _, meta) = Model::open(checkpoint, &dev)?;
+        if let (Some(s), Net::DeepLab(n)) = (scales, &mut model.net) {
+            // Scale 1.0 is the network's own input; the others are its extra MSC inputs.
+            n.config.msc_scales = s.iter().filter(|&&v| v != 1.0).map(|&v| v as f32).collect();
+        }
+        Ok(Predictor {
+            model,
+            meta,
+            checkpoint: checkpoint.to_path_buf(),
+            scales: scales.map_or_else(|| vec![1.0], <[f64]>::to_vec),
+            vision: None,
+        })
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.model.arch()
+    }
+
+    /// Classes of the network, background included.
+    pub fn n_classes(&self) -> usize {
+        self.model.n_classes()
+    }
+
+    /// Whether the network runs on CLIP features (the clip-decoder), which
+    /// [`Predictor::load_vision`] provides.
+    pub fn needs_vision(&self) -> bool {
+        self.arch() == Arch::ClipDecoder
+    }
+
+    /// Loads the CLIP image tower of a clip-decoder: `clip_model`, else the one the checkpoint
+    /// was trained with, else ViT-B/16; its width must be the decoder's input. Nothing for
+    /// DeepLab-v2.
+    pub fn load_vision(&mut self, clip_model: Option<&str>) -> Result<()> {
+        let Net::Decoder(d) = &self.model.net else {
+            return Ok(());
+        };
+        let spec = clip_model
+            .map(String::from)
+            .or_else(|| self.meta["clip_model"].as_str().map(String::from))
+            .unwrap_or_else(|| "ViT-B/16".into());
+        let clip = clip_es_model::Clip::load(&spec)
+            .map_err(|e| TrainError::Config(format!("loading CLIP `{spec}`: {e}")))?;
+        let vision = clip.into_vision();
+        if d.config.in_dim != vision.width() {
+            return Err(TrainError::Config(format!(
+                "{}: the decoder takes {}-d features, `{spec}` gives {}",
+                self.checkpoint.display(),
+                d.config.in_dim,
+                vision.width()
+            )));
+        }
+        self.vision = Some(vision);
+        Ok(())
+    }
+
+    /// The scores of one image at its size ([`scores_deeplab`] or [`scores_decoder`] with the
+    /// run's scales, `flip` and `max_side`); `rgb` is `image` as RGB, `path` names it in errors.
+    pub fn scores(
+        &self,
+        image: &DecodedImage,
+        rgb: &Rgb8Image,
+        path: &std::path::Path,
+        flip: bool,
+        max_side: usize,
+    ) -> Result<Scores> {
+        match (&self.vision, self.needs_vision()) {
+            (Some(v), _) => {
+                scores_decoder(&self.model, v, image, path, &self.scales, flip, max_side)
+            }
+            (None, true) => Err(TrainError::Config(
+                "the clip-decoder needs its CLIP image tower: call Predictor::load_vision".into(),
+            )),
+            (None, false) => scores_deeplab(&self.model, rgb),
+        }
+    }
+
+    /// Bytes [`Predictor::scores`] allocates at its peak for an `h` x `w` image
+    /// ([`scores_peak_bytes`]).
+    pub fn peak_bytes(&self, h: usize, w: usize, max_side: usize) -> u64 {
+        let vision = self.vision.as_ref().map(|v| v.config());
+        scores_peak_bytes(&self.model, vision, h, w, &self.scales, max_side)
+    }
+
+    /// Whether an input is larger than the image (a scale above 1, DeepLab-v2's own multi-scale
+    /// inputs included): smaller scales would lower the memory an image needs.
+    pub fn enlarges_inputs(&self) -> bool {
+        self.scales.iter().any(|&s| s > 1.0)
+            || matches!(&self.model.net, Net::DeepLab(n) if n.config.msc_scales.iter().any(|&s| s > 1.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +433,59 @@ mod tests {
         assert_eq!(views, vec![(688, 1024), (352, 512)]);
         let views: Vec<_> = decoder_views(375, 500, 16, &[1.0], 1024).collect();
         assert_eq!(views, vec![(384, 512)]);
+    }
+
+    #[test]
+    fn predictor_sets_the_multi_scale_inputs_from_the_run_scales() {
+        let dir = std::env::temp_dir().join(format!("clip-es-predictor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = crate::deeplab::DeepLabConfig {
+            width: 2,
+            blocks: [1, 1, 1, 1],
+            ..crate::deeplab::DeepLabConfig::resnet101(3)
+        };
+        let device = burn::tensor::Device::flex();
+        let trained = Model::deeplab(config.clone(), &device, 7);
+        let ckpt = dir.join("net.safetensors");
+        trained
+            .save(&ckpt, Default::default(), serde_json::json!({}))
+            .unwrap();
+        let image = Rgb8Image {
+            width: 41,
+            height: 33,
+            data: (0..41 * 33 * 3).map(|i| (i * 37 % 251) as u8).collect(),
+        };
+        let decoded = DecodedImage::from_raw(
+            41,
+            33,
+            clip_es_image::PilMode::Rgb,
+            image.data.clone(),
+            None,
+        )
+        .unwrap();
+        // The run's scales 0.5 and 1: the network's own input and one extra MSC input of half
+        // the size, whatever the checkpoint's multi-scale inputs were (0.5 and 0.75 here).
+        let p = Predictor::open(&ckpt, "flex", Some(&[0.5, 1.0])).unwrap();
+        assert!(!p.needs_vision() && !p.enlarges_inputs());
+        let got = p.scores(&decoded, &image, &dir, false, 0).unwrap();
+        let mut want_model = Model::open(&ckpt, &device).unwrap().0;
+        if let Net::DeepLab(n) = &mut want_model.net {
+            n.config.msc_scales = vec![0.5];
+        }
+        assert_eq!(got, scores_deeplab(&want_model, &image).unwrap());
+        let own = Predictor::open(&ckpt, "flex", None).unwrap();
+        let checkpoint_inputs = scores_deeplab(&Model::open(&ckpt, &device).unwrap().0, &image);
+        assert_eq!(
+            own.scores(&decoded, &image, &dir, false, 0).unwrap(),
+            checkpoint_inputs.unwrap()
+        );
+        assert!(Predictor::open(&ckpt, "flex", Some(&[2.0]))
+            .unwrap()
+            .enlarges_inputs());
+        let e = Predictor::open(&ckpt, "flex", Some(&[100.0]))
+            .err()
+            .unwrap();
+        assert!(e.to_string().starts_with("--scales:"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

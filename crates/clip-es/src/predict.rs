@@ -24,12 +24,8 @@ use crate::datasets::{image_path, read_split};
 use crate::masks::{dense_crf, encode_label_png, overlay_png, CrfImage, CrfParams, KernelCache};
 use crate::progress::{thread_pool, ExifNotice, Progress};
 use clip_es_image::ExifOrientation;
-use clip_es_train::model::Net;
-use clip_es_train::predict::{
-    check_scales, scores_decoder, scores_deeplab, scores_peak_bytes, Scores,
-};
-use clip_es_train::{Arch, Model};
-use std::path::{Path, PathBuf};
+use clip_es_train::predict::{check_scales, Predictor, Scores};
+use std::path::PathBuf;
 
 /// The prediction stage's settings.
 #[derive(Clone, Debug)]
@@ -163,146 +159,84 @@ pub fn manifest(config: &PredictConfig) -> Result<clip_es_data::manifest::Manife
     Ok(m)
 }
 
-/// A loaded network and what it needs.
-struct Predictor {
-    model: Model,
-    vision: Option<clip_es_model::VisionTransformer>,
-    scales: Vec<f64>,
+/// Opens the network of `config` (its scales set by `clip_es_train::predict::Predictor`),
+/// checks the legend against its classes, then loads the clip-decoder's CLIP.
+fn open_predictor(config: &PredictConfig) -> Result<Predictor, PredictRunError> {
+    let mut predictor =
+        Predictor::open(&config.checkpoint, &config.device, config.scales.as_deref())?;
+    let n_classes = predictor.n_classes();
+    if let Some((_, classes)) = &config.overlays {
+        // Label value c is class c - 1: a legend shorter than the network's classes would
+        // leave labels without a name.
+        if classes.len() + 1 < n_classes {
+            return Err(PredictRunError::Config(format!(
+                "{}: the network has {} classes (background and {} more), but the legend names only {}: give a class list of {} names (--classes)",
+                config.checkpoint.display(),
+                n_classes,
+                n_classes - 1,
+                classes.len(),
+                n_classes - 1
+            )));
+        }
+    }
+    predictor.load_vision(config.clip_model.as_deref())?;
+    Ok(predictor)
 }
 
-impl Predictor {
-    fn open(config: &PredictConfig) -> Result<Self, PredictRunError> {
-        let dev = clip_es_train::device(&config.device)?;
-        let (mut model, _, meta) = Model::open(&config.checkpoint, &dev)?;
-        let scales = config.scales.clone().unwrap_or_else(|| vec![1.0]);
-        if let (Some(s), Net::DeepLab(n)) = (&config.scales, &mut model.net) {
-            // Scale 1.0 is the network's own input; the others are its extra MSC inputs.
-            n.config.msc_scales = s.iter().filter(|&&v| v != 1.0).map(|&v| v as f32).collect();
-        }
-        if let Some((_, classes)) = &config.overlays {
-            // Label value c is class c - 1: a legend shorter than the network's classes would
-            // leave labels without a name.
-            if classes.len() + 1 < model.n_classes() {
-                return Err(PredictRunError::Config(format!(
-                    "{}: the network has {} classes (background and {} more), but the legend names only {}: give a class list of {} names (--classes)",
-                    config.checkpoint.display(),
-                    model.n_classes(),
-                    model.n_classes() - 1,
-                    classes.len(),
-                    model.n_classes() - 1
-                )));
-            }
-        }
-        let vision = if model.arch() == Arch::ClipDecoder {
-            let spec = config
-                .clip_model
-                .clone()
-                .or_else(|| meta["clip_model"].as_str().map(String::from))
-                .unwrap_or_else(|| "ViT-B/16".into());
-            let clip = clip_es_model::Clip::load(&spec)
-                .map_err(|e| PredictRunError::Config(format!("loading CLIP `{spec}`: {e}")))?;
-            let vision = clip.into_vision();
-            if let Net::Decoder(d) = &model.net {
-                if d.config.in_dim != vision.width() {
-                    return Err(PredictRunError::Config(format!(
-                        "{}: the decoder takes {}-d features, `{spec}` gives {}",
-                        config.checkpoint.display(),
-                        d.config.in_dim,
-                        vision.width()
-                    )));
-                }
-            }
-            Some(vision)
-        } else {
-            None
+/// Bytes one `width` x `height` image takes at its peak (an upper estimate): the decoded
+/// image and its RGB copy, the network and its scores, with the CRF its probabilities,
+/// unary, lattices and marginals ([`predict_crf_peak_bytes`]); the label map and its PNG.
+fn image_peak_bytes(
+    predictor: &Predictor,
+    width: usize,
+    height: usize,
+    config: &PredictConfig,
+) -> u64 {
+    let pixels = (width * height) as u64;
+    let classes = predictor.n_classes();
+    let network = predictor.peak_bytes(height, width, config.max_side);
+    let crf = if config.crf.is_some() {
+        predict_crf_peak_bytes(width * height, classes)
+    } else {
+        0
+    };
+    let image = 3 * pixels * 3;
+    let outputs = pixels * if config.overlays.is_some() { 8 } else { 2 };
+    network + crf + image + outputs
+}
+
+/// Why an image does not fit under `limit`, and what would let it.
+fn over_limit(
+    predictor: &Predictor,
+    width: usize,
+    height: usize,
+    config: &PredictConfig,
+    limit: u64,
+) -> String {
+    let need = image_peak_bytes(predictor, width, height, config);
+    let mut ways = vec!["raise --memory-limit".to_string()];
+    if predictor.needs_vision() && (config.max_side == 0 || width.max(height) > config.max_side) {
+        ways.push("lower --max-side".into());
+    }
+    if predictor.enlarges_inputs() {
+        ways.push("use smaller --scales".into());
+    }
+    if config.crf.is_some() {
+        let without = PredictConfig {
+            crf: None,
+            ..config.clone()
         };
-        Ok(Predictor {
-            model,
-            vision,
-            scales,
-        })
+        ways.push(format!(
+            "leave out --crf (about {})",
+            human_bytes(image_peak_bytes(predictor, width, height, &without))
+        ));
     }
-
-    fn scores(
-        &self,
-        image: &clip_es_image::DecodedImage,
-        rgb: &clip_es_image::Rgb8Image,
-        path: &Path,
-        config: &PredictConfig,
-    ) -> clip_es_train::Result<Scores> {
-        match &self.vision {
-            Some(v) => scores_decoder(
-                &self.model,
-                v,
-                image,
-                path,
-                &self.scales,
-                config.flip,
-                config.max_side,
-            ),
-            None => scores_deeplab(&self.model, rgb),
-        }
-    }
-
-    /// Bytes one `width` x `height` image takes at its peak (an upper estimate): the decoded
-    /// image and its RGB copy, the network and its scores, with the CRF its probabilities,
-    /// unary, lattices and marginals ([`predict_crf_peak_bytes`]); the label map and its PNG.
-    fn peak_bytes(&self, width: usize, height: usize, config: &PredictConfig) -> u64 {
-        let pixels = (width * height) as u64;
-        let classes = self.model.n_classes();
-        let network = scores_peak_bytes(
-            &self.model,
-            self.vision.as_ref().map(|v| v.config()),
-            height,
-            width,
-            &self.scales,
-            config.max_side,
-        );
-        let crf = if config.crf.is_some() {
-            predict_crf_peak_bytes(width * height, classes)
-        } else {
-            0
-        };
-        let image = 3 * pixels * 3;
-        let outputs = pixels * if config.overlays.is_some() { 8 } else { 2 };
-        network + crf + image + outputs
-    }
-
-    /// Why an image does not fit under `limit`, and what would let it.
-    fn over_limit(
-        &self,
-        width: usize,
-        height: usize,
-        config: &PredictConfig,
-        limit: u64,
-    ) -> String {
-        let need = self.peak_bytes(width, height, config);
-        let mut ways = vec!["raise --memory-limit".to_string()];
-        if self.vision.is_some() && (config.max_side == 0 || width.max(height) > config.max_side) {
-            ways.push("lower --max-side".into());
-        }
-        if self.scales.iter().any(|&s| s > 1.0)
-            || matches!(&self.model.net, Net::DeepLab(n) if n.config.msc_scales.iter().any(|&s| s > 1.0))
-        {
-            ways.push("use smaller --scales".into());
-        }
-        if config.crf.is_some() {
-            let without = PredictConfig {
-                crf: None,
-                ..config.clone()
-            };
-            ways.push(format!(
-                "leave out --crf (about {})",
-                human_bytes(self.peak_bytes(width, height, &without))
-            ));
-        }
-        format!(
-            "the image is {width}x{height}: its label map needs about {} of memory, over the limit of {}; {}",
-            human_bytes(need),
-            human_bytes(limit),
-            ways.join(", or ")
-        )
-    }
+    format!(
+        "the image is {width}x{height}: its label map needs about {} of memory, over the limit of {}; {}",
+        human_bytes(need),
+        human_bytes(limit),
+        ways.join(", or ")
+    )
 }
 
 /// The label map of one image from its scores: the argmax, or with `crf` the argmax of the CRF
@@ -359,17 +293,17 @@ fn predict_image(
     // The network, its scores and the CRF are the large allocations: reserved first.
     let (w, h) = (decoded.width() as usize, decoded.height() as usize);
     let _held = gate
-        .reserve(predictor.peak_bytes(w, h, config))
+        .reserve(image_peak_bytes(predictor, w, h, config))
         .map_err(|limit| {
             format!(
                 "{}: {}",
                 path.display(),
-                predictor.over_limit(w, h, config, limit)
+                over_limit(predictor, w, h, config, limit)
             )
         })?;
     let rgb = decoded.to_rgb8();
     let scores = predictor
-        .scores(&decoded, &rgb, &path, config)
+        .scores(&decoded, &rgb, &path, config.flip, config.max_side)
         .map_err(|e| match e {
             clip_es_train::TrainError::Config(m) => format!("{}: {m}", path.display()),
             e => e.to_string(),
@@ -422,7 +356,7 @@ pub fn run(
         .map_err(PredictRunError::Config)?;
     let pool = thread_pool(config.threads).map_err(PredictRunError::Config)?;
     pool.install(|| {
-        let predictor = Predictor::open(config)?;
+        let predictor = open_predictor(config)?;
         // Measured once the network is loaded: what is left for the images.
         let gate = MemoryGate::new(
             config
