@@ -205,7 +205,9 @@ fn a_big_photo_never_takes_the_run_down() {
 }
 
 /// Ids that would leave the directories are refused up front, by
-/// `cams`, `masks` and `eval` alike, naming the line; nothing is written outside `--out`.
+/// `cams`, `masks` and `eval` alike, naming the line; a path (a deeplab-pytorch line) names
+/// the image of its file stem inside `--images`, never the path itself; nothing is written
+/// outside `--out`.
 #[test]
 fn split_ids_cannot_leave_the_directories() {
     let d = tmpdir("ids");
@@ -215,13 +217,28 @@ fn split_ids_cannot_leave_the_directories() {
     std::fs::copy(example("chelsea.jpg"), img.join("sub/b.jpg")).unwrap();
     std::fs::copy(example("chelsea.jpg"), d.join("outside.jpg")).unwrap();
     let abs = d.join("outside");
-    let cases = [
-        ("../outside 7", 2),
-        ("sub/b 7", 2),
-        (&format!("{} 7", abs.display()) as &str, 2),
-        ("..", 2),
-        ("sub\\b 7", 2),
-    ];
+    // Paths are read as the file stem of their last component (`outside`, `b`), looked up in
+    // `--images` only, and the tokens after a path are not labels: those images fail alone
+    // (exit 1).
+    let abs_line = format!("{} 7", abs.display());
+    for (k, (line, id)) in [
+        ("../outside 7", "outside"),
+        ("sub/b 7", "b"),
+        (&abs_line, "outside"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let split = d.join(format!("split-path{k}.txt"));
+        std::fs::write(&split, format!("a 7\n{line}\n")).unwrap();
+        let out = d.join(format!("out-path{k}/cams"));
+        let o = cams(&["--images", s(&img), "--split", s(&split), "--out", s(&out)]);
+        let e = stderr(&o);
+        assert_eq!(code(&o), Some(1), "{line}: {e}");
+        assert!(e.contains(&format!("  {id}: ")), "{line}: {e}");
+        assert!(out.join("a.npz").is_file(), "{line}");
+    }
+    let cases = [("..", 2), ("sub\\b 7", 2), ("sub/.. 7", 2), ("/ 7", 2)];
     for (k, (line, at)) in cases.iter().enumerate() {
         let split = d.join(format!("split{k}.txt"));
         std::fs::write(&split, format!("a 7\n{line}\n")).unwrap();
@@ -230,7 +247,8 @@ fn split_ids_cannot_leave_the_directories() {
         let e = stderr(&o);
         assert_eq!(code(&o), Some(2), "{line}: {e}");
         assert!(
-            e.contains(&format!("split{k}.txt:{at}:")) && e.contains("not a plain file name"),
+            e.contains(&format!("split{k}.txt:{at}:"))
+                && (e.contains("not a plain file name") || e.contains("without a file name")),
             "{line}: {e}"
         );
         let o = clip_es(&[
@@ -245,7 +263,7 @@ fn split_ids_cannot_leave_the_directories() {
             s(&d.join(format!("out{k}/masks"))),
         ]);
         assert_eq!(code(&o), Some(2), "{line}: {}", stderr(&o));
-        assert!(stderr(&o).contains("not a plain file name"));
+        assert!(stderr(&o).contains(&format!("split{k}.txt:{at}:")));
         let o = clip_es(&[
             "eval",
             "--cams",
@@ -258,13 +276,13 @@ fn split_ids_cannot_leave_the_directories() {
             s(&d.join(format!("out{k}/eval.json"))),
         ]);
         assert_eq!(code(&o), Some(2), "{line}: {}", stderr(&o));
-        assert!(stderr(&o).contains("not a plain file name"));
+        assert!(stderr(&o).contains(&format!("split{k}.txt:{at}:")));
     }
     // Nothing was created anywhere but in the images and the test's own files.
     let mut all: Vec<String> = files_under(&d)
         .iter()
         .map(|p| p.strip_prefix(&d).unwrap().display().to_string())
-        .filter(|p| !p.starts_with("split"))
+        .filter(|p| !p.starts_with("split") && !p.starts_with("out-path"))
         .collect();
     all.sort();
     assert_eq!(all, ["images/a.jpg", "images/sub/b.jpg", "outside.jpg"]);
