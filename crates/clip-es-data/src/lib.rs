@@ -1,9 +1,10 @@
 //! Data concerns shared by every stage of clip-es (the CAM and mask stages in `clip-es`, the
 //! training stage in `clip-es-train`, which `clip-es` depends on): the rule for image ids
 //! ([`check_id`]), the probe of an output folder ([`probe_dir`]) and the stage manifest that records which settings made a folder of outputs
-//! ([`manifest`]).
+//! ([`manifest`]), and the one progress protocol of every stage ([`progress`]).
 
 pub mod manifest;
+pub mod progress;
 
 use std::path::{Component, Path};
 

@@ -119,7 +119,7 @@ pub fn train<'py>(
     };
     // Ctrl-C stops the run between iterations; the checkpoints written so far stay.
     let report = interruptible(py, move |stop| {
-        clip_es_train::train::run_until(&c, &|_| {}, stop)
+        clip_es_train::train::run_until(&c, &Silent, stop)
     })?
     .map_err(value_error)?;
     let d = PyDict::new(py);

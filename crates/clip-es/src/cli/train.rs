@@ -3,11 +3,12 @@
 
 use super::common::exit_code;
 use clap::ValueEnum;
+use clip_es::progress::{IterationRecord, Progress};
 use clip_es_train::data::Augment;
 use clip_es_train::deeplab::DeepLabConfig;
 use clip_es_train::features::FeatureBudget;
 use clip_es_train::loss::LossKind;
-use clip_es_train::train::{Event, Start, TrainConfig, TrainOptions, DECODER_LR};
+use clip_es_train::train::{Start, TrainConfig, TrainOptions, DECODER_LR};
 use clip_es_train::Arch;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
@@ -254,47 +255,69 @@ fn run_inner(a: Args) -> anyhow::Result<ExitCode> {
 
 /// Runs the training stage with progress bars (also the training stage of `clip-es run`).
 pub fn execute(config: &TrainConfig) -> anyhow::Result<clip_es_train::train::TrainReport> {
-    let bars: Mutex<Option<ProgressBar>> = Mutex::new(None);
-    let report = clip_es_train::train::run(config, &|e| {
-        let mut pb = bars.lock().unwrap_or_else(|p| p.into_inner());
-        match e {
-            Event::Note(text) => match pb.as_ref() {
-                Some(b) => b.suspend(|| eprintln!("{text}")),
-                None => eprintln!("{text}"),
-            },
-            Event::FeaturesStart(n) => *pb = Some(bar(n as u64, "features", false)),
-            Event::FeatureDone => {
-                if let Some(b) = pb.as_ref() {
-                    b.inc(1)
-                }
-            }
-            Event::FeaturesEnd => {
-                if let Some(b) = pb.take() {
-                    b.finish_and_clear()
-                }
-            }
-            Event::TrainStart { from, to } => {
-                *pb = Some(bar(to.saturating_sub(from) as u64, "train", true))
-            }
-            Event::Iteration(p) => {
-                if let Some(b) = pb.as_ref() {
-                    b.set_message(format!("loss {:.4} lr {:.2e}", p.loss, p.lr));
-                    b.inc(1);
-                }
-            }
-        }
-    });
-    if let Some(b) = bars.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        b.finish_and_clear();
-    }
+    let bars = TrainBars::default();
+    let report = clip_es_train::train::run(config, &bars);
+    bars.finish();
     let report = report?;
+    print_report(&report);
+    Ok(report)
+}
+
+/// The training stage's closing line.
+pub fn print_report(report: &clip_es_train::train::TrainReport) {
     eprintln!(
         "done: {} (log {}, curve {})",
         report.checkpoint.display(),
         report.log.display(),
         report.curve.display()
     );
-    Ok(report)
+}
+
+/// The training stage's bars on stderr: the feature cache's, then the iterations' with the
+/// loss and learning rate of the last one.
+#[derive(Default)]
+pub struct TrainBars {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Progress for TrainBars {
+    fn start(&self, what: &str, len: usize) {
+        let mut pb = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = pb.take() {
+            b.finish_and_clear()
+        }
+        *pb = Some(bar(len as u64, what, what == "train"));
+    }
+
+    fn advance(&self) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            b.inc(1)
+        }
+    }
+
+    fn failed(&self, id: &str, error: &str) {
+        self.message(&format!("{id}: {error}"))
+    }
+
+    fn message(&self, text: &str) {
+        match self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(b) => b.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            b.finish_and_clear()
+        }
+    }
+
+    fn iteration(&self, record: &IterationRecord) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            b.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
+            b.inc(1);
+        }
+    }
 }
 
 fn bar(len: u64, what: &str, with_message: bool) -> ProgressBar {
