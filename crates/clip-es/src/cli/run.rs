@@ -94,6 +94,12 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
+    let report = clip_es::pipeline::run(&config(&args)?, &Bars::default())?;
+    print_report(&report)
+}
+
+/// The pipeline's configuration for these options.
+fn config(args: &Args) -> anyhow::Result<PipelineConfig> {
     let classes = args.cam.classes(&args.data)?;
     let paths = PathBuf::new;
     let mask = args
@@ -107,7 +113,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         args.cam_key,
     )?;
     let t = &args.stage3;
-    let config = PipelineConfig {
+    Ok(PipelineConfig {
         data: args.data.config(),
         model: args.cam.model.clone(),
         settings: args.cam.settings()?,
@@ -135,9 +141,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             ..Stage3Config::new(arch.arch())
         }),
         ..PipelineConfig::new(args.data.config(), classes, args.out.clone())
-    };
-    let report = clip_es::pipeline::run(&config, &Bars::default())?;
-    print_report(&report)
+    })
 }
 
 /// Each stage's summary and failed images, in the order the stages ran; exit code 1 if any
@@ -181,5 +185,47 @@ fn print_evals(evals: &[NamedEval]) {
     for e in evals {
         super::eval::print_report(&e.report);
         report_failures(&e.report.failures);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// Without options, the command's configuration is the library's
+    /// ([`PipelineConfig::new`], [`Stage3Config::new`]).
+    #[test]
+    fn parsed_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from([
+            "run",
+            "--images",
+            "i",
+            "--labels",
+            "l",
+            "--out",
+            "o",
+            "--train",
+            "clip-decoder",
+        ])
+        .unwrap();
+        let parsed = config(&cli.args).unwrap();
+        let data = clip_es::cams::DatasetConfig {
+            images: "i".into(),
+            annotations: None,
+            labels: Some("l".into()),
+            split: None,
+        };
+        let library = PipelineConfig {
+            stage3: Some(Stage3Config::new(clip_es_train::Arch::ClipDecoder)),
+            ..PipelineConfig::new(data, clip_es::ClassSet::voc(), "o".into())
+        };
+        assert_eq!(format!("{parsed:?}"), format!("{library:?}"));
     }
 }

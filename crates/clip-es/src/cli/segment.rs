@@ -85,39 +85,7 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
-    let config = SegmentConfig {
-        inputs: args.inputs,
-        classes: args.classes,
-        dataset: args.dataset,
-        background: args.background,
-        vocabulary: args.vocabulary,
-        tags_only: args.tags_only,
-        options: SegmentOptions {
-            mask: MaskOptions {
-                confidence: args.confidence,
-                use_crf: !args.no_crf,
-                ..MaskOptions::default()
-            },
-            tags: TagOptions {
-                threshold: args.tag_threshold,
-                max_tags: args.max_tags,
-                ..TagOptions::default()
-            },
-        },
-        settings: CamSettings {
-            templates: args.templates,
-            augment: Augment {
-                scales: args.scales,
-                flip: args.flip,
-            },
-            memory_limit: args.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
-            max_side: args.max_side,
-            ..CamSettings::default()
-        },
-        out: args.out,
-        model: args.model,
-        threads: args.threads,
-    };
+    let config = args.config();
     let report = clip_es::segment::run(&config, &Bars::default())?;
     for result in &report.results {
         println!("{}", describe(result));
@@ -135,6 +103,45 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         ),
     }
     Ok(report_failures(&report.failures))
+}
+
+impl Args {
+    /// The stage's configuration for these options.
+    fn config(self) -> SegmentConfig {
+        SegmentConfig {
+            inputs: self.inputs,
+            classes: self.classes,
+            dataset: self.dataset,
+            background: self.background,
+            vocabulary: self.vocabulary,
+            tags_only: self.tags_only,
+            options: SegmentOptions {
+                mask: MaskOptions {
+                    confidence: self.confidence,
+                    use_crf: !self.no_crf,
+                    ..MaskOptions::default()
+                },
+                tags: TagOptions {
+                    threshold: self.tag_threshold,
+                    max_tags: self.max_tags,
+                    ..TagOptions::default()
+                },
+            },
+            settings: CamSettings {
+                templates: self.templates,
+                augment: Augment {
+                    scales: self.scales,
+                    flip: self.flip,
+                },
+                memory_limit: self.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
+                max_side: self.max_side,
+                ..CamSettings::default()
+            },
+            out: self.out,
+            model: self.model,
+            threads: self.threads,
+        }
+    }
 }
 
 /// One photo's result as the command prints it: its tags, or its classes and files.
@@ -174,5 +181,26 @@ fn describe(result: &PhotoResult) -> String {
                 heat_maps.join(" ")
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// Without options, the command's configuration is the library's
+    /// ([`SegmentConfig::new`]).
+    #[test]
+    fn parsed_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["segment", "photo.jpg"]).unwrap();
+        let library = SegmentConfig::new(vec!["photo.jpg".into()]);
+        assert_eq!(format!("{:?}", cli.args.config()), format!("{library:?}"));
     }
 }
