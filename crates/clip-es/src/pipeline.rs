@@ -287,6 +287,7 @@ impl PipelineConfig {
         if !self.settings.templates.iter().all(|t| t.contains("{}")) {
             return Err(config("every --template must contain {}".into()));
         }
+        check_scales(&self.settings.augment.scales).map_err(config)?;
         self.mask.validate().map_err(config)?;
         let stages = self.stages()?;
         if let Some(s) = &stages.stage3 {
@@ -301,6 +302,16 @@ impl PipelineConfig {
         }
         Ok(())
     }
+}
+
+/// The test-time augmentation scales, by the rule of `--scales`
+/// ([`crate::cam::Augment::parse_scales`]: positive, at most 8, distinct), for a front end that
+/// gives them as numbers.
+pub fn check_scales(scales: &[f64]) -> Result<(), String> {
+    let text: Vec<String> = scales.iter().map(f64::to_string).collect();
+    crate::cam::Augment::parse_scales(&text.join(","))
+        .map(|_| ())
+        .map_err(|e| format!("--scales: {e}"))
 }
 
 /// Stage three's configurations inside the pipeline.

@@ -87,6 +87,8 @@ impl SegmentConfig {
         if self.tags_only && self.classes.is_some() {
             return bad("--tags-only cannot be used with --classes".into());
         }
+        crate::pipeline::check_scales(&self.settings.augment.scales)
+            .map_err(SegmentRunError::Config)?;
         self.options.validate().map_err(SegmentRunError::Config)
     }
 }
