@@ -137,11 +137,13 @@ pub fn segment<'py>(
         c.model = m;
     }
     c.threads = threads;
-    let report =
-        interruptible(py, move |_| clip_es::segment::run(&c, &Silent))?.map_err(|e| match e {
-            SegmentRunError::Write { .. } => PyOSError::new_err(e.to_string()),
-            _ => PyValueError::new_err(e.to_string()),
-        })?;
+    let report = interruptible(py, move |stop| {
+        clip_es::segment::run_until(&c, &Silent, stop)
+    })?
+    .map_err(|e| match e {
+        SegmentRunError::Write { .. } => PyOSError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    })?;
     let results: Vec<serde_json::Value> = report
         .results
         .iter()
@@ -223,12 +225,14 @@ pub fn prompts<'py>(
     c.json = json;
     c.exact_pos_embed = exact_pos_embed;
     c.threads = threads;
-    let report =
-        interruptible(py, move |_| clip_es::prompts::run(&c, &Silent))?.map_err(|e| match e {
-            PromptsError::Write { .. } => PyOSError::new_err(e.to_string()),
-            PromptsError::NoImages(_) => PyRuntimeError::new_err(e.to_string()),
-            _ => PyValueError::new_err(e.to_string()),
-        })?;
+    let report = interruptible(py, move |stop| {
+        clip_es::prompts::run_until(&c, &Silent, stop)
+    })?
+    .map_err(|e| match e {
+        PromptsError::Write { .. } => PyOSError::new_err(e.to_string()),
+        PromptsError::NoImages(_) => PyRuntimeError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    })?;
     let mut value = report.to_json();
     value["failures"] = failures_json(&report.failures);
     to_python(py, &value)
@@ -422,11 +426,13 @@ pub fn run<'py>(
         }
         c.stage3 = Some(t);
     }
-    let report =
-        interruptible(py, move |_| clip_es::pipeline::run(&c, &Silent))?.map_err(|e| match e {
-            PipelineError::Config(_) => PyValueError::new_err(e.to_string()),
-            PipelineError::Stage { .. } => PyRuntimeError::new_err(e.to_string()),
-        })?;
+    let report = interruptible(py, move |stop| {
+        clip_es::pipeline::run_until(&c, &Silent, stop)
+    })?
+    .map_err(|e| match e {
+        PipelineError::Config(_) => PyValueError::new_err(e.to_string()),
+        _ => PyRuntimeError::new_err(e.to_string()),
+    })?;
     to_python(py, &pipeline_json(&report))
 }
 

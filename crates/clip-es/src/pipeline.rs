@@ -346,6 +346,9 @@ pub enum PipelineError {
     /// A stage could not run at all.
     #[error("the {stage} stage could not run: {message}")]
     Stage { stage: String, message: String },
+    /// The caller asked the run to stop ([`run_until`]): where it stopped.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// One evaluation's name ("evaluation of the masks") and report.
@@ -387,6 +390,17 @@ pub fn run(
     config: &PipelineConfig,
     progress: &dyn Progress,
 ) -> Result<PipelineReport, PipelineError> {
+    run_until(config, progress, &|| false)
+}
+
+/// [`run`] that asks `stop` before each stage and between training iterations: once it
+/// answers true, the run ends with [`PipelineError::Stopped`] (what the finished stages wrote,
+/// and the training's checkpoints, stay).
+pub fn run_until(
+    config: &PipelineConfig,
+    progress: &dyn Progress,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<PipelineReport, PipelineError> {
     config.validate()?;
     let stages = config.stages()?;
     check_earlier_outputs(config, &stages)?;
@@ -397,9 +411,19 @@ pub fn run(
             message: e.to_string(),
         }
     };
+    let stopped = |stage: &str| {
+        if stop() {
+            Err(PipelineError::Stopped(format!(
+                "stopped before the {stage} stage"
+            )))
+        } else {
+            Ok(())
+        }
+    };
     let mut report = PipelineReport::default();
     progress.message("== CAMs");
     report.cams = crate::cams::run(&stages.cams, progress).map_err(|e| stage_error("CAMs")(&e))?;
+    stopped("pseudo masks")?;
     progress.message("== pseudo masks");
     report.masks =
         crate::masks::run(&stages.masks, progress).map_err(|e| stage_error("pseudo masks")(&e))?;
@@ -408,6 +432,7 @@ pub fn run(
             Prediction::Cams(_) => "evaluation of the CAMs",
             _ => "evaluation of the masks",
         };
+        stopped(what)?;
         progress.message(&format!("== {what}"));
         let r = crate::eval::run(e, progress).map_err(|err| stage_error(what)(&err))?;
         report.evals.push(NamedEval {
@@ -421,19 +446,29 @@ pub fn run(
         eval,
     }) = stages.stage3
     {
+        stopped("training")?;
         write_train_split(&stages.split, &train, progress)?;
         progress.message(&format!("== training ({})", train.arch.name()));
-        let trained =
-            clip_es_train::train::run(&train, progress).map_err(|e| stage_error("training")(&e))?;
+        let trained = clip_es_train::train::run_until(&train, progress, stop).map_err(|e| {
+            if stop() {
+                PipelineError::Stopped(format!(
+                    "stopped during the training ({e}); its checkpoints stay"
+                ))
+            } else {
+                stage_error("training")(&e)
+            }
+        })?;
         // New weights make earlier predictions stale.
         predict.overwrite = config.overwrite || trained.iters > trained.start;
         report.train = Some(trained);
+        stopped("predictions")?;
         progress.message("== predictions");
         report.predict = Some(
             crate::predict::run(&predict, progress).map_err(|e| stage_error("predictions")(&e))?,
         );
         if let Some(e) = eval {
             let what = "evaluation of the predictions";
+            stopped(what)?;
             progress.message(&format!("== {what}"));
             let r = crate::eval::run(&e, progress).map_err(|err| stage_error(what)(&err))?;
             report.evals.push(NamedEval {

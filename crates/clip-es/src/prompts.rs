@@ -29,6 +29,9 @@ pub enum PromptsError {
     /// No image had two or more labels (or all of those failed).
     #[error("{0}")]
     NoImages(String),
+    /// The caller asked the run to stop ([`run_until`]).
+    #[error("stopped")]
+    Stopped,
     /// The JSON ranking could not be written.
     #[error("writing {path}: {error}")]
     Write {
@@ -181,6 +184,16 @@ impl PromptsReport {
 /// scores every template on every image with two or more labels (one failing image is
 /// reported and skipped) and ranks them; writes the JSON ranking when asked.
 pub fn run(config: &PromptsConfig, progress: &dyn Progress) -> Result<PromptsReport, PromptsError> {
+    run_until(config, progress, &|| false)
+}
+
+/// [`run`] that asks `stop` before each image: once it answers true, the run ends with
+/// [`PromptsError::Stopped`].
+pub fn run_until(
+    config: &PromptsConfig,
+    progress: &dyn Progress,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<PromptsReport, PromptsError> {
     config.validate()?;
     let classes =
         ClassSet::from_spec(&config.dataset).map_err(|e| PromptsError::Config(e.to_string()))?;
@@ -199,7 +212,7 @@ pub fn run(config: &PromptsConfig, progress: &dyn Progress) -> Result<PromptsRep
         crate::atomic::probe_file_dir(path).map_err(PromptsError::Config)?;
     }
     let pool = thread_pool(config.threads).map_err(PromptsError::Config)?;
-    pool.install(|| score_templates(config, &classes, &ids, &source, progress))
+    pool.install(|| score_templates(config, &classes, &ids, &source, progress, stop))
 }
 
 fn score_templates(
@@ -208,6 +221,7 @@ fn score_templates(
     ids: &[String],
     source: &datasets::LabelSource,
     progress: &dyn Progress,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<PromptsReport, PromptsError> {
     let templates = &config.templates;
     let clip = Clip::load(&config.model)?;
@@ -222,6 +236,9 @@ fn score_templates(
     let mut single_label = 0usize;
     let mut failures: Vec<(String, String)> = Vec::new();
     for id in ids {
+        if stop() {
+            return Err(PromptsError::Stopped);
+        }
         let r = (|| -> Result<bool, String> {
             let sample = source.sample(id, &config.data.images, classes)?;
             if sample.labels.len() < 2 {

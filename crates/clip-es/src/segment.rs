@@ -20,7 +20,9 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 
 mod stage;
-pub use stage::{run, PhotoResult, SegmentConfig, SegmentReport, SegmentRunError, DEFAULT_OUT};
+pub use stage::{
+    run, run_until, PhotoResult, SegmentConfig, SegmentReport, SegmentRunError, DEFAULT_OUT,
+};
 
 /// Label values 1..=254 are classes; 0 is background and 255 "not confident".
 pub use crate::classes::MAX_CLASSES;

@@ -271,3 +271,41 @@ fn pipeline_run_writes_the_files_of_the_command() {
     assert_eq!(report.train.as_ref().map(|t| t.iters), Some(4));
     assert_same_files(&cli_dir, &lib_dir);
 }
+
+/// A stop asked for (Ctrl-C in Python) ends `segment` before the next photo and the pipeline
+/// before the next stage, with what was finished kept.
+#[test]
+fn run_until_stops_between_photos_and_stages() {
+    let d = TempDir::new("stop");
+    let mut seg = SegmentConfig::new(vec![examples().join("images/chelsea.jpg")]);
+    seg.model = model();
+    seg.threads = Some(1);
+    seg.classes = Some("cat".into());
+    seg.out = d.0.join("segments");
+    let r = clip_es::segment::run_until(&seg, &Silent, &|| true);
+    assert!(
+        matches!(r, Err(clip_es::segment::SegmentRunError::Stopped)),
+        "{r:?}"
+    );
+    assert_eq!(std::fs::read_dir(&seg.out).unwrap().count(), 0);
+
+    let ex = examples();
+    let data = DatasetConfig {
+        images: ex.join("images"),
+        annotations: None,
+        labels: Some(ex.join("labels.txt")),
+        split: None,
+    };
+    let mut config = PipelineConfig::new(data, ClassSet::voc(), d.0.join("run"));
+    config.model = model();
+    config.threads = Some(1);
+    let r = clip_es::pipeline::run_until(&config, &Silent, &|| true);
+    match r {
+        Err(clip_es::pipeline::PipelineError::Stopped(m)) => {
+            assert_eq!(m, "stopped before the pseudo masks stage")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(d.0.join("run/cams/horse.npz").is_file());
+    assert!(!d.0.join("run/masks").exists());
+}

@@ -107,6 +107,9 @@ pub enum SegmentRunError {
     /// The text classifier of the classes could not be built.
     #[error(transparent)]
     Cams(#[from] CamsError),
+    /// The caller asked the run to stop ([`run_until`]).
+    #[error("stopped")]
+    Stopped,
     /// `tags.json` could not be written.
     #[error("writing {path}: {error}")]
     Write {
@@ -156,14 +159,25 @@ pub fn run(
     config: &SegmentConfig,
     progress: &dyn Progress,
 ) -> Result<SegmentReport, SegmentRunError> {
+    run_until(config, progress, &|| false)
+}
+
+/// [`run`] that asks `stop` before each photo: once it answers true, the run ends with
+/// [`SegmentRunError::Stopped`] (the photos done so far keep their files).
+pub fn run_until(
+    config: &SegmentConfig,
+    progress: &dyn Progress,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<SegmentReport, SegmentRunError> {
     config.validate()?;
     let pool = thread_pool(config.threads).map_err(SegmentRunError::Config)?;
-    pool.install(|| run_in_pool(config, progress))
+    pool.install(|| run_in_pool(config, progress, stop))
 }
 
 fn run_in_pool(
     config: &SegmentConfig,
     progress: &dyn Progress,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<SegmentReport, SegmentRunError> {
     let cfg = |e: &dyn std::fmt::Display| SegmentRunError::Config(e.to_string());
     let images = collect_images(&config.inputs).map_err(|e| cfg(&e))?;
@@ -250,6 +264,9 @@ fn run_in_pool(
     let mut failures: Vec<(String, String)> = Vec::new();
     let mut all_tags = Vec::new();
     for (path, stem) in &images {
+        if stop() {
+            return Err(SegmentRunError::Stopped);
+        }
         let result = if config.tags_only {
             Segmenter::upright(path)
                 .and_then(|(o, d)| seg.tag(&d, path).map(|t| (o, t)))
