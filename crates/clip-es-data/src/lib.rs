@@ -4,12 +4,14 @@
 //! the VOC palette ([`labels`]), crash-safe writes and the probe of an output folder
 //! ([`atomic`]), the canvas and bitmap text of the pictures ([`canvas`]), the Caffe mean
 //! ([`CAFFE_MEAN_BGR`]) and the stage manifest that records which settings made a folder of
-//! outputs ([`manifest`]).
+//! outputs ([`manifest`]), and the one progress protocol of every stage
+//! ([`progress`]).
 
 pub mod atomic;
 pub mod canvas;
 pub mod labels;
 pub mod manifest;
+pub mod progress;
 pub mod split;
 
 pub use atomic::probe_dir;

@@ -12,6 +12,7 @@
 //! `guard::interruptible`: a panic becomes `RuntimeError`, and Ctrl-C during long work raises
 //! `KeyboardInterrupt`.
 
+mod commands;
 mod guard;
 mod pipeline;
 mod stage3;
@@ -399,6 +400,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Crf>()?;
     pipeline::register(m)?;
     stage3::register(m)?;
+    commands::register(m)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

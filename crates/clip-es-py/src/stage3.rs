@@ -1,12 +1,12 @@
 //! Stage three from Python: `train` over `clip_es_train::train::run` and `predict` over
 //! `clip_es::predict::run`, the library entry points of `clip-es train` and `clip-es predict`
-//! (docs/training.md). Settings not exposed here are the command line's defaults. Ctrl-C stops
+//! (docs/training.md). Settings not given (or not exposed here) keep the library's defaults,
+//! the command line's. Ctrl-C stops
 //! `train` between iterations (`KeyboardInterrupt`, the checkpoints written so far kept).
 
 use clip_es::masks::CrfParams;
 use clip_es::predict::PredictConfig;
 use clip_es::progress::Silent;
-use clip_es_train::data::Augment;
 use clip_es_train::loss::LossKind;
 use clip_es_train::train::{Start, TrainConfig};
 use clip_es_train::Arch;
@@ -33,7 +33,7 @@ use crate::pipeline::value_error;
 ///
 /// Returns a dict: checkpoint, final_checkpoint, log, curve, start, iters: the files named exist.
 #[pyfunction]
-#[pyo3(signature = (arch, images, masks, split, out, iters=None, lr=None, batch=5, iter_size=2, loss="ce", num_classes=21, init=None, resume=None, model="ViT-B/16", seed=0, save_every=1000, hidden=256, upsamplings=1, grid_crop=20, width=64, blocks=None, crop=321, threads=None, overwrite=false, random_init=false))]
+#[pyo3(signature = (arch, images, masks, split, out, iters=None, lr=None, batch=None, iter_size=None, loss=None, num_classes=None, init=None, resume=None, model=None, seed=None, save_every=None, hidden=None, upsamplings=None, grid_crop=None, width=None, blocks=None, crop=None, threads=None, overwrite=false, random_init=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn train<'py>(
     py: Python<'py>,
@@ -44,21 +44,21 @@ pub fn train<'py>(
     out: PathBuf,
     iters: Option<usize>,
     lr: Option<f64>,
-    batch: usize,
-    iter_size: usize,
-    loss: &str,
-    num_classes: usize,
+    batch: Option<usize>,
+    iter_size: Option<usize>,
+    loss: Option<&str>,
+    num_classes: Option<usize>,
     init: Option<PathBuf>,
     resume: Option<&Bound<'py, PyAny>>,
-    model: &str,
-    seed: u64,
-    save_every: usize,
-    hidden: usize,
-    upsamplings: usize,
-    grid_crop: usize,
-    width: usize,
+    model: Option<String>,
+    seed: Option<u64>,
+    save_every: Option<usize>,
+    hidden: Option<usize>,
+    upsamplings: Option<usize>,
+    grid_crop: Option<usize>,
+    width: Option<usize>,
     blocks: Option<[usize; 4]>,
-    crop: usize,
+    crop: Option<usize>,
     threads: Option<usize>,
     overwrite: bool,
     random_init: bool,
@@ -76,32 +76,35 @@ pub fn train<'py>(
     if let Some(l) = lr {
         c.options.lr = l;
     }
-    c.options.batch = batch;
-    c.options.iter_size = iter_size;
-    c.options.loss = match loss {
-        "ce" => LossKind::Plain,
-        "balanced" => LossKind::Balanced,
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "loss must be 'ce' or 'balanced', got {loss:?}"
-            )))
-        }
-    };
-    c.options.seed = seed;
-    c.options.save_every = save_every;
-    c.options.grid_crop = grid_crop;
-    c.options.augment = Augment {
-        crop,
-        ..c.options.augment
-    };
-    c.num_classes = num_classes;
-    c.deeplab.width = width;
+    // Unset arguments keep the library's defaults (`TrainConfig::new`), as the command line's.
+    let o = &mut c.options;
+    o.batch = batch.unwrap_or(o.batch);
+    o.iter_size = iter_size.unwrap_or(o.iter_size);
+    if let Some(loss) = loss {
+        o.loss = match loss {
+            "ce" => LossKind::Plain,
+            "balanced" => LossKind::Balanced,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "loss must be 'ce' or 'balanced', got {loss:?}"
+                )))
+            }
+        };
+    }
+    o.seed = seed.unwrap_or(o.seed);
+    o.save_every = save_every.unwrap_or(o.save_every);
+    o.grid_crop = grid_crop.unwrap_or(o.grid_crop);
+    o.augment.crop = crop.unwrap_or(o.augment.crop);
+    c.num_classes = num_classes.unwrap_or(c.num_classes);
+    c.deeplab.width = width.unwrap_or(c.deeplab.width);
     if let Some(b) = blocks {
         c.deeplab.blocks = b;
     }
-    c.decoder_hidden = hidden;
-    c.decoder_upsamplings = upsamplings;
-    c.clip_model = model.to_string();
+    c.decoder_hidden = hidden.unwrap_or(c.decoder_hidden);
+    c.decoder_upsamplings = upsamplings.unwrap_or(c.decoder_upsamplings);
+    if let Some(m) = model {
+        c.clip_model = m;
+    }
     c.threads = threads;
     c.overwrite = overwrite;
     c.random_init = random_init;
@@ -119,7 +122,7 @@ pub fn train<'py>(
     };
     // Ctrl-C stops the run between iterations; the checkpoints written so far stay.
     let report = interruptible(py, move |stop| {
-        clip_es_train::train::run_until(&c, &|_| {}, stop)
+        clip_es_train::train::run_until(&c, &Silent, stop)
     })?
     .map_err(value_error)?;
     let d = PyDict::new(py);

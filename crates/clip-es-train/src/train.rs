@@ -10,6 +10,7 @@ use crate::model::Model;
 use crate::plot::plot_loss;
 use crate::sgd::{poly_lr, Sgd};
 use burn::tensor::{Device, Tensor, TensorData};
+use clip_es_data::progress::{IterationRecord, Progress as StageProgress};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -736,7 +737,7 @@ fn open_resume_checkpoint(
     c: &TrainConfig,
     checkpoint: &Option<PathBuf>,
     device: &Device,
-    events: &(dyn Fn(Event) + Sync),
+    progress: &dyn StageProgress,
 ) -> Result<(PathBuf, OpenedCheckpoint)> {
     if let Some(p) = checkpoint {
         return Ok((p.clone(), Model::open(p, device)?));
@@ -753,10 +754,10 @@ fn open_resume_checkpoint(
         match Model::open(path, device) {
             Ok(opened) => {
                 if let Some(e) = &first_error {
-                    events(Event::Note(format!(
+                    progress.message(&format!(
                         "warning: {e}; resuming from the previous checkpoint {} instead",
                         path.display()
-                    )));
+                    ));
                 }
                 return Ok((path.clone(), opened));
             }
@@ -941,24 +942,6 @@ pub const MAX_THREADS: usize = 4096;
 /// The clip-decoder's default base learning rate.
 pub const DECODER_LR: f64 = 0.01;
 
-/// What a run tells its front end.
-#[derive(Debug)]
-pub enum Event<'a> {
-    /// A line worth showing (initialisation, resumption).
-    Note(String),
-    /// The clip-decoder's feature cache is being filled for this many images.
-    FeaturesStart(usize),
-    /// One image's features are cached (or were already).
-    FeatureDone,
-    FeaturesEnd,
-    /// Training runs from iteration `from` (exclusive) to `to`.
-    TrainStart {
-        from: usize,
-        to: usize,
-    },
-    Iteration(&'a Progress),
-}
-
 /// What [`run`] produced.
 #[derive(Clone, Debug)]
 pub struct TrainReport {
@@ -974,14 +957,14 @@ pub struct TrainReport {
 
 /// The training stage: builds or restores the network, checks every training pair, caches the
 /// clip-decoder's CLIP features, then runs [`train`] on a pool of `config.threads` threads.
-pub fn run(config: &TrainConfig, events: &(dyn Fn(Event) + Sync)) -> Result<TrainReport> {
-    run_until(config, events, &|| false)
+pub fn run(config: &TrainConfig, progress: &dyn StageProgress) -> Result<TrainReport> {
+    run_until(config, progress, &|| false)
 }
 
 /// [`run`] that asks `stop` between training iterations (see [`train_until`]).
 pub fn run_until(
     config: &TrainConfig,
-    events: &(dyn Fn(Event) + Sync),
+    progress: &dyn StageProgress,
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<TrainReport> {
     config.validate()?;
@@ -992,12 +975,12 @@ pub fn run_until(
     let pool = pool
         .build()
         .map_err(|e| TrainError::Config(format!("thread pool: {e}")))?;
-    pool.install(|| run_in_pool(config, events, stop))
+    pool.install(|| run_in_pool(config, progress, stop))
 }
 
 fn run_in_pool(
     config: &TrainConfig,
-    events: &(dyn Fn(Event) + Sync),
+    progress: &dyn StageProgress,
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<TrainReport> {
     use crate::decoder::DecoderConfig;
@@ -1037,7 +1020,7 @@ fn run_in_pool(
     let (mut model, mut sgd, start, clip_model) = match &start {
         Start::Resume { checkpoint, iters } => {
             let (path, (model, tensors, meta)) =
-                open_resume_checkpoint(c, checkpoint, &device, events)?;
+                open_resume_checkpoint(c, checkpoint, &device, progress)?;
             if model.arch() != c.arch {
                 return Err(TrainError::Config(format!(
                     "{} is a {} checkpoint, but the run asks for {}: resume it with its own architecture, or start a new run in another --out (or with --overwrite)",
@@ -1067,10 +1050,10 @@ fn run_in_pool(
                     opts.iters
                 )));
             }
-            events(Event::Note(format!(
+            progress.message(&format!(
                 "resuming {} at iteration {start} (settings from the checkpoint)",
                 path.display()
-            )));
+            ));
             resumed_from = Some(path.clone());
             let clip = meta["clip_model"]
                 .as_str()
@@ -1124,11 +1107,11 @@ fn run_in_pool(
                 }
                 _ => "",
             };
-            events(Event::Note(format!(
+            progress.message(&format!(
                 "initialised from {} ({how}{} tensors of the file unused)",
                 init.display(),
                 unused.len()
-            )));
+            ));
         }
         Ok(())
     };
@@ -1142,11 +1125,11 @@ fn run_in_pool(
             let cache = c.features.clone().unwrap_or_else(|| c.out.join("features"));
             let clip = clip_es_model::Clip::load(&clip_model)
                 .map_err(|e| TrainError::Config(format!("loading CLIP `{clip_model}`: {e:#}")))?;
-            events(Event::FeaturesStart(items.len()));
+            progress.start("features", items.len());
             crate::features::cache_all(clip.vision(), &items, &cache, c.feature_budget, &|| {
-                events(Event::FeatureDone)
+                progress.advance()
             })?;
-            events(Event::FeaturesEnd);
+            progress.finish();
             let dim = clip.vision().width();
             let current = match &model.net {
                 Net::Decoder(d) => d.config.clone(),
@@ -1179,10 +1162,8 @@ fn run_in_pool(
             }
         }
     };
-    events(Event::TrainStart {
-        from: start,
-        to: opts.iters,
-    });
+    // Training runs from iteration `start` (exclusive) to `opts.iters`.
+    progress.start("train", opts.iters.saturating_sub(start));
     let meta = serde_json::json!({ "clip_model": clip_model });
     let checkpoint = train_until(
         &mut model,
@@ -1192,7 +1173,15 @@ fn run_in_pool(
         &c.out,
         start,
         meta,
-        &mut |p| events(Event::Iteration(p)),
+        &mut |p| {
+            progress.iteration(&IterationRecord {
+                iteration: p.iteration,
+                iters: p.iters,
+                loss: p.loss,
+                lr: p.lr,
+                seconds: p.seconds,
+            })
+        },
         stop,
     )?;
     let final_checkpoint = c.out.join("final.safetensors");

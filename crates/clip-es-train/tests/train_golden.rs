@@ -433,7 +433,7 @@ fn backbone_style_is_stored_in_the_config_json() {
 
 #[test]
 fn a_torchvision_init_file_builds_a_torchvision_network() {
-    use clip_es_train::train::{run, Event, Start, TrainConfig};
+    use clip_es_train::train::{run, Start, TrainConfig};
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("torchvision_init");
     let _ = std::fs::remove_dir_all(&dir);
@@ -464,14 +464,16 @@ fn a_torchvision_init_file_builds_a_torchvision_network() {
     c.options.iter_size = 1;
     c.options.augment.crop = 65;
     c.threads = Some(1);
-    let notes = std::sync::Mutex::new(Vec::new());
-    let report = run(&c, &|e| {
-        if let Event::Note(n) = e {
-            notes.lock().unwrap().push(n);
+    #[derive(Default)]
+    struct Notes(std::sync::Mutex<Vec<String>>);
+    impl clip_es_data::progress::Progress for Notes {
+        fn message(&self, text: &str) {
+            self.0.lock().unwrap().push(text.to_string());
         }
-    })
-    .unwrap();
-    let notes = notes.into_inner().unwrap();
+    }
+    let notes = Notes::default();
+    let report = run(&c, &notes).unwrap();
+    let notes = notes.0.into_inner().unwrap();
     assert!(
         notes
             .iter()

@@ -9,6 +9,10 @@
 //! - [`cams::run`] (a dataset) and [`cams::Cams::image`] (one image in memory): CAMs;
 //! - [`masks::run`] and [`masks::pseudo_mask`]: CRF pseudo masks;
 //! - [`eval::run`]: mIoU of CAMs or masks;
+//! - [`segment::run`]: any photo, with typed classes, a preset's or label-free tags;
+//! - [`prompts::run`]: prompt templates ranked by sharpness;
+//! - [`pipeline::run`]: the whole pipeline of `clip-es run` (CAMs, masks, evaluations, and
+//!   optionally stage three);
 //! - [`predict::run`]: label maps of a network trained by stage three (`clip-es-train`, whose
 //!   `train::run` is the training stage's entry point), optionally refined by the dense CRF.
 
@@ -23,9 +27,11 @@ pub mod classes;
 pub mod datasets;
 pub mod eval;
 pub mod masks;
+pub mod pipeline;
 pub mod predict;
 pub mod progress;
 pub mod prompt_select;
+pub mod prompts;
 pub mod segment;
 pub mod tags;
 pub mod viz;

@@ -1,28 +1,11 @@
-//! How a stage reports progress to its front end, and the per-image loop the stages share.
+//! How a stage reports progress to its front end (the [`Progress`] protocol of
+//! `clip_es_data::progress`, re-exported here), and the per-image loop the stages share.
 //! The library prints nothing itself: the CLI draws progress bars and prints the messages, a
 //! Python module or a test can ignore them ([`Silent`]).
 
 use std::fmt::Display;
 
-/// Receives a stage's progress. Every method has a do-nothing default.
-pub trait Progress: Sync {
-    /// Work on `len` items named `what` begins.
-    fn start(&self, _what: &str, _len: usize) {}
-    /// One item is finished (successfully or not).
-    fn advance(&self) {}
-    /// An item failed; the stage goes on with the others.
-    fn failed(&self, _id: &str, _error: &str) {}
-    /// A status line (counts, timings).
-    fn message(&self, _text: &str) {}
-    /// The work announced by `start` is over.
-    fn finish(&self) {}
-}
-
-/// Progress that goes nowhere.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Silent;
-
-impl Progress for Silent {}
+pub use clip_es_data::progress::{IterationRecord, Progress, Silent};
 
 /// A rayon pool of `threads` threads (all cores when `None`).
 /// The most worker threads a stage accepts (a huge count would try to spawn them all).

@@ -19,6 +19,11 @@ use clip_es_image::{DecodedImage, Rgb8Image};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
+mod stage;
+pub use stage::{
+    run, run_until, PhotoResult, SegmentConfig, SegmentReport, SegmentRunError, DEFAULT_OUT,
+};
+
 /// Label values 1..=254 are classes; 0 is background and 255 "not confident".
 pub use crate::classes::MAX_CLASSES;
 

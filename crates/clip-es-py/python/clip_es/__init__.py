@@ -7,6 +7,9 @@
 - ``train(arch, images, masks, split, out, ...)`` trains DeepLab-v2 or the clip-decoder on
   pseudo masks (stage three); ``predict(checkpoint, images, split, out, crf=...)`` writes the
   trained network's label maps.
+- ``run(images, out, labels=..., gt=..., train=...)``, ``segment(photos, classes=...)`` and
+  ``prompts(images, templates, split=...)`` are the commands ``clip-es run``, ``segment`` and
+  ``prompts``, with their options as keyword arguments.
 - ``clip_es.pydensecrf``: a drop-in replacement for pydensecrf (``densecrf`` and ``utils``),
   numerically identical and faster.
 
@@ -24,7 +27,10 @@ from ._native import (
     load_model,
     num_threads,
     predict,
+    prompts,
     pseudo_mask,
+    run,
+    segment,
     set_num_threads,
     train,
 )
@@ -38,6 +44,9 @@ __all__ = [
     "evaluate",
     "train",
     "predict",
+    "run",
+    "segment",
+    "prompts",
     "num_threads",
     "set_num_threads",
     "pydensecrf",

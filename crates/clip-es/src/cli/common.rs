@@ -21,14 +21,6 @@ impl Bars {
         f(guard.as_ref())
     }
 
-    /// Prints a result line on stdout (above the bar).
-    pub fn stdout(&self, line: &str) {
-        self.with_bar(|bar| match bar {
-            Some(b) => b.suspend(|| println!("{line}")),
-            None => println!("{line}"),
-        })
-    }
-
     fn print(&self, line: &str) {
         self.with_bar(|bar| match bar {
             Some(b) => b.suspend(|| eprintln!("{line}")),

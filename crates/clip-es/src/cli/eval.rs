@@ -148,7 +148,7 @@ pub fn execute(
     Ok(report_failures(&report.failures))
 }
 
-fn print_report(r: &EvalReport) {
+pub fn print_report(r: &EvalReport) {
     println!(
         "{} images evaluated{}",
         r.evaluated(),

@@ -1,16 +1,11 @@
 //! `clip-es prompts`: ranks candidate prompt templates by the paper's sharpness criterion
-//! (section 3.2; [`clip_es::prompt_select`]) over a dataset's multi-label images.
+//! (section 3.2) over a dataset's multi-label images. The work is [`clip_es::prompts::run`]'s;
+//! this file maps the options to its config and prints the ranking.
 
 use super::cams::DatasetArgs;
 use super::common::{exit_code, report_failures, Bars};
-use anyhow::Context;
-use clip_es::cam::TextClassifier;
-use clip_es::classes::ClassSet;
-use clip_es::datasets;
-use clip_es::progress::Progress;
-use clip_es::prompt_select::{image_embedding, image_sharpness, label_scores, mean_sharpness};
-use clip_es_image::{patch_multiple, DecodedImage};
-use clip_es_model::{Clip, DEFAULT_MODEL};
+use clip_es::prompts::{read_templates, PromptsConfig};
+use clip_es_model::DEFAULT_MODEL;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,137 +31,30 @@ pub struct Args {
     threads: Option<usize>,
 }
 
-fn read_templates(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let text = clip_es::classes::read_text_file(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut out: Vec<String> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        anyhow::ensure!(
-            t.contains("{}"),
-            "{}:{}: template {t:?} has no {{}} for the class name",
-            path.display(),
-            i + 1
-        );
-        anyhow::ensure!(
-            !out.iter().any(|o| o == t),
-            "{}:{}: template {t:?} listed twice",
-            path.display(),
-            i + 1
-        );
-        out.push(t.to_string());
-    }
-    anyhow::ensure!(!out.is_empty(), "{}: no templates", path.display());
-    Ok(out)
-}
-
 pub fn run(args: Args) -> ExitCode {
     exit_code(run_inner(args))
 }
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(t) = args.threads {
-        anyhow::ensure!(t > 0, "--threads must be at least 1");
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-            .context("setting up the thread pool")?;
-    }
-    let templates = read_templates(&args.templates)?;
-    let classes = ClassSet::from_spec(&args.data.dataset)?;
-    let (ids, source, note) = datasets::plan(
-        args.data.split.as_deref(),
-        args.data.labels.as_deref(),
-        args.data.annotations.as_deref(),
-    )?;
-    if let Some(note) = note {
-        eprintln!("note: {note}");
-    }
-    let clip = Clip::load(&args.model)?;
-    let classifiers = templates
-        .iter()
-        .map(|t| TextClassifier::build(&clip, &classes.prompt_names, &[], std::slice::from_ref(t)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let patch = clip.config().vision.patch_size;
-
-    let pb = Bars::default();
-    pb.start("prompts", ids.len());
-    let mut per_template: Vec<Vec<f64>> = vec![Vec::new(); templates.len()];
-    let mut single_label = 0usize;
-    let mut failures: Vec<(String, String)> = Vec::new();
-    for id in &ids {
-        let r = (|| -> anyhow::Result<bool> {
-            let sample = source
-                .sample(id, &args.data.images, &classes)
-                .map_err(anyhow::Error::msg)?;
-            if sample.labels.len() < 2 {
-                return Ok(false);
-            }
-            let image = DecodedImage::open(&sample.image)?;
-            let (w, h) = (image.width() as usize, image.height() as usize);
-            anyhow::ensure!(
-                w >= patch && h >= patch,
-                "{}: the image is {w}x{h}, smaller than the model's {patch}-pixel patch",
-                sample.image.display()
-            );
-            let (ih, iw) = patch_multiple(h, w, patch);
-            let input = image.clip_input(ih, iw)?;
-            let z = image_embedding(clip.vision(), &input.data, ih, iw, !args.exact_pos_embed)
-                .with_context(|| sample.image.display().to_string())?;
-            for (k, c) in classifiers.iter().enumerate() {
-                per_template[k].push(image_sharpness(&label_scores(&z, c, &sample.labels)));
-            }
-            Ok(true)
-        })();
-        match r {
-            Ok(true) => {}
-            Ok(false) => single_label += 1,
-            Err(e) => {
-                pb.message(&format!("skipping {id}: {e:#}"));
-                failures.push((id.clone(), format!("{e:#}")));
-            }
-        }
-        pb.advance();
-    }
-    pb.finish();
-    let used = per_template[0].len();
-    anyhow::ensure!(
-        used > 0,
-        "no image with two or more labels ({single_label} single-label images, {} failed): sharpness needs multi-label images",
-        failures.len()
-    );
-    let mut ranked: Vec<(usize, f64)> = per_template
-        .iter()
-        .map(|v| mean_sharpness(v))
-        .enumerate()
-        .collect();
-    ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let config = PromptsConfig {
+        data: args.data.config(),
+        dataset: args.data.dataset.clone(),
+        templates: read_templates(&args.templates)?,
+        model: args.model,
+        exact_pos_embed: args.exact_pos_embed,
+        json: args.json,
+        threads: args.threads,
+    };
+    let report = clip_es::prompts::run(&config, &Bars::default())?;
     println!(
-        "sharpness of {} templates over {used} multi-label images (lower is better; {single_label} single-label images not used)",
-        templates.len()
+        "sharpness of {} templates over {} multi-label images (lower is better; {} single-label images not used)",
+        report.ranking.len(),
+        report.images_used,
+        report.single_label_images
     );
     println!("{:>4}  {:>12}  template", "rank", "sharpness");
-    for (rank, (k, s)) in ranked.iter().enumerate() {
-        println!("{:>4}  {:>12.4e}  {}", rank + 1, s, templates[*k]);
+    for (rank, t) in report.ranking.iter().enumerate() {
+        println!("{:>4}  {:>12.4e}  {}", rank + 1, t.sharpness, t.template);
     }
-    if let Some(path) = &args.json {
-        let json = serde_json::json!({
-            "model": clip.files().weights.display().to_string(),
-            "dataset": args.data.dataset,
-            "images_used": used,
-            "single_label_images": single_label,
-            "failed_images": failures.len(),
-            "templates": ranked.iter().enumerate().map(|(rank, (k, s))| serde_json::json!({
-                "rank": rank + 1,
-                "template": templates[*k],
-                "sharpness": s,
-            })).collect::<Vec<_>>(),
-        });
-        clip_es::atomic::write_bytes_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(report_failures(&failures))
+    Ok(report_failures(&report.failures))
 }

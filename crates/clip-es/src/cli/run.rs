@@ -4,17 +4,18 @@
 //! into `<out>/train`, its predictions for the split (or `--predict-split`) into
 //! `<out>/predictions`, and with `--gt` their evaluation. Each stage gets its configuration
 //! directly (every option of the CAM and mask stages is accepted here) and runs the same library
-//! entry point as its own subcommand, so it is resumable the same way.
+//! entry point as its own subcommand, so it is resumable the same way. The work is
+//! [`clip_es::pipeline::run`]'s; this file maps the options to its config and prints the
+//! stages' summaries.
 
 use super::cams::{check_threads, CamArgs, DatasetArgs};
+use super::common::{report_failures, Bars};
 use super::eval::EvalArgs;
 use super::masks::{CamKindArg, MaskArgs};
 use super::train::ArchArg;
-use clip_es::cams::CamsConfig;
 use clip_es::eval::Prediction;
-use clip_es::masks::CrfParams;
-use clip_es::predict::PredictConfig;
-use clip_es_train::train::{Start, TrainConfig};
+use clip_es::pipeline::{NamedEval, PipelineConfig, PipelineReport, Stage3Config};
+use clip_es_train::train::TrainOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,14 +69,14 @@ pub struct TrainStageArgs {
     #[arg(long)]
     train_lr: Option<f64>,
     /// Images per sub-batch (two sub-batches per iteration)
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = TrainOptions::default().batch)]
     train_batch: usize,
     /// Initial weights of the network (deeplab-pytorch's init .pth, a torchvision ResNet-101,
     /// or a safetensors file)
     #[arg(long)]
     train_init: Option<PathBuf>,
     /// Checkpoint every N iterations
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = TrainOptions::default().save_every)]
     train_save_every: usize,
     /// Images to predict with the trained network [default: the split]
     #[arg(long)]
@@ -84,7 +85,7 @@ pub struct TrainStageArgs {
     #[arg(long)]
     predict_crf: bool,
     /// Compute device of stage three: flex (CPU); cuda or wgpu in builds with those features
-    #[arg(long, default_value = "flex")]
+    #[arg(long, default_value_t = clip_es::pipeline::default_device())]
     device: String,
 }
 
@@ -93,225 +94,138 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
-    let split = args
-        .data
-        .config()
-        .id_file()
-        .map(PathBuf::from)
-        .ok_or_else(|| {
-            anyhow::anyhow!("give --split and/or --labels to say which images to process")
-        })?;
-    let threads = check_threads(args.threads)?;
-    let cams_dir = args.out.join("cams");
-    let masks_dir = args.out.join("masks");
+    let report = clip_es::pipeline::run(&config(&args)?, &Bars::default())?;
+    print_report(&report)
+}
+
+/// The pipeline's configuration for these options.
+fn config(args: &Args) -> anyhow::Result<PipelineConfig> {
     let classes = args.cam.classes(&args.data)?;
-    let cams = CamsConfig {
+    let paths = PathBuf::new;
+    let mask = args
+        .mask
+        .config(paths(), paths(), paths(), paths(), args.cam_key);
+    let eval = args.eval.config(
+        Prediction::Masks(paths()),
+        paths(),
+        paths(),
+        classes.clone(),
+        args.cam_key,
+    )?;
+    let t = &args.stage3;
+    Ok(PipelineConfig {
         data: args.data.config(),
-        classes: classes.clone(),
         model: args.cam.model.clone(),
         settings: args.cam.settings()?,
-        out: cams_dir.clone(),
-        shard: None,
+        exif: args.cam.exif.mode(),
+        mask: mask.options,
+        palette: mask.palette,
+        save_confidence: mask.save_confidence,
+        gt: args.gt.clone(),
+        bg_powers: eval.bg_powers,
+        unlabelled: eval.unlabelled,
+        out: args.out.clone(),
         overwrite: args.overwrite,
         report: args.report.clone(),
-        threads,
-        exif: args.cam.exif.mode(),
-    };
-    let mut masks = args.mask.config(
-        cams_dir.clone(),
-        args.data.images.clone(),
-        split.clone(),
-        masks_dir.clone(),
-        args.cam_key,
-    );
-    masks.overwrite = args.overwrite;
-    // One pixel grid in both stages.
-    masks.exif = args.cam.exif.mode();
-    masks.options.num_classes = Some(classes.len());
-    masks.threads = threads;
-    masks.memory_limit = args.cam.memory_limit.map(|mb| mb.saturating_mul(1_000_000));
-    if args.overlays {
-        masks.overlays = Some((args.out.join("overlays"), classes.clone()));
-    }
-    let mut evals = Vec::new();
-    if let Some(gt) = &args.gt {
-        for prediction in [
-            Prediction::Cams(cams_dir),
-            Prediction::Masks(masks_dir.clone()),
-        ] {
-            let mut e = args.eval.config(
-                prediction,
-                gt.clone(),
-                split.clone(),
-                classes.clone(),
-                args.cam_key,
-            )?;
-            e.threads = threads;
-            evals.push(e);
-        }
-    }
-
-    // Stage three's settings are known now; its split file is written once the masks exist.
-    let train_dir = args.out.join("train");
-    let predictions = args.out.join("predictions");
-    let stage3 = args.stage3.train.map(|arch| {
-        let t = &args.stage3;
-        let mut tc = TrainConfig::new(
-            arch.arch(),
-            args.data.images.clone(),
-            masks_dir.clone(),
-            train_dir.join("split.txt"),
-            train_dir.clone(),
-        );
-        tc.num_classes = classes.len() + 1;
-        // A rerun continues the training in <out>/train if it was made with these settings.
-        tc.start = Start::Rerun {
+        threads: check_threads(args.threads)?,
+        overlays: args.overlays,
+        stage3: t.train.map(|arch| Stage3Config {
+            iters: t.train_iters,
+            lr: t.train_lr,
+            batch: t.train_batch,
             init: t.train_init.clone(),
-        };
-        tc.overwrite = args.overwrite;
-        if let Some(i) = t.train_iters {
-            tc.options.iters = i;
-        }
-        if let Some(lr) = t.train_lr {
-            tc.options.lr = lr;
-        }
-        tc.options.batch = t.train_batch;
-        tc.options.save_every = t.train_save_every;
-        tc.clip_model = args.cam.model.clone();
-        tc.feature_budget = clip_es_train::features::FeatureBudget {
-            max_side: args.cam.max_side,
-            memory_limit: args.cam.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
-        };
-        tc.device = t.device.clone();
-        tc.threads = threads;
-        let predict_split = t.predict_split.clone().unwrap_or_else(|| split.clone());
-        let mut pc = PredictConfig::new(
-            tc.out.join("final.safetensors"),
-            args.data.images.clone(),
-            predict_split,
-            predictions.clone(),
-        );
-        pc.crf = t.predict_crf.then(CrfParams::default);
-        pc.max_side = args.cam.max_side;
-        pc.memory_limit = args.cam.memory_limit.map(|mb| mb.saturating_mul(1_000_000));
-        pc.device = t.device.clone();
-        pc.threads = threads;
-        pc.exif = args.cam.exif.mode();
-        pc.overwrite = args.overwrite;
-        if args.overlays {
-            pc.overlays = Some((args.out.join("prediction-overlays"), classes.clone()));
-        }
-        (arch, tc, pc)
-    });
-    if let Some((_, tc, _)) = &stage3 {
-        tc.validate().map_err(|e| {
-            anyhow::anyhow!(
-                "the training stage (--train-* options, the rest as `clip-es train`): {e}"
-            )
-        })?;
-    }
-    // Outputs that an earlier run made with other settings are found before any work, every
-    // stage's at once (each stage checks its own again when it starts).
-    let mut mismatches = Vec::new();
-    if !args.overwrite {
-        let cams_check = clip_es::cams::manifest(&cams).and_then(|m| {
-            let has = clip_es_data::manifest::holds_files(&cams.out, &["npz", "npy"]);
-            m.check(&cams.out, false, has, &[])
-        });
-        let masks_check = clip_es::masks::manifest(&masks).check(
-            &masks.out,
-            false,
-            clip_es_data::manifest::holds_files(&masks.out, &["png"]),
-            &[],
-        );
-        mismatches.extend(cams_check.err());
-        mismatches.extend(masks_check.err());
-        if let Some((_, tc, pc)) = &stage3 {
-            mismatches.extend(
-                clip_es_train::train::check_rerun(tc)
-                    .err()
-                    .map(|e| e.to_string()),
-            );
-            // The checkpoint may still change (more iterations): new weights make new
-            // predictions, so only the other settings are compared here.
-            if pc.checkpoint.is_file() {
-                let has = clip_es_data::manifest::holds_files(&pc.out, &["png"]);
-                let predict_check = clip_es::predict::manifest(pc)
-                    .and_then(|m| m.check(&pc.out, false, has, &["checkpoint"]));
-                mismatches.extend(predict_check.err());
-            }
-        }
-    }
-    anyhow::ensure!(mismatches.is_empty(), "{}", mismatches.join("; "));
+            save_every: t.train_save_every,
+            predict_split: t.predict_split.clone(),
+            predict_crf: t.predict_crf,
+            device: t.device.clone(),
+            ..Stage3Config::new(arch.arch())
+        }),
+        ..PipelineConfig::new(args.data.config(), classes, args.out.clone())
+    })
+}
 
-    let mut worst = ExitCode::SUCCESS;
-    // A stage with failed images (exit 1) still lets the next stages run on the rest; one that
-    // cannot run at all stops the pipeline.
-    let mut stage = |what: &str, result: anyhow::Result<ExitCode>| -> anyhow::Result<()> {
-        let code = result.map_err(|e| e.context(format!("the {what} stage could not run")))?;
-        if code != ExitCode::SUCCESS {
-            worst = code;
-        }
-        Ok(())
-    };
-    eprintln!("== CAMs");
-    stage("CAMs", super::cams::execute(&cams))?;
-    eprintln!("== pseudo masks");
-    stage("pseudo masks", super::masks::execute(&masks))?;
-    for e in &evals {
-        let what = match e.prediction {
-            Prediction::Cams(_) => "evaluation of the CAMs",
-            Prediction::Masks(_) => "evaluation of the masks",
-        };
-        eprintln!("== {what}");
-        stage(what, super::eval::execute(e, None, None))?;
+/// Each stage's summary and failed images, in the order the stages ran; exit code 1 if any
+/// image failed in any stage.
+fn print_report(r: &PipelineReport) -> anyhow::Result<ExitCode> {
+    eprintln!("CAMs: {} written", r.cams.written.len());
+    report_failures(&r.cams.failures);
+    eprintln!(
+        "pseudo masks: {} images: {} masks written, {} already present, {} failed",
+        r.masks.images,
+        r.masks.written,
+        r.masks.skipped,
+        r.masks.failures.len()
+    );
+    report_failures(&r.masks.failures);
+    // The evaluations of the CAMs and masks come before stage three, the predictions' after.
+    let (before, after) = r.evals.split_at(r.evals.len().min(2));
+    print_evals(before);
+    if let Some(t) = &r.train {
+        super::train::print_report(t);
     }
-    if let Some((arch, tc, mut pc)) = stage3 {
-        // Only the images whose pseudo masks exist are trained on (a failed image has none).
-        let ids = clip_es::datasets::read_split(&split)?;
-        let with_mask: Vec<&String> = ids
-            .iter()
-            .filter(|id| masks_dir.join(format!("{id}.png")).is_file())
-            .collect();
-        anyhow::ensure!(
-            !with_mask.is_empty(),
-            "no pseudo masks to train on in {}",
-            masks_dir.display()
+    if let Some(p) = &r.predict {
+        eprintln!(
+            "predictions: {} images: {} label maps written, {} already present, {} failed",
+            p.images,
+            p.written,
+            p.skipped,
+            p.failures.len()
         );
-        if with_mask.len() < ids.len() {
-            eprintln!(
-                "training on the {} of {} images that have a pseudo mask",
-                with_mask.len(),
-                ids.len()
-            );
-        }
-        std::fs::create_dir_all(&train_dir)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", train_dir.display()))?;
-        let text: String = with_mask.iter().map(|id| format!("{id}\n")).collect();
-        clip_es::atomic::write_bytes_atomic(&tc.split, text.as_bytes())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", tc.split.display()))?;
-        eprintln!("== training ({})", arch.arch().name());
-        let trained = super::train::execute(&tc)
-            .map_err(|e| e.context("the training stage could not run"))?;
-        // New weights make earlier predictions stale.
-        pc.overwrite = args.overwrite || trained.iters > trained.start;
-        eprintln!("== predictions");
-        stage("predictions", super::predict::execute(&pc))?;
-        if let Some(gt) = &args.gt {
-            let mut e = args.eval.config(
-                Prediction::Masks(predictions),
-                gt.clone(),
-                pc.split.clone(),
-                classes.clone(),
-                args.cam_key,
-            )?;
-            e.threads = threads;
-            eprintln!("== evaluation of the predictions");
-            stage(
-                "evaluation of the predictions",
-                super::eval::execute(&e, None, None),
-            )?;
-        }
+        report_failures(&p.failures);
     }
-    Ok(worst)
+    print_evals(after);
+    Ok(if r.any_failed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_evals(evals: &[NamedEval]) {
+    for e in evals {
+        super::eval::print_report(&e.report);
+        report_failures(&e.report.failures);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// Without options, the command's configuration is the library's
+    /// ([`PipelineConfig::new`], [`Stage3Config::new`]).
+    #[test]
+    fn parsed_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from([
+            "run",
+            "--images",
+            "i",
+            "--labels",
+            "l",
+            "--out",
+            "o",
+            "--train",
+            "clip-decoder",
+        ])
+        .unwrap();
+        let parsed = config(&cli.args).unwrap();
+        let data = clip_es::cams::DatasetConfig {
+            images: "i".into(),
+            annotations: None,
+            labels: Some("l".into()),
+            split: None,
+        };
+        let library = PipelineConfig {
+            stage3: Some(Stage3Config::new(clip_es_train::Arch::ClipDecoder)),
+            ..PipelineConfig::new(data, clip_es::ClassSet::voc(), "o".into())
+        };
+        assert_eq!(format!("{parsed:?}"), format!("{library:?}"));
+    }
 }

@@ -1,20 +1,14 @@
 //! `clip-es segment`: any photo, with class names typed by the user, a preset's classes, or
-//! label-free tags (docs/segment.md). The work is [`clip_es::segment`]'s; this file reads the
-//! options, finds the images, loops over them and prints where the results are.
+//! label-free tags (docs/segment.md). The work is [`clip_es::segment::run`]'s; this file maps
+//! the options to its config and prints where the results are.
 
 use super::common::{exit_code, report_failures, Bars};
-use anyhow::Context;
 use clip_es::cam::{Augment, DEFAULT_TEMPLATE};
 use clip_es::cams::CamSettings;
-use clip_es::classes::ClassSet;
 use clip_es::masks::MaskOptions;
-use clip_es::progress::Progress;
-use clip_es::segment::{
-    check_outputs, collect_images, default_vocabulary, parse_classes, preset_classes, tags_json,
-    write_outputs, SegmentClass, SegmentOptions, Segmenter, Selection,
-};
+use clip_es::segment::{PhotoResult, SegmentConfig, SegmentOptions, DEFAULT_OUT};
 use clip_es::tags::TagOptions;
-use clip_es_model::{Clip, DEFAULT_MODEL};
+use clip_es_model::DEFAULT_MODEL;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -52,7 +46,7 @@ pub struct Args {
     #[arg(long, default_value_t = TagOptions::default().max_tags)]
     max_tags: usize,
     /// Output directory
-    #[arg(long, default_value = "segments")]
+    #[arg(long, default_value = DEFAULT_OUT)]
     out: PathBuf,
     /// Skip the CRF: label = argmax of [1 - max CAM, CAMs]
     #[arg(long)]
@@ -91,200 +85,122 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(t) = args.threads {
-        clip_es::progress::check_threads(t).map_err(anyhow::Error::msg)?;
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-            .context("setting up the thread pool")?;
+    let config = args.config();
+    let report = clip_es::segment::run(&config, &Bars::default())?;
+    for result in &report.results {
+        println!("{}", describe(result));
     }
-    anyhow::ensure!(
-        args.templates.iter().all(|t| t.contains("{}")),
-        "every --template must contain {{}}"
-    );
-    let options = SegmentOptions {
-        mask: MaskOptions {
-            confidence: args.confidence,
-            use_crf: !args.no_crf,
-            ..MaskOptions::default()
-        },
-        tags: TagOptions {
-            threshold: args.tag_threshold,
-            max_tags: args.max_tags,
-            ..TagOptions::default()
-        },
-    };
-    options.validate().map_err(anyhow::Error::msg)?;
-    let images = collect_images(&args.inputs)?;
+    match &report.tags_file {
+        Some(file) => eprintln!(
+            "{} image(s) tagged; tags in {}",
+            report.results.len(),
+            file.display()
+        ),
+        None => eprintln!(
+            "{} image(s) segmented into {}",
+            report.results.len(),
+            config.out.display()
+        ),
+    }
+    Ok(report_failures(&report.failures))
+}
 
-    // Candidates, selection, background words, box threshold.
-    let (candidates, selection, mut background, box_threshold) = match &args.dataset {
-        Some(spec) => {
-            let set = ClassSet::from_spec(spec)?;
-            let all = preset_classes(&set).map_err(|e| anyhow::anyhow!("{spec}: {e}"))?;
-            let selection = match &args.classes {
-                Some(text) => {
-                    let chosen = parse_classes(text, Some(&all))?;
-                    Selection::Fixed(chosen.iter().map(|c| (c.id - 1) as usize).collect())
-                }
-                None => Selection::Tags,
-            };
-            (all, selection, set.background, set.box_threshold)
+impl Args {
+    /// The stage's configuration for these options.
+    fn config(self) -> SegmentConfig {
+        SegmentConfig {
+            inputs: self.inputs,
+            classes: self.classes,
+            dataset: self.dataset,
+            background: self.background,
+            vocabulary: self.vocabulary,
+            tags_only: self.tags_only,
+            options: SegmentOptions {
+                mask: MaskOptions {
+                    confidence: self.confidence,
+                    use_crf: !self.no_crf,
+                    ..MaskOptions::default()
+                },
+                tags: TagOptions {
+                    threshold: self.tag_threshold,
+                    max_tags: self.max_tags,
+                    ..TagOptions::default()
+                },
+            },
+            settings: CamSettings {
+                templates: self.templates,
+                augment: Augment {
+                    scales: self.scales,
+                    flip: self.flip,
+                },
+                memory_limit: self.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
+                max_side: self.max_side,
+                ..CamSettings::default()
+            },
+            out: self.out,
+            model: self.model,
+            threads: self.threads,
         }
-        None => match &args.classes {
-            Some(text) => {
-                let chosen = parse_classes(text, None)?;
-                let n = chosen.len();
-                let bg = ClassSet::coco().background;
-                (chosen, Selection::Fixed((0..n).collect()), bg, 0.4)
-            }
-            None => {
-                let set = match &args.vocabulary {
-                    Some(p) => ClassSet::from_file(p)?,
-                    None => default_vocabulary(),
-                };
-                let all = preset_classes(&set).map_err(|e| anyhow::anyhow!("vocabulary: {e}"))?;
-                (all, Selection::Tags, set.background, set.box_threshold)
-            }
-        },
-    };
-    if let Some(bg) = &args.background {
-        background = ClassSet::background_from_spec(bg)?;
     }
-    // Every output this run may write, checked against the others and the inputs, and the
-    // output folder probed, before the model loads.
-    let possible: Vec<&SegmentClass> = match &selection {
-        Selection::Fixed(c) => c.iter().map(|&i| &candidates[i]).collect(),
-        Selection::Tags => candidates.iter().collect(),
-    };
-    check_outputs(&args.inputs, &images, &args.out, &possible, args.tags_only)?;
+}
 
-    let clip = Clip::load(&args.model)?;
-    let weights = clip.files().weights.display().to_string();
-    let settings = CamSettings {
-        templates: args.templates.clone(),
-        augment: Augment {
-            scales: args.scales.clone(),
-            flip: args.flip,
-        },
-        memory_limit: args.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
-        max_side: args.max_side,
-        ..CamSettings::default()
+/// One photo's result as the command prints it: its tags, or its classes and files.
+fn describe(result: &PhotoResult) -> String {
+    let percent = |c: &serde_json::Value| {
+        format!(
+            "{} {:.1}%",
+            c["name"].as_str().unwrap_or("?"),
+            100.0 * c["pixel_fraction"].as_f64().unwrap_or(0.0)
+        )
     };
-    let seg = Segmenter::new(
-        clip,
-        candidates,
-        background,
-        box_threshold,
-        &settings,
-        selection,
-        options,
-    )?;
-    eprintln!(
-        "model {}; {} images; {}",
-        weights,
-        images.len(),
-        match &seg.selection {
-            Selection::Fixed(c) => format!(
-                "classes: {}",
-                c.iter()
-                    .map(|&i| seg.candidates[i].name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Selection::Tags => format!("label-free: tagging from {} classes", seg.candidates.len()),
+    match result {
+        PhotoResult::Tagged { path, tags } => {
+            let line: Vec<String> = tags.iter().map(|(n, s)| format!("{n} {s:.3}")).collect();
+            format!("{}: {}", path.display(), line.join(", "))
         }
-    );
+        PhotoResult::Segmented {
+            path,
+            files,
+            summary,
+        } => {
+            let classes = summary["classes"]
+                .as_array()
+                .map(|a| a.iter().map(percent).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default();
+            let heat_maps: Vec<String> = files
+                .heat_maps
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            format!(
+                "{}: {classes}\n  overlay {}\n  mask    {}\n  summary {}\n  heat maps: {}",
+                path.display(),
+                files.overlay.display(),
+                files.mask.display(),
+                files.summary.display(),
+                heat_maps.join(" ")
+            )
+        }
+    }
+}
 
-    let pb = Bars::default();
-    if images.len() > 1 {
-        pb.start("segment", images.len());
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
     }
-    let mut failures: Vec<(String, String)> = Vec::new();
-    let mut all_tags = Vec::new();
-    let mut done = 0usize;
-    for (path, stem) in &images {
-        let result: anyhow::Result<String> = if args.tags_only {
-            Segmenter::upright(path)
-                .and_then(|(o, d)| seg.tag(&d, path).map(|t| (o, t)))
-                .map_err(anyhow::Error::from)
-                .map(|(orientation, tags)| {
-                    let line = tags
-                        .chosen
-                        .iter()
-                        .map(|&c| format!("{} {:.3}", seg.candidates[c].name, tags.scores[c].score))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    all_tags.push(serde_json::json!({
-                        "image": path.display().to_string(),
-                        "exif_orientation": orientation,
-                        "tags": tags_json(&tags, &seg.candidates),
-                    }));
-                    format!("{}: {line}", path.display())
-                })
-        } else {
-            seg.segment(path)
-                .and_then(|r| write_outputs(&seg, &r, &args.out, stem))
-                .map_err(anyhow::Error::from)
-                .map(|(files, summary)| {
-                    let classes = summary["classes"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|c| {
-                                    format!(
-                                        "{} {:.1}%",
-                                        c["name"].as_str().unwrap_or("?"),
-                                        100.0 * c["pixel_fraction"].as_f64().unwrap_or(0.0)
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        })
-                        .unwrap_or_default();
-                    format!(
-                        "{}: {classes}\n  overlay {}\n  mask    {}\n  summary {}\n  heat maps: {}",
-                        path.display(),
-                        files.overlay.display(),
-                        files.mask.display(),
-                        files.summary.display(),
-                        files
-                            .heat_maps
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    )
-                })
-        };
-        match result {
-            Ok(text) => {
-                done += 1;
-                pb.stdout(&text);
-            }
-            Err(e) => {
-                // The error names the photo already; each cause is said once.
-                let text = super::common::message(&e);
-                pb.message(&format!("skipping: {text}"));
-                let name = path.display().to_string();
-                let reason = text
-                    .strip_prefix(&format!("{name}: "))
-                    .unwrap_or(&text)
-                    .to_string();
-                failures.push((name, reason));
-            }
-        }
-        pb.advance();
+
+    /// Without options, the command's configuration is the library's
+    /// ([`SegmentConfig::new`]).
+    #[test]
+    fn parsed_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["segment", "photo.jpg"]).unwrap();
+        let library = SegmentConfig::new(vec!["photo.jpg".into()]);
+        assert_eq!(format!("{:?}", cli.args.config()), format!("{library:?}"));
     }
-    pb.finish();
-    if args.tags_only {
-        let file = args.out.join("tags.json");
-        let text = serde_json::to_string_pretty(&serde_json::json!({ "images": all_tags }))?;
-        clip_es::atomic::write_bytes_atomic(&file, text.as_bytes())
-            .with_context(|| format!("writing {}", file.display()))?;
-        eprintln!("{done} image(s) tagged; tags in {}", file.display());
-    } else {
-        eprintln!("{done} image(s) segmented into {}", args.out.display());
-    }
-    Ok(report_failures(&failures))
 }

@@ -3,11 +3,12 @@
 
 use super::common::exit_code;
 use clap::ValueEnum;
+use clip_es::progress::{IterationRecord, Progress};
 use clip_es_train::data::Augment;
 use clip_es_train::deeplab::DeepLabConfig;
 use clip_es_train::features::FeatureBudget;
 use clip_es_train::loss::LossKind;
-use clip_es_train::train::{Event, Start, TrainConfig, TrainOptions, DECODER_LR};
+use clip_es_train::train::{Start, TrainConfig, TrainOptions, DECODER_LR};
 use clip_es_train::Arch;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
@@ -48,7 +49,7 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Number of classes, background included
-    #[arg(long, default_value_t = 21)]
+    #[arg(long, default_value_t = defaults().num_classes)]
     num_classes: usize,
     /// Initial weights: a PyTorch state dict (deeplab-pytorch init / trained model), a
     /// torchvision ResNet-101 state dict (resnet101-*.pth: detected from its keys; DeepLab-v2 then
@@ -73,79 +74,79 @@ pub struct Args {
     #[arg(long)]
     iters: Option<usize>,
     /// Images per sub-batch
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = defaults().options.batch)]
     batch: usize,
     /// Sub-batches accumulated per iteration
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = defaults().options.iter_size)]
     iter_size: usize,
     /// Base learning rate [default: 2.5e-4 for deeplab-v2 (ASPP weights 10x, ASPP biases
     /// 20x), 0.01 for clip-decoder]
     #[arg(long)]
     lr: Option<f64>,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = defaults().options.momentum)]
     momentum: f64,
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = defaults().options.weight_decay)]
     weight_decay: f64,
     /// Poly LR power (updated every --lr-step iterations)
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = defaults().options.poly_power)]
     poly_power: f64,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults().options.lr_step)]
     lr_step: usize,
-    #[arg(long, value_enum, default_value_t = LossArg::Ce)]
+    #[arg(long, value_enum, default_value_t = LossArg::from(defaults().options.loss))]
     loss: LossArg,
     /// Training crop (DeepLab-v2), padded with the mean colour and label 255
-    #[arg(long, default_value_t = 321)]
+    #[arg(long, default_value_t = defaults().options.augment.crop)]
     crop: usize,
     /// Random scales of the training images (DeepLab-v2), each in [0.1, 4]
-    #[arg(long, value_delimiter = ',', default_value = "0.5,0.75,1.0,1.25,1.5")]
+    #[arg(long, value_delimiter = ',', default_values_t = defaults().options.augment.scales)]
     scales: Vec<f64>,
     /// No random horizontal flips
     #[arg(long)]
     no_flip: bool,
     /// Seed of the initialisation, the sample order and the augmentation
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults().options.seed)]
     seed: u64,
     /// Checkpoint every N iterations (and at the end)
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = defaults().options.save_every)]
     save_every: usize,
     /// Compute device: flex (CPU); cuda or wgpu in builds with those features
-    #[arg(long, default_value = "flex")]
+    #[arg(long, default_value_t = defaults().device)]
     device: String,
     /// DeepLab-v2 stem width (64 for ResNet-101; smaller for tests)
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = defaults().deeplab.width)]
     width: usize,
     /// DeepLab-v2 bottlenecks per stage
-    #[arg(long, value_delimiter = ',', default_value = "3,4,23,3")]
+    #[arg(long, value_delimiter = ',', default_values_t = defaults().deeplab.blocks)]
     blocks: Vec<usize>,
     /// DeepLab-v2 ASPP rates
-    #[arg(long, value_delimiter = ',', default_value = "6,12,18,24")]
+    #[arg(long, value_delimiter = ',', default_values_t = defaults().deeplab.rates)]
     rates: Vec<usize>,
     /// DeepLab-v2 extra input scales of multi-scale training (empty: none)
-    #[arg(long, value_delimiter = ',', default_value = "0.5,0.75")]
+    #[arg(long, value_delimiter = ',', default_values_t = defaults().deeplab.msc_scales)]
     msc_scales: Vec<f32>,
     /// clip-decoder: the CLIP model of the features (directory, file, HF id or OpenAI name)
-    #[arg(long, default_value = "ViT-B/16")]
+    #[arg(long, default_value_t = defaults().clip_model)]
     model: String,
     /// clip-decoder: feature cache directory [default: <out>/features]
     #[arg(long)]
     features: Option<PathBuf>,
     /// clip-decoder: images whose longer side exceeds this many pixels are scaled down for the
     /// ViT of the feature cache (0: never); VOC and COCO images keep their size
-    #[arg(long, default_value_t = clip_es_train::features::DEFAULT_MAX_SIDE)]
+    #[arg(long, default_value_t = defaults().feature_budget.max_side)]
     max_side: usize,
     /// clip-decoder: memory limit in MB for one image's features (estimated before the ViT
     /// runs; an image over it is an error naming it). Default: the memory available
     #[arg(long)]
     memory_limit: Option<u64>,
     /// clip-decoder hidden width
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = defaults().decoder_hidden)]
     hidden: usize,
     /// clip-decoder x2 upsampling stages: logits at stride 16 / 2^N (1: stride 8, like
     /// DeepLab-v2; 2: stride 4, finer boundaries, about 3x the time per iteration)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = defaults().decoder_upsamplings)]
     upsamplings: usize,
     /// clip-decoder training crop on the patch grid, in patches (0: whole maps, --batch 1)
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = defaults().options.grid_crop)]
     grid_crop: usize,
     /// Worker threads (default: all cores)
     #[arg(long, short = 'j', alias = "jobs")]
@@ -154,6 +155,22 @@ pub struct Args {
 
 pub fn run(args: Args) -> ExitCode {
     exit_code(run_inner(args))
+}
+
+/// The library's defaults of the training stage ([`TrainConfig::new`], [`TrainOptions`]'s
+/// `Default`), the one place the options' defaults come from.
+fn defaults() -> TrainConfig {
+    let none = PathBuf::new;
+    TrainConfig::new(Arch::DeepLabV2, none(), none(), none(), none())
+}
+
+impl From<LossKind> for LossArg {
+    fn from(kind: LossKind) -> Self {
+        match kind {
+            LossKind::Plain => LossArg::Ce,
+            LossKind::Balanced => LossArg::Balanced,
+        }
+    }
 }
 
 impl ArchArg {
@@ -254,47 +271,69 @@ fn run_inner(a: Args) -> anyhow::Result<ExitCode> {
 
 /// Runs the training stage with progress bars (also the training stage of `clip-es run`).
 pub fn execute(config: &TrainConfig) -> anyhow::Result<clip_es_train::train::TrainReport> {
-    let bars: Mutex<Option<ProgressBar>> = Mutex::new(None);
-    let report = clip_es_train::train::run(config, &|e| {
-        let mut pb = bars.lock().unwrap_or_else(|p| p.into_inner());
-        match e {
-            Event::Note(text) => match pb.as_ref() {
-                Some(b) => b.suspend(|| eprintln!("{text}")),
-                None => eprintln!("{text}"),
-            },
-            Event::FeaturesStart(n) => *pb = Some(bar(n as u64, "features", false)),
-            Event::FeatureDone => {
-                if let Some(b) = pb.as_ref() {
-                    b.inc(1)
-                }
-            }
-            Event::FeaturesEnd => {
-                if let Some(b) = pb.take() {
-                    b.finish_and_clear()
-                }
-            }
-            Event::TrainStart { from, to } => {
-                *pb = Some(bar(to.saturating_sub(from) as u64, "train", true))
-            }
-            Event::Iteration(p) => {
-                if let Some(b) = pb.as_ref() {
-                    b.set_message(format!("loss {:.4} lr {:.2e}", p.loss, p.lr));
-                    b.inc(1);
-                }
-            }
-        }
-    });
-    if let Some(b) = bars.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        b.finish_and_clear();
-    }
+    let bars = TrainBars::default();
+    let report = clip_es_train::train::run(config, &bars);
+    bars.finish();
     let report = report?;
+    print_report(&report);
+    Ok(report)
+}
+
+/// The training stage's closing line.
+pub fn print_report(report: &clip_es_train::train::TrainReport) {
     eprintln!(
         "done: {} (log {}, curve {})",
         report.checkpoint.display(),
         report.log.display(),
         report.curve.display()
     );
-    Ok(report)
+}
+
+/// The training stage's bars on stderr: the feature cache's, then the iterations' with the
+/// loss and learning rate of the last one.
+#[derive(Default)]
+pub struct TrainBars {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Progress for TrainBars {
+    fn start(&self, what: &str, len: usize) {
+        let mut pb = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = pb.take() {
+            b.finish_and_clear()
+        }
+        *pb = Some(bar(len as u64, what, what == "train"));
+    }
+
+    fn advance(&self) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            b.inc(1)
+        }
+    }
+
+    fn failed(&self, id: &str, error: &str) {
+        self.message(&format!("{id}: {error}"))
+    }
+
+    fn message(&self, text: &str) {
+        match self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(b) => b.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            b.finish_and_clear()
+        }
+    }
+
+    fn iteration(&self, record: &IterationRecord) {
+        if let Some(b) = self.bar.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            b.set_message(format!("loss {:.4} lr {:.2e}", record.loss, record.lr));
+            b.inc(1);
+        }
+    }
 }
 
 fn bar(len: u64, what: &str, with_message: bool) -> ProgressBar {
@@ -307,4 +346,35 @@ fn bar(len: u64, what: &str, with_message: bool) -> ProgressBar {
     pb.set_style(ProgressStyle::with_template(template).expect("template"));
     pb.set_prefix(what.to_string());
     pb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// Without options, the command's configuration is the library's for each architecture
+    /// (the learning rate of the decoder included).
+    #[test]
+    fn parsed_defaults_are_the_library_defaults() {
+        for (arch, name) in [
+            (Arch::DeepLabV2, "deeplab-v2"),
+            (Arch::ClipDecoder, "clip-decoder"),
+        ] {
+            let cli = Cli::try_parse_from([
+                "train", "--arch", name, "--images", "i", "--masks", "m", "--split", "s", "--out",
+                "o",
+            ])
+            .unwrap();
+            let parsed = cli.args.config().unwrap();
+            let library = TrainConfig::new(arch, "i".into(), "m".into(), "s".into(), "o".into());
+            assert_eq!(format!("{parsed:?}"), format!("{library:?}"));
+        }
+    }
 }
