@@ -227,18 +227,15 @@ pub fn train_step(
     kind: LossKind,
     iteration: usize,
 ) -> Result<f32> {
-    let v: BTreeMap<String, Tensor<1>> = model
-        .store
-        .trainable
-        .iter()
-        .map(|(k, p)| (k.clone(), p.value.clone().autodiff().require_grad()))
-        .collect();
+    // The trainable parameters as autodiff leaves; the loss of every sub-batch is
+    // differentiated with respect to them.
+    let net = model.net.with_autodiff();
     let mut acc: BTreeMap<String, Tensor<1>> = BTreeMap::new();
     let mut total = 0f32;
-    let device = model.store.device.clone();
+    let device = model.device.clone();
     for b in batches {
         let mut loss: Option<Tensor<1>> = None;
-        for logits in model.forward_train(&v, b.x.clone()) {
+        for logits in net.forward_train(b.x.clone()) {
             if let Some(l) = masked_cross_entropy(logits, &b.labels, kind, &device) {
                 loss = Some(match loss {
                     None => l,
@@ -250,18 +247,15 @@ pub fn train_step(
         let loss = loss.div_scalar(batches.len() as f32);
         total += finite_scalar(loss.clone(), iteration)?;
         let grads = loss.backward();
-        for (k, t) in &v {
-            if let Some(g) = t.grad(&grads) {
-                let g = g.without_autodiff();
-                let e = acc.remove(k);
-                acc.insert(
-                    k.clone(),
-                    match e {
-                        None => g,
-                        Some(a) => a + g,
-                    },
-                );
-            }
+        for (k, g) in net.gradients(&grads) {
+            let e = acc.remove(&k);
+            acc.insert(
+                k,
+                match e {
+                    None => g,
+                    Some(a) => a + g,
+                },
+            );
         }
     }
     // A finite loss can still have an infinite gradient, which would turn the weights to NaN
@@ -274,7 +268,7 @@ pub fn train_step(
         finite_scalar(sum, iteration)?;
     }
     let arch = model.arch();
-    sgd.step(&mut model.store, &acc, lr, &|n| arch.lr_group(n));
+    sgd.step(model, &acc, lr, &|n| arch.lr_group(n));
     Ok(total)
 }
 
@@ -474,7 +468,7 @@ pub fn train_until(
         .append(true)
         .open(&log_path)
         .map_err(|e| TrainError::io(&log_path, e))?;
-    let device = model.store.device.clone();
+    let device = model.device.clone();
     let mut sampler = Sampler::new(opts.seed, source.len());
     let mut last_good: Option<PathBuf> = None;
     let t0 = std::time::Instant::now();
@@ -525,7 +519,7 @@ pub fn train_until(
             let path = checkpoint_path(out, it);
             let mut m = meta.clone();
             m["iteration"] = it.into();
-            model.save(&path, sgd.state(&model.store), m)?;
+            model.save(&path, sgd.state(model), m)?;
             last_good = Some(path);
             plot_loss(&out.join("loss.png"), &history)?;
         }
@@ -557,7 +551,7 @@ pub fn resume_state(
     opts: &TrainOptions,
 ) -> (Sgd, usize) {
     let mut sgd = Sgd::new(opts.momentum, opts.weight_decay);
-    sgd.load_state(&model.store, tensors);
+    sgd.load_state(model, tensors);
     (sgd, meta["iteration"].as_u64().unwrap_or(0) as usize)
 }
 
