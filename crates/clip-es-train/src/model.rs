@@ -168,6 +168,10 @@ pub struct Model {
     pub device: Device,
 }
 
+/// Key prefixes dropped from PyTorch state dicts: `module.` of `DataParallel`, `base.` of
+/// deeplab-pytorch's `MSC` wrapper (the rest of each key is then the checkpoint key).
+pub const STATE_DICT_PREFIXES: [&str; 2] = ["module.", "base."];
+
 /// Metadata key of checkpoints: a JSON object with `arch`, `config`, `iteration` and the run's
 /// settings.
 pub const META_KEY: &str = "clip_es_train";
@@ -278,7 +282,7 @@ impl Model {
         {
             Ok(read_safetensors(path)?.0)
         } else {
-            read_torch_state_dict(path, &["module.", "base."])
+            read_torch_state_dict(path, &STATE_DICT_PREFIXES)
         }
     }
 
