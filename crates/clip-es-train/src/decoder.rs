@@ -12,15 +12,20 @@
 //! boundaries and small regions of the pseudo masks more closely (docs/training.md has the
 //! measurements).
 
-use crate::deeplab::bilinear;
-use crate::params::{HostTensor, ParamStore};
-use crate::rng::Rng;
-use burn::tensor::module::{conv2d, interpolate};
-use burn::tensor::ops::ConvOptions;
-use burn::tensor::{activation::relu, Device, Tensor};
-use std::collections::BTreeMap;
+//!
+//! The network is a burn module ([`ClipDecoder`]: `proj`, `fuse` (one conv per upsampling) and
+//! `classifier`) built by [`DecoderConfig::init`]; its checkpoint keys are `proj.weight`,
+//! `fuse.weight`, `fuse2.weight`, ... ([`ClipDecoder::checkpoint_key`]).
 
-#[derive(Clone, Debug, PartialEq)]
+use crate::deeplab::bilinear;
+use crate::layers::Conv;
+use crate::rng::Rng;
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::module::interpolate;
+use burn::tensor::{activation::relu, Device, Tensor};
+
+#[derive(Config, Debug, PartialEq)]
 pub struct DecoderConfig {
     pub n_classes: usize,
     /// Feature channels (768 for ViT-B/16).
@@ -102,30 +107,69 @@ impl DecoderConfig {
     }
 }
 
-#[derive(Clone, Debug)]
+/// The decoder: a 1x1 projection, one 3x3 conv after each x2 upsampling, a 1x1 classifier.
+#[derive(Module, Debug)]
 pub struct ClipDecoder {
+    pub proj: Conv,
+    /// One per upsampling stage (checkpoint keys `fuse`, `fuse2`, ...).
+    pub fuse: Vec<Conv>,
+    pub classifier: Conv,
+    #[module(skip)]
     pub config: DecoderConfig,
 }
 
-impl ClipDecoder {
-    /// Kaiming-normal (fan-out) weights, zero biases.
-    pub fn init(config: DecoderConfig, device: &Device, seed: u64) -> (Self, ParamStore) {
-        let mut store = ParamStore::new(device);
+impl DecoderConfig {
+    /// Kaiming-normal (fan-out) weights from `seed` (the classifier's scaled by 0.1), zero
+    /// biases.
+    pub fn init(&self, device: &Device, seed: u64) -> ClipDecoder {
         let mut rng = Rng::new(seed);
-        let c = &config;
-        for (name, cin, cout, k) in c.convs() {
+        let mut convs = Vec::new();
+        for (name, cin, cout, k) in self.convs() {
             let std =
                 (2.0 / (cout * k * k) as f64).sqrt() * if name == "classifier" { 0.1 } else { 1.0 };
             let w: Vec<f32> = (0..cout * cin * k * k)
                 .map(|_| (rng.normal() * std) as f32)
                 .collect();
-            store.add_trainable(
-                &format!("{name}.weight"),
-                HostTensor::new(vec![cout, cin, k, k], w),
-            );
-            store.add_trainable(&format!("{name}.bias"), HostTensor::filled(vec![cout], 0.0));
+            let pad = k / 2;
+            convs.push(Conv::new(
+                [cout, cin, k, k],
+                w,
+                Some(vec![0.0; cout]),
+                (1, pad, 1),
+                device,
+            ));
         }
-        (ClipDecoder { config }, store)
+        let classifier = convs.pop().expect("a classifier");
+        let mut convs = convs.into_iter();
+        let proj = convs.next().expect("a projection");
+        ClipDecoder {
+            proj,
+            fuse: convs.collect(),
+            classifier,
+            config: self.clone(),
+        }
+    }
+}
+
+impl ClipDecoder {
+    /// The checkpoint key of a module path: `fuse.0` is `fuse`, `fuse.1` is `fuse2`, ...; the
+    /// other paths are their names joined by dots.
+    pub fn checkpoint_key(path: &[String]) -> String {
+        match path {
+            [fuse, i, rest @ ..] if fuse == "fuse" => {
+                let i: usize = i.parse().expect("a Vec index");
+                let stage = if i == 0 {
+                    "fuse".to_string()
+                } else {
+                    format!("fuse{}", i + 1)
+                };
+                std::iter::once(stage)
+                    .chain(rest.iter().cloned())
+                    .collect::<Vec<_>>()
+                    .join(".")
+            }
+            _ => path.join("."),
+        }
     }
 
     /// One LR group for all (biases without weight decay).
@@ -134,27 +178,48 @@ impl ClipDecoder {
     }
 
     /// Features [N, in_dim, gh, gw] to logits [N, classes, s gh, s gw], s = 2^upsamplings.
-    pub fn forward(
-        &self,
-        store: &ParamStore,
-        v: &BTreeMap<String, Tensor<1>>,
-        x: Tensor<4>,
-    ) -> Tensor<4> {
-        let conv = |x: Tensor<4>, name: &str, pad: usize| {
-            conv2d(
-                x,
-                store.shaped(v, &format!("{name}.weight")),
-                Some(v[&format!("{name}.bias")].clone()),
-                ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
-            )
-        };
-        let convs = self.config.convs();
-        let mut h = relu(conv(x, "proj", 0));
-        for (name, ..) in &convs[1..convs.len() - 1] {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut h = relu(self.proj.forward(x));
+        for fuse in &self.fuse {
             let [_, _, gh, gw] = h.dims();
             h = interpolate(h, bilinear([2 * gh, 2 * gw]));
-            h = relu(conv(h, name, 1));
+            h = relu(fuse.forward(h));
         }
-        conv(h, "classifier", 0)
+        self.classifier.forward(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::param_infos;
+
+    #[test]
+    fn module_paths_name_the_checkpoint_keys() {
+        let config = DecoderConfig::new(4, 12, 8, 3);
+        let net = config.init(&Device::flex(), 0);
+        let infos = param_infos(&net, ClipDecoder::checkpoint_key);
+        let keys: Vec<(&str, Vec<usize>)> = infos
+            .iter()
+            .map(|(k, i)| (k.as_str(), i.shape.clone()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("classifier.bias", vec![4]),
+                ("classifier.weight", vec![4, 2, 1, 1]),
+                ("fuse.bias", vec![8]),
+                ("fuse.weight", vec![8, 8, 3, 3]),
+                ("fuse2.bias", vec![4]),
+                ("fuse2.weight", vec![4, 8, 3, 3]),
+                ("fuse3.bias", vec![2]),
+                ("fuse3.weight", vec![2, 4, 3, 3]),
+                ("proj.bias", vec![8]),
+                ("proj.weight", vec![8, 12, 1, 1]),
+            ]
+        );
+        assert!(infos.values().all(|i| i.trainable));
+        let x = Tensor::<4>::zeros([1, 12, 3, 5], &Device::flex());
+        assert_eq!(net.forward(x).dims(), [1, 4, 24, 40]);
     }
 }

@@ -14,23 +14,26 @@
 //! Widths and depths are parameters so tests run a tiny network; `DeepLabConfig::resnet101`
 //! is the paper's. Batch norm is frozen (deeplab-pytorch's `freeze_bn`): each BN is the
 //! constant affine map of its stored statistics and is not trained.
+//!
+//! The network is a burn module ([`DeepLabV2`]: `layer1` the stem, `layer2`..`layer5` the
+//! bottleneck stages, `aspp` the classifier branches) built by [`DeepLabConfig::init`]; its
+//! checkpoint keys are deeplab-pytorch's (`layer2.block1.reduce.conv.weight`,
+//! `aspp.c0.bias`, ...; [`DeepLabV2::checkpoint_key`]).
 
-use crate::params::{HostTensor, ParamStore};
+use crate::layers::{Conv, ConvBn, FrozenBatchNorm};
 use crate::rng::Rng;
-use burn::tensor::module::{conv2d, interpolate, max_pool2d};
-use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions, MaxPoolOptions};
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::module::{interpolate, max_pool2d};
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions, MaxPoolOptions};
 use burn::tensor::{activation::relu, Device, Tensor, TensorData};
-use std::collections::BTreeMap;
-
-const BN_EPS: f32 = 1e-5;
 
 /// Where the backbone strides and dilates; the parameter names are the same for both.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Config, Copy, Debug, PartialEq, Eq)]
 pub enum Backbone {
     /// deeplab-pytorch's Caffe ResNet (`libs/models/resnet.py`): the stride of a stage's first
     /// bottleneck in its 1x1 `reduce` conv, stem max-pool 3/2/1 with ceil mode, dilations 2 and
     /// 4 in every block of the last two stages.
-    #[default]
     Caffe,
     /// torchvision's ResNet v1.5 (`torchvision/models/resnet.py`, `Bottleneck` and
     /// `_make_layer`) with `replace_stride_with_dilation=[False, True, True]`: the stride in the
@@ -38,6 +41,14 @@ pub enum Backbone {
     /// 4 in the fifth except in each one's first block, which keeps the previous dilation (1,
     /// then 2) as torchvision's `previous_dilation` does. Output stride 8.
     Torchvision,
+}
+
+// Not derived: burn's `Config` derive does not carry `#[default]` on an enum's variant.
+#[allow(clippy::derivable_impls)]
+impl Default for Backbone {
+    fn default() -> Self {
+        Backbone::Caffe
+    }
 }
 
 impl Backbone {
@@ -74,7 +85,7 @@ pub const MAX_BLOCKS: usize = 64;
 /// The largest ASPP rate (deeplab-pytorch's largest is 24).
 pub const MAX_RATE: usize = 512;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Config, Debug, PartialEq)]
 pub struct DeepLabConfig {
     pub n_classes: usize,
     /// Stem width; stage widths are 4, 8, 16 and 32 times it (64 for ResNet-101).
@@ -215,110 +226,175 @@ impl DeepLabConfig {
             },
         }
     }
+}
 
-    /// (name, in, out, kernel, stride, dilation) of every conv+BN unit, in forward order.
-    fn units(&self) -> Vec<(String, usize, usize, usize, usize, usize)> {
-        let mut u = vec![("layer1.conv1".to_string(), 3, self.width, 7, 2, 1)];
-        for s in 0..4 {
-            for b in 0..self.blocks[s] {
-                let k = self.block(s, b);
-                let p = format!("layer{}.block{}", s + 2, b + 1);
-                let mid = k.cout / 4;
-                u.push((format!("{p}.reduce"), k.cin, mid, 1, k.reduce_stride, 1));
-                u.push((
-                    format!("{p}.conv3x3"),
-                    mid,
-                    mid,
-                    3,
-                    k.conv_stride,
-                    k.dilation,
-                ));
-                u.push((format!("{p}.increase"), mid, k.cout, 1, 1, 1));
-                if b == 0 {
-                    let st = k.reduce_stride * k.conv_stride;
-                    u.push((format!("{p}.shortcut"), k.cin, k.cout, 1, st, 1));
-                }
-            }
-        }
-        u
+/// The stem (deeplab-pytorch's `layer1`): a 7x7 conv + BN + ReLU at stride 2 (the max-pool
+/// follows in [`DeepLabV2::features`]).
+#[derive(Module, Debug)]
+pub struct Stem {
+    pub conv1: ConvBn,
+}
+
+/// A bottleneck (deeplab-pytorch's `_Bottleneck`): 1x1 `reduce`, 3x3 `conv3x3`, 1x1 `increase`,
+/// plus the `shortcut` projection in a stage's first block.
+#[derive(Module, Debug)]
+pub struct Bottleneck {
+    pub reduce: ConvBn,
+    pub conv3x3: ConvBn,
+    pub increase: ConvBn,
+    pub shortcut: Option<ConvBn>,
+}
+
+impl Bottleneck {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let r = self.reduce.forward(x.clone());
+        let r = self.conv3x3.forward(r);
+        let r = self.increase.forward(r);
+        let sc = match &self.shortcut {
+            Some(s) => s.forward(x),
+            None => x,
+        };
+        relu(r + sc)
     }
 }
 
-/// The network; its parameters live in a [`ParamStore`].
-#[derive(Clone, Debug)]
+/// The network: a burn module whose parameters are the convolutions' weights and the ASPP
+/// biases, and whose frozen batch-norm statistics are buffers.
+#[derive(Module, Debug)]
 pub struct DeepLabV2 {
+    pub layer1: Stem,
+    pub layer2: Vec<Bottleneck>,
+    pub layer3: Vec<Bottleneck>,
+    pub layer4: Vec<Bottleneck>,
+    pub layer5: Vec<Bottleneck>,
+    /// One 3x3 conv per ASPP rate (checkpoint keys `aspp.c0`, `aspp.c1`, ...).
+    pub aspp: Vec<Conv>,
+    #[module(skip)]
     pub config: DeepLabConfig,
-    /// Per conv+BN unit: the frozen BN as (scale, shift), shaped [1, C, 1, 1].
-    bn: BTreeMap<String, (Tensor<4>, Tensor<4>)>,
+}
+
+impl DeepLabConfig {
+    /// A randomly initialised network (convs: Kaiming normal, fan-out; ASPP: N(0, 0.01), bias 0;
+    /// BN: identity), the same initialisation deeplab-pytorch gives before loading weights. The
+    /// random numbers are drawn in forward order from `seed`.
+    pub fn init(&self, device: &Device, seed: u64) -> DeepLabV2 {
+        let mut rng = Rng::new(seed);
+        let mut unit =
+            |cin: usize, cout: usize, k: usize, geometry: (usize, usize, usize), relu| {
+                let std = (2.0 / (cout * k * k) as f64).sqrt();
+                let w: Vec<f32> = (0..cout * cin * k * k)
+                    .map(|_| (rng.normal() * std) as f32)
+                    .collect();
+                ConvBn {
+                    conv: Conv::new([cout, cin, k, k], w, None, geometry, device),
+                    bn: FrozenBatchNorm::identity(cout, device),
+                    relu,
+                }
+            };
+        let layer1 = Stem {
+            conv1: unit(3, self.width, 7, (2, 3, 1), true),
+        };
+        let mut stages: Vec<Vec<Bottleneck>> = Vec::new();
+        for s in 0..4 {
+            let mut blocks = Vec::new();
+            for b in 0..self.blocks[s] {
+                let k = self.block(s, b);
+                let mid = k.cout / 4;
+                let reduce = unit(k.cin, mid, 1, (k.reduce_stride, 0, 1), true);
+                let conv3x3 = unit(mid, mid, 3, (k.conv_stride, k.dilation, k.dilation), true);
+                let increase = unit(mid, k.cout, 1, (1, 0, 1), false);
+                let shortcut = (b == 0).then(|| {
+                    unit(
+                        k.cin,
+                        k.cout,
+                        1,
+                        (k.reduce_stride * k.conv_stride, 0, 1),
+                        false,
+                    )
+                });
+                blocks.push(Bottleneck {
+                    reduce,
+                    conv3x3,
+                    increase,
+                    shortcut,
+                });
+            }
+            stages.push(blocks);
+        }
+        let cin = self.width * 32;
+        let aspp = self
+            .rates
+            .iter()
+            .map(|&rate| {
+                let n = self.n_classes * cin * 9;
+                let w: Vec<f32> = (0..n).map(|_| (rng.normal() * 0.01) as f32).collect();
+                Conv::new(
+                    [self.n_classes, cin, 3, 3],
+                    w,
+                    Some(vec![0.0; self.n_classes]),
+                    (1, rate, rate),
+                    device,
+                )
+            })
+            .collect();
+        let mut stages = stages.into_iter();
+        let mut stage = || stages.next().expect("four stages");
+        DeepLabV2 {
+            layer1,
+            layer2: stage(),
+            layer3: stage(),
+            layer4: stage(),
+            layer5: stage(),
+            aspp,
+            config: self.clone(),
+        }
+    }
 }
 
 impl DeepLabV2 {
-    /// A randomly initialised network (convs: Kaiming normal, fan-out; ASPP: N(0, 0.01), bias 0;
-    /// BN: identity), the same initialisation deeplab-pytorch gives before loading weights.
-    pub fn init(config: DeepLabConfig, device: &Device, seed: u64) -> (Self, ParamStore) {
-        let mut store = ParamStore::new(device);
-        let mut rng = Rng::new(seed);
-        for (name, cin, cout, k, _, _) in config.units() {
-            let std = (2.0 / (cout * k * k) as f64).sqrt();
-            let w: Vec<f32> = (0..cout * cin * k * k)
-                .map(|_| (rng.normal() * std) as f32)
-                .collect();
-            store.add_trainable(
-                &format!("{name}.conv.weight"),
-                HostTensor::new(vec![cout, cin, k, k], w),
-            );
-            store.add_frozen(
-                &format!("{name}.bn.weight"),
-                HostTensor::filled(vec![cout], 1.0),
-            );
-            store.add_frozen(
-                &format!("{name}.bn.bias"),
-                HostTensor::filled(vec![cout], 0.0),
-            );
-            store.add_frozen(
-                &format!("{name}.bn.running_mean"),
-                HostTensor::filled(vec![cout], 0.0),
-            );
-            store.add_frozen(
-                &format!("{name}.bn.running_var"),
-                HostTensor::filled(vec![cout], 1.0),
-            );
+    /// The checkpoint key of a module path: `layer{s}.{i}` is `layer{s}.block{i+1}`, `aspp.{i}`
+    /// is `aspp.c{i}`; the other names are joined by dots as they are.
+    pub fn checkpoint_key(path: &[String]) -> String {
+        let mut key: Vec<String> = Vec::with_capacity(path.len());
+        for (i, name) in path.iter().enumerate() {
+            let parent = if i > 0 { path[i - 1].as_str() } else { "" };
+            let index = || name.parse::<usize>().expect("a Vec index");
+            key.push(match parent {
+                "layer2" | "layer3" | "layer4" | "layer5" if i == 1 => {
+                    format!("block{}", index() + 1)
+                }
+                "aspp" if i == 1 => format!("c{}", index()),
+                _ => name.clone(),
+            });
         }
-        let cin = config.width * 32;
-        for i in 0..config.rates.len() {
-            let n = config.n_classes * cin * 9;
-            let w: Vec<f32> = (0..n).map(|_| (rng.normal() * 0.01) as f32).collect();
-            store.add_trainable(
-                &format!("aspp.c{i}.weight"),
-                HostTensor::new(vec![config.n_classes, cin, 3, 3], w),
-            );
-            store.add_trainable(
-                &format!("aspp.c{i}.bias"),
-                HostTensor::filled(vec![config.n_classes], 0.0),
-            );
-        }
-        let mut net = DeepLabV2 {
-            config,
-            bn: BTreeMap::new(),
-        };
-        net.refresh(&store);
-        (net, store)
+        key.join(".")
     }
 
-    /// Recomputes the frozen BN affine maps after the store's buffers were loaded.
-    pub fn refresh(&mut self, store: &ParamStore) {
-        self.bn.clear();
-        for (name, ..) in self.config.units() {
-            let g = |s: &str| &store.frozen[&format!("{name}.bn.{s}")].data;
-            let (w, b, m, v) = (g("weight"), g("bias"), g("running_mean"), g("running_var"));
-            let c = w.len();
-            let scale: Vec<f32> = (0..c).map(|i| w[i] / (v[i] + BN_EPS).sqrt()).collect();
-            let shift: Vec<f32> = (0..c).map(|i| b[i] - m[i] * scale[i]).collect();
-            let t = |d: Vec<f32>| {
-                Tensor::<4>::from_data(TensorData::new(d, [1, c, 1, 1]), &store.device)
-            };
-            self.bn.insert(name, (t(scale), t(shift)));
+    /// Recomputes the frozen batch norms' affine maps after their buffers were loaded.
+    pub fn refresh(mut self) -> Self {
+        fn fold(u: ConvBn) -> ConvBn {
+            ConvBn {
+                bn: u.bn.fold(),
+                ..u
+            }
         }
+        let stage = |blocks: Vec<Bottleneck>| -> Vec<Bottleneck> {
+            blocks
+                .into_iter()
+                .map(|b| Bottleneck {
+                    reduce: fold(b.reduce),
+                    conv3x3: fold(b.conv3x3),
+                    increase: fold(b.increase),
+                    shortcut: b.shortcut.map(fold),
+                })
+                .collect()
+        };
+        self.layer1.conv1 = fold(self.layer1.conv1);
+        self.layer2 = stage(self.layer2);
+        self.layer3 = stage(self.layer3);
+        self.layer4 = stage(self.layer4);
+        self.layer5 = stage(self.layer5);
+        self
     }
 
     /// Optimizer groups of deeplab-pytorch's `main.py` lines 48-67 and 160-181: (LR multiplier,
@@ -335,72 +411,23 @@ impl DeepLabV2 {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn unit(
-        &self,
-        store: &ParamStore,
-        v: &BTreeMap<String, Tensor<1>>,
-        x: Tensor<4>,
-        name: &str,
-        stride: usize,
-        pad: usize,
-        dil: usize,
-        act: bool,
-    ) -> Tensor<4> {
-        let w: Tensor<4> = store.shaped(v, &format!("{name}.conv.weight"));
-        let y = conv2d(
-            x,
-            w,
-            None,
-            ConvOptions::new([stride, stride], [pad, pad], [dil, dil], 1),
-        );
-        let (s, b) = &self.bn[name];
-        let y = y * s.clone() + b.clone();
-        if act {
-            relu(y)
-        } else {
-            y
-        }
-    }
-
     /// The stem conv with its BN and ReLU (before the max-pool), at stride 2.
-    pub fn stem(
-        &self,
-        store: &ParamStore,
-        v: &BTreeMap<String, Tensor<1>>,
-        x: Tensor<4>,
-    ) -> Tensor<4> {
-        self.unit(store, v, x, "layer1.conv1", 2, 3, 1, true)
+    pub fn stem(&self, x: Tensor<4>) -> Tensor<4> {
+        self.layer1.conv1.forward(x)
     }
 
     /// The backbone's output (layer5, output stride 8), the input of the ASPP.
-    pub fn features(
-        &self,
-        store: &ParamStore,
-        v: &BTreeMap<String, Tensor<1>>,
-        x: Tensor<4>,
-    ) -> Tensor<4> {
+    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = max_pool2d(
-            self.stem(store, v, x),
+            self.stem(x),
             MaxPoolOptions::new([3, 3])
                 .with_stride([2, 2])
                 .with_padding([1, 1])
                 .with_ceil_mode(self.config.style == Backbone::Caffe),
         );
-        for s in 0..4 {
-            for b in 0..self.config.blocks[s] {
-                let k = self.config.block(s, b);
-                let p = format!("layer{}.block{}", s + 2, b + 1);
-                let (rs, cs, d) = (k.reduce_stride, k.conv_stride, k.dilation);
-                let r = self.unit(store, v, h.clone(), &format!("{p}.reduce"), rs, 0, 1, true);
-                let r = self.unit(store, v, r, &format!("{p}.conv3x3"), cs, d, d, true);
-                let r = self.unit(store, v, r, &format!("{p}.increase"), 1, 0, 1, false);
-                let sc = if b == 0 {
-                    self.unit(store, v, h, &format!("{p}.shortcut"), rs * cs, 0, 1, false)
-                } else {
-                    h
-                };
-                h = relu(r + sc);
+        for stage in [&self.layer2, &self.layer3, &self.layer4, &self.layer5] {
+            for block in stage {
+                h = block.forward(h);
             }
         }
         h
@@ -408,23 +435,11 @@ impl DeepLabV2 {
 
     /// Logits at output stride 8 of one input scale (deeplab-pytorch `DeepLabV2.forward`): the
     /// sum of the ASPP branches on [`DeepLabV2::features`].
-    pub fn forward_single(
-        &self,
-        store: &ParamStore,
-        v: &BTreeMap<String, Tensor<1>>,
-        x: Tensor<4>,
-    ) -> Tensor<4> {
-        let h = self.features(store, v, x);
+    pub fn forward_single(&self, x: Tensor<4>) -> Tensor<4> {
+        let h = self.features(x);
         let mut out: Option<Tensor<4>> = None;
-        for (i, &rate) in self.config.rates.iter().enumerate() {
-            let w: Tensor<4> = store.shaped(v, &format!("aspp.c{i}.weight"));
-            let b: Tensor<1> = v[&format!("aspp.c{i}.bias")].clone();
-            let y = conv2d(
-                h.clone(),
-                w,
-                Some(b),
-                ConvOptions::new([1, 1], [rate, rate], [rate, rate], 1),
-            );
+        for branch in &self.aspp {
+            let y = branch.forward(h.clone());
             out = Some(match out {
                 None => y,
                 Some(o) => o + y,
@@ -438,13 +453,8 @@ impl DeepLabV2 {
     /// last the pixel-wise max of all of them resized to the scale-1 logit size (bilinear to a
     /// size, as `F.interpolate(l, size=(H, W))`; this resize is differentiated). Training puts
     /// the loss on each; inference uses the last.
-    pub fn forward_msc(
-        &self,
-        store: &ParamStore,
-        v: &BTreeMap<String, Tensor<1>>,
-        x: Tensor<4>,
-    ) -> Vec<Tensor<4>> {
-        let full = self.forward_single(store, v, x.clone());
+    pub fn forward_msc(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        let full = self.forward_single(x.clone());
         if self.config.msc_scales.is_empty() {
             return vec![full];
         }
@@ -455,7 +465,7 @@ impl DeepLabV2 {
             // The factor as written (0.6, not 0.6000000238): PyTorch gets it as a Python float.
             let factor: f64 = s.to_string().parse().unwrap_or(s as f64);
             let xs = resize_by_factor(x.clone(), factor);
-            let l = self.forward_single(store, v, xs);
+            let l = self.forward_single(xs);
             max = max.max_pair(interpolate(l.clone(), bilinear([lh, lw])));
             outs.push(l);
         }
@@ -530,4 +540,79 @@ pub fn bilinear(size: [usize; 2]) -> InterpolateOptions {
     InterpolateOptions::new(InterpolateMode::Bilinear)
         .with_align_corners(false)
         .with_output_size(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::param_infos;
+
+    /// The tiny network of `tests/data/tiny_deeplab.pth` (tools/golden_train.py).
+    fn tiny() -> DeepLabConfig {
+        DeepLabConfig {
+            n_classes: 5,
+            width: 2,
+            blocks: [1, 2, 1, 2],
+            rates: vec![6, 12, 18, 24],
+            msc_scales: vec![0.5, 0.75],
+            style: Backbone::Caffe,
+        }
+    }
+
+    #[test]
+    fn module_paths_name_the_deeplab_pytorch_keys() {
+        let net = tiny().init(&Device::flex(), 0);
+        let infos = param_infos(&net, DeepLabV2::checkpoint_key);
+        let file = crate::Model::read_weights(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_deeplab.pth"),
+        )
+        .unwrap();
+        // The same keys and shapes as deeplab-pytorch's state dict (prefixes dropped).
+        let ours: Vec<(&String, &Vec<usize>)> = infos.iter().map(|(k, i)| (k, &i.shape)).collect();
+        let theirs: Vec<(&String, &Vec<usize>)> = file.iter().map(|(k, t)| (k, &t.shape)).collect();
+        assert_eq!(ours, theirs);
+        // The batch-norm statistics are the only buffers; everything else is trained.
+        for (k, i) in &infos {
+            assert_eq!(i.trainable, !k.contains(".bn."), "{k}");
+        }
+        assert!(infos.contains_key("layer3.block1.shortcut.bn.running_var"));
+        assert!(!infos
+            .keys()
+            .any(|k| k.starts_with("layer3.block2.shortcut")));
+        // burn's own count agrees: every parameter is reached by the module traversal.
+        let total: usize = infos
+            .values()
+            .map(|i| i.shape.iter().product::<usize>())
+            .sum();
+        assert_eq!(net.num_params(), total);
+    }
+
+    #[test]
+    fn the_frozen_batch_norm_is_folded_from_loaded_statistics() {
+        let device = Device::flex();
+        let cfg = DeepLabConfig {
+            blocks: [1, 1, 1, 1],
+            msc_scales: vec![],
+            ..tiny()
+        };
+        let mut model = crate::Model::deeplab(cfg, &device, 3);
+        let mut host = model.net.host_params(false);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                (0..3 * 9 * 9).map(|i| (i % 7) as f32).collect(),
+                [1, 3, 9, 9],
+            ),
+            &device,
+        );
+        let before = crate::params::to_host(&model.forward_eval(x.clone()));
+        // Doubling the stem BN's weight doubles its scale: the loaded buffers reach the forward.
+        for v in &mut host.get_mut("layer1.conv1.bn.weight").unwrap().data {
+            *v *= 2.0;
+        }
+        model
+            .load_tensors(std::path::Path::new("mem"), host, false)
+            .unwrap();
+        let after = crate::params::to_host(&model.forward_eval(x));
+        assert_ne!(before, after);
+    }
 }

@@ -5,8 +5,9 @@
 //! kazuto1011/deeplab-pytorch trains it, and a light decoder on frozen CLIP patch features.
 //! Both run on burn 0.22 (`flex` CPU backend by default; `cuda` and `wgpu` features opt in).
 //!
-//! Modules: [`deeplab`] and [`decoder`] (networks), [`params`] (named tensors, PyTorch and
-//! safetensors I/O), [`torchvision`] (torchvision ResNet weights as DeepLab-v2's init),
+//! Modules: [`deeplab`] and [`decoder`] (networks, as burn modules), [`layers`] (their conv,
+//! frozen batch norm and conv + BN unit), [`params`] (module parameters by checkpoint key,
+//! PyTorch and safetensors I/O), [`torchvision`] (torchvision ResNet weights as DeepLab-v2's init),
 //! [`loss`], [`memory`] (memory available to one image), [`sgd`] (optimizer, poly LR), [`data`] (pairs, checks, augmentation), [`features`]
 //! (CLIP feature cache), [`train`] (the loop), [`predict`].
 
@@ -15,6 +16,7 @@ pub mod decoder;
 pub mod deeplab;
 pub mod error;
 pub mod features;
+pub mod layers;
 pub mod loss;
 pub mod memory;
 pub mod model;

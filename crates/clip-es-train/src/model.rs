@@ -1,10 +1,12 @@
-//! The two trainable networks behind one type, with their checkpoints.
+//! The two trainable networks behind one type, with their checkpoints: the parameters and
+//! frozen buffers of the burn module under their checkpoint keys ([`crate::params`]).
 
 use crate::decoder::{ClipDecoder, DecoderConfig};
 use crate::deeplab::{Backbone, DeepLabConfig, DeepLabV2};
 use crate::error::{Result, TrainError};
 use crate::params::{
-    read_safetensors, read_torch_state_dict, write_safetensors, HostTensor, ParamStore,
+    host_params, load_params, map_params, param_infos, read_safetensors, read_torch_state_dict,
+    visit_params, write_safetensors, HostTensor, KeyFn, ParamInfo, ParamMap, ParamVisit,
 };
 use burn::tensor::{Device, Tensor};
 use std::collections::BTreeMap;
@@ -39,18 +41,136 @@ impl Arch {
     }
 }
 
+/// One network per model, never stored in bulk: the size difference of the variants costs
+/// nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Net {
     DeepLab(DeepLabV2),
     Decoder(ClipDecoder),
 }
 
-/// A network and its parameters.
+impl Net {
+    /// The table from module paths to checkpoint keys.
+    fn key_fn(&self) -> KeyFn {
+        match self {
+            Net::DeepLab(_) => DeepLabV2::checkpoint_key,
+            Net::Decoder(_) => ClipDecoder::checkpoint_key,
+        }
+    }
+
+    /// The logits the training loss applies to: DeepLab-v2 with MSC gives one per scale plus
+    /// their max; the decoder one.
+    pub fn forward_train(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        match self {
+            Net::DeepLab(n) => n.forward_msc(x),
+            Net::Decoder(n) => vec![n.forward(x)],
+        }
+    }
+
+    /// Passes every parameter through `f` under its checkpoint key (frozen buffers included,
+    /// flagged untrainable). A map that changes batch-norm buffers calls [`Net::refresh`] after.
+    pub fn map_params<F: ParamMap>(self, f: &mut F) -> Net {
+        let key = self.key_fn();
+        match self {
+            Net::DeepLab(n) => Net::DeepLab(map_params(n, key, f)),
+            Net::Decoder(n) => Net::Decoder(map_params(n, key, f)),
+        }
+    }
+
+    /// Refolds DeepLab-v2's frozen batch norms from their buffers.
+    pub fn refresh(self) -> Net {
+        match self {
+            Net::DeepLab(n) => Net::DeepLab(n.refresh()),
+            other => other,
+        }
+    }
+
+    /// Shows `f` every parameter under its checkpoint key.
+    pub fn visit_params<F: ParamVisit>(&self, f: &mut F) {
+        let key = self.key_fn();
+        match self {
+            Net::DeepLab(n) => visit_params(n, key, f),
+            Net::Decoder(n) => visit_params(n, key, f),
+        }
+    }
+
+    /// Every parameter's shape and whether it is trained, by checkpoint key.
+    pub fn param_infos(&self) -> BTreeMap<String, ParamInfo> {
+        let key = self.key_fn();
+        match self {
+            Net::DeepLab(n) => param_infos(n, key),
+            Net::Decoder(n) => param_infos(n, key),
+        }
+    }
+
+    /// The parameters on the host by checkpoint key (without the frozen buffers when
+    /// `trainable_only`).
+    pub fn host_params(&self, trainable_only: bool) -> BTreeMap<String, HostTensor> {
+        let key = self.key_fn();
+        match self {
+            Net::DeepLab(n) => host_params(n, key, trainable_only),
+            Net::Decoder(n) => host_params(n, key, trainable_only),
+        }
+    }
+
+    /// The network with its trainable parameters as autodiff leaves that require a gradient
+    /// (the frozen buffers stay constants): what one training step differentiates.
+    pub fn with_autodiff(&self) -> Net {
+        struct Leaves;
+        impl ParamMap for Leaves {
+            fn apply<const D: usize>(
+                &mut self,
+                _: &str,
+                trainable: bool,
+                t: Tensor<D>,
+            ) -> Tensor<D> {
+                if trainable {
+                    t.autodiff().require_grad()
+                } else {
+                    t
+                }
+            }
+        }
+        let key = self.key_fn();
+        match self.clone() {
+            Net::DeepLab(n) => Net::DeepLab(map_params(n, key, &mut Leaves)),
+            Net::Decoder(n) => Net::Decoder(map_params(n, key, &mut Leaves)),
+        }
+    }
+
+    /// The gradients of the trainable parameters of a [`Net::with_autodiff`] network, flat and
+    /// without autodiff, by checkpoint key (parameters the loss does not reach are absent).
+    pub fn gradients(&self, grads: &burn::tensor::Gradients) -> BTreeMap<String, Tensor<1>> {
+        struct Collect<'a>(&'a burn::tensor::Gradients, BTreeMap<String, Tensor<1>>);
+        impl ParamVisit for Collect<'_> {
+            fn visit<const D: usize>(&mut self, key: &str, trainable: bool, t: &Tensor<D>) {
+                if !trainable {
+                    return;
+                }
+                if let Some(g) = t.grad(self.0) {
+                    let n = g.shape().num_elements();
+                    self.1
+                        .insert(key.to_string(), g.without_autodiff().reshape([n]));
+                }
+            }
+        }
+        let mut c = Collect(grads, BTreeMap::new());
+        self.visit_params(&mut c);
+        c.1
+    }
+}
+
+/// A network and the device its parameters live on.
 #[derive(Clone, Debug)]
 pub struct Model {
     pub net: Net,
-    pub store: ParamStore,
+    pub device: Device,
 }
+
+/// Key prefixes dropped from PyTorch state dicts: `module.` of `DataParallel`, `base.` of
+/// deeplab-pytorch's `MSC` wrapper (the rest of each key is then the checkpoint key).
+pub const STATE_DICT_PREFIXES: [&str; 2] = ["module.", "base."];
 
 /// Metadata key of checkpoints: a JSON object with `arch`, `config`, `iteration` and the run's
 /// settings.
@@ -58,18 +178,16 @@ pub const META_KEY: &str = "clip_es_train";
 
 impl Model {
     pub fn deeplab(config: DeepLabConfig, device: &Device, seed: u64) -> Model {
-        let (net, store) = DeepLabV2::init(config, device, seed);
         Model {
-            net: Net::DeepLab(net),
-            store,
+            net: Net::DeepLab(config.init(device, seed)),
+            device: device.clone(),
         }
     }
 
     pub fn decoder(config: DecoderConfig, device: &Device, seed: u64) -> Model {
-        let (net, store) = ClipDecoder::init(config, device, seed);
         Model {
-            net: Net::Decoder(net),
-            store,
+            net: Net::Decoder(config.init(device, seed)),
+            device: device.clone(),
         }
     }
 
@@ -94,29 +212,53 @@ impl Model {
         }
     }
 
-    /// The current parameter values (no autodiff).
-    pub fn values(&self) -> BTreeMap<String, Tensor<1>> {
-        self.store
-            .trainable
-            .iter()
-            .map(|(k, p)| (k.clone(), p.value.clone()))
-            .collect()
-    }
-
-    /// The logits the training loss applies to: DeepLab-v2 with MSC gives one per scale plus
-    /// their max; the decoder one.
-    pub fn forward_train(&self, v: &BTreeMap<String, Tensor<1>>, x: Tensor<4>) -> Vec<Tensor<4>> {
-        match &self.net {
-            Net::DeepLab(n) => n.forward_msc(&self.store, v, x),
-            Net::Decoder(n) => vec![n.forward(&self.store, v, x)],
-        }
+    /// The logits the training loss applies to ([`Net::forward_train`]), without autodiff.
+    pub fn forward_train(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
+        self.net.forward_train(x)
     }
 
     /// The logits of inference (DeepLab-v2: the MSC max).
     pub fn forward_eval(&self, x: Tensor<4>) -> Tensor<4> {
-        let v = self.values();
-        let mut outs = self.forward_train(&v, x);
+        let mut outs = self.forward_train(x);
         outs.pop().expect("one output at least")
+    }
+
+    /// The trainable parameters on the host, by checkpoint key.
+    pub fn trainable_host(&self) -> BTreeMap<String, HostTensor> {
+        self.net.host_params(true)
+    }
+
+    /// Replaces trainable parameters by the given values (same shapes; names of parameters the
+    /// network lacks are ignored): a test's way to set a network to reference weights.
+    pub fn set_params(&mut self, tensors: &BTreeMap<String, HostTensor>) -> Result<()> {
+        let infos = self.net.param_infos();
+        for (k, t) in tensors {
+            if let Some(i) = infos.get(k) {
+                if i.shape != t.shape {
+                    return Err(TrainError::Config(format!(
+                        "{k}: shape {:?}, expected {:?}",
+                        t.shape, i.shape
+                    )));
+                }
+            }
+        }
+        struct Set<'a>(&'a BTreeMap<String, HostTensor>);
+        impl ParamMap for Set<'_> {
+            fn apply<const D: usize>(&mut self, key: &str, _: bool, t: Tensor<D>) -> Tensor<D> {
+                match self.0.get(key) {
+                    Some(h) => {
+                        let shape: [usize; D] = h.shape.clone().try_into().expect("checked");
+                        Tensor::from_data(
+                            burn::tensor::TensorData::new(h.data.clone(), shape),
+                            &t.device(),
+                        )
+                    }
+                    None => t,
+                }
+            }
+        }
+        self.net = self.net.clone().map_params(&mut Set(tensors)).refresh();
+        Ok(())
     }
 
     /// Loads weights: a PyTorch state dict (`.pth`/`.pt`, e.g. deeplab-pytorch's init or trained
@@ -140,7 +282,7 @@ impl Model {
         {
             Ok(read_safetensors(path)?.0)
         } else {
-            read_torch_state_dict(path, &["module.", "base."])
+            read_torch_state_dict(path, &STATE_DICT_PREFIXES)
         }
     }
 
@@ -175,19 +317,17 @@ impl Model {
         }
         let head = |n: &str| n.starts_with("aspp.") || n.starts_with("classifier.");
         if init {
-            let shapes: BTreeMap<String, Vec<usize>> = self
-                .store
-                .trainable
-                .iter()
-                .map(|(k, p)| (k.clone(), p.shape.clone()))
-                .collect();
-            tensors.retain(|k, t| !(head(k) && shapes.get(k).is_some_and(|s| *s != t.shape)));
+            let infos = self.net.param_infos();
+            tensors.retain(|k, t| {
+                !(head(k)
+                    && infos
+                        .get(k)
+                        .is_some_and(|i| i.trainable && i.shape != t.shape))
+            });
         }
         let allow = move |n: &str| init && head(n);
-        let unused = self.store.load(path, &tensors, &allow)?;
-        if let Net::DeepLab(n) = &mut self.net {
-            n.refresh(&self.store);
-        }
+        let (net, unused) = load_net(self.net.clone(), path, &tensors, &allow)?;
+        self.net = net;
         Ok(unused)
     }
 
@@ -199,13 +339,7 @@ impl Model {
         extra: BTreeMap<String, HostTensor>,
         meta: serde_json::Value,
     ) -> Result<()> {
-        let mut tensors = self.store.trainable_host();
-        tensors.extend(
-            self.store
-                .frozen
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone())),
-        );
+        let mut tensors = self.net.host_params(false);
         tensors.extend(extra);
         let mut m = meta;
         m["arch"] = self.arch().name().into();
@@ -253,10 +387,29 @@ impl Model {
                 Model::decoder(c, device, 0)
             }
         };
-        model.store.load(path, &tensors, &|_| false)?;
-        if let Net::DeepLab(n) = &mut model.net {
-            n.refresh(&model.store);
-        }
+        let (net, _) = load_net(model.net, path, &tensors, &|_| false)?;
+        model.net = net;
         Ok((model, tensors, meta))
     }
+}
+
+/// [`load_params`] on either network (DeepLab-v2's batch norms refolded after).
+fn load_net(
+    net: Net,
+    path: &Path,
+    tensors: &BTreeMap<String, HostTensor>,
+    allow_missing: &dyn Fn(&str) -> bool,
+) -> Result<(Net, Vec<String>)> {
+    Ok(match net {
+        Net::DeepLab(n) => {
+            let (n, unused) =
+                load_params(n, DeepLabV2::checkpoint_key, path, tensors, allow_missing)?;
+            (Net::DeepLab(n.refresh()), unused)
+        }
+        Net::Decoder(n) => {
+            let (n, unused) =
+                load_params(n, ClipDecoder::checkpoint_key, path, tensors, allow_missing)?;
+            (Net::Decoder(n), unused)
+        }
+    })
 }

@@ -214,7 +214,7 @@ pub fn scores_deeplab(model: &Model, image: &Rgb8Image) -> Result<Scores> {
             *v -= MEAN_BGR[c];
         }
     }
-    let x = Tensor::<4>::from_data(TensorData::new(img, [1, 3, h, w]), &model.store.device);
+    let x = Tensor::<4>::from_data(TensorData::new(img, [1, 3, h, w]), &model.device);
     let logits = model.forward_eval(x);
     Ok(Scores::from_tensor(interpolate(logits, bilinear([h, w]))))
 }
@@ -251,7 +251,7 @@ pub fn scores_decoder(
             let f = extract_view(vision, image, path, vh, vw, mirrored)?;
             let x = Tensor::<4>::from_data(
                 TensorData::new(f.data, [1, f.dim, f.gh, f.gw]),
-                &model.store.device,
+                &model.device,
             );
             let mut l = interpolate(model.forward_eval(x), bilinear([h, w]));
             if mirrored {

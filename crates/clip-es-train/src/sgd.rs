@@ -4,7 +4,14 @@
 //! (`libs/utils/lr_scheduler.py` lines 13-31 at 4219467f, stepped after each iteration in
 //! `main.py` line 250).
 
-use crate::params::{to_device, to_host, HostTensor, ParamStore};
+//!
+//! burn's own `Sgd` optimizer is not used: the update must be `torch.optim.SGD`'s to the bit
+//! (the order of the additions and multiplications above, in f32, per-parameter LR groups by
+//! name), and the momentum buffers are checkpointed by parameter name for a bit-identical
+//! resume.
+
+use crate::model::Model;
+use crate::params::{to_device, to_host, HostTensor, ParamMap};
 use burn::tensor::Tensor;
 use std::collections::BTreeMap;
 
@@ -42,54 +49,97 @@ impl Sgd {
         }
     }
 
-    /// One step with base LR `lr`; `group(name)` gives (LR multiplier, weight decay applies).
-    /// Parameters without a gradient are left alone (as PyTorch does for `grad is None`).
+    /// The update of one parameter (flat) with gradient `grad` at LR `lr` (the multiplier
+    /// applied) with or without weight decay; keeps its momentum buffer under `name`.
+    pub fn update(
+        &mut self,
+        name: &str,
+        value: Tensor<1>,
+        grad: &Tensor<1>,
+        lr: f64,
+        decay: bool,
+    ) -> Tensor<1> {
+        let mut d = grad.clone();
+        if decay && self.weight_decay != 0.0 {
+            d = d + value.clone().mul_scalar(self.weight_decay as f32);
+        }
+        let buf = match self.buffers.remove(name) {
+            Some(b) if self.momentum != 0.0 => b.mul_scalar(self.momentum as f32) + d,
+            _ => d,
+        };
+        let value = value - buf.clone().mul_scalar(lr as f32);
+        if self.momentum != 0.0 {
+            self.buffers.insert(name.to_string(), buf);
+        }
+        value
+    }
+
+    /// One step with base LR `lr` on every trainable parameter of `model`; `group(name)` gives
+    /// (LR multiplier, weight decay applies). Parameters without a gradient are left alone (as
+    /// PyTorch does for `grad is None`).
     pub fn step(
         &mut self,
-        store: &mut ParamStore,
+        model: &mut Model,
         grads: &BTreeMap<String, Tensor<1>>,
         lr: f64,
         group: &dyn Fn(&str) -> (f64, bool),
     ) {
-        for (name, p) in store.trainable.iter_mut() {
-            let Some(g) = grads.get(name) else { continue };
-            let (mult, decay) = group(name);
-            let mut d = g.clone();
-            if decay && self.weight_decay != 0.0 {
-                d = d + p.value.clone().mul_scalar(self.weight_decay as f32);
-            }
-            let buf = match self.buffers.remove(name) {
-                Some(b) if self.momentum != 0.0 => b.mul_scalar(self.momentum as f32) + d,
-                _ => d,
-            };
-            p.value = p.value.clone() - buf.clone().mul_scalar((lr * mult) as f32);
-            if self.momentum != 0.0 {
-                self.buffers.insert(name.clone(), buf);
+        struct Step<'a> {
+            sgd: &'a mut Sgd,
+            grads: &'a BTreeMap<String, Tensor<1>>,
+            lr: f64,
+            group: &'a dyn Fn(&str) -> (f64, bool),
+        }
+        impl ParamMap for Step<'_> {
+            fn apply<const D: usize>(
+                &mut self,
+                key: &str,
+                trainable: bool,
+                t: Tensor<D>,
+            ) -> Tensor<D> {
+                let Some(g) = self.grads.get(key).filter(|_| trainable) else {
+                    return t;
+                };
+                let (mult, decay) = (self.group)(key);
+                let shape = t.dims();
+                let flat = t.reshape([shape.iter().product::<usize>()]);
+                self.sgd
+                    .update(key, flat, g, self.lr * mult, decay)
+                    .reshape(shape)
             }
         }
+        let net = model.net.clone();
+        model.net = net.map_params(&mut Step {
+            sgd: self,
+            grads,
+            lr,
+            group,
+        });
     }
 
     /// Momentum buffers as host tensors under `momentum.<name>` (for checkpoints).
-    pub fn state(&self, store: &ParamStore) -> BTreeMap<String, HostTensor> {
+    pub fn state(&self, model: &Model) -> BTreeMap<String, HostTensor> {
+        let infos = model.net.param_infos();
         self.buffers
             .iter()
             .map(|(k, b)| {
                 (
                     format!("momentum.{k}"),
-                    HostTensor::new(store.trainable[k].shape.clone(), to_host(b)),
+                    HostTensor::new(infos[k].shape.clone(), to_host(b)),
                 )
             })
             .collect()
     }
 
     /// Restores buffers saved by [`Sgd::state`].
-    pub fn load_state(&mut self, store: &ParamStore, tensors: &BTreeMap<String, HostTensor>) {
+    pub fn load_state(&mut self, model: &Model, tensors: &BTreeMap<String, HostTensor>) {
+        let infos = model.net.param_infos();
         self.buffers.clear();
         for (k, t) in tensors {
             if let Some(name) = k.strip_prefix("momentum.") {
-                if store.trainable.contains_key(name) {
+                if infos.get(name).is_some_and(|i| i.trainable) {
                     self.buffers
-                        .insert(name.to_string(), to_device(t, &store.device));
+                        .insert(name.to_string(), to_device(t, &model.device));
                 }
             }
         }

@@ -77,7 +77,7 @@ fn deeplab_pytorch_keys_load_and_msc_forward_matches() {
     let g = golden();
     let device = Device::flex();
     let m = tiny(&device);
-    let outs = m.forward_train(&m.values(), t4(&g["input"], &device));
+    let outs = m.forward_train(t4(&g["input"], &device));
     assert_eq!(outs.len(), 4);
     for (o, k) in outs
         .into_iter()
@@ -120,9 +120,9 @@ fn two_sgd_steps_of_the_training_loss_match_torch() {
                 .iter()
                 .filter_map(|(k, t)| k.strip_prefix("grad0.").map(|n| (n, t)))
             {
-                let p0 = to_host(&tiny(&device).store.trainable[k].value);
+                let p0 = &tiny(&device).trainable_host()[k].data;
                 let decay = if k.ends_with("bias") { 0.0 } else { 5e-4 };
-                let want: Vec<f32> = t.data.iter().zip(&p0).map(|(g, p)| g + decay * p).collect();
+                let want: Vec<f32> = t.data.iter().zip(p0).map(|(g, p)| g + decay * p).collect();
                 let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
                 close(
                     &format!("grad {k}"),
@@ -134,6 +134,7 @@ fn two_sgd_steps_of_the_training_loss_match_torch() {
             }
         }
     }
+    let params = m.trainable_host();
     let mut n = 0;
     for (k, t) in g
         .iter()
@@ -144,16 +145,10 @@ fn two_sgd_steps_of_the_training_loss_match_torch() {
         }
         // SGD itself is exact (sgd_alone_matches_torch); here the gradients of a loss of ~47
         // differ by float rounding (~1e-4 relative), so the parameters agree to a few 1e-6.
-        close(
-            &format!("param {k}"),
-            &to_host(&m.store.trainable[k].value),
-            &t.data,
-            1e-5,
-            0.0,
-        );
+        close(&format!("param {k}"), &params[k].data, &t.data, 1e-5, 0.0);
         n += 1;
     }
-    assert_eq!(n, m.store.trainable.len());
+    assert_eq!(n, params.len());
 }
 
 #[test]
@@ -225,10 +220,15 @@ fn sgd_alone_matches_torch() {
         "aspp.c0.weight",
         "aspp.c0.bias",
     ];
-    let mut store = clip_es_train::params::ParamStore::new(&device);
-    for n in names {
-        store.add_trainable(n, g[&format!("sgd_init.{n}")].clone());
-    }
+    let mut params: BTreeMap<String, Tensor<1>> = names
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                to_device(&g[&format!("sgd_init.{n}")], &device),
+            )
+        })
+        .collect();
     let mut sgd = Sgd::new(0.9, 5e-4);
     for s in 0..3 {
         let grads: BTreeMap<String, Tensor<1>> = names
@@ -241,14 +241,17 @@ fn sgd_alone_matches_torch() {
             })
             .collect();
         let lr = if s == 2 { 0.005 } else { 0.01 };
-        sgd.step(&mut store, &grads, lr, &|n| {
-            clip_es_train::Arch::DeepLabV2.lr_group(n)
-        });
+        for n in names {
+            let (mult, decay) = clip_es_train::Arch::DeepLabV2.lr_group(n);
+            let p = params.remove(n).unwrap();
+            let p = sgd.update(n, p, &grads[n], lr * mult, decay);
+            params.insert(n.to_string(), p);
+        }
     }
     for n in names {
         close(
             n,
-            &to_host(&store.trainable[n].value),
+            &to_host(&params[n]),
             &g[&format!("sgd_final.{n}")].data,
             1e-6,
             0.0,
@@ -297,10 +300,13 @@ fn tiny_tv(g: &BTreeMap<String, HostTensor>, device: &Device) -> Model {
     let mut m = Model::deeplab(cfg, device, 1);
     let unused = m.load_weights(&data("tiny_torchvision.pth"), true).unwrap();
     assert_eq!(unused, ["fc.bias", "fc.weight"]);
-    for (k, t) in g.iter().filter(|(k, _)| k.starts_with("aspp.")) {
-        assert_eq!(m.store.trainable[k].shape, t.shape, "{k}");
-        m.store.add_trainable(k, t.clone());
-    }
+    let aspp: BTreeMap<String, HostTensor> = g
+        .iter()
+        .filter(|(k, _)| k.starts_with("aspp."))
+        .map(|(k, t)| (k.clone(), t.clone()))
+        .collect();
+    assert_eq!(aspp.len(), 8);
+    m.set_params(&aspp).unwrap();
     m
 }
 
@@ -330,13 +336,12 @@ fn torchvision_resnet_loads_with_the_normalisation_folded() {
     let Net::DeepLab(net) = &m.net else {
         unreachable!()
     };
-    let v = m.values();
     let x = caffe_input(&g["image_rgb"], &device);
     let [_, _, h, w] = x.dims();
 
     // Exactly what the fold computes: torchvision's network on the image padded with the Caffe
     // mean colour (strides, dilations, max-pool rounding and key mapping all enter here).
-    let feats = net.features(&m.store, &v, x.clone());
+    let feats = net.features(x.clone());
     assert_eq!(feats.dims().to_vec(), g["pad_features"].shape);
     let feats = host4(feats);
     close("features", &feats, &g["pad_features"].data, 1e-3, 1e-3);
@@ -346,7 +351,7 @@ fn torchvision_resnet_loads_with_the_normalisation_folded() {
     close("logits", &logits, &g["pad_logits"].data, 1e-3, 1e-3);
 
     // Against torchvision itself: the stem output agrees away from the padded border...
-    let stem = net.stem(&m.store, &v, x);
+    let stem = net.stem(x);
     let [_, c, sh, sw] = stem.dims();
     assert_eq!([1, c, sh, sw].to_vec(), g["tv_stem"].shape);
     let stem = host4(stem);
@@ -570,7 +575,7 @@ fn msc_training_steps_match_deeplab_pytorch_at_non_integer_scales() {
     let device = Device::flex();
     for (w, h) in MSC_SIZES {
         let mut m = tiny(&device);
-        let p0 = m.values();
+        let p0 = m.trainable_host();
         let batch = [Batch {
             x: msc_input(&msc_picture(w, h), &device),
             labels: msc_labels(w, h),
@@ -599,9 +604,9 @@ fn msc_training_steps_match_deeplab_pytorch_at_non_integer_scales() {
             // results part by up to 2.4e-4 of its largest element at 741x500.
             for name in ["aspp.c0.bias", "aspp.c3.weight", "layer1.conv1.conv.weight"] {
                 let grad = &g[&format!("grad_{w}x{h}.{name}")].data;
-                let p: Vec<f32> = to_host(&p0[name]);
+                let p = &p0[name].data;
                 let decay = if name.ends_with("bias") { 0.0 } else { 5e-4 };
-                let want: Vec<f32> = grad.iter().zip(&p).map(|(g, p)| g + decay * p).collect();
+                let want: Vec<f32> = grad.iter().zip(p).map(|(g, p)| g + decay * p).collect();
                 let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
                 let what = format!("{w}x{h} grad {name}");
                 close(
@@ -637,4 +642,33 @@ fn msc_predict_label_maps_match_deeplab_pytorch_at_non_integer_scales() {
             100.0 * agree
         );
     }
+}
+
+/// A clip-decoder checkpoint written by the earlier name-keyed parameter store (a two-iteration
+/// `clip-es train --arch clip-decoder --hidden 8 --upsamplings 2` on the tiny CLIP): the burn
+/// module reads it, and writes it back byte for byte (the same keys, shapes, values, momentum
+/// buffers and metadata).
+#[test]
+fn checkpoints_of_the_flat_parameter_store_load_and_rewrite_identically() {
+    let path = data("clip_decoder_checkpoint.safetensors");
+    let (model, tensors, meta) = Model::open(&path, &Device::flex()).unwrap();
+    assert_eq!(model.arch(), clip_es_train::Arch::ClipDecoder);
+    let momentum: BTreeMap<String, HostTensor> = tensors
+        .iter()
+        .filter(|(k, _)| k.starts_with("momentum."))
+        .map(|(k, t)| (k.clone(), t.clone()))
+        .collect();
+    assert_eq!(momentum.len(), model.trainable_host().len());
+    for (k, t) in model.trainable_host() {
+        assert_eq!(t, tensors[&k], "{k}");
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("flat_store_checkpoint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("copy.safetensors");
+    let written = model.save(&copy, momentum, meta);
+    let same = written.is_ok() && std::fs::read(&copy).unwrap() == std::fs::read(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    written.unwrap();
+    assert!(same, "the rewritten checkpoint differs from the original");
 }
