@@ -283,8 +283,28 @@ impl Segmenter {
                 patch,
             }));
         }
-        // The size the CAMs are computed at (a large photo downscaled to --max-side).
-        let (ih, iw) = crate::budget::vit_input_size(h, w, patch, self.cams.max_side());
+        // The size the CAMs are computed at (the rule of every stage: a large photo downscaled
+        // to --max-side), refused when the tagging pass alone exceeds the memory limit.
+        let config = &self.cams.clip().config().vision;
+        let threads = rayon::current_num_threads();
+        let peak = |iw: usize, ih: usize| {
+            clip_es_model::input_size::encode_peak_bytes(config, iw, ih, threads, true)
+        };
+        let limit = self
+            .cams
+            .memory_limit()
+            .or_else(crate::budget::available_bytes);
+        let budget = limit.map(|limit| clip_es_model::MemoryBudget {
+            limit,
+            purpose: "tags",
+            peak_bytes: &peak,
+        });
+        let (iw, ih) =
+            clip_es_model::vit_input_size(w, h, patch, self.cams.max_side(), budget.as_ref())
+                .map_err(|e| SegmentError::Invalid {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
         let input = decoded.clip_input(ih, iw)?;
         tag_image(
             vision,
@@ -320,6 +340,19 @@ impl Segmenter {
         let (classes, tags) = match &self.selection {
             Selection::Fixed(c) => (c.clone(), None),
             Selection::Tags => {
+                // The CAMs come next at the same input: a photo too large for them (with the
+                // most tags it may get) fails before its tagging pass is spent.
+                let (w, h) = (decoded.width() as usize, decoded.height() as usize);
+                let patch = self.cams.clip().config().vision.patch_size;
+                if w >= patch && h >= patch {
+                    let tags = self.options.tags.max_tags.min(self.candidates.len());
+                    self.cams
+                        .vit_input(w, h, tags.max(1))
+                        .map_err(|e| SegmentError::Invalid {
+                            path: path.to_path_buf(),
+                            message: e.to_string(),
+                        })?;
+                }
                 let tags = self.tag(&decoded, path)?;
                 (tags.chosen.clone(), Some(tags))
             }

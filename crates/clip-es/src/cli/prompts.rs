@@ -8,8 +8,10 @@ use clip_es::cam::TextClassifier;
 use clip_es::classes::ClassSet;
 use clip_es::datasets;
 use clip_es::progress::Progress;
-use clip_es::prompt_select::{image_embedding, image_sharpness, label_scores, mean_sharpness};
-use clip_es_image::{patch_multiple, DecodedImage};
+use clip_es::prompt_select::{
+    embed_image, image_sharpness, label_scores, mean_sharpness, InputLimits,
+};
+use clip_es_image::DecodedImage;
 use clip_es_model::{Clip, DEFAULT_MODEL};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,15 @@ pub struct Args {
     /// Threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
+    /// Images whose longer side exceeds this many pixels are downscaled for the ViT (the
+    /// shorter side is kept at 224 pixels or more); 0 never downscales. Same as `clip-es cams
+    /// --max-side`
+    #[arg(long, default_value_t = clip_es::budget::DEFAULT_MAX_SIDE)]
+    max_side: usize,
+    /// Memory limit in MB for one image's forward pass (estimated before allocating; an image
+    /// over it fails with a message). Default: the memory available
+    #[arg(long)]
+    memory_limit: Option<u64>,
 }
 
 fn read_templates(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
@@ -75,6 +86,11 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
             .build_global()
             .context("setting up the thread pool")?;
     }
+    let limits = InputLimits {
+        max_side: args.max_side,
+        memory_limit: args.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
+    };
+    limits.validate().map_err(anyhow::Error::msg)?;
     let templates = read_templates(&args.templates)?;
     let classes = ClassSet::from_spec(&args.data.dataset)?;
     let (ids, source, note) = datasets::plan(
@@ -112,9 +128,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
                 "{}: the image is {w}x{h}, smaller than the model's {patch}-pixel patch",
                 sample.image.display()
             );
-            let (ih, iw) = patch_multiple(h, w, patch);
-            let input = image.clip_input(ih, iw)?;
-            let z = image_embedding(clip.vision(), &input.data, ih, iw, !args.exact_pos_embed)
+            let z = embed_image(clip.vision(), &image, &limits, !args.exact_pos_embed)
                 .with_context(|| sample.image.display().to_string())?;
             for (k, c) in classifiers.iter().enumerate() {
                 per_template[k].push(image_sharpness(&label_scores(&z, c, &sample.labels)));
