@@ -14,7 +14,7 @@ use crate::masks::{
     encode_label_png, pseudo_mask_file, KernelCache, MaskError, MaskOptions, PseudoMask,
 };
 use crate::tags::{tag_image, TagOptions, Tags};
-use crate::viz::{self, LegendEntry, OverlayStyle, Rgb};
+use crate::viz::{self, LegendEntry, OverlayStyle};
 use clip_es_image::{DecodedImage, Rgb8Image};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -22,15 +22,8 @@ use std::path::{Path, PathBuf};
 /// Label values 1..=254 are classes; 0 is background and 255 "not confident".
 pub use crate::classes::MAX_CLASSES;
 
-/// A class that can be segmented: its name, the text put into the prompt template (synonyms
-/// separated by commas, as the reference fuses them), its label value and its colour.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SegmentClass {
-    pub name: String,
-    pub prompt: String,
-    pub id: u8,
-    pub colour: Rgb,
-}
+/// A class that can be segmented: one entry of a [`ClassSet`] with its label value and colour.
+pub use crate::classes::SegmentClass;
 
 /// A problem with the class names given.
 #[derive(Debug, thiserror::Error)]
@@ -39,24 +32,7 @@ pub struct ClassError(pub String);
 
 /// The classes of a preset or class file, with its ids (position + 1) and VOC-palette colours.
 pub fn preset_classes(set: &ClassSet) -> Result<Vec<SegmentClass>, ClassError> {
-    if set.names.len() > MAX_CLASSES {
-        return Err(ClassError(format!(
-            "{} classes; at most {MAX_CLASSES} (label values 1..254; 255 marks pixels that are not confident)",
-            set.names.len()
-        )));
-    }
-    Ok(set
-        .names
-        .iter()
-        .zip(&set.prompt_names)
-        .enumerate()
-        .map(|(i, (n, p))| SegmentClass {
-            name: n.clone(),
-            prompt: p.clone(),
-            id: (i + 1) as u8,
-            colour: viz::voc_colour((i + 1) as u8),
-        })
-        .collect())
+    set.segment_classes().map_err(ClassError)
 }
 
 /// The default vocabulary of label-free tagging: the VOC classes (ids 1..20, VOC prompts), then
@@ -240,12 +216,7 @@ impl Segmenter {
             )));
         }
         let background = background_without_classes(background, &candidates);
-        let classes = ClassSet {
-            names: candidates.iter().map(|c| c.name.clone()).collect(),
-            prompt_names: candidates.iter().map(|c| c.prompt.clone()).collect(),
-            background,
-            box_threshold,
-        };
+        let classes = ClassSet::from_segment_classes(&candidates, background, box_threshold);
         Ok(Segmenter {
             cams: Cams::new(clip, classes, settings)?,
             candidates,
