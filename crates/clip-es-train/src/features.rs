@@ -8,7 +8,7 @@
 //! before it runs: an image over the limit is an error naming it, not an abort.
 
 use crate::error::{Result, TrainError};
-use crate::memory::{available_bytes, human_bytes};
+use crate::memory::available_bytes;
 use clip_es_model::{VisionOptions, VisionTransformer};
 use half::f16;
 use std::collections::BTreeMap;
@@ -26,49 +26,28 @@ pub struct FeatureMap {
 /// The default longest side of the CLIP input, that of the CAM stage's `--max-side`: VOC and
 /// COCO images (at most 640 pixels) keep their size; a 4000x3000 photo becomes 1024x768, 3 073
 /// tokens of ViT-B/16 instead of 47 001 (whose forward pass takes minutes and gigabytes).
-pub const DEFAULT_MAX_SIDE: usize = 1024;
+pub use clip_es_model::input_size::DEFAULT_MAX_SIDE;
 
 /// The size `h` x `w` scaled so that its longer side is at most `max_side` (0: never scaled),
-/// aspect ratio kept, each side at least 1 (the CAM stage's rule, `clip_es::budget`).
+/// aspect ratio kept, before the rounding to whole patches: the ViT input rule of every stage
+/// ([`clip_es_model::input_size::scaled_to_max_side`], a thin panorama keeping its shorter
+/// side at 224 pixels or more). Returns (height, width).
 pub fn fit_max_side(h: usize, w: usize, max_side: usize) -> (usize, usize) {
-    let long = h.max(w);
-    if max_side == 0 || long <= max_side {
-        return (h, w);
-    }
-    let s = max_side as f64 / long as f64;
-    let scale = |v: usize| ((v as f64 * s).round() as usize).clamp(1, max_side);
-    (scale(h), scale(w))
-}
-
-/// The CLIP input of an `h` x `w` image: [`fit_max_side`], then rounded up to whole patches
-/// (at least one).
-pub fn clip_input_size(h: usize, w: usize, patch: usize, max_side: usize) -> (usize, usize) {
-    let (sh, sw) = fit_max_side(h, w, max_side);
-    clip_es_image::patch_multiple(sh.max(1), sw.max(1), patch)
+    let (sw, sh) = clip_es_model::input_size::scaled_to_max_side(w, h, max_side);
+    (sh, sw)
 }
 
 /// Bytes [`extract_view`] allocates at its peak for an `h` x `w` CLIP input (an upper
-/// estimate, the weights excluded). Without attention maps every buffer of the ViT is linear in
-/// the tokens: a block holds its input, `ln_1`, `qkv` (3 wide), the keys transposed and the
-/// attention output, or `ln_2`, the MLP hidden (4 wide) and its projection, about 8 rows of the
-/// width per token (12 counted); each thread scores 64 query rows against every token; the
-/// input pixels and their patches; the feature map and its channels-first copy.
+/// estimate, the weights excluded; [`clip_es_model::input_size::encode_peak_bytes`] with
+/// rayon's threads).
 pub fn extract_peak_bytes(vision: &clip_es_model::VisionConfig, h: usize, w: usize) -> u64 {
-    let patch = vision.patch_size.max(1) as u64;
-    let (h, w) = (h as u64, w as u64);
-    let t = (h / patch) * (w / patch) + 1;
-    let d = vision.width as u64;
-    let threads = rayon::current_num_threads() as u64;
-    let blocks = 12 * t * d * 4;
-    let attention = threads * 64 * t * 4;
-    let pixels = 3 * h * w * 4 * 2;
-    let features = 2 * t * d * 4;
-    blocks + attention + pixels + features
+    clip_es_model::input_size::encode_peak_bytes(vision, w, h, rayon::current_num_threads(), false)
 }
 
 /// The last block's `ln_1` output at the patch tokens of `image` (flipped first if asked), at
 /// the CLIP input size of the CAM stage's scale 1 (the image rounded up to whole patches) after
-/// scaling down to `max_side` ([`clip_input_size`]), when it fits in `memory_limit` bytes.
+/// scaling down to `max_side` ([`clip_es_model::vit_input_size`], the rule of every stage),
+/// when it fits in `memory_limit` bytes.
 pub fn extract(
     vision: &VisionTransformer,
     path: &Path,
@@ -81,19 +60,21 @@ pub fn extract(
         message,
     };
     let img = clip_es_image::DecodedImage::open(path).map_err(|e| bad(e.to_string()))?;
-    let (ih, iw) = (img.height() as usize, img.width() as usize);
-    let (h, w) = clip_input_size(ih, iw, vision.config().patch_size, max_side);
-    if let Some(limit) = memory_limit {
-        let need = extract_peak_bytes(vision.config(), h, w);
-        if need > limit {
-            return Err(bad(format!(
-                "the image is {iw}x{ih} (CLIP input {w}x{h}): its features need about {} of \
-                 memory, over the limit of {}; lower --max-side (or raise --memory-limit)",
-                human_bytes(need),
-                human_bytes(limit)
-            )));
-        }
-    }
+    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    let peak = |w: usize, h: usize| extract_peak_bytes(vision.config(), h, w);
+    let budget = memory_limit.map(|limit| clip_es_model::MemoryBudget {
+        limit,
+        purpose: "features",
+        peak_bytes: &peak,
+    });
+    let (w, h) = clip_es_model::vit_input_size(
+        iw,
+        ih,
+        vision.config().patch_size,
+        max_side,
+        budget.as_ref(),
+    )
+    .map_err(|e| bad(e.to_string()))?;
     extract_view(vision, &img, path, h, w, flip)
 }
 
@@ -284,14 +265,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn large_images_shrink_to_the_maximum_side() {
-        // VOC sizes keep their size: only the rounding up to whole patches.
-        assert_eq!(clip_input_size(375, 500, 16, DEFAULT_MAX_SIDE), (384, 512));
-        assert_eq!(clip_input_size(3000, 4000, 16, 1024), (768, 1024));
-        assert_eq!(clip_input_size(4000, 6000, 16, 1024), (688, 1024));
-        assert_eq!(clip_input_size(3000, 4000, 16, 0), (3008, 4000));
-        // A thin panorama keeps at least one patch.
-        assert_eq!(clip_input_size(10, 20000, 16, 1024), (16, 1024));
+    fn the_cache_sizes_its_input_by_the_rule_of_every_stage() {
+        // VOC sizes keep their size; large photos shrink to the maximum side.
+        assert_eq!(fit_max_side(375, 500, DEFAULT_MAX_SIDE), (375, 500));
+        assert_eq!(fit_max_side(3000, 4000, 1024), (768, 1024));
+        // A thin panorama keeps its shorter side (the CAM stage's rule): 40 pixels, not 20.
+        assert_eq!(fit_max_side(40, 2000, 1024), (40, 2000));
+        assert_eq!(fit_max_side(1000, 5000, 1024), (224, 1120));
     }
 
     /// An image whose forward pass would exceed the limit is an error naming it and
@@ -303,14 +283,14 @@ mod tests {
         let clip = clip_es_model::Clip::load(model.to_str().unwrap()).unwrap();
         let vision = clip.into_vision();
         let image = root.join("../../examples/images/astronaut.jpg");
-        let e = extract(&vision, &image, false, 0, Some(1_000_000))
+        let e = extract(&vision, &image, false, 0, Some(5_000_000))
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("astronaut.jpg") && e.contains("512x512") && e.contains("--max-side"),
             "{e}"
         );
-        let f = extract(&vision, &image, false, 32, Some(1_000_000)).unwrap();
-        assert_eq!((f.gh, f.gw), (2, 2));
+        let f = extract(&vision, &image, false, 256, Some(5_000_000)).unwrap();
+        assert_eq!((f.gh, f.gw), (16, 16));
     }
 }

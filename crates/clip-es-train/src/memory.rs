@@ -53,14 +53,8 @@ pub(crate) fn address_space_limit(limits: &str) -> Option<u64> {
         .ok()
 }
 
-/// Formats bytes for messages (MB below 10 GB, else GB).
-pub fn human_bytes(b: u64) -> String {
-    if b < 10_000_000_000 {
-        format!("{} MB", b.div_ceil(1_000_000))
-    } else {
-        format!("{:.0} GB", b as f64 / 1e9)
-    }
-}
+/// Formats bytes for messages (one format with the ViT input-size check of `clip-es-model`).
+pub use clip_es_model::input_size::human_bytes;
 
 #[cfg(test)]
 mod tests {

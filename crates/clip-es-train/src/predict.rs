@@ -172,7 +172,8 @@ pub fn scores_peak_bytes(
 }
 
 /// The CLIP input of each scale of the decoder's views: the image scaled to `max_side` (0:
-/// never), times the scale, rounded up to whole patches.
+/// never) by the ViT input rule of every stage ([`fit_max_side`]), times the scale, rounded up
+/// to whole patches (at scale 1: [`clip_es_model::vit_input_size`]).
 fn decoder_views(
     h: usize,
     w: usize,
@@ -487,5 +488,18 @@ mod tests {
             .unwrap();
         assert!(e.to_string().starts_with("--scales:"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The decoder's ViT input at scale 1 is the one of every stage, thin panoramas included
+    /// (their shorter side is not shrunk below 224 pixels, or its own size).
+    #[test]
+    fn decoder_views_follow_the_vit_input_rule() {
+        for (h, w, max_side) in [(3000, 4000, 1024), (40, 2000, 1024), (1000, 5000, 1024)] {
+            let (iw, ih) = clip_es_model::vit_input_size(w, h, 16, max_side, None).unwrap();
+            let views: Vec<_> = decoder_views(h, w, 16, &[1.0], max_side).collect();
+            assert_eq!(views, vec![(ih, iw)], "{w}x{h}");
+        }
+        let views: Vec<_> = decoder_views(40, 2000, 16, &[1.0], 1024).collect();
+        assert_eq!(views, vec![(48, 2000)]);
     }
 }

@@ -1,51 +1,17 @@
-//! Size and memory planning of the CAM and mask stages: how large an image the ViT sees, and
-//! whether the memory one image needs is available before anything large is allocated (the
-//! masks stage also shares the limit among the images its threads work on: [`MemoryGate`]).
+//! Memory planning of the CAM and mask stages: the peak memory of one image's CAMs
+//! ([`CamShape`], checked with the ViT input size by the rule every stage shares,
+//! [`clip_es_model::vit_input_size`]: a large image is downscaled to `--max-side` for the ViT and
+//! an input over the limit fails with a message, the run going on), the pseudo masks' and
+//! prediction's CRF, and the limit the masks stage shares among the images its threads work on
+//! ([`MemoryGate`]).
 //!
-//! The reference feeds every image to the ViT at its own size (sides rounded up to the patch
-//! size, `generate_cams_voc12.py` `img_ms_and_flip` with scale 1). Attention and the CAA
-//! affinity are tokens x tokens matrices, so memory grows with the fourth power of the side: a
-//! 4000x3000 photo is 47 000 tokens, about 9 GB per matrix and over 100 GB in all, which no
-//! machine running the reference has. clip-es therefore differs from the reference for large
-//! images only: an image whose longer side exceeds `max_side` (1024 by default, so VOC and COCO
-//! images, at most 640 pixels, and the usual web photos are untouched) is downscaled for the
-//! ViT (Pillow bicubic, aspect ratio kept), and its CAMs are upsampled from the token grid to
-//! the original size, as every CAM is. At 1024x768 ViT-B/16 has 3 073 tokens: about 1 GB for
-//! the image on top of the model's weights. Whatever `max_side`, the memory an image would need is estimated first and an image
-//! over the limit fails with a message, the run going on.
+//! Attention and the CAA affinity are tokens x tokens matrices, so memory grows with the fourth
+//! power of the side: at 1024x768 ViT-B/16 has 3 073 tokens, about 1 GB for the image on top of
+//! the model's weights; a 4000x3000 photo at its own size is 47 000 tokens, over 100 GB.
 
-/// The default of `--max-side`: VOC and COCO images (at most 640 pixels) are never scaled,
-/// and a phone photo stays under 3 GB in all with ViT-B/16.
-pub const DEFAULT_MAX_SIDE: usize = 1024;
-
-/// The side of CLIP's own input: a downscale never takes an image's shorter side below it.
-pub const CLIP_INPUT_SIDE: usize = 224;
-
-/// The side of the image the ViT sees: the original `h x w` scaled so that its longer side is at
-/// most `max_side` (0: never scaled), then rounded up to multiples of `patch` (the reference's
-/// rounding). Returns (input height, input width).
-///
-/// A long thin image (a 10000x100 panorama) would have its shorter side shrunk below one patch,
-/// leaving CLIP nothing to see: the downscale stops where the shorter side reaches
-/// [`CLIP_INPUT_SIDE`] (or its own size, when smaller), the longer side then exceeding
-/// `max_side`. The memory check ([`check`]) still bounds what such an image may take.
-pub fn vit_input_size(h: usize, w: usize, patch: usize, max_side: usize) -> (usize, usize) {
-    let (long, short) = (h.max(w), h.min(w));
-    let (sh, sw) = if max_side == 0 || long <= max_side {
-        (h, w)
-    } else {
-        let floor = short.min(CLIP_INPUT_SIDE);
-        let s = max_side as f64 / long as f64;
-        let s = if ((short as f64 * s).round() as usize) < floor {
-            floor as f64 / short as f64
-        } else {
-            s
-        };
-        let scale = |v: usize| ((v as f64 * s).round() as usize).clamp(1, long);
-        (scale(h), scale(w))
-    };
-    clip_es_image::patch_multiple(sh.max(patch), sw.max(patch), patch)
-}
+/// The default of `--max-side` and CLIP's input side (the rule lives in `clip-es-model`, below
+/// this crate and the training crate).
+pub use clip_es_model::input_size::{CLIP_INPUT_SIDE, DEFAULT_MAX_SIDE};
 
 /// What the memory estimate of one image depends on.
 #[derive(Clone, Copy, Debug)]
@@ -104,24 +70,6 @@ impl CamShape {
 // What this process may still allocate, read from /proc; shared with the training crate's
 // feature cache and prediction, which cannot depend on this crate.
 pub use clip_es_train::memory::{available_bytes, human_bytes};
-
-/// Fails when the estimate of `shape` exceeds `limit` bytes, saying by how much and what to do.
-pub fn check(shape: &CamShape, limit: u64) -> Result<(), String> {
-    let need = shape.peak_bytes();
-    if need <= limit {
-        return Ok(());
-    }
-    Err(format!(
-        "the image is {}x{} (ViT input {}x{}, {} tokens): its CAMs need about {} of memory, over the limit of {}; lower --max-side (or raise --memory-limit)",
-        shape.width,
-        shape.height,
-        shape.input_width,
-        shape.input_height,
-        shape.tokens(),
-        human_bytes(need),
-        human_bytes(limit)
-    ))
-}
 
 /// Bytes the masks stage allocates at its peak for one image of `pixels` pixels and `labels`
 /// labels (background included): an upper estimate fitted to measured peaks (`/usr/bin/time
@@ -295,23 +243,8 @@ mod tests {
         let _c = gate.reserve(100).unwrap();
     }
 
-    #[test]
-    fn small_images_keep_their_size_large_ones_shrink() {
-        // VOC/COCO sizes are untouched: only the patch rounding of the reference.
-        assert_eq!(vit_input_size(375, 500, 16, 640), (384, 512));
-        assert_eq!(vit_input_size(640, 480, 16, 640), (640, 480));
-        assert_eq!(vit_input_size(3000, 4000, 16, 640), (480, 640));
-        assert_eq!(vit_input_size(4000, 3000, 16, 640), (640, 480));
-        assert_eq!(vit_input_size(3000, 4000, 16, 0), (3008, 4000));
-        // A thin panorama is not shrunk below CLIP's input side (or its own, when smaller).
-        assert_eq!(vit_input_size(100, 10000, 16, 1024), (112, 10000));
-        assert_eq!(vit_input_size(10000, 100, 16, 1024), (10000, 112));
-        assert_eq!(vit_input_size(1000, 5000, 16, 1024), (224, 1120));
-        assert_eq!(vit_input_size(300, 20000, 16, 1024), (224, 14944));
-    }
-
     fn vit_b16(h: usize, w: usize, max_side: usize) -> CamShape {
-        let (ih, iw) = vit_input_size(h, w, 16, max_side);
+        let (iw, ih) = clip_es_model::vit_input_size(w, h, 16, max_side, None).unwrap();
         CamShape {
             height: h,
             width: w,
@@ -337,11 +270,24 @@ mod tests {
         assert!(photo < 1_800_000_000, "{photo}");
         let full = vit_b16(3000, 4000, 0).peak_bytes();
         assert!(full > 100_000_000_000, "{full}");
-        let e = check(&vit_b16(3000, 4000, 0), 4_000_000_000).unwrap_err();
+        let check = |h: usize, w: usize, max_side: usize| {
+            let peak = |iw: usize, ih: usize| {
+                let mut shape = vit_b16(h, w, max_side);
+                (shape.input_width, shape.input_height) = (iw, ih);
+                shape.peak_bytes()
+            };
+            let budget = clip_es_model::MemoryBudget {
+                limit: 4_000_000_000,
+                purpose: "CAMs",
+                peak_bytes: &peak,
+            };
+            clip_es_model::vit_input_size(w, h, 16, max_side, Some(&budget))
+        };
+        let e = check(3000, 4000, 0).unwrap_err().to_string();
         assert!(
             e.contains("4000x3000") && e.contains("4000 MB") && e.contains("47001 tokens"),
             "{e}"
         );
-        assert!(check(&vit_b16(375, 500, 640), 4_000_000_000).is_ok());
+        assert!(check(375, 500, 640).is_ok());
     }
 }

@@ -192,18 +192,12 @@ pub fn softmax_gradcam(
     };
     let fwd = model.forward_cached(&input.data, input.height, input.width, vopts)?;
     // Image embedding: mean of ln_post over the patch tokens, projected, normalised.
-    let z = &fwd.patch_mean_embedding;
-    let z_norm = norm(z);
-    let zn: Vec<f32> = z.iter().map(|v| v / z_norm).collect();
-    let text: Vec<Vec<f32>> = class_features
-        .chunks_exact(e)
-        .map(|t| {
-            let n = norm(t);
-            t.iter().map(|v| v / n).collect()
-        })
-        .collect();
-    let mut probabilities: Vec<f32> = text.iter().map(|t| logit_scale * dot(&zn, t)).collect();
-    model.backend().softmax(&mut probabilities);
+    let text = CosineClassifier::new(class_features, e, logit_scale);
+    let CosineSoftmax {
+        image: zn,
+        image_norm: z_norm,
+        probabilities,
+    } = text.softmax(model.backend(), &fwd.patch_mean_embedding);
     let forward_seconds = start.elapsed().as_secs_f64();
 
     let start = Instant::now();
@@ -213,7 +207,7 @@ pub fn softmax_gradcam(
             // d p_k / d logit_c = p_k (delta_kc - p_c)
             let pk = probabilities[k];
             let mut dzn = vec![0f32; e];
-            for (c, t) in text.iter().enumerate() {
+            for (c, t) in text.rows().enumerate() {
                 let g = pk * (f32::from(c == k) - probabilities[c]) * logit_scale;
                 for j in 0..e {
                     dzn[j] += g * t[j];
@@ -244,6 +238,72 @@ pub fn softmax_gradcam(
         forward_seconds,
         backward_seconds,
     })
+}
+
+/// Class rows for a cosine softmax, each L2-normalised once here (the reference normalises
+/// the text features again before the logits, even when they come
+/// normalised from the classifier).
+#[derive(Clone, Debug)]
+pub struct CosineClassifier {
+    embed_dim: usize,
+    rows: Vec<f32>,
+    logit_scale: f32,
+}
+
+/// One image's side of a cosine softmax.
+#[derive(Clone, Debug)]
+pub struct CosineSoftmax {
+    /// The image embedding divided by its norm.
+    pub image: Vec<f32>,
+    /// That norm (the GradCAM backward divides by it).
+    pub image_norm: f32,
+    /// Softmax over the rows of `logit_scale * cos(image, row)`.
+    pub probabilities: Vec<f32>,
+}
+
+impl CosineClassifier {
+    /// `rows`: classes x `embed_dim` values.
+    pub fn new(rows: &[f32], embed_dim: usize, logit_scale: f32) -> Self {
+        let rows = rows
+            .chunks_exact(embed_dim.max(1))
+            .flat_map(|t| {
+                let n = norm(t);
+                t.iter().map(move |v| v / n)
+            })
+            .collect();
+        CosineClassifier {
+            embed_dim,
+            rows,
+            logit_scale,
+        }
+    }
+
+    /// The normalised rows, in order.
+    pub fn rows(&self) -> std::slice::ChunksExact<'_, f32> {
+        self.rows.chunks_exact(self.embed_dim.max(1))
+    }
+
+    /// The softmax of `logit_scale * cos(z, row)` over the rows: the image embedding `z`
+    /// divided by its norm, dot products with the normalised rows, scaled, softmax on
+    /// `backend` (the CAM stage's arithmetic, which every user of the cosine softmax shares:
+    /// CAMs, tags, prompt sharpness). A zero embedding (a patch token of a blank image can
+    /// project to one) is divided by the smallest positive norm instead of zero: its logits are
+    /// all zero and its probabilities uniform, where 0/0 would spread NaN; every other norm is
+    /// used as it is.
+    pub fn softmax(&self, backend: &dyn clip_es_model::Backend, z: &[f32]) -> CosineSoftmax {
+        let z_norm = norm(z).max(f32::MIN_POSITIVE);
+        let zn: Vec<f32> = z.iter().map(|v| v / z_norm).collect();
+        let mut probabilities: Vec<f32> = self
+            .rows()
+            .map(|t| self.logit_scale * dot(&zn, t))
+            .collect();
+        backend.softmax(&mut probabilities);
+        CosineSoftmax {
+            image: zn,
+            image_norm: z_norm,
+            probabilities,
+        }
+    }
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -558,4 +618,31 @@ fn accumulate(acc: &mut ImageCams, c: &ImageCams) {
         .iter_mut()
         .zip(&c.probabilities)
         .for_each(|(a, b)| *a += b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cosine softmax depends on the directions only: scaling the image embedding or a row
+    /// changes nothing, and the probabilities are those of `logit_scale * cos`.
+    #[test]
+    fn cosine_softmax_is_a_softmax_of_scaled_cosines() {
+        let rows = [2.0, 0.0, 0.0, 3.0, 1.0, 1.0];
+        let c = CosineClassifier::new(&rows, 2, 10.0);
+        let s = c.softmax(&clip_es_model::Cpu, &[4.0, 0.0]);
+        assert_eq!(s.image, vec![1.0, 0.0]);
+        assert_eq!(s.image_norm, 4.0);
+        let cos = [1.0f32, 0.0, std::f32::consts::FRAC_1_SQRT_2];
+        let exp: Vec<f32> = cos.iter().map(|c| (10.0 * c).exp()).collect();
+        let sum: f32 = exp.iter().sum();
+        for (p, e) in s.probabilities.iter().zip(&exp) {
+            assert!((p - e / sum).abs() < 1e-5, "{:?}", s.probabilities);
+        }
+        let scaled = CosineClassifier::new(&[20.0, 0.0, 0.0, 0.5, 7.0, 7.0], 2, 10.0)
+            .softmax(&clip_es_model::Cpu, &[0.25, 0.0]);
+        for (a, b) in scaled.probabilities.iter().zip(&s.probabilities) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
 }

@@ -151,6 +151,47 @@ impl Cams {
         self.max_side
     }
 
+    /// The ViT input (height, width) of a `width` x `height` image (the rule of every stage,
+    /// [`clip_es_model::vit_input_size`]: downscaled to the maximum side, rounded up to whole
+    /// patches), refused when the CAMs of `labels` labels at the largest view the augmentation
+    /// asks for would need more than the memory limit ([`budget::CamShape`]).
+    pub fn vit_input(
+        &self,
+        width: usize,
+        height: usize,
+        labels: usize,
+    ) -> Result<(usize, usize), clip_es_model::InputSizeError> {
+        let vision = &self.clip.config().vision;
+        let patch = vision.patch_size;
+        let threads = rayon::current_num_threads();
+        let peak = |iw: usize, ih: usize| {
+            let (vh, vw) = self.augment.largest_view((ih, iw), patch);
+            budget::CamShape {
+                height,
+                width,
+                input_height: vh,
+                input_width: vw,
+                patch,
+                model_width: vision.width,
+                heads: vision.heads,
+                attention_blocks: self.options.attention_blocks.min(vision.layers),
+                labels,
+                unrefined: self.options.unrefined,
+                threads,
+            }
+            .peak_bytes()
+        };
+        let limit = self.memory_limit.or_else(budget::available_bytes);
+        let budget = limit.map(|limit| clip_es_model::MemoryBudget {
+            limit,
+            purpose: "CAMs",
+            peak_bytes: &peak,
+        });
+        let (iw, ih) =
+            clip_es_model::vit_input_size(width, height, patch, self.max_side, budget.as_ref())?;
+        Ok((ih, iw))
+    }
+
     /// The CAMs of one decoded image for `labels` (class indices, distinct): the image is
     /// resized to multiples of the patch size as the reference does (after a downscale to the
     /// maximum side, for large images), and the maps come back at its own size. An image whose
@@ -177,26 +218,9 @@ impl Cams {
         if labels.is_empty() {
             return Err(CamsError::Invalid("no labels".into()));
         }
-        let base = budget::vit_input_size(h, w, patch, self.max_side);
-        // The memory estimate is for the largest view the augmentation asks for.
-        let (ih, iw) = self.augment.largest_view(base, patch);
-        let vision = &self.clip.config().vision;
-        let shape = budget::CamShape {
-            height: h,
-            width: w,
-            input_height: ih,
-            input_width: iw,
-            patch,
-            model_width: vision.width,
-            heads: vision.heads,
-            attention_blocks: self.options.attention_blocks.min(vision.layers),
-            labels: labels.len(),
-            unrefined: self.options.unrefined,
-            threads: rayon::current_num_threads(),
-        };
-        if let Some(limit) = self.memory_limit.or_else(budget::available_bytes) {
-            budget::check(&shape, limit).map_err(CamsError::Invalid)?;
-        }
+        let base = self
+            .vit_input(w, h, labels.len())
+            .map_err(|e| CamsError::Invalid(e.to_string()))?;
         crate::cam::cams_for_image(
             self.clip.vision(),
             &self.classifier,

@@ -45,6 +45,18 @@ pub struct ClassSet {
     pub box_threshold: f64,
 }
 
+/// One class of a [`ClassSet`] as `segment` shows it: its name, the text put into the prompt
+/// template (synonyms separated by commas, as the reference fuses them), its label value and
+/// its colour. [`ClassSet::segment_classes`] and [`ClassSet::from_segment_classes`] convert
+/// between the two.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentClass {
+    pub name: String,
+    pub prompt: String,
+    pub id: u8,
+    pub colour: crate::viz::Rgb,
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -70,6 +82,44 @@ pub enum ClassFileError {
 }
 
 impl ClassSet {
+    /// The classes with their label values (position + 1) and VOC-palette colours; at most
+    /// [`MAX_CLASSES`].
+    pub fn segment_classes(&self) -> Result<Vec<SegmentClass>, String> {
+        if self.names.len() > MAX_CLASSES {
+            return Err(format!(
+                "{} classes; at most {MAX_CLASSES} (label values 1..254; 255 marks pixels that are not confident)",
+                self.names.len()
+            ));
+        }
+        Ok(self
+            .names
+            .iter()
+            .zip(&self.prompt_names)
+            .enumerate()
+            .map(|(i, (n, p))| SegmentClass {
+                name: n.clone(),
+                prompt: p.clone(),
+                id: (i + 1) as u8,
+                colour: crate::viz::voc_colour((i + 1) as u8),
+            })
+            .collect())
+    }
+
+    /// The class set of `classes` (in their order: class `k` is CAM key `k`), with these
+    /// background words and CAA box threshold.
+    pub fn from_segment_classes(
+        classes: &[SegmentClass],
+        background: Vec<String>,
+        box_threshold: f64,
+    ) -> Self {
+        ClassSet {
+            names: classes.iter().map(|c| c.name.clone()).collect(),
+            prompt_names: classes.iter().map(|c| c.prompt.clone()).collect(),
+            background,
+            box_threshold,
+        }
+    }
+
     /// PASCAL VOC 2012: 20 classes, 25 background words, box threshold 0.4.
     pub fn voc() -> Self {
         ClassSet {
@@ -485,6 +535,26 @@ pub const COCO_BACKGROUND: [&str; 23] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segment_classes_are_a_view_of_the_class_set() {
+        let voc = ClassSet::voc();
+        let classes = voc.segment_classes().unwrap();
+        assert_eq!(classes.len(), 20);
+        assert_eq!((classes[0].id, classes[19].id), (1, 20));
+        assert_eq!(classes[14].prompt, voc.prompt_names[14]);
+        assert_eq!(classes[0].colour, crate::viz::voc_colour(1));
+        let back =
+            ClassSet::from_segment_classes(&classes, voc.background.clone(), voc.box_threshold);
+        assert_eq!(back, voc);
+        let mut too_many = voc.clone();
+        too_many.names = (0..255).map(|i| format!("c{i}")).collect();
+        too_many.prompt_names = too_many.names.clone();
+        assert!(too_many
+            .segment_classes()
+            .unwrap_err()
+            .contains("at most 254"));
+    }
     use crate::test_dir;
 
     #[test]

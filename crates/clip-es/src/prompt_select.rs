@@ -10,7 +10,7 @@
 //! variance); the template's sharpness is the mean over the images. Lower is better: the
 //! labels of a multi-label image then share the probability more evenly.
 
-use crate::cam::TextClassifier;
+use crate::cam::{CosineClassifier, TextClassifier};
 use clip_es_model::{ModelError, VisionOptions, VisionTransformer};
 
 /// The image embedding the sharpness uses: the CAM stage's patch-mean embedding of a CLIP
@@ -40,35 +40,85 @@ pub fn image_embedding(
 }
 
 /// The softmax scores (over all classes of `classifier`, background words left out) of the
-/// classes `labels`.
+/// classes `labels`: the cosine softmax of the CAM stage ([`CosineClassifier`]).
 pub fn label_scores(z: &[f32], classifier: &TextClassifier, labels: &[usize]) -> Vec<f32> {
-    let p = class_probabilities(
-        z,
+    let p = CosineClassifier::new(
         &classifier.classes,
         classifier.embed_dim,
         classifier.logit_scale,
-    );
+    )
+    .softmax(&clip_es_model::Cpu, z)
+    .probabilities;
     labels.iter().map(|&l| p[l]).collect()
 }
 
-/// Softmax of `logit_scale * cos(z, row)` over the rows (each of `e` values).
-pub fn class_probabilities(z: &[f32], rows: &[f32], e: usize, logit_scale: f32) -> Vec<f32> {
-    let zn = z.iter().map(|v| v * v).sum::<f32>().sqrt();
-    let mut p: Vec<f32> = rows
-        .chunks_exact(e)
-        .map(|t| {
-            let tn = t.iter().map(|v| v * v).sum::<f32>().sqrt();
-            logit_scale * t.iter().zip(z).map(|(a, b)| a * b).sum::<f32>() / (zn * tn)
-        })
-        .collect();
-    let mx = p.iter().cloned().fold(f32::MIN, f32::max);
-    let mut sum = 0f32;
-    for v in p.iter_mut() {
-        *v = (*v - mx).exp();
-        sum += *v;
+/// How large the image the ViT sees may be: `--max-side` and `--memory-limit` (bytes; `None`:
+/// what the system has available when the image starts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputLimits {
+    pub max_side: usize,
+    pub memory_limit: Option<u64>,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        InputLimits {
+            max_side: crate::budget::DEFAULT_MAX_SIDE,
+            memory_limit: None,
+        }
     }
-    p.iter_mut().for_each(|v| *v /= sum);
-    p
+}
+
+impl InputLimits {
+    /// A memory limit of 0 would refuse every image (checked before the model loads).
+    pub fn validate(&self) -> Result<(), String> {
+        clip_es_train::memory::check_memory_limit(self.memory_limit)
+    }
+}
+
+/// Why an image has no embedding.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error(transparent)]
+    Size(#[from] clip_es_model::InputSizeError),
+    #[error(transparent)]
+    Image(#[from] clip_es_image::ImageError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// [`image_embedding`] of a decoded image at the ViT input of every stage
+/// ([`clip_es_model::vit_input_size`]: a large photo downscaled to `max_side`, sides rounded
+/// up to whole patches), refused before the ViT runs when its forward pass would need more
+/// than the memory limit.
+pub fn embed_image(
+    model: &VisionTransformer,
+    image: &clip_es_image::DecodedImage,
+    limits: &InputLimits,
+    round_pos_embed_f16: bool,
+) -> Result<Vec<f32>, EmbedError> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let config = model.config();
+    let threads = rayon::current_num_threads();
+    let peak = |iw: usize, ih: usize| {
+        clip_es_model::input_size::encode_peak_bytes(config, iw, ih, threads, false)
+    };
+    let limit = limits.memory_limit.or_else(crate::budget::available_bytes);
+    let budget = limit.map(|limit| clip_es_model::MemoryBudget {
+        limit,
+        purpose: "image features",
+        peak_bytes: &peak,
+    });
+    let (iw, ih) =
+        clip_es_model::vit_input_size(w, h, config.patch_size, limits.max_side, budget.as_ref())?;
+    let input = image.clip_input(ih, iw)?;
+    Ok(image_embedding(
+        model,
+        &input.data,
+        ih,
+        iw,
+        round_pos_embed_f16,
+    )?)
 }
 
 /// `var(s) / mean(s)` of one image's label scores (population variance, in f64).
@@ -102,7 +152,13 @@ mod tests {
 
     #[test]
     fn probabilities_use_cosines() {
-        let p = class_probabilities(&[2.0, 0.0], &[3.0, 0.0, 0.0, 5.0], 2, 1.0);
+        let c = TextClassifier {
+            embed_dim: 2,
+            classes: vec![3.0, 0.0, 0.0, 5.0],
+            background: vec![],
+            logit_scale: 1.0,
+        };
+        let p = label_scores(&[2.0, 0.0], &c, &[0, 1]);
         let e = std::f32::consts::E;
         assert!((p[0] - e / (e + 1.0)).abs() < 1e-6);
     }

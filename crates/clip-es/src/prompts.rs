@@ -8,8 +8,8 @@ use crate::cams::DatasetConfig;
 use crate::classes::ClassSet;
 use crate::datasets;
 use crate::progress::{check_threads, thread_pool, Progress};
-use crate::prompt_select::{image_embedding, image_sharpness, label_scores, mean_sharpness};
-use clip_es_image::{patch_multiple, DecodedImage};
+use crate::prompt_select::{embed_image, image_sharpness, label_scores, mean_sharpness, InputLimits};
+use clip_es_image::DecodedImage;
 use clip_es_model::Clip;
 use std::path::{Path, PathBuf};
 
@@ -58,6 +58,9 @@ pub struct PromptsConfig {
     pub json: Option<PathBuf>,
     /// Worker threads (all cores when `None`).
     pub threads: Option<usize>,
+    /// How large the ViT input may be (`--max-side`, `--memory-limit`): the input-size rule
+    /// of every stage, [`clip_es_model::vit_input_size`].
+    pub limits: InputLimits,
 }
 
 impl PromptsConfig {
@@ -72,6 +75,7 @@ impl PromptsConfig {
             exact_pos_embed: false,
             json: None,
             threads: None,
+            limits: InputLimits::default(),
         }
     }
 
@@ -81,6 +85,7 @@ impl PromptsConfig {
         if let Some(t) = self.threads {
             check_threads(t).map_err(PromptsError::Config)?;
         }
+        self.limits.validate().map_err(PromptsError::Config)?;
         if self.templates.is_empty() {
             return Err(PromptsError::Config("no templates".into()));
         }
@@ -252,9 +257,7 @@ fn score_templates(
                     sample.image.display()
                 ));
             }
-            let (ih, iw) = patch_multiple(h, w, patch);
-            let input = image.clip_input(ih, iw).map_err(|e| e.to_string())?;
-            let z = image_embedding(clip.vision(), &input.data, ih, iw, !config.exact_pos_embed)
+            let z = embed_image(clip.vision(), &image, &config.limits, !config.exact_pos_embed)
                 .map_err(|e| format!("{}: {e}", sample.image.display()))?;
             for (k, c) in classifiers.iter().enumerate() {
                 per_template[k].push(image_sharpness(&label_scores(&z, c, &sample.labels)));

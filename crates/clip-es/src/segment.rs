@@ -14,7 +14,7 @@ use crate::masks::{
     encode_label_png, pseudo_mask_file, KernelCache, MaskError, MaskOptions, PseudoMask,
 };
 use crate::tags::{tag_image, TagOptions, Tags};
-use crate::viz::{self, LegendEntry, OverlayStyle, Rgb};
+use crate::viz::{self, LegendEntry, OverlayStyle};
 use clip_es_image::{DecodedImage, Rgb8Image};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -27,15 +27,8 @@ pub use stage::{
 /// Label values 1..=254 are classes; 0 is background and 255 "not confident".
 pub use crate::classes::MAX_CLASSES;
 
-/// A class that can be segmented: its name, the text put into the prompt template (synonyms
-/// separated by commas, as the reference fuses them), its label value and its colour.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SegmentClass {
-    pub name: String,
-    pub prompt: String,
-    pub id: u8,
-    pub colour: Rgb,
-}
+/// A class that can be segmented: one entry of a [`ClassSet`] with its label value and colour.
+pub use crate::classes::SegmentClass;
 
 /// A problem with the class names given.
 #[derive(Debug, thiserror::Error)]
@@ -44,24 +37,7 @@ pub struct ClassError(pub String);
 
 /// The classes of a preset or class file, with its ids (position + 1) and VOC-palette colours.
 pub fn preset_classes(set: &ClassSet) -> Result<Vec<SegmentClass>, ClassError> {
-    if set.names.len() > MAX_CLASSES {
-        return Err(ClassError(format!(
-            "{} classes; at most {MAX_CLASSES} (label values 1..254; 255 marks pixels that are not confident)",
-            set.names.len()
-        )));
-    }
-    Ok(set
-        .names
-        .iter()
-        .zip(&set.prompt_names)
-        .enumerate()
-        .map(|(i, (n, p))| SegmentClass {
-            name: n.clone(),
-            prompt: p.clone(),
-            id: (i + 1) as u8,
-            colour: viz::voc_colour((i + 1) as u8),
-        })
-        .collect())
+    set.segment_classes().map_err(ClassError)
 }
 
 /// The default vocabulary of label-free tagging: the VOC classes (ids 1..20, VOC prompts), then
@@ -245,12 +221,7 @@ impl Segmenter {
             )));
         }
         let background = background_without_classes(background, &candidates);
-        let classes = ClassSet {
-            names: candidates.iter().map(|c| c.name.clone()).collect(),
-            prompt_names: candidates.iter().map(|c| c.prompt.clone()).collect(),
-            background,
-            box_threshold,
-        };
+        let classes = ClassSet::from_segment_classes(&candidates, background, box_threshold);
         Ok(Segmenter {
             cams: Cams::new(clip, classes, settings)?,
             candidates,
@@ -288,8 +259,28 @@ impl Segmenter {
                 patch,
             }));
         }
-        // The size the CAMs are computed at (a large photo downscaled to --max-side).
-        let (ih, iw) = crate::budget::vit_input_size(h, w, patch, self.cams.max_side());
+        // The size the CAMs are computed at (the rule of every stage: a large photo downscaled
+        // to --max-side), refused when the tagging pass alone exceeds the memory limit.
+        let config = &self.cams.clip().config().vision;
+        let threads = rayon::current_num_threads();
+        let peak = |iw: usize, ih: usize| {
+            clip_es_model::input_size::encode_peak_bytes(config, iw, ih, threads, true)
+        };
+        let limit = self
+            .cams
+            .memory_limit()
+            .or_else(crate::budget::available_bytes);
+        let budget = limit.map(|limit| clip_es_model::MemoryBudget {
+            limit,
+            purpose: "tags",
+            peak_bytes: &peak,
+        });
+        let (iw, ih) =
+            clip_es_model::vit_input_size(w, h, patch, self.cams.max_side(), budget.as_ref())
+                .map_err(|e| SegmentError::Invalid {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
         let input = decoded.clip_input(ih, iw)?;
         tag_image(
             vision,
@@ -325,6 +316,19 @@ impl Segmenter {
         let (classes, tags) = match &self.selection {
             Selection::Fixed(c) => (c.clone(), None),
             Selection::Tags => {
+                // The CAMs come next at the same input: a photo too large for them (with the
+                // most tags it may get) fails before its tagging pass is spent.
+                let (w, h) = (decoded.width() as usize, decoded.height() as usize);
+                let patch = self.cams.clip().config().vision.patch_size;
+                if w >= patch && h >= patch {
+                    let tags = self.options.tags.max_tags.min(self.candidates.len());
+                    self.cams
+                        .vit_input(w, h, tags.max(1))
+                        .map_err(|e| SegmentError::Invalid {
+                            path: path.to_path_buf(),
+                            message: e.to_string(),
+                        })?;
+                }
                 let tags = self.tag(&decoded, path)?;
                 (tags.chosen.clone(), Some(tags))
             }

@@ -13,7 +13,7 @@
 //!    first, at most `max_tags`; when none passes, the single best class (a photo shows
 //!    something). Background words are never tags.
 
-use crate::cam::TextClassifier;
+use crate::cam::{CosineClassifier, TextClassifier};
 use clip_es_model::{ModelError, VisionOptions, VisionTransformer};
 
 /// Tagging settings.
@@ -67,27 +67,6 @@ pub struct TagScore {
 pub struct Tags {
     pub scores: Vec<TagScore>,
     pub chosen: Vec<usize>,
-}
-
-fn softmax_scores(z: &[f32], rows: &[f32], e: usize, logit_scale: f32) -> Vec<f32> {
-    let n = z
-        .iter()
-        .map(|v| v * v)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::MIN_POSITIVE);
-    let mut logits: Vec<f32> = rows
-        .chunks_exact(e)
-        .map(|t| logit_scale * t.iter().zip(z).map(|(a, b)| a * b).sum::<f32>() / n)
-        .collect();
-    let mx = logits.iter().cloned().fold(f32::MIN, f32::max);
-    let mut sum = 0.0;
-    for l in logits.iter_mut() {
-        *l = (*l - mx).exp();
-        sum += *l;
-    }
-    logits.iter_mut().for_each(|l| *l /= sum);
-    logits
 }
 
 /// The rule of the module header applied to scores already computed.
@@ -147,11 +126,15 @@ pub fn tag_image(
     )?;
     let mut rows = classifier.classes.clone();
     rows.extend_from_slice(&classifier.background);
-    let global = softmax_scores(&out.patch_mean_embedding, &rows, e, classifier.logit_scale);
+    let cosine = CosineClassifier::new(&rows, e, classifier.logit_scale);
+    let backend = model.backend();
+    let global = cosine
+        .softmax(backend, &out.patch_mean_embedding)
+        .probabilities;
     let patches = out.patch_embeddings.len() / e;
     let mut votes = vec![0usize; rows.len() / e];
     for z in out.patch_embeddings.chunks_exact(e) {
-        let p = softmax_scores(z, &rows, e, classifier.logit_scale);
+        let p = cosine.softmax(backend, z).probabilities;
         let best = (0..p.len())
             .max_by(|&a, &b| p[a].total_cmp(&p[b]).then(b.cmp(&a)))
             .unwrap_or(0);
@@ -193,11 +176,9 @@ mod tests {
     }
 
     #[test]
-    fn softmax_is_a_distribution_over_cosines() {
-        let rows = [1.0, 0.0, 0.0, 1.0];
-        let p = softmax_scores(&[3.0, 0.0], &rows, 2, 10.0);
-        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        let expect = 1.0 / (1.0 + (-10.0f32).exp());
-        assert!((p[0] - expect).abs() < 1e-6, "{p:?}");
+    fn a_blank_patch_gets_uniform_scores_not_nan() {
+        let rows = CosineClassifier::new(&[1.0, 0.0, 0.0, 1.0, 1.0, 1.0], 2, 100.0);
+        let p = rows.softmax(&clip_es_model::Cpu, &[0.0, 0.0]).probabilities;
+        assert!(p.iter().all(|v| (v - 1.0 / 3.0).abs() < 1e-6), "{p:?}");
     }
 }

@@ -264,8 +264,9 @@ fn the_decoder_scales_large_photos_down_for_its_vit() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The feature cache of `train --arch clip-decoder` uses the same maximum side: with
-/// `--max-side 32` a 48x40 photo is cached on a 2x2 patch grid (32x32 input).
+/// The feature cache of `train --arch clip-decoder` sizes its input by the rule of every
+/// stage: `--max-side 32` never takes a photo's shorter side below 224 pixels or its own size,
+/// so a 48x40 photo keeps its 48x48 input (a 3x3 patch grid), as its CAMs would.
 #[test]
 fn the_feature_cache_honours_max_side() {
     let dir = tmpdir("features");
@@ -310,7 +311,7 @@ fn the_feature_cache_honours_max_side() {
     ok(&o, "train --max-side 32");
     let (small, _) =
         clip_es_train::features::read_cached(&out.join("features/train.safetensors")).unwrap();
-    assert_eq!((small.gh, small.gw), (2, 2));
+    assert_eq!((small.gh, small.gw), (3, 3));
     // A limit below the ViT's estimate is an error naming the image, not an abort.
     let o = clip_es(&[
         "train",

@@ -11,7 +11,7 @@ use crate::model::Model;
 use crate::plot::plot_loss;
 use crate::sgd::{poly_lr, Sgd};
 use burn::tensor::{Device, Tensor, TensorData};
-use clip_es_data::progress::{IterationRecord, Progress as StageProgress};
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

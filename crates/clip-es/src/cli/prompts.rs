@@ -29,6 +29,15 @@ pub struct Args {
     /// Threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
+    /// Images whose longer side exceeds this many pixels are downscaled for the ViT (the
+    /// shorter side is kept at 224 pixels or more); 0 never downscales. Same as `clip-es cams
+    /// --max-side`
+    #[arg(long, default_value_t = clip_es::budget::DEFAULT_MAX_SIDE)]
+    max_side: usize,
+    /// Memory limit in MB for one image's forward pass (estimated before allocating; an image
+    /// over it fails with a message). Default: the memory available
+    #[arg(long)]
+    memory_limit: Option<u64>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -44,6 +53,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         exact_pos_embed: args.exact_pos_embed,
         json: args.json,
         threads: args.threads,
+        limits: clip_es::prompt_select::InputLimits {
+            max_side: args.max_side,
+            memory_limit: args.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
+        },
     };
     let report = clip_es::prompts::run(&config, &Bars::default())?;
     println!(
