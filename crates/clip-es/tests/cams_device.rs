@@ -192,3 +192,40 @@ fn vulkan_without_the_feature_says_how_to_build_it() {
 fn vulkan_cams_equal_cpu_kernels() {
     check_device_matches_cpu("vulkan", BurnDevice::Vulkan);
 }
+
+/// `clip-es cams` with a device it cannot use: exit 2 before any work, one `error:` line that
+/// names `--device` and the problem, nothing written.
+fn cams_cli_refuses(device: &str, expect: &str) {
+    let d = tmpdir(&format!("cli-{device}"));
+    let ex = root().join("../../examples");
+    let out = d.join("cams");
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_clip-es"))
+        .args(["cams", "--images"])
+        .arg(ex.join("images"))
+        .arg("--labels")
+        .arg(ex.join("labels.txt"))
+        .args(["--model", &model(), "--device", device, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error:") && stderr.contains(expect),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists(), "nothing is written");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn cams_cli_refuses_an_unknown_device() {
+    cams_cli_refuses("tpu", "--device tpu: unknown device");
+}
+
+#[cfg(not(feature = "vulkan"))]
+#[test]
+fn vulkan_cams_cli_without_the_feature_says_how_to_build_it() {
+    cams_cli_refuses("vulkan", "--features vulkan");
+}
