@@ -19,6 +19,23 @@ pub const ATTENTION_BLOCKS: usize = 8;
 pub const DEFAULT_TEMPLATE: &str = "a clean origami {}.";
 use std::time::Instant;
 
+/// The image tower the CAMs run on: the CPU kernels of `clip_es_model`, or the same tower as
+/// burn modules on a burn device (`clip_es_gpu`; docs/gpu.md, "CAMs on the GPU"). The CPU
+/// tower is always there: its positional embedding, patch size and CPU backend serve the
+/// method's host-side steps (the float16 positional embedding, CAA, the resize) on both.
+#[derive(Clone, Copy, Debug)]
+pub struct Tower<'a> {
+    pub cpu: &'a VisionTransformer,
+    /// When set, the GradCAM pass (forward, attention maps, gradients) runs here.
+    pub burn: Option<&'a clip_es_gpu::VisionTower>,
+}
+
+impl<'a> From<&'a VisionTransformer> for Tower<'a> {
+    fn from(cpu: &'a VisionTransformer) -> Self {
+        Tower { cpu, burn: None }
+    }
+}
+
 /// The text classifier: normalised embeddings of every class and background word.
 #[derive(Clone, Debug)]
 pub struct TextClassifier {
@@ -314,21 +331,65 @@ fn norm(a: &[f32]) -> f32 {
     dot(a, a).sqrt()
 }
 
+/// [`softmax_gradcam`] on a [`Tower`]: on the CPU kernels, or with the tensors on a burn
+/// device (the same method: `clip_es_gpu::VisionTower::softmax_gradcam`), the positional
+/// embedding prepared on the host as for the CPU tower.
+pub fn softmax_gradcam_on(
+    tower: Tower,
+    input: &ClipInput,
+    class_features: &[f32],
+    logit_scale: f32,
+    targets: &[usize],
+    opts: &CamOptions,
+) -> Result<GradCamOutput, ModelError> {
+    let Some(burn) = tower.burn else {
+        return softmax_gradcam(tower.cpu, input, class_features, logit_scale, targets, opts);
+    };
+    let model = tower.cpu;
+    let (gh, gw) = model.grid_for(input.height, input.width)?;
+    let pos = opts
+        .round_pos_embed_f16
+        .then(|| reference_positional_embedding(model, gh, gw));
+    let g = burn.softmax_gradcam(&clip_es_gpu::GradCamRequest {
+        pixels: &input.data,
+        height: input.height,
+        width: input.width,
+        positional_embedding: pos.as_deref(),
+        keep_attention_from: model.layers().saturating_sub(opts.attention_blocks),
+        class_features,
+        logit_scale,
+        targets,
+    })?;
+    Ok(GradCamOutput {
+        grid_h: g.grid_h,
+        grid_w: g.grid_w,
+        activation: g.activation,
+        channel_weights: g.channel_weights,
+        probabilities: g.probabilities,
+        attention: g.attention,
+        forward_seconds: g.forward_seconds,
+        backward_seconds: g.backward_seconds,
+    })
+}
+
 /// Computes the CAMs of one image from its CLIP input (sides multiples of the patch size) for
 /// its `labels` (rows of the classifier); the maps are resized to `original` = (height, width).
-pub fn image_cams(
-    model: &VisionTransformer,
+/// `model` is a `&VisionTransformer` (the CPU kernels) or a [`Tower`].
+pub fn image_cams<'a>(
+    model: impl Into<Tower<'a>>,
     classifier: &TextClassifier,
     input: &ClipInput,
     original: (usize, usize),
     labels: &[usize],
     opts: &CamOptions,
 ) -> Result<(ImageCams, StageTimes), ModelError> {
+    let tower = model.into();
+    let model = tower.cpu;
     let (orig_h, orig_w) = original;
     let mut times = StageTimes::default();
     let rows = classifier.rows_for(labels);
     let targets: Vec<usize> = (0..labels.len()).collect();
-    let g = softmax_gradcam(model, input, &rows, classifier.logit_scale, &targets, opts)?;
+    let g = softmax_gradcam_on(tower, input, &rows, classifier.logit_scale, &targets, opts)?;
     times.forward = g.forward_seconds;
     times.backward = g.backward_seconds;
     // A NaN or infinity anywhere upstream (weights, an overflow) would come out as all-zero
@@ -526,9 +587,10 @@ pub enum CamError {
 /// CLIP input of size `base` (height, width: multiples of the patch size; the image's size
 /// rounded up, or smaller for a large image, see [`crate::budget`]), [`image_cams`], and with
 /// `augment` other than the identity the average over all views (each scale applied to
-/// `base`). With the identity this is exactly the reference's single pass.
-pub fn cams_for_image(
-    model: &VisionTransformer,
+/// `base`). With the identity this is exactly the reference's single pass. `model` is a
+/// `&VisionTransformer` (the CPU kernels) or a [`Tower`].
+pub fn cams_for_image<'a>(
+    model: impl Into<Tower<'a>>,
     classifier: &TextClassifier,
     image: &clip_es_image::DecodedImage,
     base: (usize, usize),
@@ -536,8 +598,9 @@ pub fn cams_for_image(
     opts: &CamOptions,
     augment: &Augment,
 ) -> Result<(ImageCams, StageTimes), CamError> {
+    let model: Tower = model.into();
     let (w, h) = (image.width() as usize, image.height() as usize);
-    let patch = model.patch_size();
+    let patch = model.cpu.patch_size();
     if w < patch || h < patch {
         return Err(CamError::TooSmall {
             width: w,

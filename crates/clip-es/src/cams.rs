@@ -43,6 +43,9 @@ pub struct Cams {
     augment: crate::cam::Augment,
     max_side: usize,
     memory_limit: Option<u64>,
+    /// The image tower as burn modules on [`CamSettings::device`] (`None`: the CPU kernels).
+    burn: Option<clip_es_gpu::VisionTower>,
+    device: Option<clip_es_gpu::BurnDevice>,
 }
 
 /// The settings of the CAM method besides the classes.
@@ -64,6 +67,22 @@ pub struct CamSettings {
     /// Bytes one image's CAM computation may take (estimated before allocating); `None`: what
     /// the system has available when the image starts.
     pub memory_limit: Option<u64>,
+    /// Where the GradCAM pass (image tower forward, attention maps, gradients) runs: `None`
+    /// the CPU kernels, else a burn device (docs/gpu.md, "CAMs on the GPU"). CAA and the
+    /// resize stay on the CPU. The maps agree within float32 rounding, so the device is not
+    /// part of the stage's manifest.
+    pub device: Option<clip_es_gpu::BurnDevice>,
+}
+
+/// The `--device` value of the CAMs: `cpu` (the hand-written CPU kernels, the default) or a
+/// burn device (`flex`, `vulkan`).
+pub fn parse_device(name: &str) -> Result<Option<clip_es_gpu::BurnDevice>, String> {
+    match name {
+        "cpu" => Ok(None),
+        other => clip_es_gpu::BurnDevice::parse(other)
+            .map(Some)
+            .map_err(|e| format!("--device {other}: {e}")),
+    }
 }
 
 impl Default for CamSettings {
@@ -76,6 +95,7 @@ impl Default for CamSettings {
             augment: crate::cam::Augment::default(),
             max_side: budget::DEFAULT_MAX_SIDE,
             memory_limit: None,
+            device: None,
         }
     }
 }
@@ -101,6 +121,10 @@ impl Cams {
             &classes.background,
             &settings.templates,
         )?;
+        let burn = settings
+            .device
+            .map(|device| burn_tower(&clip, device))
+            .transpose()?;
         Ok(Cams {
             clip,
             classes,
@@ -114,7 +138,15 @@ impl Cams {
             augment: settings.augment.clone(),
             max_side: settings.max_side,
             memory_limit: settings.memory_limit,
+            burn,
+            device: settings.device,
         })
+    }
+
+    /// The device the GradCAM pass runs on: `cpu` (the hand-written kernels), `flex` or
+    /// `vulkan`.
+    pub fn device_name(&self) -> &'static str {
+        self.device.map_or("cpu", clip_es_gpu::BurnDevice::name)
     }
 
     /// Loads a model (a Hugging Face id, a local directory or file, or an OpenAI name) and
@@ -222,7 +254,10 @@ impl Cams {
             .vit_input(w, h, labels.len())
             .map_err(|e| CamsError::Invalid(e.to_string()))?;
         crate::cam::cams_for_image(
-            self.clip.vision(),
+            crate::cam::Tower {
+                cpu: self.clip.vision(),
+                burn: self.burn.as_ref(),
+            },
             &self.classifier,
             image,
             base,
@@ -258,6 +293,27 @@ impl Cams {
         let image = DecodedImage::from_raw(width, height, clip_es_image::PilMode::Rgb, rgb, None)?;
         self.image(&image, labels)
     }
+}
+
+/// The image tower of a loaded model as burn modules on `device`, read again from the model's
+/// weights file (the CPU tower took its buffers over).
+fn burn_tower(
+    clip: &Clip,
+    device: clip_es_gpu::BurnDevice,
+) -> Result<clip_es_gpu::VisionTower, CamsError> {
+    let on_device = |e: String| CamsError::Invalid(format!("--device {}: {e}", device.name()));
+    let burn_device = device.device().map_err(|e| on_device(e.to_string()))?;
+    let path = &clip.files().weights;
+    let weights = clip_es_model::ClipWeights::load(path).map_err(|e| on_device(e.to_string()))?;
+    let c = clip.config();
+    clip_es_gpu::VisionTower::new(
+        &weights,
+        &c.vision,
+        c.embed_dim,
+        c.layer_norm_eps,
+        &burn_device,
+    )
+    .map_err(|e| on_device(format!("{}: {e}", path.display())))
 }
 
 impl ImageCams {

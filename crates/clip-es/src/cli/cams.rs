@@ -119,6 +119,7 @@ impl CamArgs {
             },
             max_side: self.max_side,
             memory_limit: self.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
+            device: None,
         })
     }
 }
@@ -144,6 +145,18 @@ pub struct Args {
     /// Write a JSON report (per-image seconds by stage, failures) to this file
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Where the image tower and its gradients run: cpu (the CPU kernels), flex (burn's CPU
+    /// backend) or vulkan (a GPU, in builds with the `vulkan` feature); CAA stays on the CPU
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: DeviceArg,
+}
+
+/// A `--device` value of the CAMs (`None`: the CPU kernels).
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceArg(pub Option<clip_es_gpu::BurnDevice>);
+
+fn parse_device(s: &str) -> Result<DeviceArg, String> {
+    clip_es::cams::parse_device(s).map(DeviceArg)
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize), String> {
@@ -171,11 +184,15 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
+    let settings = CamSettings {
+        device: args.device.0,
+        ..args.cam.settings()?
+    };
     let config = CamsConfig {
         data: args.data.config(),
         classes: args.cam.classes(&args.data)?,
         model: args.cam.model.clone(),
-        settings: args.cam.settings()?,
+        settings,
         out: args.out,
         shard: args.shard,
         overwrite: args.overwrite,

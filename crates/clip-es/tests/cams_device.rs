@@ -1,0 +1,231 @@
+//! The CAM stage with the image tower on a burn device (`CamSettings::device`, `--device`)
+//! against the CPU kernels, on the tiny 10-block model and the example photos: the same keys,
+//! the maps within float32 rounding (both sides compute in f32; the files hold float16).
+//! `flex` runs everywhere; the `vulkan_*` tests need the `vulkan` feature and a Vulkan driver
+//! (Mesa's lavapipe in CI).
+
+use clip_es::cam_io::CamFile;
+use clip_es::cams::{self, CamSettings, CamsConfig, DatasetConfig};
+use clip_es::ClassSet;
+use clip_es_gpu::BurnDevice;
+use std::path::PathBuf;
+
+/// Tolerances of the maps in [0, 1] (float16 in the files: one step is 2.4e-4 to 4.9e-4 in
+/// [0.25, 1]): the mean and the largest absolute difference between the
+/// burn tower's CAMs and the CPU kernels' (f32 rounding of a different summation order).
+const MEAN_TOL: f64 = 5e-4;
+const MAX_TOL: f32 = 2e-3;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("clip-es-device-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn model() -> String {
+    root()
+        .join("../clip-es-model/tests/fixtures/tiny-deep-hf")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The CAM stage over the example photos into `out`, the image tower on `device`.
+fn run_stage(out: PathBuf, device: Option<BurnDevice>) -> Vec<(String, CamFile)> {
+    let ex = root().join("../../examples");
+    let config = CamsConfig {
+        data: DatasetConfig {
+            images: ex.join("images"),
+            annotations: None,
+            labels: Some(ex.join("labels.txt")),
+            split: None,
+        },
+        classes: ClassSet::voc(),
+        model: model(),
+        settings: CamSettings {
+            save_unrefined: true,
+            device,
+            ..CamSettings::default()
+        },
+        out: out.clone(),
+        shard: None,
+        overwrite: false,
+        report: None,
+        threads: Some(1),
+        exif: Default::default(),
+    };
+    let report = cams::run(&config, &clip_es::progress::Silent).unwrap();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(report.written.len() >= 3, "{} images", report.written.len());
+    let mut files: Vec<(String, CamFile)> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "npz"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                CamFile::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(files.len(), report.written.len());
+    files
+}
+
+/// (mean, max) absolute difference of two float16 maps.
+fn diff(a: &[half::f16], b: &[half::f16]) -> (f64, f32) {
+    assert_eq!(a.len(), b.len());
+    let mut sum = 0f64;
+    let mut max = 0f32;
+    for (x, y) in a.iter().zip(b) {
+        let d = (x.to_f32() - y.to_f32()).abs();
+        sum += d as f64;
+        max = max.max(d);
+    }
+    (sum / a.len() as f64, max)
+}
+
+/// The stage on `device` writes the same files as on the CPU kernels: names, keys, sizes, and
+/// both kinds of maps within the tolerances.
+fn check_device_matches_cpu(tag: &str, device: BurnDevice) {
+    let d = tmpdir(tag);
+    let cpu = run_stage(d.join("cpu"), None);
+    let dev = run_stage(d.join(device.name()), Some(device));
+    assert_eq!(cpu.len(), dev.len());
+    for ((name_c, c), (name_d, g)) in cpu.iter().zip(&dev) {
+        assert_eq!(name_c, name_d);
+        assert_eq!(c.keys, g.keys, "{name_c}: keys");
+        assert_eq!((c.height, c.width), (g.height, g.width), "{name_c}: size");
+        let (mean, max) = diff(&c.attn_highres, &g.attn_highres);
+        eprintln!(
+            "{name_c} attn_highres on {}: mean {mean:.2e}, max {max:.2e}",
+            device.name()
+        );
+        assert!(
+            mean < MEAN_TOL && max < MAX_TOL,
+            "{name_c} attn_highres: mean {mean}, max {max}"
+        );
+        let (mean, max) = diff(c.highres.as_ref().unwrap(), g.highres.as_ref().unwrap());
+        eprintln!(
+            "{name_c} highres on {}: mean {mean:.2e}, max {max:.2e}",
+            device.name()
+        );
+        assert!(
+            mean < MEAN_TOL && max < MAX_TOL,
+            "{name_c} highres: mean {mean}, max {max}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn flex_cams_equal_cpu_kernels() {
+    check_device_matches_cpu("flex", BurnDevice::Flex);
+}
+
+/// The per-image entry point on a burn device: the same maps and probabilities as on the CPU
+/// kernels, for a downscaled input (not a square grid) and two labels.
+#[test]
+fn flex_image_cams_equal_cpu_kernels() {
+    let settings = CamSettings {
+        max_side: 160,
+        ..CamSettings::default()
+    };
+    let cpu = cams::Cams::load(&model(), ClassSet::voc(), &settings).unwrap();
+    let flex = cams::Cams::load(
+        &model(),
+        ClassSet::voc(),
+        &CamSettings {
+            device: Some(BurnDevice::Flex),
+            ..settings
+        },
+    )
+    .unwrap();
+    assert_eq!((cpu.device_name(), flex.device_name()), ("cpu", "flex"));
+    let image =
+        clip_es_image::DecodedImage::open(&root().join("../../examples/images/chelsea.jpg"))
+            .unwrap();
+    let labels = [7, 11];
+    let (a, _) = cpu.image(&image, &labels).unwrap();
+    let (b, _) = flex.image(&image, &labels).unwrap();
+    assert_eq!(a.refined.len(), b.refined.len());
+    let max = a
+        .refined
+        .iter()
+        .zip(&b.refined)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(max < MAX_TOL, "refined maps: max diff {max}");
+    for (p, q) in a.probabilities.iter().zip(&b.probabilities) {
+        assert!(
+            (p - q).abs() < 1e-5,
+            "{:?} vs {:?}",
+            a.probabilities,
+            b.probabilities
+        );
+    }
+}
+
+#[test]
+fn unknown_device_is_refused_with_the_choices() {
+    let e = cams::parse_device("tpu").unwrap_err();
+    assert!(e.contains("--device tpu") && e.contains("flex"), "{e}");
+    assert_eq!(cams::parse_device("cpu").unwrap(), None);
+    assert_eq!(cams::parse_device("flex").unwrap(), Some(BurnDevice::Flex));
+}
+
+#[cfg(not(feature = "vulkan"))]
+#[test]
+fn vulkan_without_the_feature_says_how_to_build_it() {
+    let e = cams::parse_device("vulkan").unwrap_err();
+    assert!(e.contains("--features vulkan"), "{e}");
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn vulkan_cams_equal_cpu_kernels() {
+    check_device_matches_cpu("vulkan", BurnDevice::Vulkan);
+}
+
+/// `clip-es cams` with a device it cannot use: exit 2 before any work, one `error:` line that
+/// names `--device` and the problem, nothing written.
+fn cams_cli_refuses(device: &str, expect: &str) {
+    let d = tmpdir(&format!("cli-{device}"));
+    let ex = root().join("../../examples");
+    let out = d.join("cams");
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_clip-es"))
+        .args(["cams", "--images"])
+        .arg(ex.join("images"))
+        .arg("--labels")
+        .arg(ex.join("labels.txt"))
+        .args(["--model", &model(), "--device", device, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error:") && stderr.contains(expect),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!out.exists(), "nothing is written");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn cams_cli_refuses_an_unknown_device() {
+    cams_cli_refuses("tpu", "--device tpu: unknown device");
+}
+
+#[cfg(not(feature = "vulkan"))]
+#[test]
+fn vulkan_cams_cli_without_the_feature_says_how_to_build_it() {
+    cams_cli_refuses("vulkan", "--features vulkan");
+}
