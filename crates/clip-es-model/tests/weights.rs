@@ -177,7 +177,7 @@ fn tiny_openai_three_layouts_agree() {
 
 #[test]
 fn truncated_and_corrupt_pytorch_files() {
-    let tmp = TempDir::new("bad-pt");
+    let tmp = TempDir::new("model-bad-pt");
     for name in ["tiny-openai.pt", "tiny-openai-jit.pt"] {
         let bytes = std::fs::read(fixture(name)).unwrap();
         for (tag, data) in [
@@ -319,7 +319,7 @@ fn tiny_deep_config_comes_from_config_json() {
 #[test]
 fn openai_named_safetensors_matches_hf_directory() {
     let hf = ClipWeights::load(fixture("tiny-openai-hf")).unwrap();
-    let tmp = TempDir::new("openai-st");
+    let tmp = TempDir::new("model-openai-st");
     let file = tmp.join("tiny-openai.safetensors");
     save_openai_safetensors(&hf, &file);
     let st = ClipWeights::load(&file).unwrap();
@@ -331,7 +331,7 @@ fn openai_named_safetensors_matches_hf_directory() {
 
 #[test]
 fn float32_and_float16_hf_directories_agree() {
-    let tmp = TempDir::new("hf-f32");
+    let tmp = TempDir::new("model-hf-f32");
     for name in ["tiny-openai-hf", "tiny-deep-hf"] {
         let dst = tmp.join(name);
         hf_dir_as_f32(&fixture(name), &dst);
@@ -348,7 +348,7 @@ fn float32_and_float16_hf_directories_agree() {
 #[test]
 fn sharded_hf_directory_loads() {
     let src = fixture("tiny-deep-hf");
-    let tmp = TempDir::new("sharded");
+    let tmp = TempDir::new("model-sharded");
     let dir = tmp.join("model");
     copy_dir(&src, &dir, &["model.safetensors"]);
     let tensors = load_raw(&src.join("model.safetensors"));
@@ -381,7 +381,7 @@ fn sharded_hf_directory_loads() {
 
 #[test]
 fn missing_path_and_foreign_files() {
-    let tmp = TempDir::new("bad-files");
+    let tmp = TempDir::new("model-bad-files");
     let missing = tmp.join("nothing-here.safetensors");
     let e = error_of(&missing);
     assert!(e.contains("nothing-here.safetensors"), "{e}");
@@ -404,7 +404,7 @@ fn missing_path_and_foreign_files() {
 
 #[test]
 fn truncated_and_corrupt_safetensors() {
-    let tmp = TempDir::new("truncated");
+    let tmp = TempDir::new("model-truncated");
     let bytes = std::fs::read(fixture("tiny-openai-hf/model.safetensors")).unwrap();
     let truncated = tmp.join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
@@ -431,7 +431,7 @@ fn truncated_and_corrupt_safetensors() {
 
 #[test]
 fn hf_directory_without_config_or_weights() {
-    let tmp = TempDir::new("hf-missing");
+    let tmp = TempDir::new("model-hf-missing");
     let no_config = tmp.join("no-config");
     copy_dir(&fixture("tiny-openai-hf"), &no_config, &["config.json"]);
     let e = error_of(&no_config);
@@ -490,7 +490,7 @@ fn with_config(
 
 #[test]
 fn config_disagreeing_with_the_weights() {
-    let tmp = TempDir::new("cfg-mismatch");
+    let tmp = TempDir::new("model-cfg-mismatch");
     let more_layers = with_config(&tmp, "layers", |c| {
         c["vision_config"]["num_hidden_layers"] = 3.into()
     });
@@ -520,7 +520,7 @@ fn config_disagreeing_with_the_weights() {
 
 #[test]
 fn non_clip_and_resnet_safetensors() {
-    let tmp = TempDir::new("not-clip");
+    let tmp = TempDir::new("model-not-clip");
     let mut other = HashMap::new();
     other.insert(
         "encoder.layer.0.weight".to_string(),
@@ -555,7 +555,7 @@ fn non_clip_and_resnet_safetensors() {
 #[test]
 fn openai_safetensors_with_a_missing_or_malformed_tensor() {
     let hf = ClipWeights::load(fixture("tiny-openai-hf")).unwrap();
-    let tmp = TempDir::new("openai-bad");
+    let tmp = TempDir::new("model-openai-bad");
 
     let mut missing = raw_of(hf.tensors());
     missing.remove("transformer.resblocks.1.ln_2.bias");
@@ -596,7 +596,7 @@ fn openai_safetensors_with_a_missing_or_malformed_tensor() {
 fn hf_directory_with_pytorch_model_bin() {
     // a directory holding pytorch_model.bin instead of safetensors is read with the pickle
     // reader (here the OpenAI-named state dict, so the sizes come from its shapes)
-    let tmp = TempDir::new("hf-bin");
+    let tmp = TempDir::new("model-hf-bin");
     let dir = tmp.join("model");
     copy_dir(&fixture("tiny-openai-hf"), &dir, &["model.safetensors"]);
     std::fs::copy(fixture("tiny-openai.pt"), dir.join("pytorch_model.bin")).unwrap();
