@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
 
-use crate::weights::WeightsError;
+use crate::error::WeightsError;
 
 /// An opened checkpoint: memory-mapped safetensors shards or a PyTorch archive.
 pub enum Checkpoint {

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod clip;
 pub mod config;
 pub mod container;
+mod error;
 pub mod hub;
 pub mod kernels;
 pub mod tensors;
