@@ -231,7 +231,7 @@ impl<'a> TensorStore<'a> {
 
     /// The tensor `name` as float32 values, checked against `expected` (a shape with the same
     /// number of elements is accepted only for the 0-d `logit_scale`, which some files store
-    /// as shape [1]).
+    /// as shape `[1]`).
     pub fn read_f32(
         &self,
         name: &str,
