@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Lists the import cycles between the modules of each crate of the workspace (stdlib only).
 
-    python3 tools/module_cycles.py [ROOT]        # ROOT: the repository (default: this checkout)
+    python3 tools/module_cycles.py [ROOT [CRATE...]]
+    # ROOT: the repository (default: this checkout); CRATE: only these crates (default: all)
 
 For every crate under ROOT/crates, each crate root (src/lib.rs, src/main.rs, src/bin/*.rs) and
 the file modules it declares with `mod NAME;` are the nodes. A module depends on another when
@@ -299,8 +300,9 @@ def name(path):
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     crates_dir = os.path.join(root, "crates")
+    only = sys.argv[2:]
     found = 0
-    for crate in sorted(os.listdir(crates_dir)):
+    for crate in only or sorted(os.listdir(crates_dir)):
         src = os.path.join(crates_dir, crate, "src")
         roots = [os.path.join(src, f) for f in ("lib.rs", "main.rs") if os.path.isfile(os.path.join(src, f))]
         bin_dir = os.path.join(src, "bin")
