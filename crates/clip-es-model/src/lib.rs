@@ -21,7 +21,7 @@ pub mod weights;
 pub use backend::{Backend, Cpu};
 pub use clip::{Clip, ClipError};
 pub use config::{ClipConfig, ConfigError, TextConfig, VisionConfig};
-pub use container::{Checkpoint, DType, StoredTensor, TensorStore};
+pub use container::{Checkpoint, StoredDType, StoredTensor, TensorStore};
 pub use hub::{resolve_model, HubError, ModelFiles, Resolver, TokenizerFiles, DEFAULT_MODEL};
 pub use tensors::{ModelError, TakeTensors, Tensor, TensorSource};
 pub use text::TextTransformer;

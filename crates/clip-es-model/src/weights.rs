@@ -22,7 +22,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::{ClipConfig, ConfigError};
-use crate::container::{io_error, read_magic, sniff, Checkpoint, DType, TensorStore, TorchFile};
+use crate::container::{
+    io_error, read_magic, sniff, Checkpoint, StoredDType, TensorStore, TorchFile,
+};
 use crate::tensors::{ModelError, Tensor, TensorSource};
 
 /// Re-exported here, where it was defined before it moved to its own module.
@@ -52,7 +54,7 @@ pub struct WeightsSource {
     pub path: PathBuf,
     pub format: WeightsFormat,
     /// Storage type of the model's tensors in the file (they are converted to F32).
-    pub stored_dtype: DType,
+    pub stored_dtype: StoredDType,
 }
 
 /// CLIP ViT weights: float32 host tensors under OpenAI's names, and the model's sizes.
