@@ -1,13 +1,13 @@
 """Side-by-side CAM speed: the CLIP-ES reference (run unmodified on the CPU through the parity
-kit's official_cpu.py) and `clip-es cams`, same images, same weights, same thread count.
+fixture's tools/parity/official_cpu.py) and `clip-es cams`, same images, same weights, same thread count.
 Prints both medians of seconds per image, the ratio, wall times and peak memory, and checks
 that the two outputs agree.
 
 usage:
   OFFICIAL_REPO=/path/to/CLIP-ES python tools/bench_cams.py \
-      --fixture FIXTURE_DIR --parity-kit PARITY_KIT_DIR [--threads 2] [--rounds 1]
+      --fixture FIXTURE_DIR [--threads 2] [--rounds 1]
 
-The fixture is what the parity kit's make_fixture.py writes (VOC2012/ mini dataset and
+The fixture is what tools/parity/make_fixture.py writes (VOC2012/ mini dataset and
 ViT-B-16-random.pt). clip-es is taken from target/release/clip-es (build it first with
 `cargo build --release`).
 """
@@ -45,7 +45,8 @@ def run(cmd, env=None, cwd=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fixture", required=True)
-    ap.add_argument("--parity-kit", required=True, help="directory holding official_cpu.py")
+    ap.add_argument("--parity-kit", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "parity"),
+                    help="directory holding official_cpu.py (default: tools/parity)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1, help="alternate the two programs this many times")
     ap.add_argument("--clip-es", default=os.path.join(REPO, "target/release/clip-es"))

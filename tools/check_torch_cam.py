@@ -2,7 +2,7 @@
 reference on the parity fixture: same weights, same inputs, compare attn_highres.
 
 usage: OFFICIAL_REPO=DIR python tools/check_torch_cam.py FIXTURE_DIR REFERENCE_CAMS_DIR
-(FIXTURE_DIR: a parity fixture, random ViT-B/16 weights and a mini VOC dataset as the parity kit
+(FIXTURE_DIR: a parity fixture, random ViT-B/16 weights and a mini VOC dataset as tools/parity/make_fixture.py
 makes them; REFERENCE_CAMS_DIR the reference's
 generate_cams_voc12.py output for it). Prints per-image mean / max differences.
 """

@@ -7,7 +7,7 @@ Writes small fixtures and the values Rust must read back to crates/clip-es-pickl
   state_dict_legacy.pt   the same dict in the legacy non-zip torch.save format
   small_jit.pt           a traced module (nested submodules, Sequential, ModuleList,
                          nn.MultiheadAttention, a Parameter, a buffer) made .half() and saved
-                         like OpenAI's ViT-B-16.pt (see the parity kit's make_fixture.py)
+                         like OpenAI's ViT-B-16.pt (see tools/parity/make_fixture.py)
   cam_dict.npy           np.save of {"keys": int64 array, "attn_highres": float16 array}, as the
                          CLIP-ES reference's generate_cams_voc12.py writes CAMs
   plain_f16.npy, fortran_f32.npy, big_endian_i4.npy, bool_v3.npy, scalar_f8.npy

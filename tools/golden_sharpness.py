@@ -1,6 +1,6 @@
 """Golden values for `clip-es prompts` (sharpness-based prompt selection, CLIP-ES section 3.2),
 computed directly with PyTorch on the tiny random model tiny-deep-hf, for the Rust test
-crates/clip-es/tests/prompts_cli.rs.
+crates/clip-es/tests/cli/prompts_cli.rs.
 
 The criterion, written from the paper's description: for each image with at least two labels,
 softmax over the dataset's classes of logit_scale * cos(image embedding, text embedding of the

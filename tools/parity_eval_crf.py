@@ -1,4 +1,4 @@
-"""Acceptance check of clip_es.pydensecrf as a drop-in: runs the reference's
+"""Check of clip_es.pydensecrf as a drop-in: runs the reference's
 eval_cam_with_crf.py twice, unmodified except, in the second run, its two pydensecrf imports
 switched to clip_es.pydensecrf, in one process (joblib with n_jobs=1), and compares the pseudo
 masks of the two runs pixel for pixel and the time spent in the script's CRF (its

@@ -6,7 +6,7 @@
 #
 #   tools/sanity_decoder.sh IMAGES_DIR ANNOTATIONS_DIR SPLIT MODEL OUT [ITERS] [TRAIN OPTIONS...]
 #
-# Measured with the parity kit's random ViT-B/16 and its 7 photos: docs/training.md.
+# Measured with the parity fixture's random ViT-B/16 (tools/parity) and its 7 photos: docs/training.md.
 set -euo pipefail
 IMAGES=$1 ANN=$2 SPLIT=$3 MODEL=$4 OUT=$5 ITERS=${6:-500}
 shift $(( $# < 6 ? $# : 6 ))

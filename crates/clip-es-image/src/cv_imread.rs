@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::decode::{read_file, sniff, Format};
+use crate::format::{read_file, sniff, Format};
 use crate::{jpeg, png_decode, ExifOrientation, ImageError, Rgb8Image};
 
 /// The image and the file's EXIF orientation (1 when none), applied or not as asked.

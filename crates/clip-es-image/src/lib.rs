@@ -43,54 +43,22 @@ mod clip_input;
 mod cv_imread;
 mod cv_resize;
 mod decode;
+mod error;
+mod format;
 mod jpeg;
 mod orientation;
 mod pil_convert;
 mod pil_resample;
+mod pixels;
 mod png_decode;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use clip_input::{patch_multiple, ClipInput, CLIP_MEAN, CLIP_STD};
 pub use cv_resize::{resize_bilinear_f32, resize_bilinear_f32_without_ipp};
-pub use decode::{DecodedImage, PilMode};
+pub use error::ImageError;
 pub use orientation::{exif_orientation, ExifOrientation};
-
-/// Pillow refuses images above `2 * Image.MAX_IMAGE_PIXELS` pixels (DecompressionBombError);
-/// the same limit keeps a corrupt header from asking for an absurd allocation.
-pub const MAX_PIXELS: u64 = 2 * (1024 * 1024 * 1024 / 4 / 3);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error("{}: cannot read the file: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: {message}", path.display())]
-    Decode { path: PathBuf, message: String },
-    #[error("{}: unsupported image: {message}", path.display())]
-    Unsupported { path: PathBuf, message: String },
-    #[error("invalid argument: {0}")]
-    InvalidArgument(String),
-}
-
-/// An 8-bit RGB image, row-major, interleaved (HWC).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rgb8Image {
-    pub width: u32,
-    pub height: u32,
-    pub data: Vec<u8>,
-}
-
-impl Rgb8Image {
-    /// The pixel at (x, y) as [r, g, b].
-    pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
-        let i = (y as usize * self.width as usize + x as usize) * 3;
-        [self.data[i], self.data[i + 1], self.data[i + 2]]
-    }
-}
+pub use pixels::{DecodedImage, PilMode, Rgb8Image, MAX_PIXELS};
 
 /// `cv2.imread(path, cv2.IMREAD_COLOR)` with the channels reversed to RGB: what the reference's
 /// CRF step sees, except that the EXIF orientation is ignored (the stored pixel grid, the one

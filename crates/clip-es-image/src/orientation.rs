@@ -6,7 +6,7 @@
 //! the stored grid everywhere by default (what the datasets' ground truth uses and what the
 //! reference's CAMs see) and applies the tag in every stage alike only when asked.
 
-use crate::decode::{sniff, Format};
+use crate::format::{sniff, Format};
 use crate::{jpeg, DecodedImage, Rgb8Image};
 
 /// What to do with an image's EXIF orientation tag.

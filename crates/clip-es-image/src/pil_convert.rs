@@ -3,7 +3,7 @@
 //! `p2rgb`, `bit2rgb`, and the alpha premultiplication around resizing (`rgbA2rgba`,
 //! `rgba2rgbA`, `lA2la`, `la2lA`).
 
-use crate::decode::{DecodedImage, PilMode};
+use crate::pixels::{DecodedImage, PilMode};
 
 /// `MULDIV255(a, b)`: a * b / 255 rounded, with Pillow's shift trick.
 #[inline]

@@ -14,8 +14,8 @@
 //! - `P` and `1` use nearest neighbour (`ImagingScaleAffine`); `RGBA`/`LA` are premultiplied
 //!   by alpha around the resize.
 
-use crate::decode::{DecodedImage, PilMode};
 use crate::pil_convert;
+use crate::pixels::{DecodedImage, PilMode};
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 const BICUBIC_SUPPORT: f64 = 2.0;

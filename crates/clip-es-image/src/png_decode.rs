@@ -18,7 +18,7 @@
 
 use std::io::Cursor;
 
-use crate::decode::{DecodedImage, PilMode};
+use crate::pixels::{DecodedImage, PilMode};
 
 /// The PNG's samples as stored (rows unpadded, sub-byte samples still packed), after
 /// de-interlacing.

@@ -6,26 +6,19 @@ mod common;
 use std::path::PathBuf;
 
 use clip_es_image::{load_rgb, DecodedImage, ImageError, PilMode};
+use clip_es_testkit::TempDir;
 use common::image_path;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("clip-es-image-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
+/// Writes a test's input files into its directory.
+trait WriteInput {
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf;
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl WriteInput for TempDir {
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
     }
 }
 
@@ -44,7 +37,7 @@ const FILES: &[&str] = &[
 
 #[test]
 fn truncated_files_are_errors_naming_the_file() {
-    let dir = TempDir::new("trunc");
+    let dir = TempDir::new("image-trunc");
     for file in FILES {
         let bytes = std::fs::read(image_path(file)).unwrap();
         let n = bytes.len();
@@ -122,7 +115,7 @@ fn missing_unknown_and_empty_files() {
         "{err}"
     );
 
-    let dir = TempDir::new("odd");
+    let dir = TempDir::new("image-odd");
     let text = dir.write("notes.jpg", b"this is not an image at all\n");
     let err = DecodedImage::open(&text).unwrap_err();
     assert!(matches!(err, ImageError::Unsupported { .. }), "{err}");
@@ -176,7 +169,7 @@ fn png16(path: &std::path::Path, w: u32, h: u32, colour: png::ColorType, samples
 /// byte. Pillow would saturate 16-bit grey to white.
 #[test]
 fn sixteen_bit_pngs_are_scaled_to_eight_bits_for_every_stage() {
-    let dir = TempDir::new("png16");
+    let dir = TempDir::new("image-png16");
     let (w, h) = (7u32, 5u32);
     let value = |i: usize| ((i * 9973) % 65536) as u16;
     for (name, colour, channels) in [
@@ -187,7 +180,7 @@ fn sixteen_bit_pngs_are_scaled_to_eight_bits_for_every_stage() {
     ] {
         let n = (w * h) as usize * channels;
         let samples: Vec<u16> = (0..n).map(value).collect();
-        let path = dir.0.join(name);
+        let path = dir.join(name);
         png16(&path, w, h, colour, &samples);
         let expected: Vec<u8> = samples
             .chunks_exact(channels)

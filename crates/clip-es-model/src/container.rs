@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::SafeTensors;
 
-use crate::weights::WeightsError;
+use crate::error::WeightsError;
 
 /// An opened checkpoint: memory-mapped safetensors shards or a PyTorch archive.
 pub enum Checkpoint {
@@ -67,7 +67,7 @@ impl Checkpoint {
 /// Writes tensors (name, element type, shape, little-endian bytes) as a safetensors file.
 pub fn write_safetensors(
     path: &Path,
-    tensors: &[(String, DType, Vec<usize>, Vec<u8>)],
+    tensors: &[(String, StoredDType, Vec<usize>, Vec<u8>)],
 ) -> Result<(), WeightsError> {
     use safetensors::Dtype as S;
     let bad = |reason: String| WeightsError::Safetensors {
@@ -77,12 +77,12 @@ pub fn write_safetensors(
     let mut views = Vec::with_capacity(tensors.len());
     for (name, dtype, shape, data) in tensors {
         let dt = match dtype {
-            DType::F64 => S::F64,
-            DType::F32 => S::F32,
-            DType::F16 => S::F16,
-            DType::BF16 => S::BF16,
-            DType::I64 => S::I64,
-            DType::Other(n) => return Err(bad(format!("cannot write {n} tensor `{name}`"))),
+            StoredDType::F64 => S::F64,
+            StoredDType::F32 => S::F32,
+            StoredDType::F16 => S::F16,
+            StoredDType::BF16 => S::BF16,
+            StoredDType::I64 => S::I64,
+            StoredDType::Other(n) => return Err(bad(format!("cannot write {n} tensor `{name}`"))),
         };
         let view = safetensors::tensor::TensorView::new(dt, shape.clone(), data)
             .map_err(|e| bad(format!("`{name}`: {e}")))?;
@@ -93,7 +93,7 @@ pub fn write_safetensors(
 
 /// Element type of a stored tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DType {
+pub enum StoredDType {
     F64,
     F32,
     F16,
@@ -103,25 +103,25 @@ pub enum DType {
     Other(&'static str),
 }
 
-impl DType {
+impl StoredDType {
     /// Bytes per element of the floating-point types (None for the others).
     pub fn size(self) -> Option<usize> {
         match self {
-            DType::F64 => Some(8),
-            DType::F32 => Some(4),
-            DType::F16 | DType::BF16 => Some(2),
-            DType::I64 | DType::Other(_) => None,
+            StoredDType::F64 => Some(8),
+            StoredDType::F32 => Some(4),
+            StoredDType::F16 | StoredDType::BF16 => Some(2),
+            StoredDType::I64 | StoredDType::Other(_) => None,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            DType::F64 => "float64",
-            DType::F32 => "float32",
-            DType::F16 => "float16",
-            DType::BF16 => "bfloat16",
-            DType::I64 => "int64",
-            DType::Other(n) => n,
+            StoredDType::F64 => "float64",
+            StoredDType::F32 => "float32",
+            StoredDType::F16 => "float16",
+            StoredDType::BF16 => "bfloat16",
+            StoredDType::I64 => "int64",
+            StoredDType::Other(n) => n,
         }
     }
 }
@@ -130,7 +130,7 @@ impl DType {
 #[derive(Clone, Debug)]
 pub struct StoredTensor<'a> {
     pub shape: Vec<usize>,
-    pub dtype: DType,
+    pub dtype: StoredDType,
     pub data: Cow<'a, [u8]>,
     /// The file holding it (a shard of a sharded checkpoint, or the archive).
     pub file: &'a Path,
@@ -146,7 +146,7 @@ impl StoredTensor<'_> {
 
     /// The values of an int64 tensor.
     pub fn to_i64(&self) -> Option<Vec<i64>> {
-        (self.dtype == DType::I64).then(|| {
+        (self.dtype == StoredDType::I64).then(|| {
             self.data
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk")))
@@ -156,7 +156,7 @@ impl StoredTensor<'_> {
 
     /// The values of a float64 tensor, exactly.
     pub fn to_f64(&self) -> Option<Vec<f64>> {
-        (self.dtype == DType::F64).then(|| {
+        (self.dtype == StoredDType::F64).then(|| {
             self.data
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")))
@@ -231,7 +231,7 @@ impl<'a> TensorStore<'a> {
 
     /// The tensor `name` as float32 values, checked against `expected` (a shape with the same
     /// number of elements is accepted only for the 0-d `logit_scale`, which some files store
-    /// as shape [1]).
+    /// as shape `[1]`).
     pub fn read_f32(
         &self,
         name: &str,
@@ -279,33 +279,33 @@ impl<'a> TensorStore<'a> {
 
     /// Storage type of a model's tensors: that of `probe`, a tensor every such model has
     /// (float32 when absent).
-    pub fn stored_dtype(&self, probe: &str) -> DType {
+    pub fn stored_dtype(&self, probe: &str) -> StoredDType {
         self.tensors
             .get(probe)
             .map(|t| t.dtype)
-            .unwrap_or(DType::F32)
+            .unwrap_or(StoredDType::F32)
     }
 }
 
 /// Little-endian floats to f32 (f16 / bf16 widen exactly).
-pub fn decode_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
+pub fn decode_f32(bytes: &[u8], dtype: StoredDType) -> Vec<f32> {
     use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
     match dtype {
-        DType::F32 => bytes
+        StoredDType::F32 => bytes
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
-        DType::F64 => bytes
+        StoredDType::F64 => bytes
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
             .collect(),
-        DType::F16 | DType::BF16 => {
+        StoredDType::F16 | StoredDType::BF16 => {
             let bits: Vec<u16> = bytes
                 .chunks_exact(2)
                 .map(|c| u16::from_le_bytes([c[0], c[1]]))
                 .collect();
             let mut out = vec![0f32; bits.len()];
-            if dtype == DType::F16 {
+            if dtype == StoredDType::F16 {
                 bits.reinterpret_cast::<half::f16>()
                     .convert_to_f32_slice(&mut out);
             } else {
@@ -314,7 +314,7 @@ pub fn decode_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
             }
             out
         }
-        DType::I64 | DType::Other(_) => Vec::new(),
+        StoredDType::I64 | StoredDType::Other(_) => Vec::new(),
     }
 }
 
@@ -397,17 +397,17 @@ pub fn add_safetensors<'a>(
     use safetensors::Dtype as S;
     for (name, view) in parsed.iter() {
         let dtype = match view.dtype() {
-            S::F64 => DType::F64,
-            S::F32 => DType::F32,
-            S::F16 => DType::F16,
-            S::BF16 => DType::BF16,
-            S::I64 => DType::I64,
-            S::I32 => DType::Other("int32"),
-            S::I16 => DType::Other("int16"),
-            S::I8 => DType::Other("int8"),
-            S::U8 => DType::Other("uint8"),
-            S::BOOL => DType::Other("bool"),
-            _ => DType::Other("an unsupported type"),
+            S::F64 => StoredDType::F64,
+            S::F32 => StoredDType::F32,
+            S::F16 => StoredDType::F16,
+            S::BF16 => StoredDType::BF16,
+            S::I64 => StoredDType::I64,
+            S::I32 => StoredDType::Other("int32"),
+            S::I16 => StoredDType::Other("int16"),
+            S::I8 => StoredDType::Other("int8"),
+            S::U8 => StoredDType::Other("uint8"),
+            S::BOOL => StoredDType::Other("bool"),
+            _ => StoredDType::Other("an unsupported type"),
         };
         store.insert(
             name.to_string(),
@@ -449,12 +449,12 @@ impl TorchFile {
         let mut store = TensorStore::new();
         for (name, t) in &self.tensors {
             let dtype = match t.dtype {
-                P::F64 => DType::F64,
-                P::F32 => DType::F32,
-                P::F16 => DType::F16,
-                P::BF16 => DType::BF16,
-                P::I64 => DType::I64,
-                other => DType::Other(other.name()),
+                P::F64 => StoredDType::F64,
+                P::F32 => StoredDType::F32,
+                P::F16 => StoredDType::F16,
+                P::BF16 => StoredDType::BF16,
+                P::I64 => StoredDType::I64,
+                other => StoredDType::Other(other.name()),
             };
             store.insert(
                 name.clone(),
@@ -497,12 +497,12 @@ mod tests {
             .iter()
             .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes())
             .collect();
-        assert_eq!(decode_f32(&f16, DType::F16), values);
+        assert_eq!(decode_f32(&f16, StoredDType::F16), values);
         let bf16: Vec<u8> = [1.0f32, -2.5, 3.0e38]
             .iter()
             .flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes())
             .collect();
-        let back = decode_f32(&bf16, DType::BF16);
+        let back = decode_f32(&bf16, StoredDType::BF16);
         assert_eq!(&back[..2], &[1.0, -2.5]);
         assert_eq!(back[2], half::bf16::from_f32(3.0e38).to_f32());
     }

@@ -123,16 +123,6 @@ impl TensorSource for HashMap<String, Tensor> {
     }
 }
 
-impl TensorSource for crate::weights::ClipWeights {
-    fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        self.tensors().tensor_f32(name, shape)
-    }
-
-    fn scalar_f32(&self, name: &str) -> Result<f32, ModelError> {
-        self.tensors().scalar_f32(name)
-    }
-}
-
 /// Hands each tensor out once, moving it (no copy): for building a model from weights that
 /// are not needed afterwards.
 pub struct TakeTensors(Mutex<HashMap<String, Tensor>>);

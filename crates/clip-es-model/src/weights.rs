@@ -22,61 +22,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::{ClipConfig, ConfigError};
-use crate::container::{io_error, read_magic, sniff, Checkpoint, DType, TensorStore, TorchFile};
-use crate::tensors::Tensor;
+use crate::container::{
+    io_error, read_magic, sniff, Checkpoint, StoredDType, TensorStore, TorchFile,
+};
+use crate::tensors::{ModelError, Tensor, TensorSource};
 
-/// A failure to load weights. Every message names the file concerned.
-#[derive(Debug, thiserror::Error)]
-pub enum WeightsError {
-    #[error("{}: {source}", .path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: not a valid safetensors file ({reason})", .path.display())]
-    Safetensors { path: PathBuf, reason: String },
-    #[error("{}: cannot read the PyTorch archive ({reason})", .path.display())]
-    Torch { path: PathBuf, reason: String },
-    /// From the pickle reader, whose messages start with the file.
-    #[error("{0}")]
-    Pickle(#[from] clip_es_pickle::PickleError),
-    #[error("{}: unrecognised model file ({reason})", .path.display())]
-    UnknownFormat { path: PathBuf, reason: String },
-    #[error("{}: {reason}", .path.display())]
-    MissingFile { path: PathBuf, reason: String },
-    #[error("{}: {source}", .path.display())]
-    Config {
-        path: PathBuf,
-        #[source]
-        source: ConfigError,
-    },
-    #[error("{}: not a CLIP ViT model ({reason})", .path.display())]
-    NotClip { path: PathBuf, reason: String },
-    #[error("{}: missing tensor `{name}`", .path.display())]
-    MissingTensor { path: PathBuf, name: String },
-    #[error("{}: tensor `{name}` has shape {found:?}, expected {expected:?}", .path.display())]
-    Shape {
-        path: PathBuf,
-        name: String,
-        found: Vec<usize>,
-        expected: Vec<usize>,
-    },
-    #[error("{}: tensor `{name}` has data type {dtype}, expected a floating-point type", .path.display())]
-    DType {
-        path: PathBuf,
-        name: String,
-        dtype: String,
-    },
-    #[error("{}: tensor `{name}`: {reason}", .path.display())]
-    BadTensor {
-        path: PathBuf,
-        name: String,
-        reason: String,
-    },
-    #[error("{}: no tensor named `{name}` in the loaded model", .path.display())]
-    NoSuchTensor { path: PathBuf, name: String },
-}
+/// Re-exported here, where it was defined before it moved to its own module.
+pub use crate::error::WeightsError;
 
 /// Which layout the weights were read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +54,7 @@ pub struct WeightsSource {
     pub path: PathBuf,
     pub format: WeightsFormat,
     /// Storage type of the model's tensors in the file (they are converted to F32).
-    pub stored_dtype: DType,
+    pub stored_dtype: StoredDType,
 }
 
 /// CLIP ViT weights: float32 host tensors under OpenAI's names, and the model's sizes.
@@ -201,6 +153,16 @@ impl ClipWeights {
     /// The tensors, moved out.
     pub fn into_tensors(self) -> HashMap<String, Tensor> {
         self.tensors
+    }
+}
+
+impl TensorSource for ClipWeights {
+    fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        self.tensors().tensor_f32(name, shape)
+    }
+
+    fn scalar_f32(&self, name: &str) -> Result<f32, ModelError> {
+        self.tensors().scalar_f32(name)
     }
 }
 

@@ -51,7 +51,7 @@ fn resolver(root: &Path, hf_cache: PathBuf, offline: bool) -> Resolver {
 
 #[test]
 fn hub_id_found_in_the_cache() {
-    let tmp = TempDir::new("hub-cache");
+    let tmp = TempDir::new("model-hub-cache");
     let cache = hf_cache_with_tiny(tmp.path(), &[]);
     let r = resolver(tmp.path(), cache.clone(), true);
     let files = r.resolve("test/tiny-clip").unwrap();
@@ -76,7 +76,7 @@ fn hub_id_found_in_the_cache() {
 
 #[test]
 fn cache_entry_without_tokenizer_is_not_used() {
-    let tmp = TempDir::new("hub-notok");
+    let tmp = TempDir::new("model-hub-notok");
     let cache = hf_cache_with_tiny(tmp.path(), &["tokenizer.json", "vocab.json"]);
     let r = resolver(tmp.path(), cache.clone(), true);
     let e = r.resolve("test/tiny-clip").unwrap_err();
@@ -91,7 +91,7 @@ fn cache_entry_without_tokenizer_is_not_used() {
 
 #[test]
 fn missing_model_offline_and_online() {
-    let tmp = TempDir::new("hub-missing");
+    let tmp = TempDir::new("model-hub-missing");
     let cache = tmp.join("empty-cache");
     let offline = resolver(tmp.path(), cache.clone(), true);
     let msg = offline
@@ -120,7 +120,7 @@ fn missing_model_offline_and_online() {
 
 #[test]
 fn openai_names_use_the_clip_cache() {
-    let tmp = TempDir::new("hub-openai");
+    let tmp = TempDir::new("model-hub-openai");
     let r = resolver(tmp.path(), tmp.join("hub"), true);
     let msg = r.resolve("ViT-B/16").unwrap_err().to_string();
     assert!(
@@ -142,7 +142,7 @@ fn openai_names_use_the_clip_cache() {
 
 #[test]
 fn local_paths() {
-    let tmp = TempDir::new("hub-local");
+    let tmp = TempDir::new("model-hub-local");
     let r = resolver(tmp.path(), tmp.join("hub"), true);
     let dir = fixture("tiny-openai-hf");
     let files = r.resolve(dir.to_str().unwrap()).unwrap();

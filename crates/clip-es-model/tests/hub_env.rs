@@ -8,7 +8,7 @@ use common::{copy_dir, fixture, TempDir};
 
 #[test]
 fn hf_hub_cache_variable_is_honoured() {
-    let tmp = TempDir::new("hub-env");
+    let tmp = TempDir::new("model-hub-env");
     let snapshot = tmp.join("cache/models--someone--tiny/snapshots/abc");
     copy_dir(&fixture("tiny-deep-hf"), &snapshot, &[]);
     std::fs::create_dir_all(tmp.join("cache/models--someone--tiny/refs")).unwrap();

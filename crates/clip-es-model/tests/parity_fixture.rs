@@ -1,5 +1,5 @@
-//! Outside CI: the parity fixture's random ViT-B/16 (written by the project's
-//! shared/parity/make_fixture.py) in its three layouts loads to identical tensors.
+//! Outside CI: the parity fixture's random ViT-B/16 (written by
+//! tools/parity/make_fixture.py) in its three layouts loads to identical tensors.
 //! Run with `cargo test --release -p clip-es-model --test parity_fixture -- --ignored --nocapture`;
 //! the fixture directory is `$CLIP_ES_PARITY_FIXTURE`, or `$CLIP_ES_PARITY_DIR/fixture`.
 

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use clip_es_model::container::write_safetensors;
 use clip_es_model::{
-    Checkpoint, ClipConfig, ClipWeights, DType, Tensor, TextConfig, VisionConfig, WeightsFormat,
+    Checkpoint, ClipConfig, ClipWeights, StoredDType, Tensor, TextConfig, VisionConfig,
+    WeightsFormat,
 };
 use common::{copy_dir, fixture, TempDir};
 
@@ -17,19 +18,19 @@ fn values(t: &Tensor) -> Vec<f32> {
 }
 
 /// A tensor as written to a test file: element type, shape, little-endian bytes.
-type Raw = (DType, Vec<usize>, Vec<u8>);
+type Raw = (StoredDType, Vec<usize>, Vec<u8>);
 
 fn f32_raw(shape: &[usize], v: &[f32]) -> Raw {
     (
-        DType::F32,
+        StoredDType::F32,
         shape.to_vec(),
         v.iter().flat_map(|x| x.to_le_bytes()).collect(),
     )
 }
 
-fn zeros(shape: &[usize], dtype: DType) -> Raw {
+fn zeros(shape: &[usize], dtype: StoredDType) -> Raw {
     let n: usize = shape.iter().product();
-    let size = if dtype == DType::I64 {
+    let size = if dtype == StoredDType::I64 {
         8
     } else {
         dtype.size().unwrap()
@@ -52,7 +53,7 @@ fn raw_values(raw: &Raw) -> Vec<f32> {
 }
 
 fn save_raw(tensors: &HashMap<String, Raw>, path: &Path) {
-    let list: Vec<(String, DType, Vec<usize>, Vec<u8>)> = tensors
+    let list: Vec<(String, StoredDType, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(k, (d, s, b))| (k.clone(), *d, s.clone(), b.clone()))
         .collect();
@@ -114,7 +115,7 @@ fn hf_dir_as_f32(src: &Path, dst: &Path) {
     let converted: HashMap<String, Raw> = tensors
         .into_iter()
         .map(|(k, t)| {
-            let t = if t.0 == DType::F16 {
+            let t = if t.0 == StoredDType::F16 {
                 f32_raw(&t.1, &raw_values(&t))
             } else {
                 t
@@ -142,7 +143,7 @@ fn tiny_openai_hf_directory_loads() {
     let w = ClipWeights::load(fixture("tiny-openai-hf")).unwrap();
     assert_eq!(w.config(), &tiny_openai_config());
     assert_eq!(w.source().format, WeightsFormat::HfDirectory);
-    assert_eq!(w.source().stored_dtype, DType::F16);
+    assert_eq!(w.source().stored_dtype, StoredDType::F16);
     assert_eq!(
         w.names().len(),
         tiny_openai_config().expected_tensors().len()
@@ -165,10 +166,10 @@ fn tiny_openai_three_layouts_agree() {
     let hf = ClipWeights::load(fixture("tiny-openai-hf")).unwrap();
     let state_dict = ClipWeights::load(fixture("tiny-openai.pt")).unwrap();
     assert_eq!(state_dict.source().format, WeightsFormat::OpenAiStateDict);
-    assert_eq!(state_dict.source().stored_dtype, DType::F32);
+    assert_eq!(state_dict.source().stored_dtype, StoredDType::F32);
     let jit = ClipWeights::load(fixture("tiny-openai-jit.pt")).unwrap();
     assert_eq!(jit.source().format, WeightsFormat::TorchScript);
-    assert_eq!(jit.source().stored_dtype, DType::F16);
+    assert_eq!(jit.source().stored_dtype, StoredDType::F16);
     // sizes inferred from the OpenAI shapes equal config.json's
     assert_eq!(state_dict.config(), &tiny_openai_config());
     assert_same_weights(&hf, &state_dict);
@@ -177,7 +178,7 @@ fn tiny_openai_three_layouts_agree() {
 
 #[test]
 fn truncated_and_corrupt_pytorch_files() {
-    let tmp = TempDir::new("bad-pt");
+    let tmp = TempDir::new("model-bad-pt");
     for name in ["tiny-openai.pt", "tiny-openai-jit.pt"] {
         let bytes = std::fs::read(fixture(name)).unwrap();
         for (tag, data) in [
@@ -319,24 +320,24 @@ fn tiny_deep_config_comes_from_config_json() {
 #[test]
 fn openai_named_safetensors_matches_hf_directory() {
     let hf = ClipWeights::load(fixture("tiny-openai-hf")).unwrap();
-    let tmp = TempDir::new("openai-st");
+    let tmp = TempDir::new("model-openai-st");
     let file = tmp.join("tiny-openai.safetensors");
     save_openai_safetensors(&hf, &file);
     let st = ClipWeights::load(&file).unwrap();
     assert_eq!(st.source().format, WeightsFormat::OpenAiSafetensors);
-    assert_eq!(st.source().stored_dtype, DType::F32);
+    assert_eq!(st.source().stored_dtype, StoredDType::F32);
     // sizes inferred from shapes (heads = width / 64) agree with config.json
     assert_same_weights(&hf, &st);
 }
 
 #[test]
 fn float32_and_float16_hf_directories_agree() {
-    let tmp = TempDir::new("hf-f32");
+    let tmp = TempDir::new("model-hf-f32");
     for name in ["tiny-openai-hf", "tiny-deep-hf"] {
         let dst = tmp.join(name);
         hf_dir_as_f32(&fixture(name), &dst);
         let f32_weights = ClipWeights::load(&dst).unwrap();
-        assert_eq!(f32_weights.source().stored_dtype, DType::F32);
+        assert_eq!(f32_weights.source().stored_dtype, StoredDType::F32);
         assert_same_weights(&ClipWeights::load(fixture(name)).unwrap(), &f32_weights);
         // a lone HF-named safetensors file takes config.json from beside it
         let single = ClipWeights::load(dst.join("model.safetensors")).unwrap();
@@ -348,7 +349,7 @@ fn float32_and_float16_hf_directories_agree() {
 #[test]
 fn sharded_hf_directory_loads() {
     let src = fixture("tiny-deep-hf");
-    let tmp = TempDir::new("sharded");
+    let tmp = TempDir::new("model-sharded");
     let dir = tmp.join("model");
     copy_dir(&src, &dir, &["model.safetensors"]);
     let tensors = load_raw(&src.join("model.safetensors"));
@@ -381,7 +382,7 @@ fn sharded_hf_directory_loads() {
 
 #[test]
 fn missing_path_and_foreign_files() {
-    let tmp = TempDir::new("bad-files");
+    let tmp = TempDir::new("model-bad-files");
     let missing = tmp.join("nothing-here.safetensors");
     let e = error_of(&missing);
     assert!(e.contains("nothing-here.safetensors"), "{e}");
@@ -404,7 +405,7 @@ fn missing_path_and_foreign_files() {
 
 #[test]
 fn truncated_and_corrupt_safetensors() {
-    let tmp = TempDir::new("truncated");
+    let tmp = TempDir::new("model-truncated");
     let bytes = std::fs::read(fixture("tiny-openai-hf/model.safetensors")).unwrap();
     let truncated = tmp.join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
@@ -431,7 +432,7 @@ fn truncated_and_corrupt_safetensors() {
 
 #[test]
 fn hf_directory_without_config_or_weights() {
-    let tmp = TempDir::new("hf-missing");
+    let tmp = TempDir::new("model-hf-missing");
     let no_config = tmp.join("no-config");
     copy_dir(&fixture("tiny-openai-hf"), &no_config, &["config.json"]);
     let e = error_of(&no_config);
@@ -490,7 +491,7 @@ fn with_config(
 
 #[test]
 fn config_disagreeing_with_the_weights() {
-    let tmp = TempDir::new("cfg-mismatch");
+    let tmp = TempDir::new("model-cfg-mismatch");
     let more_layers = with_config(&tmp, "layers", |c| {
         c["vision_config"]["num_hidden_layers"] = 3.into()
     });
@@ -520,11 +521,11 @@ fn config_disagreeing_with_the_weights() {
 
 #[test]
 fn non_clip_and_resnet_safetensors() {
-    let tmp = TempDir::new("not-clip");
+    let tmp = TempDir::new("model-not-clip");
     let mut other = HashMap::new();
     other.insert(
         "encoder.layer.0.weight".to_string(),
-        zeros(&[4, 4], DType::F32),
+        zeros(&[4, 4], StoredDType::F32),
     );
     let path = tmp.join("bert.safetensors");
     save_raw(&other, &path);
@@ -537,11 +538,11 @@ fn non_clip_and_resnet_safetensors() {
     let mut resnet = HashMap::new();
     resnet.insert(
         "visual.layer1.0.conv1.weight".to_string(),
-        zeros(&[64, 64, 1, 1], DType::F32),
+        zeros(&[64, 64, 1, 1], StoredDType::F32),
     );
     resnet.insert(
         "visual.attnpool.positional_embedding".to_string(),
-        zeros(&[50, 2048], DType::F32),
+        zeros(&[50, 2048], StoredDType::F32),
     );
     let path = tmp.join("RN50.safetensors");
     save_raw(&resnet, &path);
@@ -555,7 +556,7 @@ fn non_clip_and_resnet_safetensors() {
 #[test]
 fn openai_safetensors_with_a_missing_or_malformed_tensor() {
     let hf = ClipWeights::load(fixture("tiny-openai-hf")).unwrap();
-    let tmp = TempDir::new("openai-bad");
+    let tmp = TempDir::new("model-openai-bad");
 
     let mut missing = raw_of(hf.tensors());
     missing.remove("transformer.resblocks.1.ln_2.bias");
@@ -568,7 +569,10 @@ fn openai_safetensors_with_a_missing_or_malformed_tensor() {
     );
 
     let mut reshaped = raw_of(hf.tensors());
-    reshaped.insert("visual.ln_post.weight".into(), zeros(&[100], DType::F32));
+    reshaped.insert(
+        "visual.ln_post.weight".into(),
+        zeros(&[100], StoredDType::F32),
+    );
     let path = tmp.join("reshaped.safetensors");
     save_raw(&reshaped, &path);
     let e = error_of(&path);
@@ -580,7 +584,7 @@ fn openai_safetensors_with_a_missing_or_malformed_tensor() {
     );
 
     let mut integer = raw_of(hf.tensors());
-    integer.insert("visual.ln_pre.bias".into(), zeros(&[128], DType::I64));
+    integer.insert("visual.ln_pre.bias".into(), zeros(&[128], StoredDType::I64));
     let path = tmp.join("integer.safetensors");
     save_raw(&integer, &path);
     let e = error_of(&path);
@@ -596,7 +600,7 @@ fn openai_safetensors_with_a_missing_or_malformed_tensor() {
 fn hf_directory_with_pytorch_model_bin() {
     // a directory holding pytorch_model.bin instead of safetensors is read with the pickle
     // reader (here the OpenAI-named state dict, so the sizes come from its shapes)
-    let tmp = TempDir::new("hf-bin");
+    let tmp = TempDir::new("model-hf-bin");
     let dir = tmp.join("model");
     copy_dir(&fixture("tiny-openai-hf"), &dir, &["model.safetensors"]);
     std::fs::copy(fixture("tiny-openai.pt"), dir.join("pytorch_model.bin")).unwrap();

@@ -29,6 +29,7 @@
 //! ```
 
 mod dtype;
+mod elements;
 mod error;
 mod npy;
 mod torch;

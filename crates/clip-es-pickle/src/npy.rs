@@ -11,7 +11,8 @@
 //! `np.save(path, {"keys": int64 array, "attn_highres": float16 array})`: a 0-d object array
 //! whose pickle holds that dict; [`read_npy_dict`] reads it back.
 
-use crate::dtype::{self, swap_bytes_in_place, DType};
+use crate::dtype::DType;
+use crate::elements::{self, swap_bytes_in_place};
 use crate::value::Value;
 use crate::vm::unpickle_prefix;
 use crate::PickleError;
@@ -34,22 +35,22 @@ impl NdArray {
 
     /// Every element as f32 (f16/bf16 exactly; f64 and big ints rounded).
     pub fn to_f32_vec(&self) -> Vec<f32> {
-        dtype::le_to_f32(self.dtype, &self.data)
+        elements::le_to_f32(self.dtype, &self.data)
     }
 
     /// Every element as f64 (exact except i64/u64 beyond 2^53).
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        dtype::le_to_f64(self.dtype, &self.data)
+        elements::le_to_f64(self.dtype, &self.data)
     }
 
     /// Every element as i64; an error for float dtypes.
     pub fn to_i64_vec(&self) -> Result<Vec<i64>, PickleError> {
-        dtype::le_to_i64(self.dtype, &self.data)
+        elements::le_to_i64(self.dtype, &self.data)
     }
 
     /// The elements of an f16 array; an error for other dtypes.
     pub fn to_f16_vec(&self) -> Result<Vec<f16>, PickleError> {
-        dtype::le_to_f16(self.dtype, &self.data)
+        elements::le_to_f16(self.dtype, &self.data)
     }
 }
 
@@ -216,7 +217,7 @@ fn dense_array(
             strides.push(s);
             s *= d;
         }
-        dtype::gather_strided(raw, dtype.size(), &shape, &strides, 0)
+        elements::gather_strided(raw, dtype.size(), &shape, &strides, 0)
     } else {
         raw.to_vec()
     };

@@ -15,7 +15,8 @@
 //! what the module's `state_dict()` calls them; non-tensor attributes (`training`...) are
 //! skipped.
 
-use crate::dtype::{self, gather_strided, max_strided_index, swap_bytes_in_place, DType};
+use crate::dtype::DType;
+use crate::elements::{self, gather_strided, max_strided_index, swap_bytes_in_place};
 use crate::npy::NdArray;
 use crate::value::{Object, Value};
 use crate::vm::{unpickle, unpickle_prefix};
@@ -123,22 +124,22 @@ impl TorchTensor {
 
     /// Every element as f32 (f16/bf16 exactly; f64 and big ints rounded).
     pub fn to_f32_vec(&self) -> Vec<f32> {
-        dtype::le_to_f32(self.dtype, &self.contiguous_le_bytes())
+        elements::le_to_f32(self.dtype, &self.contiguous_le_bytes())
     }
 
     /// Every element as f64 (exact except i64 beyond 2^53).
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        dtype::le_to_f64(self.dtype, &self.contiguous_le_bytes())
+        elements::le_to_f64(self.dtype, &self.contiguous_le_bytes())
     }
 
     /// Every element as i64; an error for float dtypes.
     pub fn to_i64_vec(&self) -> Result<Vec<i64>, PickleError> {
-        dtype::le_to_i64(self.dtype, &self.contiguous_le_bytes())
+        elements::le_to_i64(self.dtype, &self.contiguous_le_bytes())
     }
 
     /// The elements of an f16 tensor; an error for other dtypes.
     pub fn to_f16_vec(&self) -> Result<Vec<f16>, PickleError> {
-        dtype::le_to_f16(self.dtype, &self.contiguous_le_bytes())
+        elements::le_to_f16(self.dtype, &self.contiguous_le_bytes())
     }
 
     /// A dense C-order little-endian copy.

@@ -12,7 +12,7 @@ use std::time::Instant;
 fn parity_dir() -> PathBuf {
     std::env::var_os("CLIP_ES_PARITY_DIR")
         .map(PathBuf::from)
-        .expect("set CLIP_ES_PARITY_DIR to the parity kit's directory")
+        .expect("set CLIP_ES_PARITY_DIR to the parity directory (tools/parity/README.md)")
 }
 
 /// The TorchScript archive (float16) and the state dict (float32 holding fp16-representable

@@ -229,7 +229,7 @@ pub struct TrainConfig {
     pub decoder_upsamplings: usize,
     /// clip-decoder: the CLIP model of the features (directory, file, HF id or OpenAI name).
     pub clip_model: String,
-    /// clip-decoder feature cache [default: `<out>/features`].
+    /// clip-decoder feature cache (default: `<out>/features`).
     pub features: Option<PathBuf>,
     /// clip-decoder: the largest CLIP input of the feature cache and the memory one image's
     /// forward pass may take.

@@ -5,8 +5,10 @@
 //! run bit for bit, and predict (plain, with the CRF, with overlays) + eval run on the result.
 //! `run --train` chains all stages and resumes. Bad masks are clear errors naming the file.
 
+use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -20,11 +22,8 @@ fn tiny_clip() -> PathBuf {
     root().join("../clip-es-model/tests/fixtures/tiny-deep-hf")
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-es-train-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("train-{tag}"))
 }
 
 fn clip_es(args: &[&str]) -> Output {
@@ -45,10 +44,30 @@ fn ok(o: &Output, what: &str) {
 const IDS: [&str; 4] = ["astronaut", "camera", "chelsea", "horse"];
 
 /// The pseudo masks of the examples, made by the pipeline itself (`clip-es run`: CAMs of the
-/// tiny random CLIP, CRF, 255 below the 0.95 confidence), and the split of their ids.
+/// tiny random CLIP, CRF, 255 below the 0.95 confidence) once per test binary, copied into
+/// `dir/masks` for each test (a test may damage its copy), and the split of their ids.
 fn pseudo_masks(dir: &Path) -> (PathBuf, PathBuf) {
+    static MADE: OnceLock<PathBuf> = OnceLock::new();
+    let made = MADE.get_or_init(make_pseudo_masks);
+    let masks = dir.join("masks");
+    std::fs::create_dir_all(&masks).unwrap();
+    for entry in std::fs::read_dir(made).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), masks.join(entry.file_name())).unwrap();
+        }
+    }
+    let split = dir.join("split.txt");
+    std::fs::write(&split, IDS.join("\n")).unwrap();
+    (masks, split)
+}
+
+/// Runs `clip-es run` once into the test target's own temporary directory (kept by cargo under
+/// `target/`, not removed at exit: a static is never dropped) and returns its masks folder.
+fn make_pseudo_masks() -> PathBuf {
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    let run = dir.join("run");
+    let run = Path::new(env!("CARGO_TARGET_TMPDIR")).join("train-cli-pseudo-masks");
+    let _ = std::fs::remove_dir_all(&run);
     ok(
         &clip_es(&[
             "run",
@@ -73,9 +92,7 @@ fn pseudo_masks(dir: &Path) -> (PathBuf, PathBuf) {
     }
     // The CRF's confidence cut leaves pixels for the loss to ignore.
     assert!(unconfident > 0, "no unconfident pixels in the pseudo masks");
-    let split = dir.join("split.txt");
-    std::fs::write(&split, IDS.join("\n")).unwrap();
-    (masks, split)
+    masks
 }
 
 fn losses(out: &Path) -> Vec<f64> {

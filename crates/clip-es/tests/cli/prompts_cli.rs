@@ -1,6 +1,7 @@
 //! `clip-es prompts` against a direct PyTorch computation of the sharpness criterion on the
 //! tiny random model (tools/golden_sharpness.py -> tests/data/sharpness.json).
 
+use clip_es_testkit::TempDir;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -13,9 +14,7 @@ fn sharpness_matches_pytorch() {
     let golden: serde_json::Value =
         serde_json::from_slice(&std::fs::read(root().join("tests/data/sharpness.json")).unwrap())
             .unwrap();
-    let d = std::env::temp_dir().join(format!("clip-es-prompts-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = TempDir::new("prompts");
     let split: Vec<&str> = golden["split"]
         .as_array()
         .unwrap()
@@ -85,9 +84,7 @@ fn sharpness_matches_pytorch() {
 /// template (it would change its prompts and its name in the report).
 #[test]
 fn templates_file_with_byte_order_mark() {
-    let d = std::env::temp_dir().join(format!("clip-es-prompts-bom-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = TempDir::new("prompts-bom");
     std::fs::write(
         d.join("split.txt"),
         "chelsea cat sofa\nhorse horse person\n",

@@ -5,6 +5,7 @@
 //! range-checked before any work. Tiny networks trained for one iteration on a small noise
 //! photo keep each test to seconds.
 
+use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -16,14 +17,8 @@ fn tiny_clip() -> PathBuf {
     root().join("../clip-es-model/tests/fixtures/tiny-deep-hf")
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "clip-es-predict-memory-{tag}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("predict-memory-{tag}"))
 }
 
 fn s(p: &Path) -> String {

@@ -2,6 +2,7 @@
 //! bad-input case, reruns, shards and a killed run.
 
 use clip_es::cam_io::CamFile;
+use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -17,11 +18,8 @@ fn example(name: &str) -> PathBuf {
     root().join("../../examples/images").join(name)
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-es-cams-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("cams-{tag}"))
 }
 
 fn write(path: &Path, contents: impl AsRef<[u8]>) {

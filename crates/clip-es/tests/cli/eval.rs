@@ -3,6 +3,7 @@
 //! miniature dataset of tests/data/crf (figures in expected.json, made by tools/golden_crf.py),
 //! plus JSON output, class files and per-image failures.
 
+use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -10,11 +11,8 @@ fn data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/crf")
 }
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-es-test-eval-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp(name: &str) -> TempDir {
+    TempDir::new(&format!("eval-{name}"))
 }
 
 fn expected() -> serde_json::Value {

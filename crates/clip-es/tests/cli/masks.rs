@@ -4,6 +4,7 @@
 
 use clip_es::cam_io::CamFile;
 use clip_es::masks::read_label_png;
+use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -11,11 +12,8 @@ fn data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/crf")
 }
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-es-test-masks-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp(name: &str) -> TempDir {
+    TempDir::new(&format!("masks-{name}"))
 }
 
 fn ids() -> Vec<String> {
@@ -250,9 +248,9 @@ fn failing_images_are_reported_and_leave_nothing_behind() {
 }
 
 /// The parity fixture (outside CI): the reference's CAMs, pseudo masks and figures for the
-/// fixture images, made by the parity kit's `run_ref.sh` in `$CLIP_ES_PARITY_DIR`. Run with
-/// `CLIP_ES_PARITY_DIR=DIR cargo test --release -p clip-es --test masks -- --ignored`.
-/// Acceptance: masks agree on >= 99.9 % of pixels, eval reproduces eval_cam.py and
+/// fixture images, in `$CLIP_ES_PARITY_DIR` as tools/parity/README.md lays it out. Run with
+/// `CLIP_ES_PARITY_DIR=DIR cargo test --release -p clip-es --test cli masks::parity -- --ignored`.
+/// Expected: masks agree on >= 99.9 % of pixels, eval reproduces eval_cam.py and
 /// eval_cam_with_crf.py mIoU to 1e-6 with the same background exponent. The images are JPEGs:
 /// exact agreement needs the libjpeg-turbo-exact decoder of clip-es-image.
 #[test]
@@ -260,7 +258,7 @@ fn failing_images_are_reported_and_leave_nothing_behind() {
 fn parity_fixture() {
     let root = PathBuf::from(
         std::env::var_os("CLIP_ES_PARITY_DIR")
-            .expect("set CLIP_ES_PARITY_DIR to the parity kit's directory"),
+            .expect("set CLIP_ES_PARITY_DIR to the parity directory (tools/parity/README.md)"),
     );
     let voc = root.join("fixture/VOC2012");
     let split = voc.join("ImageSets/Segmentation/train.txt");

@@ -165,8 +165,8 @@ fn cams_output_is_unchanged_by_default() {
     let before = CamFile::read(&data.join("small.main.npz")).unwrap();
     let mut outputs = Vec::new();
     for (k, extra) in [&[][..], &["--scales", "1.0"][..]].iter().enumerate() {
-        let out = std::env::temp_dir().join(format!("clip-es-tta-{k}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
+        let dir = clip_es_testkit::TempDir::new(&format!("tta-{k}"));
+        let out = dir.join("out");
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_clip-es"))
             .args(["cams", "--threads", "1", "--dataset", "voc", "--model"])
             .arg(root.join("../clip-es-model/tests/fixtures/tiny-deep-hf"))

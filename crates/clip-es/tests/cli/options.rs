@@ -5,6 +5,7 @@
 //! becomes NaN, and a run with nothing left to train, whose report names only files that exist.
 //! Every file is made by the test (the inputs are the example photos and their ground truth).
 
+use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -25,11 +26,8 @@ fn tiny_init() -> PathBuf {
     root().join("../clip-es-train/tests/data/tiny_torchvision.pth")
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-es-options-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("options-{tag}"))
 }
 
 fn s(p: &Path) -> String {

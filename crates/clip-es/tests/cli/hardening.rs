@@ -3,6 +3,7 @@
 //! corrupt weights, and the messages of each. Every file is made by the test.
 
 use clip_es::cam_io::CamFile;
+use clip_es_testkit::TempDir;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,11 +20,8 @@ fn example(name: &str) -> PathBuf {
     root().join("../../examples/images").join(name)
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-es-harden-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("harden-{tag}"))
 }
 
 fn s(p: &Path) -> &str {

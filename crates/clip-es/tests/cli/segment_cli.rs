@@ -2,6 +2,7 @@
 //! `cams` + `masks`, every promised file for each way of naming classes, and clear errors.
 
 use clip_es::masks::read_label_png;
+use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -17,11 +18,8 @@ fn example(name: &str) -> PathBuf {
     root().join("../../examples/images").join(name)
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-es-segment-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("segment-{tag}"))
 }
 
 fn clip_es(args: &[&str]) -> Output {
@@ -73,7 +71,7 @@ fn voc_xml(names: &[&str]) -> String {
     format!("<annotation>{objects}</annotation>")
 }
 
-/// Acceptance 1: for every image of a VOC-style set, `segment --dataset voc --classes <its
+/// For every image of a VOC-style set, `segment --dataset voc --classes <its
 /// labels>` writes the same label mask as `cams` + `masks`.
 #[test]
 fn segment_masks_equal_cams_plus_masks() {
