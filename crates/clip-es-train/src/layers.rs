@@ -61,7 +61,7 @@ impl Conv {
 
 /// Batch norm with frozen statistics: `y = x * scale + shift` with `scale = weight /
 /// sqrt(running_var + eps)` and `shift = bias - running_mean * scale`, computed once on the
-/// host (in f32, as before) by [`FrozenBatchNorm::fold`] whenever the buffers change. The four
+/// host (in f32) by [`FrozenBatchNorm::fold`] whenever the buffers change. The four
 /// buffers are parameters of the module (so they are saved and loaded by name) but never
 /// trained: [`crate::params`] tells them apart by this module type.
 #[derive(Module, Debug)]
