@@ -4,12 +4,16 @@
 //! e.g. `cargo test --release -p clip-es --test cli train_cli::`.
 
 mod cams_cli;
+mod cams_device;
+mod entry_points;
 mod eval;
 mod hardening;
+mod large_photos;
 mod masks;
 mod options;
 mod predict_memory;
 mod prompts_cli;
 mod segment_cli;
+mod split_lines;
 mod train_cli;
 mod tta;

@@ -27,27 +27,7 @@ fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
-/// A unique temporary directory, removed when the test is done with it.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let d =
-            std::env::temp_dir().join(format!("clip-es-entry-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use clip_es_testkit::TempDir;
 
 fn cli(args: &[&str]) {
     let o = Command::new(env!("CARGO_BIN_EXE_clip-es"))
@@ -134,8 +114,8 @@ fn segment_run_writes_the_files_of_the_command() {
     ];
     for (tag, options) in cases {
         let (cli_dir, lib_dir) = (
-            d.0.join(format!("{tag}-cli")),
-            d.0.join(format!("{tag}-lib")),
+            d.path().join(format!("{tag}-cli")),
+            d.path().join(format!("{tag}-lib")),
         );
         let mut args = vec!["segment", "--model", &model(), "--threads", "1"]
             .into_iter()
@@ -177,10 +157,10 @@ fn prompts_run_writes_the_ranking_of_the_command() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    std::fs::write(d.0.join("split.txt"), split.join("\n") + "\n").unwrap();
+    std::fs::write(d.path().join("split.txt"), split.join("\n") + "\n").unwrap();
     let templates = "a photo of a {}.\na clean origami {}.\n# a comment\nart of the {}.\n";
-    std::fs::write(d.0.join("templates.txt"), templates).unwrap();
-    let (cli_dir, lib_dir) = (d.0.join("cli"), d.0.join("lib"));
+    std::fs::write(d.path().join("templates.txt"), templates).unwrap();
+    let (cli_dir, lib_dir) = (d.path().join("cli"), d.path().join("lib"));
     std::fs::create_dir_all(&cli_dir).unwrap();
     std::fs::create_dir_all(&lib_dir).unwrap();
     let images = examples().join("images");
@@ -195,9 +175,9 @@ fn prompts_run_writes_the_ranking_of_the_command() {
         "--images",
         &s(&images),
         "--split",
-        &s(&d.0.join("split.txt")),
+        &s(&d.path().join("split.txt")),
         "--templates",
-        &s(&d.0.join("templates.txt")),
+        &s(&d.path().join("templates.txt")),
         "--json",
         &s(&cli_dir.join("ranking.json")),
     ]);
@@ -205,9 +185,9 @@ fn prompts_run_writes_the_ranking_of_the_command() {
         images,
         annotations: None,
         labels: None,
-        split: Some(d.0.join("split.txt")),
+        split: Some(d.path().join("split.txt")),
     };
-    let templates = clip_es::prompts::read_templates(&d.0.join("templates.txt")).unwrap();
+    let templates = clip_es::prompts::read_templates(&d.path().join("templates.txt")).unwrap();
     assert_eq!(templates.len(), 3);
     let mut config = PromptsConfig::new(data, templates);
     config.model = model();
@@ -222,7 +202,7 @@ fn prompts_run_writes_the_ranking_of_the_command() {
 #[test]
 fn pipeline_run_writes_the_files_of_the_command() {
     let d = TempDir::new("pipeline");
-    let (cli_dir, lib_dir) = (d.0.join("cli"), d.0.join("lib"));
+    let (cli_dir, lib_dir) = (d.path().join("cli"), d.path().join("lib"));
     let ex = examples();
     cli(&[
         "run",
@@ -281,7 +261,7 @@ fn run_until_stops_between_photos_and_stages() {
     seg.model = model();
     seg.threads = Some(1);
     seg.classes = Some("cat".into());
-    seg.out = d.0.join("segments");
+    seg.out = d.path().join("segments");
     let r = clip_es::segment::run_until(&seg, &Silent, &|| true);
     assert!(
         matches!(r, Err(clip_es::segment::SegmentRunError::Stopped)),
@@ -296,7 +276,7 @@ fn run_until_stops_between_photos_and_stages() {
         labels: Some(ex.join("labels.txt")),
         split: None,
     };
-    let mut config = PipelineConfig::new(data, ClassSet::voc(), d.0.join("run"));
+    let mut config = PipelineConfig::new(data, ClassSet::voc(), d.path().join("run"));
     config.model = model();
     config.threads = Some(1);
     let r = clip_es::pipeline::run_until(&config, &Silent, &|| true);
@@ -306,6 +286,6 @@ fn run_until_stops_between_photos_and_stages() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(d.0.join("run/cams/horse.npz").is_file());
-    assert!(!d.0.join("run/masks").exists());
+    assert!(d.path().join("run/cams/horse.npz").is_file());
+    assert!(!d.path().join("run/masks").exists());
 }

@@ -19,24 +19,7 @@ fn tiny_clip() -> String {
     s(&root().join("../clip-es-model/tests/fixtures/tiny-deep-hf"))
 }
 
-/// A directory of the test's own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d =
-            std::env::temp_dir().join(format!("clip-es-large-photos-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use clip_es_testkit::TempDir;
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
@@ -128,11 +111,11 @@ fn photos(dir: &Path) -> PathBuf {
 #[test]
 fn label_free_segment_downscales_or_refuses_a_large_photo() {
     let dir = TempDir::new("segment");
-    let images = photos(&dir.0);
+    let images = photos(&dir.path());
     let (big, small) = (s(&images.join("big.png")), s(&images.join("small.png")));
     let run = |out: &str, limit: &str, extra: &[&str]| {
         let mut args = strings(&["segment", &big, &small, "--model", &tiny_clip(), "--out"]);
-        args.push(s(&dir.0.join(out)));
+        args.push(s(&dir.path().join(out)));
         args.extend(strings(&[
             "--no-crf",
             "--threads",
@@ -145,7 +128,7 @@ fn label_free_segment_downscales_or_refuses_a_large_photo() {
     };
     let (o, _) = run("fits", "1500", &[]);
     ok(&o, "segment");
-    let m = clip_es::masks::read_label_png(&dir.0.join("fits/big.png")).unwrap();
+    let m = clip_es::masks::read_label_png(&dir.path().join("fits/big.png")).unwrap();
     assert_eq!((m.width, m.height), (4000, 3000));
 
     for (out, limit, extra, purpose) in [
@@ -170,8 +153,8 @@ fn label_free_segment_downscales_or_refuses_a_large_photo() {
         );
         assert!(took < Duration::from_secs(60), "{out}: {took:?}");
     }
-    assert!(dir.0.join("cams/small.png").is_file());
-    assert!(!dir.0.join("cams/big.png").exists());
+    assert!(dir.path().join("cams/small.png").is_file());
+    assert!(!dir.path().join("cams/big.png").exists());
 }
 
 /// `prompts`: the 4000x3000 photo's embedding is computed at 1024x768 (seconds, not minutes
@@ -181,10 +164,10 @@ fn label_free_segment_downscales_or_refuses_a_large_photo() {
 #[test]
 fn prompts_downscales_or_refuses_a_large_photo() {
     let dir = TempDir::new("prompts");
-    let images = photos(&dir.0);
-    let split = dir.0.join("split.txt");
+    let images = photos(&dir.path());
+    let split = dir.path().join("split.txt");
     std::fs::write(&split, "big cat dog\nsmall cat dog\n").unwrap();
-    let templates = dir.0.join("templates.txt");
+    let templates = dir.path().join("templates.txt");
     std::fs::write(&templates, "a photo of {}.\na clean origami {}.\n").unwrap();
     let run = |json: &str, extra: &[&str]| {
         let mut args = strings(&["prompts", "--dataset", "voc", "--model", &tiny_clip()]);
@@ -196,7 +179,7 @@ fn prompts_downscales_or_refuses_a_large_photo() {
             "--templates".to_string(),
             s(&templates),
             "--json".to_string(),
-            s(&dir.0.join(json)),
+            s(&dir.path().join(json)),
             "--threads".to_string(),
             "2".to_string(),
         ]);
@@ -207,7 +190,7 @@ fn prompts_downscales_or_refuses_a_large_photo() {
     ok(&o, "prompts");
     assert!(took < Duration::from_secs(60), "{took:?}");
     let got: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.0.join("fits.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.path().join("fits.json")).unwrap()).unwrap();
     assert_eq!(got["images_used"], 2);
 
     let (o, took) = run(
@@ -225,7 +208,7 @@ fn prompts_downscales_or_refuses_a_large_photo() {
     );
     assert!(took < Duration::from_secs(60), "{took:?}");
     let got: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.0.join("refused.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.path().join("refused.json")).unwrap()).unwrap();
     assert_eq!(got["images_used"], 1);
     assert_eq!(got["failed_images"], 1);
 
@@ -276,22 +259,22 @@ fn train_args(dir: &Path, images: &Path, masks: &Path, split: &Path, out: &str) 
 #[test]
 fn the_feature_cache_downscales_or_refuses_a_large_photo() {
     let dir = TempDir::new("train");
-    let images = photos(&dir.0);
+    let images = photos(&dir.path());
     write_photo(&images.join("strip.png"), 2000, 40, true);
-    let masks = dir.0.join("masks");
+    let masks = dir.path().join("masks");
     std::fs::create_dir_all(&masks).unwrap();
     write_mask(&masks.join("big.png"), 4000, 3000);
     write_mask(&masks.join("small.png"), 64, 48);
     write_mask(&masks.join("strip.png"), 2000, 40);
-    let split = dir.0.join("train.txt");
+    let split = dir.path().join("train.txt");
     std::fs::write(&split, "big\nsmall\nstrip\n").unwrap();
 
-    let mut args = train_args(&dir.0, &images, &masks, &split, "fits");
+    let mut args = train_args(&dir.path(), &images, &masks, &split, "fits");
     args.extend(strings(&["--memory-limit", "1000"]));
     let (o, _) = clip_es_limited(120, &args);
     ok(&o, "train");
     let grid = |out: &str, id: &str| {
-        let path = dir.0.join(out).join(format!("features/{id}.safetensors"));
+        let path = dir.path().join(out).join(format!("features/{id}.safetensors"));
         let (f, _) = clip_es_train::features::read_cached(&path).unwrap();
         (f.gh, f.gw)
     };
@@ -299,7 +282,7 @@ fn the_feature_cache_downscales_or_refuses_a_large_photo() {
     assert_eq!(grid("fits", "small"), (3, 4));
     assert_eq!(grid("fits", "strip"), (3, 125));
 
-    let mut args = train_args(&dir.0, &images, &masks, &split, "refused");
+    let mut args = train_args(&dir.path(), &images, &masks, &split, "refused");
     args.extend(strings(&["--memory-limit", "200", "--max-side", "0"]));
     let (o, took) = clip_es_limited(120, &args);
     let err = stderr(&o);
@@ -321,26 +304,26 @@ fn the_feature_cache_downscales_or_refuses_a_large_photo() {
 #[test]
 fn decoder_predict_downscales_or_refuses_a_large_photo() {
     let dir = TempDir::new("predict");
-    let images = photos(&dir.0);
-    let masks = dir.0.join("masks");
+    let images = photos(&dir.path());
+    let masks = dir.path().join("masks");
     std::fs::create_dir_all(&masks).unwrap();
     write_mask(&masks.join("small.png"), 64, 48);
-    let train_split = dir.0.join("train.txt");
+    let train_split = dir.path().join("train.txt");
     std::fs::write(&train_split, "small\n").unwrap();
     let (o, _) = clip_es_limited(
         120,
-        &train_args(&dir.0, &images, &masks, &train_split, "train"),
+        &train_args(&dir.path(), &images, &masks, &train_split, "train"),
     );
     ok(&o, "train");
-    let split = dir.0.join("predict.txt");
+    let split = dir.path().join("predict.txt");
     std::fs::write(&split, "big\nsmall\n").unwrap();
     let run = |out: &str, limit: &str, extra: &[&str]| {
         let mut args = strings(&["predict", "--jobs", "2", "--memory-limit", limit]);
         for (flag, path) in [
-            ("--checkpoint", dir.0.join("train/final.safetensors")),
+            ("--checkpoint", dir.path().join("train/final.safetensors")),
             ("--images", images.clone()),
             ("--split", split.clone()),
-            ("--out", dir.0.join(out)),
+            ("--out", dir.path().join(out)),
         ] {
             args.push(flag.to_string());
             args.push(s(&path));
@@ -351,7 +334,7 @@ fn decoder_predict_downscales_or_refuses_a_large_photo() {
     // About 734 MB at 1024x768 with the tiny networks, 1106 MB at full size.
     let (o, _) = run("fits", "900", &[]);
     ok(&o, "predict");
-    let m = clip_es::masks::read_label_png(&dir.0.join("fits/big.png")).unwrap();
+    let m = clip_es::masks::read_label_png(&dir.path().join("fits/big.png")).unwrap();
     assert_eq!((m.width, m.height), (4000, 3000));
 
     let (o, took) = run("refused", "900", &["--max-side", "0"]);
@@ -362,6 +345,6 @@ fn decoder_predict_downscales_or_refuses_a_large_photo() {
         "{err}"
     );
     assert!(took < Duration::from_secs(60), "{took:?}");
-    assert!(dir.0.join("refused/small.png").is_file());
-    assert!(!dir.0.join("refused/big.png").exists());
+    assert!(dir.path().join("refused/small.png").is_file());
+    assert!(!dir.path().join("refused/big.png").exists());
 }

@@ -19,23 +19,7 @@ fn tiny_clip() -> PathBuf {
     root().join("../clip-es-model/tests/fixtures/tiny-deep-hf")
 }
 
-/// A temporary directory of this test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("clip-es-split-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use clip_es_testkit::TempDir;
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
@@ -168,9 +152,9 @@ fn stages(split: &Path, out: &Path, cams: &Path, masks: &Path, ckpt: &Path) -> V
 fn deeplab_lines_and_plain_ids_give_the_same_outputs_in_every_stage() {
     let d = TempDir::new("same");
     let ids = ["astronaut", "camera"];
-    let plain = d.0.join("plain.txt");
+    let plain = d.path().join("plain.txt");
     std::fs::write(&plain, ids.join("\n")).unwrap();
-    let deeplab = d.0.join("deeplab.txt");
+    let deeplab = d.path().join("deeplab.txt");
     let lines: Vec<String> = ids
         .iter()
         .map(|id| format!("/JPEGImages/{id}.jpg /SegmentationClass/{id}.png"))
@@ -179,11 +163,11 @@ fn deeplab_lines_and_plain_ids_give_the_same_outputs_in_every_stage() {
 
     // Each stage runs on the plain split's inputs of the stage before it, so that only the
     // split differs between the two runs of a stage.
-    let base = d.0.join("plain");
+    let base = d.path().join("plain");
     let (cams, masks) = (base.join("cams"), base.join("masks"));
     let ckpt = base.join("train/final.safetensors");
     let mut eval_stdout = Vec::new();
-    for (split, out) in [(&plain, &base), (&deeplab, &d.0.join("deeplab"))] {
+    for (split, out) in [(&plain, &base), (&deeplab, &d.path().join("deeplab"))] {
         for (k, args) in stages(split, out, &cams, &masks, &ckpt)
             .into_iter()
             .enumerate()
@@ -195,7 +179,7 @@ fn deeplab_lines_and_plain_ids_give_the_same_outputs_in_every_stage() {
             }
         }
     }
-    let other = d.0.join("deeplab");
+    let other = d.path().join("deeplab");
     for (stage, ext) in [("cams", "npz"), ("masks", "png"), ("predict", "png")] {
         assert!(
             outputs(&base.join(stage), &ids, ext) == outputs(&other.join(stage), &ids, ext),
@@ -212,16 +196,16 @@ fn deeplab_lines_and_plain_ids_give_the_same_outputs_in_every_stage() {
 #[test]
 fn a_line_without_an_image_name_is_refused_alike_by_every_stage() {
     let d = TempDir::new("refused");
-    let split = d.0.join("bad.txt");
+    let split = d.path().join("bad.txt");
     std::fs::write(&split, "/JPEGImages/astronaut.jpg\n/JPEGImages/\n").unwrap();
-    let missing = d.0.join("none");
+    let missing = d.path().join("none");
     std::fs::create_dir_all(&missing).unwrap();
     let want = format!(
         "{}:2: `/JPEGImages/` is a path without a file name",
         split.display()
     );
     let ckpt = missing.join("final.safetensors");
-    for args in stages(&split, &d.0.join("out"), &missing, &missing, &ckpt) {
+    for args in stages(&split, &d.path().join("out"), &missing, &missing, &ckpt) {
         let o = clip_es(&args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{}: {err}", args[0]);
