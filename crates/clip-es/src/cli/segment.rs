@@ -66,6 +66,10 @@ pub struct Args {
     /// more); 0 never downscales. Same as `clip-es cams --max-side`
     #[arg(long, default_value_t = clip_es::budget::DEFAULT_MAX_SIDE)]
     max_side: usize,
+    /// Where the CAMs' image tower and gradients run: cpu (the CPU kernels), flex or vulkan.
+    /// Same as `clip-es cams --device`
+    #[arg(long, default_value = "cpu", value_parser = super::cams::parse_device)]
+    device: super::cams::DeviceArg,
     /// Pixels whose confidence is below this are 255 ("not confident")
     #[arg(long, default_value = "0.95", value_parser = super::masks::parse_threshold)]
     confidence: f32,
@@ -169,6 +173,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
         },
         memory_limit: args.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
         max_side: args.max_side,
+        device: args.device.0,
         ..CamSettings::default()
     };
     let seg = Segmenter::new(
