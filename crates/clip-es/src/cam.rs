@@ -6,6 +6,8 @@
 //! resized to the original image. The model crate supplies the forward pass with cached
 //! activations and the backward pass from a gradient on the pooled embedding; the logits, the
 //! softmax gradient, the targets and the float16 positional-embedding quirk are the method's.
+//! On a [`Tower`] with a burn tower (`clip_es_gpu`, docs/gpu.md) the same GradCAM pass runs on
+//! a burn device, gradients by autodiff; CAA and the resize stay here on the CPU.
 
 use crate::affinity;
 use clip_es_image::ClipInput;

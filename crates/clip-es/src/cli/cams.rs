@@ -155,7 +155,7 @@ pub struct Args {
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceArg(pub Option<clip_es_gpu::BurnDevice>);
 
-fn parse_device(s: &str) -> Result<DeviceArg, String> {
+pub fn parse_device(s: &str) -> Result<DeviceArg, String> {
     clip_es::cams::parse_device(s).map(DeviceArg)
 }
 

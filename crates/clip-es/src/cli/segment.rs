@@ -60,6 +60,10 @@ pub struct Args {
     /// more); 0 never downscales. Same as `clip-es cams --max-side`
     #[arg(long, default_value_t = clip_es::budget::DEFAULT_MAX_SIDE)]
     max_side: usize,
+    /// Where the CAMs' image tower and gradients run: cpu (the CPU kernels), flex or vulkan.
+    /// Same as `clip-es cams --device`
+    #[arg(long, default_value = "cpu", value_parser = super::cams::parse_device)]
+    device: super::cams::DeviceArg,
     /// Pixels whose confidence is below this are 255 ("not confident")
     #[arg(long, default_value = "0.95", value_parser = super::masks::parse_threshold)]
     confidence: f32,
@@ -135,6 +139,7 @@ impl Args {
                 },
                 memory_limit: self.memory_limit.map(|mb| mb.saturating_mul(1_000_000)),
                 max_side: self.max_side,
+                device: self.device.0,
                 ..CamSettings::default()
             },
             out: self.out,

@@ -229,3 +229,38 @@ fn cams_cli_refuses_an_unknown_device() {
 fn vulkan_cams_cli_without_the_feature_says_how_to_build_it() {
     cams_cli_refuses("vulkan", "--features vulkan");
 }
+
+/// `clip-es segment --device`: `flex` segments a photo (the CAM stage's image tower on burn);
+/// an unknown name is refused before any work.
+#[test]
+fn segment_cli_takes_the_cam_device() {
+    let d = tmpdir("segment");
+    let photo = root().join("../../examples/images/chelsea.jpg");
+    let run = |device: &str, out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_clip-es"))
+            .arg("segment")
+            .arg(&photo)
+            .args([
+                "--model",
+                &model(),
+                "--threads",
+                "1",
+                "--classes",
+                "cat,sofa",
+            ])
+            .args(["--no-crf", "--max-side", "128", "--device", device, "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let o = run("flex", &d.join("flex"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(std::fs::read_dir(d.join("flex")).unwrap().count() > 0);
+    let o = run("tpu", &d.join("tpu"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--device tpu: unknown device"), "{stderr}");
+    assert!(!d.join("tpu").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
