@@ -12,10 +12,9 @@
 //! boundaries and small regions of the pseudo masks more closely (docs/training.md has the
 //! measurements).
 
-use crate::deeplab::bilinear;
 use crate::params::{HostTensor, ParamStore};
 use crate::rng::Rng;
-use burn::tensor::module::{conv2d, interpolate};
+use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{activation::relu, Device, Tensor};
 use std::collections::BTreeMap;
@@ -152,7 +151,8 @@ impl ClipDecoder {
         let mut h = relu(conv(x, "proj", 0));
         for (name, ..) in &convs[1..convs.len() - 1] {
             let [_, _, gh, gw] = h.dims();
-            h = interpolate(h, bilinear([2 * gh, 2 * gw]));
+            // As matrix products: burn's GPU backends differentiate `interpolate` as nearest.
+            h = crate::resize::bilinear_resize(h, [2 * gh, 2 * gw]);
             h = relu(conv(h, name, 1));
         }
         conv(h, "classifier", 0)
