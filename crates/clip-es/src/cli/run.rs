@@ -83,7 +83,7 @@ pub struct TrainStageArgs {
     /// Refine the predictions with the dense CRF
     #[arg(long)]
     predict_crf: bool,
-    /// Compute device of stage three: flex (CPU); cuda or wgpu in builds with those features
+    /// Compute device of stage three: flex (CPU), or vulkan in builds with the `vulkan` feature (docs/gpu.md)
     #[arg(long, default_value = "flex")]
     device: String,
 }
@@ -209,6 +209,7 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
                 "the training stage (--train-* options, the rest as `clip-es train`): {e}"
             )
         })?;
+        eprintln!("device: {}", clip_es_train::check_device(&tc.device)?);
     }
     // Outputs that an earlier run made with other settings are found before any work, every
     // stage's at once (each stage checks its own again when it starts).

@@ -108,7 +108,7 @@ pub struct Args {
     /// Checkpoint every N iterations (and at the end)
     #[arg(long, default_value_t = 1000)]
     save_every: usize,
-    /// Compute device: flex (CPU); cuda or wgpu in builds with those features
+    /// Compute device: flex (CPU), or vulkan in builds with the `vulkan` feature (docs/gpu.md)
     #[arg(long, default_value = "flex")]
     device: String,
     /// DeepLab-v2 stem width (64 for ResNet-101; smaller for tests)
@@ -248,7 +248,9 @@ impl Args {
 }
 
 fn run_inner(a: Args) -> anyhow::Result<ExitCode> {
-    execute(&a.config()?)?;
+    let config = a.config()?;
+    eprintln!("device: {}", clip_es_train::check_device(&config.device)?);
+    execute(&config)?;
     Ok(ExitCode::SUCCESS)
 }
 
