@@ -182,7 +182,8 @@ impl ClipDecoder {
         let mut h = relu(self.proj.forward(x));
         for fuse in &self.fuse {
             let [_, _, gh, gw] = h.dims();
-            h = interpolate(h, bilinear([2 * gh, 2 * gw]));
+            // As matrix products: burn's GPU backends differentiate `interpolate` as nearest.
+            h = crate::resize::bilinear_resize(h, [2 * gh, 2 * gw]);
             h = relu(fuse.forward(h));
         }
         self.classifier.forward(h)

@@ -451,7 +451,8 @@ impl DeepLabV2 {
     /// Multi-scale forward (deeplab-pytorch `MSC.forward`): the logits at scale 1, at each extra
     /// scale (input resized by [`resize_by_factor`], as `F.interpolate(x, scale_factor=s)`), and
     /// last the pixel-wise max of all of them resized to the scale-1 logit size (bilinear to a
-    /// size, as `F.interpolate(l, size=(H, W))`; this resize is differentiated). Training puts
+    /// size, as `F.interpolate(l, size=(H, W))`; this resize is differentiated, through
+    /// [`crate::resize::bilinear_resize`]). Training puts
     /// the loss on each; inference uses the last.
     pub fn forward_msc(&self, x: Tensor<4>) -> Vec<Tensor<4>> {
         let full = self.forward_single(x.clone());
@@ -466,7 +467,8 @@ impl DeepLabV2 {
             let factor: f64 = s.to_string().parse().unwrap_or(s as f64);
             let xs = resize_by_factor(x.clone(), factor);
             let l = self.forward_single(xs);
-            max = max.max_pair(interpolate(l.clone(), bilinear([lh, lw])));
+            // As matrix products: burn's GPU backends differentiate `interpolate` as nearest.
+            max = max.max_pair(crate::resize::bilinear_resize(l.clone(), [lh, lw]));
             outs.push(l);
         }
         outs.push(max);

@@ -3,12 +3,13 @@
 //!
 //! Two networks: DeepLab-v2 (ResNet-101, ASPP, multi-scale inputs) exactly as
 //! kazuto1011/deeplab-pytorch trains it, and a light decoder on frozen CLIP patch features.
-//! Both run on burn 0.22 (`flex` CPU backend by default; `cuda` and `wgpu` features opt in).
+//! Both run on burn 0.22: the `flex` CPU backend by default, Vulkan (burn's wgpu backend) with
+//! the `vulkan` feature ([`open_device`], docs/gpu.md).
 //!
 //! Modules: [`deeplab`] and [`decoder`] (networks, as burn modules), [`layers`] (their conv,
 //! frozen batch norm and conv + BN unit), [`params`] (module parameters by checkpoint key,
 //! PyTorch and safetensors I/O), [`torchvision`] (torchvision ResNet weights as DeepLab-v2's init),
-//! [`loss`], [`memory`] (memory available to one image), [`sgd`] (optimizer, poly LR), [`data`] (pairs, checks, augmentation), [`features`]
+//! [`loss`], [`resize`] (bilinear resize with its gradient on every backend), [`memory`] (memory available to one image), [`sgd`] (optimizer, poly LR), [`data`] (pairs, checks, augmentation), [`features`]
 //! (CLIP feature cache), [`train`] (the loop), [`predict`].
 
 pub mod data;
@@ -23,6 +24,7 @@ pub mod model;
 pub mod params;
 pub mod plot;
 pub mod predict;
+pub mod resize;
 pub mod rng;
 pub mod sgd;
 pub mod torchvision;
@@ -32,17 +34,80 @@ pub use burn::tensor::Device;
 pub use error::{Result, TrainError};
 pub use model::{Arch, Model};
 
-/// The device of a backend name: `flex` (CPU, always built), `cuda` / `wgpu` when the crate was
-/// built with those features.
+/// The compute devices `--device` names: `flex` (burn's CPU backend; `cpu` is the same) and
+/// `vulkan` (burn's wgpu backend pinned to Vulkan, in builds with the `vulkan` feature).
+pub const DEVICE_NAMES: &str = "flex (CPU) or vulkan";
+
+/// The device of a `--device` name (see [`open_device`]).
 pub fn device(name: &str) -> Result<Device> {
+    open_device(name).map(|(device, _)| device)
+}
+
+/// The device of a `--device` name and what it is, e.g. `flex (CPU)` or
+/// `vulkan (llvmpipe (LLVM 19.1.7, 256 bits))`: the adapter's own name, so that a run says
+/// which hardware it computed on. A Vulkan device is brought up once per process (burn keeps
+/// one runtime per adapter) and the outcome, device or error, is kept.
+///
+/// Errors name `--device` and what to build or install: an unknown name, `vulkan` in a build
+/// without the `vulkan` feature, and a machine without a Vulkan driver (checked through
+/// wgpu's adapter enumeration, which reports no adapter instead of panicking as a first tensor
+/// operation would).
+pub fn open_device(name: &str) -> Result<(Device, String)> {
     match name {
-        "flex" | "cpu" => Ok(Device::flex()),
-        #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(0)),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(Default::default())),
+        "flex" | "cpu" => Ok((Device::flex(), "flex (CPU)".into())),
+        "vulkan" => vulkan::open(),
         other => Err(TrainError::Config(format!(
-            "device `{other}` is not available in this build (flex always; cuda/wgpu need the crate features of the same name)"
+            "--device `{other}` is not a device: give {DEVICE_NAMES}"
         ))),
+    }
+}
+
+/// Checks that `--device` names a device this build and machine have, bringing it up (see
+/// [`open_device`]), and says what it is.
+pub fn check_device(name: &str) -> Result<String> {
+    open_device(name).map(|(_, what)| what)
+}
+
+#[cfg(feature = "vulkan")]
+mod vulkan {
+    use super::{Device, Result, TrainError};
+    use burn::tensor::wgpu::WgpuBackend;
+    use std::sync::OnceLock;
+
+    static VULKAN: OnceLock<std::result::Result<(Device, String), String>> = OnceLock::new();
+
+    pub(super) fn open() -> Result<(Device, String)> {
+        VULKAN
+            .get_or_init(|| {
+                let (device, setup) = Device::wgpu_options()
+                    .graphics_api(WgpuBackend::Vulkan)
+                    .init_with_setup()
+                    .map_err(|e| {
+                        format!(
+                            "--device vulkan: no Vulkan device could be opened ({e}): install a \
+                             Vulkan driver (on an NVIDIA machine the NVIDIA driver with its \
+                             Vulkan ICD; otherwise Mesa's mesa-vulkan-drivers, version 25 or \
+                             later, and libvulkan1), or use --device flex (docs/gpu.md)"
+                        )
+                    })?;
+                let info = setup.adapter.get_info();
+                Ok((device, format!("vulkan ({})", info.name)))
+            })
+            .clone()
+            .map_err(TrainError::Config)
+    }
+}
+
+#[cfg(not(feature = "vulkan"))]
+mod vulkan {
+    use super::{Device, Result, TrainError};
+
+    pub(super) fn open() -> Result<(Device, String)> {
+        Err(TrainError::Config(
+            "--device vulkan: this build has no GPU support: build clip-es with the `vulkan` \
+             feature (`cargo install --path crates/clip-es --features vulkan`, docs/gpu.md), or \
+             use --device flex"
+                .into(),
+        ))
     }
 }

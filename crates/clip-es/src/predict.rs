@@ -60,7 +60,7 @@ pub struct PredictConfig {
     pub overlays: Option<(PathBuf, ClassSet)>,
     /// Recompute outputs that exist.
     pub overwrite: bool,
-    /// `flex` (CPU), or `cuda` / `wgpu` in builds with those features.
+    /// `flex` (CPU), or `vulkan` in builds with that feature (`clip_es_train::open_device`).
     pub device: String,
     pub threads: Option<usize>,
     pub exif: ExifOrientation,
@@ -90,7 +90,7 @@ impl PredictConfig {
 
     /// Checks the settings before any file is read or the network loaded, for every front end
     /// (`clip-es predict`, `run --train`, Python): the CRF's ranges, the thread count, the input
-    /// scales and the memory limit.
+    /// scales, the memory limit and the device.
     pub fn validate(&self) -> Result<(), PredictRunError> {
         if let Some(crf) = &self.crf {
             crf.validate().map_err(PredictRunError::Config)?;
@@ -102,7 +102,11 @@ impl PredictConfig {
             check_scales("--scales", s).map_err(|e| PredictRunError::Config(e.to_string()))?;
         }
         clip_es_train::memory::check_memory_limit(self.memory_limit)
-            .map_err(PredictRunError::Config)
+            .map_err(PredictRunError::Config)?;
+        // Brings the GPU up once: a missing driver is a bad option, found before any work.
+        clip_es_train::check_device(&self.device)
+            .map(drop)
+            .map_err(|e| PredictRunError::Config(e.to_string()))
     }
 }
 

@@ -234,7 +234,7 @@ pub struct TrainConfig {
     /// clip-decoder: the largest CLIP input of the feature cache and the memory one image's
     /// forward pass may take.
     pub feature_budget: crate::features::FeatureBudget,
-    /// `flex` (CPU), or `cuda` / `wgpu` in builds with those features.
+    /// `flex` (CPU), or `vulkan` in builds with that feature ([`crate::open_device`]).
     pub device: String,
     /// Worker threads (all cores when `None`).
     pub threads: Option<usize>,
@@ -306,6 +306,8 @@ impl TrainConfig {
         }
         crate::memory::check_memory_limit(self.feature_budget.memory_limit)
             .map_err(TrainError::Config)?;
+        // Brings the GPU up once: a missing driver is a bad option, found before any work.
+        crate::check_device(&self.device)?;
         match &self.start {
             Start::Resume { iters, .. } => {
                 if *iters == Some(0) {

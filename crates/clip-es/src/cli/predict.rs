@@ -49,7 +49,7 @@ pub struct Args {
     /// memory available (and what `ulimit -v` leaves)
     #[arg(long)]
     memory_limit: Option<u64>,
-    /// Compute device: flex (CPU); cuda or wgpu in builds with those features
+    /// Compute device: flex (CPU), or vulkan in builds with the `vulkan` feature (docs/gpu.md)
     #[arg(long, default_value = "flex")]
     device: String,
     /// Write grayscale PNGs instead of VOC-palette ones
@@ -93,6 +93,7 @@ fn run_inner(a: Args) -> anyhow::Result<ExitCode> {
         let spec = a.classes.as_deref().unwrap_or("voc");
         c.overlays = Some((d, clip_es::ClassSet::from_spec(spec)?));
     }
+    eprintln!("device: {}", clip_es_train::check_device(&c.device)?);
     execute(&c)
 }
 

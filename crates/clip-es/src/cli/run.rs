@@ -84,7 +84,7 @@ pub struct TrainStageArgs {
     /// Refine the predictions with the dense CRF
     #[arg(long)]
     predict_crf: bool,
-    /// Compute device of stage three: flex (CPU); cuda or wgpu in builds with those features
+    /// Compute device of stage three: flex (CPU), or vulkan in builds with the `vulkan` feature (docs/gpu.md)
     #[arg(long, default_value_t = clip_es::pipeline::default_device())]
     device: String,
 }
@@ -94,7 +94,11 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
-    let report = clip_es::pipeline::run(&config(&args)?, &Bars::default())?;
+    let config = config(&args)?;
+    if let Some(stage3) = &config.stage3 {
+        eprintln!("device: {}", clip_es_train::check_device(&stage3.device)?);
+    }
+    let report = clip_es::pipeline::run(&config, &Bars::default())?;
     print_report(&report)
 }
 

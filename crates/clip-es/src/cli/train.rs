@@ -109,7 +109,7 @@ pub struct Args {
     /// Checkpoint every N iterations (and at the end)
     #[arg(long, default_value_t = defaults().options.save_every)]
     save_every: usize,
-    /// Compute device: flex (CPU); cuda or wgpu in builds with those features
+    /// Compute device: flex (CPU), or vulkan in builds with the `vulkan` feature (docs/gpu.md)
     #[arg(long, default_value_t = defaults().device)]
     device: String,
     /// DeepLab-v2 stem width (64 for ResNet-101; smaller for tests)
@@ -265,7 +265,9 @@ impl Args {
 }
 
 fn run_inner(a: Args) -> anyhow::Result<ExitCode> {
-    execute(&a.config()?)?;
+    let config = a.config()?;
+    eprintln!("device: {}", clip_es_train::check_device(&config.device)?);
+    execute(&config)?;
     Ok(ExitCode::SUCCESS)
 }
 
