@@ -17,12 +17,10 @@
 //! `classifier`) built by [`DecoderConfig::init`]; its checkpoint keys are `proj.weight`,
 //! `fuse.weight`, `fuse2.weight`, ... ([`ClipDecoder::checkpoint_key`]).
 
-use crate::deeplab::bilinear;
 use crate::layers::Conv;
 use crate::rng::Rng;
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::module::interpolate;
 use burn::tensor::{activation::relu, Device, Tensor};
 
 #[derive(Config, Debug, PartialEq)]

@@ -24,7 +24,7 @@ use crate::layers::{Conv, ConvBn, FrozenBatchNorm};
 use crate::rng::Rng;
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::module::{interpolate, max_pool2d};
+use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions, MaxPoolOptions};
 use burn::tensor::{activation::relu, Device, Tensor, TensorData};
 

@@ -8,7 +8,9 @@ use crate::cams::DatasetConfig;
 use crate::classes::ClassSet;
 use crate::datasets;
 use crate::progress::{check_threads, thread_pool, Progress};
-use crate::prompt_select::{embed_image, image_sharpness, label_scores, mean_sharpness, InputLimits};
+use crate::prompt_select::{
+    embed_image, image_sharpness, label_scores, mean_sharpness, InputLimits,
+};
 use clip_es_image::DecodedImage;
 use clip_es_model::Clip;
 use std::path::{Path, PathBuf};
@@ -257,8 +259,13 @@ fn score_templates(
                     sample.image.display()
                 ));
             }
-            let z = embed_image(clip.vision(), &image, &config.limits, !config.exact_pos_embed)
-                .map_err(|e| format!("{}: {e}", sample.image.display()))?;
+            let z = embed_image(
+                clip.vision(),
+                &image,
+                &config.limits,
+                !config.exact_pos_embed,
+            )
+            .map_err(|e| format!("{}: {e}", sample.image.display()))?;
             for (k, c) in classifiers.iter().enumerate() {
                 per_template[k].push(image_sharpness(&label_scores(&z, c, &sample.labels)));
             }

@@ -3,11 +3,11 @@
 //! files.
 
 use super::{Start, TrainConfig, TrainOptions};
-use clip_es_data::progress::Progress as StageProgress;
 use crate::error::{Result, TrainError};
 use crate::model::Model;
 use crate::sgd::Sgd;
 use burn::tensor::Device;
+use clip_es_data::progress::Progress as StageProgress;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

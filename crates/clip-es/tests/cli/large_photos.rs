@@ -274,7 +274,10 @@ fn the_feature_cache_downscales_or_refuses_a_large_photo() {
     let (o, _) = clip_es_limited(120, &args);
     ok(&o, "train");
     let grid = |out: &str, id: &str| {
-        let path = dir.path().join(out).join(format!("features/{id}.safetensors"));
+        let path = dir
+            .path()
+            .join(out)
+            .join(format!("features/{id}.safetensors"));
         let (f, _) = clip_es_train::features::read_cached(&path).unwrap();
         (f.gh, f.gw)
     };
