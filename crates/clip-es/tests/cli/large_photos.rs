@@ -111,7 +111,7 @@ fn photos(dir: &Path) -> PathBuf {
 #[test]
 fn label_free_segment_downscales_or_refuses_a_large_photo() {
     let dir = TempDir::new("segment");
-    let images = photos(&dir.path());
+    let images = photos(dir.path());
     let (big, small) = (s(&images.join("big.png")), s(&images.join("small.png")));
     let run = |out: &str, limit: &str, extra: &[&str]| {
         let mut args = strings(&["segment", &big, &small, "--model", &tiny_clip(), "--out"]);
@@ -164,7 +164,7 @@ fn label_free_segment_downscales_or_refuses_a_large_photo() {
 #[test]
 fn prompts_downscales_or_refuses_a_large_photo() {
     let dir = TempDir::new("prompts");
-    let images = photos(&dir.path());
+    let images = photos(dir.path());
     let split = dir.path().join("split.txt");
     std::fs::write(&split, "big cat dog\nsmall cat dog\n").unwrap();
     let templates = dir.path().join("templates.txt");
@@ -259,7 +259,7 @@ fn train_args(dir: &Path, images: &Path, masks: &Path, split: &Path, out: &str) 
 #[test]
 fn the_feature_cache_downscales_or_refuses_a_large_photo() {
     let dir = TempDir::new("train");
-    let images = photos(&dir.path());
+    let images = photos(dir.path());
     write_photo(&images.join("strip.png"), 2000, 40, true);
     let masks = dir.path().join("masks");
     std::fs::create_dir_all(&masks).unwrap();
@@ -269,7 +269,7 @@ fn the_feature_cache_downscales_or_refuses_a_large_photo() {
     let split = dir.path().join("train.txt");
     std::fs::write(&split, "big\nsmall\nstrip\n").unwrap();
 
-    let mut args = train_args(&dir.path(), &images, &masks, &split, "fits");
+    let mut args = train_args(dir.path(), &images, &masks, &split, "fits");
     args.extend(strings(&["--memory-limit", "1000"]));
     let (o, _) = clip_es_limited(120, &args);
     ok(&o, "train");
@@ -285,7 +285,7 @@ fn the_feature_cache_downscales_or_refuses_a_large_photo() {
     assert_eq!(grid("fits", "small"), (3, 4));
     assert_eq!(grid("fits", "strip"), (3, 125));
 
-    let mut args = train_args(&dir.path(), &images, &masks, &split, "refused");
+    let mut args = train_args(dir.path(), &images, &masks, &split, "refused");
     args.extend(strings(&["--memory-limit", "200", "--max-side", "0"]));
     let (o, took) = clip_es_limited(120, &args);
     let err = stderr(&o);
@@ -307,7 +307,7 @@ fn the_feature_cache_downscales_or_refuses_a_large_photo() {
 #[test]
 fn decoder_predict_downscales_or_refuses_a_large_photo() {
     let dir = TempDir::new("predict");
-    let images = photos(&dir.path());
+    let images = photos(dir.path());
     let masks = dir.path().join("masks");
     std::fs::create_dir_all(&masks).unwrap();
     write_mask(&masks.join("small.png"), 64, 48);
@@ -315,7 +315,7 @@ fn decoder_predict_downscales_or_refuses_a_large_photo() {
     std::fs::write(&train_split, "small\n").unwrap();
     let (o, _) = clip_es_limited(
         120,
-        &train_args(&dir.path(), &images, &masks, &train_split, "train"),
+        &train_args(dir.path(), &images, &masks, &train_split, "train"),
     );
     ok(&o, "train");
     let split = dir.path().join("predict.txt");
