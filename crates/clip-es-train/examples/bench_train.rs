@@ -12,7 +12,7 @@ use clip_es_train::loss::{Labels, LossKind};
 use clip_es_train::rng::Rng;
 use clip_es_train::sgd::Sgd;
 use clip_es_train::train::{train_step, Batch};
-use clip_es_train::Model;
+use clip_es_train::Network;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -31,13 +31,13 @@ fn main() {
     let mut rng = Rng::new(1);
     let (mut model, c, side, lside) = match which {
         "deeplab" => (
-            Model::deeplab(DeepLabConfig::resnet101(21), &device, 0),
+            Network::deeplab(DeepLabConfig::resnet101(21), &device, 0),
             3,
             321,
             321,
         ),
         _ => (
-            Model::decoder(
+            Network::decoder(
                 DecoderConfig {
                     n_classes: 21,
                     in_dim: 768,

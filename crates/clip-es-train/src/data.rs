@@ -194,7 +194,7 @@ pub fn bgr_planes(img: &clip_es_image::Rgb8Image) -> Vec<f32> {
 
 /// Augmentation settings (deeplab-pytorch `configs/voc12.yaml`).
 #[derive(Clone, Debug)]
-pub struct Augment {
+pub struct TrainAugment {
     pub crop: usize,
     pub scales: Vec<f64>,
     pub flip: bool,
@@ -206,7 +206,7 @@ pub fn augment(
     h: usize,
     w: usize,
     mask: &Labels,
-    aug: &Augment,
+    aug: &TrainAugment,
     rng: &mut Rng,
 ) -> (Vec<f32>, Vec<u8>) {
     let s = aug.scales[rng.below(aug.scales.len())];

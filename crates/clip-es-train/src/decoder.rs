@@ -44,10 +44,10 @@ impl DecoderConfig {
     /// four (stride 1) only exhaust memory. `in_dim` comes from the
     /// CLIP model.
     pub fn validate(&self) -> Result<(), String> {
-        if !(2..=crate::train::MAX_CLASSES).contains(&self.n_classes) {
+        if !(2..=crate::loss::MAX_CLASSES).contains(&self.n_classes) {
             return Err(format!(
                 "--num-classes (classes, background included) must be in 2..={}, got {}",
-                crate::train::MAX_CLASSES,
+                crate::loss::MAX_CLASSES,
                 self.n_classes
             ));
         }

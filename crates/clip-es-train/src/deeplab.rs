@@ -116,10 +116,10 @@ impl DeepLabConfig {
     /// rate, or a non-positive input scale would panic inside the network, and huge ones exhaust
     /// memory before the first iteration.
     pub fn validate(&self) -> Result<(), String> {
-        if !(2..=crate::train::MAX_CLASSES).contains(&self.n_classes) {
+        if !(2..=crate::loss::MAX_CLASSES).contains(&self.n_classes) {
             return Err(format!(
                 "--num-classes (classes, background included) must be in 2..={}, got {}",
-                crate::train::MAX_CLASSES,
+                crate::loss::MAX_CLASSES,
                 self.n_classes
             ));
         }
@@ -565,7 +565,7 @@ mod tests {
     fn module_paths_name_the_deeplab_pytorch_keys() {
         let net = tiny().init(&Device::flex(), 0);
         let infos = param_infos(&net, DeepLabV2::checkpoint_key);
-        let file = crate::Model::read_weights(
+        let file = crate::Network::read_weights(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_deeplab.pth"),
         )
         .unwrap();
@@ -597,7 +597,7 @@ mod tests {
             msc_scales: vec![],
             ..tiny()
         };
-        let mut model = crate::Model::deeplab(cfg, &device, 3);
+        let mut model = crate::Network::deeplab(cfg, &device, 3);
         let mut host = model.net.host_params(false);
         let x = Tensor::<4>::from_data(
             TensorData::new(

@@ -77,9 +77,6 @@ pub struct FrozenBatchNorm {
     shift: Tensor<4>,
 }
 
-/// The module type name burn's traversal reports for [`FrozenBatchNorm`]'s fields.
-pub(crate) const FROZEN_CONTAINER: &str = "Struct:FrozenBatchNorm";
-
 impl FrozenBatchNorm {
     /// The identity map (weight 1, bias 0, mean 0, variance 1), PyTorch's initial state.
     pub fn identity(channels: usize, device: &Device) -> Self {

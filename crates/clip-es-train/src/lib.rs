@@ -32,7 +32,7 @@ pub mod train;
 
 pub use burn::tensor::Device;
 pub use error::{Result, TrainError};
-pub use model::{Arch, Model};
+pub use model::{Arch, Network};
 
 /// The compute devices `--device` names: `flex` (burn's CPU backend; `cpu` is the same) and
 /// `vulkan` (burn's wgpu backend pinned to Vulkan, in builds with the `vulkan` feature).

@@ -13,6 +13,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 /// The label the loss skips (the one ignore label of every stage).
 pub use clip_es_data::IGNORE_LABEL as IGNORE;
 
+/// The most classes (background included): labels are 8-bit and 255 means "ignore".
+pub const MAX_CLASSES: usize = 255;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LossKind {
     /// Mean over confident pixels (PyTorch `CrossEntropyLoss(ignore_index=255)`).

@@ -163,7 +163,7 @@ impl Net {
 
 /// A network and the device its parameters live on.
 #[derive(Clone, Debug)]
-pub struct Model {
+pub struct Network {
     pub net: Net,
     pub device: Device,
 }
@@ -176,16 +176,16 @@ pub const STATE_DICT_PREFIXES: [&str; 2] = ["module.", "base."];
 /// settings.
 pub const META_KEY: &str = "clip_es_train";
 
-impl Model {
-    pub fn deeplab(config: DeepLabConfig, device: &Device, seed: u64) -> Model {
-        Model {
+impl Network {
+    pub fn deeplab(config: DeepLabConfig, device: &Device, seed: u64) -> Network {
+        Network {
             net: Net::DeepLab(config.init(device, seed)),
             device: device.clone(),
         }
     }
 
-    pub fn decoder(config: DecoderConfig, device: &Device, seed: u64) -> Model {
-        Model {
+    pub fn decoder(config: DecoderConfig, device: &Device, seed: u64) -> Network {
+        Network {
             net: Net::Decoder(config.init(device, seed)),
             device: device.clone(),
         }
@@ -273,7 +273,7 @@ impl Model {
         self.load_tensors(path, Self::read_weights(path)?, init)
     }
 
-    /// The tensors of a weights file as [`Model::load_weights`] reads it: a safetensors file
+    /// The tensors of a weights file as [`Network::load_weights`] reads it: a safetensors file
     /// as stored, a PyTorch state dict with its `module.` and `base.` prefixes dropped.
     pub fn read_weights(path: &Path) -> Result<BTreeMap<String, HostTensor>> {
         if path
@@ -286,7 +286,7 @@ impl Model {
         }
     }
 
-    /// [`Model::load_weights`] of tensors already read from `path` (which names it in errors).
+    /// [`Network::load_weights`] of tensors already read from `path` (which names it in errors).
     pub fn load_tensors(
         &mut self,
         path: &Path,
@@ -355,7 +355,7 @@ impl Model {
     pub fn open(
         path: &Path,
         device: &Device,
-    ) -> Result<(Model, BTreeMap<String, HostTensor>, serde_json::Value)> {
+    ) -> Result<(Network, BTreeMap<String, HostTensor>, serde_json::Value)> {
         let bad = |m: &str| TrainError::Weights {
             path: path.to_path_buf(),
             message: m.to_string(),
@@ -378,13 +378,13 @@ impl Model {
                 let c = DeepLabConfig::from_json(&meta["config"])
                     .ok_or_else(|| bad("bad deeplab config"))?;
                 c.validate().map_err(|e| bad(&e))?;
-                Model::deeplab(c, device, 0)
+                Network::deeplab(c, device, 0)
             }
             Arch::ClipDecoder => {
                 let c = DecoderConfig::from_json(&meta["config"])
                     .ok_or_else(|| bad("bad decoder config"))?;
                 c.validate().map_err(|e| bad(&e))?;
-                Model::decoder(c, device, 0)
+                Network::decoder(c, device, 0)
             }
         };
         let (net, _) = load_net(model.net, path, &tensors, &|_| false)?;

@@ -7,7 +7,6 @@
 //! a state dict into a module by key, and the PyTorch and safetensors readers and writer.
 
 use crate::error::{Result, TrainError};
-use crate::layers::FROZEN_CONTAINER;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::collections::BTreeMap;
@@ -37,6 +36,10 @@ impl HostTensor {
         }
     }
 }
+
+/// The module type name burn's traversal reports for the fields of `layers::FrozenBatchNorm`
+/// (statistics that are loaded and saved but never trained).
+pub(crate) const FROZEN_CONTAINER: &str = "Struct:FrozenBatchNorm";
 
 pub fn to_device(t: &HostTensor, device: &Device) -> Tensor<1> {
     Tensor::<1>::from_data(TensorData::new(t.data.clone(), [t.data.len()]), device)

@@ -16,7 +16,7 @@ use crate::data::{bgr_planes, MEAN_BGR};
 use crate::deeplab::bilinear;
 use crate::error::{Result, TrainError};
 use crate::features::{extract_peak_bytes, extract_view, fit_max_side};
-use crate::model::{Arch, Model, Net};
+use crate::model::{Arch, Net, Network};
 use burn::tensor::module::interpolate;
 use burn::tensor::{Tensor, TensorData};
 use clip_es_image::{DecodedImage, Rgb8Image};
@@ -24,22 +24,22 @@ use clip_es_model::VisionTransformer;
 
 /// Class scores of one image: `data[c * height * width + y * width + x]`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Scores {
+pub struct ClassScores {
     pub classes: usize,
     pub height: usize,
     pub width: usize,
     pub data: Vec<f32>,
 }
 
-impl Scores {
-    fn from_tensor(t: Tensor<4>) -> Scores {
+impl ClassScores {
+    fn from_tensor(t: Tensor<4>) -> ClassScores {
         let [_, classes, height, width] = t.dims();
         let data = t
             .into_data()
             .convert::<f32>()
             .try_to_vec::<f32>()
             .expect("f32 logits");
-        Scores {
+        ClassScores {
             classes,
             height,
             width,
@@ -132,7 +132,7 @@ fn deeplab_forward_bytes(width: usize, classes: usize, h: usize, w: usize) -> u6
 /// the scores at the image size: the upsampled logits of a view, their running sum, the mean
 /// and its host copy.
 pub fn scores_peak_bytes(
-    model: &Model,
+    model: &Network,
     vision: Option<&clip_es_model::VisionConfig>,
     h: usize,
     w: usize,
@@ -191,7 +191,7 @@ fn decoder_views(
 
 /// DeepLab-v2's scores of one image: BGR minus the Caffe mean at full size, through the network
 /// (with its multi-scale inputs, the max of their logits), upsampled to the image.
-pub fn scores_deeplab(model: &Model, image: &Rgb8Image) -> Result<Scores> {
+pub fn scores_deeplab(model: &Network, image: &Rgb8Image) -> Result<ClassScores> {
     let Net::DeepLab(net) = &model.net else {
         return Err(TrainError::Config(
             "scores_deeplab needs a DeepLab-v2 model".into(),
@@ -217,7 +217,10 @@ pub fn scores_deeplab(model: &Model, image: &Rgb8Image) -> Result<Scores> {
     }
     let x = Tensor::<4>::from_data(TensorData::new(img, [1, 3, h, w]), &model.device);
     let logits = model.forward_eval(x);
-    Ok(Scores::from_tensor(interpolate(logits, bilinear([h, w]))))
+    Ok(ClassScores::from_tensor(interpolate(
+        logits,
+        bilinear([h, w]),
+    )))
 }
 
 /// The clip-decoder's scores of one image: the mean of the logits of every view (each scale of
@@ -226,14 +229,14 @@ pub fn scores_deeplab(model: &Model, image: &Rgb8Image) -> Result<Scores> {
 /// exceeds `max_side` (0: none) is scaled down to it first, as the CAM stage does, so that the
 /// ViT's cost stays bounded; its logits are still upsampled to the image's own size.
 pub fn scores_decoder(
-    model: &Model,
+    model: &Network,
     vision: &VisionTransformer,
     image: &DecodedImage,
     path: &std::path::Path,
     scales: &[f64],
     flip: bool,
     max_side: usize,
-) -> Result<Scores> {
+) -> Result<ClassScores> {
     let Net::Decoder(_) = &model.net else {
         return Err(TrainError::Config(
             "scores_decoder needs a clip-decoder model".into(),
@@ -266,12 +269,12 @@ pub fn scores_decoder(
         }
     }
     let mean = sum.expect("one view at least").div_scalar(views as f32);
-    Ok(Scores::from_tensor(mean))
+    Ok(ClassScores::from_tensor(mean))
 }
 
 /// A trained network opened for prediction with the run's input scales.
 pub struct Predictor {
-    model: Model,
+    model: Network,
     /// The checkpoint's metadata (its `clip_model` names the CLIP the decoder was trained on).
     meta: serde_json::Value,
     checkpoint: std::path::PathBuf,
@@ -294,7 +297,7 @@ impl Predictor {
             check_scales("--scales", s)?;
         }
         let dev = crate::device(device)?;
-        let (mut model, _, meta) = Model::open(checkpoint, &dev)?;
+        let (mut model, _, meta) = Network::open(checkpoint, &dev)?;
         if let (Some(s), Net::DeepLab(n)) = (scales, &mut model.net) {
             // Scale 1.0 is the network's own input; the others are its extra MSC inputs.
             n.config.msc_scales = s.iter().filter(|&&v| v != 1.0).map(|&v| v as f32).collect();
@@ -358,7 +361,7 @@ impl Predictor {
         path: &std::path::Path,
         flip: bool,
         max_side: usize,
-    ) -> Result<Scores> {
+    ) -> Result<ClassScores> {
         match (&self.vision, self.needs_vision()) {
             (Some(v), _) => {
                 scores_decoder(&self.model, v, image, path, &self.scales, flip, max_side)
@@ -422,7 +425,7 @@ mod tests {
                 blocks: [1, 1, 1, 1],
                 ..crate::deeplab::DeepLabConfig::resnet101(3)
             };
-            let model = Model::deeplab(config, &burn::tensor::Device::flex(), 0);
+            let model = Network::deeplab(config, &burn::tensor::Device::flex(), 0);
             let e = scores_peak_bytes(&model, None, h, w, &[1.0], 0);
             assert!(e >= peak, "width {width}, {w}x{h}: {e} vs {peak}");
         }
@@ -446,7 +449,7 @@ mod tests {
             ..crate::deeplab::DeepLabConfig::resnet101(3)
         };
         let device = burn::tensor::Device::flex();
-        let trained = Model::deeplab(config.clone(), &device, 7);
+        let trained = Network::deeplab(config.clone(), &device, 7);
         let ckpt = dir.join("net.safetensors");
         trained
             .save(&ckpt, Default::default(), serde_json::json!({}))
@@ -469,13 +472,13 @@ mod tests {
         let p = Predictor::open(&ckpt, "flex", Some(&[0.5, 1.0])).unwrap();
         assert!(!p.needs_vision() && !p.enlarges_inputs());
         let got = p.scores(&decoded, &image, &dir, false, 0).unwrap();
-        let mut want_model = Model::open(&ckpt, &device).unwrap().0;
+        let mut want_model = Network::open(&ckpt, &device).unwrap().0;
         if let Net::DeepLab(n) = &mut want_model.net {
             n.config.msc_scales = vec![0.5];
         }
         assert_eq!(got, scores_deeplab(&want_model, &image).unwrap());
         let own = Predictor::open(&ckpt, "flex", None).unwrap();
-        let checkpoint_inputs = scores_deeplab(&Model::open(&ckpt, &device).unwrap().0, &image);
+        let checkpoint_inputs = scores_deeplab(&Network::open(&ckpt, &device).unwrap().0, &image);
         assert_eq!(
             own.scores(&decoded, &image, &dir, false, 0).unwrap(),
             checkpoint_inputs.unwrap()

@@ -10,7 +10,7 @@
 //! name), and the momentum buffers are checkpointed by parameter name for a bit-identical
 //! resume.
 
-use crate::model::Model;
+use crate::model::Network;
 use crate::params::{to_device, to_host, HostTensor, ParamMap};
 use burn::tensor::Tensor;
 use std::collections::BTreeMap;
@@ -79,7 +79,7 @@ impl Sgd {
     /// PyTorch does for `grad is None`).
     pub fn step(
         &mut self,
-        model: &mut Model,
+        model: &mut Network,
         grads: &BTreeMap<String, Tensor<1>>,
         lr: f64,
         group: &dyn Fn(&str) -> (f64, bool),
@@ -118,7 +118,7 @@ impl Sgd {
     }
 
     /// Momentum buffers as host tensors under `momentum.<name>` (for checkpoints).
-    pub fn state(&self, model: &Model) -> BTreeMap<String, HostTensor> {
+    pub fn state(&self, model: &Network) -> BTreeMap<String, HostTensor> {
         let infos = model.net.param_infos();
         self.buffers
             .iter()
@@ -132,7 +132,7 @@ impl Sgd {
     }
 
     /// Restores buffers saved by [`Sgd::state`].
-    pub fn load_state(&mut self, model: &Model, tensors: &BTreeMap<String, HostTensor>) {
+    pub fn load_state(&mut self, model: &Network, tensors: &BTreeMap<String, HostTensor>) {
         let infos = model.net.param_infos();
         self.buffers.clear();
         for (k, t) in tensors {

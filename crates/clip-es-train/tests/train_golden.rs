@@ -18,7 +18,7 @@ use clip_es_train::params::{read_safetensors, to_device, to_host, HostTensor};
 use clip_es_train::predict::scores_deeplab;
 use clip_es_train::sgd::{poly_lr, Sgd};
 use clip_es_train::train::{train_step, Batch};
-use clip_es_train::{Device, Model};
+use clip_es_train::{Device, Network};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -48,7 +48,7 @@ fn close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     eprintln!("{what}: max abs err {worst:e}");
 }
 
-fn tiny(device: &Device) -> Model {
+fn tiny(device: &Device) -> Network {
     let cfg = DeepLabConfig {
         n_classes: 5,
         width: 2,
@@ -57,7 +57,7 @@ fn tiny(device: &Device) -> Model {
         msc_scales: vec![0.5, 0.75],
         style: Backbone::Caffe,
     };
-    let mut m = Model::deeplab(cfg, device, 1);
+    let mut m = Network::deeplab(cfg, device, 1);
     let unused = m.load_weights(&data("tiny_deeplab.pth"), false).unwrap();
     assert!(unused.is_empty(), "unused tensors: {unused:?}");
     m
@@ -288,7 +288,7 @@ fn tv_golden() -> BTreeMap<String, HostTensor> {
 
 /// The golden's tiny torchvision ResNet (width 2, blocks 1/2/2/2) through the torchvision path,
 /// with the golden's random ASPP.
-fn tiny_tv(g: &BTreeMap<String, HostTensor>, device: &Device) -> Model {
+fn tiny_tv(g: &BTreeMap<String, HostTensor>, device: &Device) -> Network {
     let cfg = DeepLabConfig {
         n_classes: 3,
         width: 2,
@@ -297,7 +297,7 @@ fn tiny_tv(g: &BTreeMap<String, HostTensor>, device: &Device) -> Model {
         msc_scales: vec![],
         style: Backbone::Torchvision,
     };
-    let mut m = Model::deeplab(cfg, device, 1);
+    let mut m = Network::deeplab(cfg, device, 1);
     let unused = m.load_weights(&data("tiny_torchvision.pth"), true).unwrap();
     assert_eq!(unused, ["fc.bias", "fc.weight"]);
     let aspp: BTreeMap<String, HostTensor> = g
@@ -394,7 +394,7 @@ fn torchvision_resnet_loads_with_the_normalisation_folded() {
 fn torchvision_weights_are_detected_and_need_the_torchvision_style() {
     let tv = data("tiny_torchvision.pth");
     let is_tv = |p: &std::path::Path| {
-        clip_es_train::torchvision::is_torchvision(Model::read_weights(p).unwrap().keys())
+        clip_es_train::torchvision::is_torchvision(Network::read_weights(p).unwrap().keys())
     };
     assert!(is_tv(&tv));
     assert!(!is_tv(&data("tiny_deeplab.pth")));
@@ -407,7 +407,7 @@ fn torchvision_weights_are_detected_and_need_the_torchvision_style() {
         msc_scales: vec![],
         style: Backbone::Caffe,
     };
-    let err = Model::deeplab(cfg, &device, 1)
+    let err = Network::deeplab(cfg, &device, 1)
         .load_weights(&tv, true)
         .unwrap_err()
         .to_string();
@@ -485,7 +485,7 @@ fn a_torchvision_init_file_builds_a_torchvision_network() {
             .any(|n| n.contains("tiny_torchvision.pth") && n.contains("torchvision backbone style")),
         "{notes:?}"
     );
-    let (m, _, meta) = Model::open(&report.final_checkpoint, &Device::flex()).unwrap();
+    let (m, _, meta) = Network::open(&report.final_checkpoint, &Device::flex()).unwrap();
     assert_eq!(meta["config"]["style"], "torchvision");
     let Net::DeepLab(n) = &m.net else {
         unreachable!()
@@ -651,7 +651,7 @@ fn msc_predict_label_maps_match_deeplab_pytorch_at_non_integer_scales() {
 #[test]
 fn checkpoints_of_the_flat_parameter_store_load_and_rewrite_identically() {
     let path = data("clip_decoder_checkpoint.safetensors");
-    let (model, tensors, meta) = Model::open(&path, &Device::flex()).unwrap();
+    let (model, tensors, meta) = Network::open(&path, &Device::flex()).unwrap();
     assert_eq!(model.arch(), clip_es_train::Arch::ClipDecoder);
     let momentum: BTreeMap<String, HostTensor> = tensors
         .iter()

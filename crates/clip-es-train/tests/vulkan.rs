@@ -20,7 +20,7 @@ use clip_es_train::params::to_host;
 use clip_es_train::predict::scores_deeplab;
 use clip_es_train::sgd::Sgd;
 use clip_es_train::train::{train_step, Batch};
-use clip_es_train::{open_device, Device, Model};
+use clip_es_train::{open_device, Device, Network};
 use std::collections::BTreeMap;
 
 /// The Vulkan device, with its adapter's name printed (`vulkan (llvmpipe (...))` on lavapipe).
@@ -85,7 +85,7 @@ fn labels(w: usize, h: usize, classes: usize) -> Labels {
     Labels { n: 1, h, w, data }
 }
 
-fn tiny_deeplab(device: &Device) -> Model {
+fn tiny_deeplab(device: &Device) -> Network {
     let cfg = DeepLabConfig {
         n_classes: 4,
         width: 2,
@@ -94,20 +94,20 @@ fn tiny_deeplab(device: &Device) -> Model {
         msc_scales: vec![0.5, 0.75],
         style: Backbone::Caffe,
     };
-    Model::deeplab(cfg, device, 7)
+    Network::deeplab(cfg, device, 7)
 }
 
-fn tiny_decoder(device: &Device) -> Model {
+fn tiny_decoder(device: &Device) -> Network {
     let cfg = DecoderConfig {
         n_classes: 4,
         in_dim: 6,
         hidden: 8,
         upsamplings: 2,
     };
-    Model::decoder(cfg, device, 7)
+    Network::decoder(cfg, device, 7)
 }
 
-fn params(m: &Model) -> BTreeMap<String, Vec<f32>> {
+fn params(m: &Network) -> BTreeMap<String, Vec<f32>> {
     m.store
         .trainable
         .iter()
@@ -117,7 +117,7 @@ fn params(m: &Model) -> BTreeMap<String, Vec<f32>> {
 
 /// Two SGD steps of `model` on `batch` on each device from the same weights; compares the
 /// losses and the parameters (see the module header for the tolerances).
-fn two_steps_agree(make: fn(&Device) -> Model, batch: fn(&Device) -> Batch, lr: f64) {
+fn two_steps_agree(make: fn(&Device) -> Network, batch: fn(&Device) -> Batch, lr: f64) {
     let (flex, gpu) = (Device::flex(), vulkan());
     let mut on_flex = make(&flex);
     let mut on_gpu = make(&gpu);

@@ -24,7 +24,7 @@ use crate::datasets::{image_path, read_split};
 use crate::masks::{dense_crf, encode_label_png, overlay_png, CrfImage, CrfParams, KernelCache};
 use crate::progress::{thread_pool, ExifNotice, Progress};
 use clip_es_image::ExifOrientation;
-use clip_es_train::predict::{check_scales, Predictor, Scores};
+use clip_es_train::predict::{check_scales, ClassScores, Predictor};
 use std::path::PathBuf;
 
 /// The prediction stage's settings.
@@ -246,7 +246,7 @@ fn over_limit(
 /// The label map of one image from its scores: the argmax, or with `crf` the argmax of the CRF
 /// marginals of the softmax probabilities.
 pub fn labels_from_scores(
-    scores: &Scores,
+    scores: &ClassScores,
     image: &clip_es_image::Rgb8Image,
     crf: Option<&CrfParams>,
     cache: &KernelCache,

@@ -7,7 +7,7 @@
 use clip_es::masks::{CrfParams, KernelCache};
 use clip_es::predict::labels_from_scores;
 use clip_es_pickle::{DType, NdArray, NpyContent};
-use clip_es_train::predict::Scores;
+use clip_es_train::predict::ClassScores;
 use std::path::{Path, PathBuf};
 
 fn data() -> PathBuf {
@@ -36,7 +36,7 @@ fn predict_labels_equal_deeplab_pytorch_with_and_without_crf() {
         let image = clip_es_image::load_rgb(&data().join(format!("crf/images/{id}.png"))).unwrap();
         let s = array(&data().join(format!("predict_crf/{id}_scores.npy")));
         assert_eq!(s.dtype, DType::F16);
-        let scores = Scores {
+        let scores = ClassScores {
             classes: s.shape[0],
             height: s.shape[1],
             width: s.shape[2],
@@ -66,7 +66,7 @@ fn predict_labels_equal_deeplab_pytorch_with_and_without_crf() {
 #[test]
 fn scores_of_another_size_are_refused() {
     let image = clip_es_image::load_rgb(&data().join("crf/images/mini_000.png")).unwrap();
-    let scores = Scores {
+    let scores = ClassScores {
         classes: 2,
         height: 3,
         width: 4,

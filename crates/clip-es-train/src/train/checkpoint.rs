@@ -4,10 +4,10 @@
 
 use super::{Start, TrainConfig, TrainOptions};
 use crate::error::{Result, TrainError};
-use crate::model::Model;
+use crate::model::Network;
 use crate::sgd::Sgd;
 use burn::tensor::Device;
-use clip_es_data::progress::Progress as StageProgress;
+use clip_es_data::progress::Progress;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,7 @@ pub fn checkpoint_path(out: &Path, iteration: usize) -> PathBuf {
 
 /// Restores the optimizer state and the iteration of a checkpoint written by [`train`](super::train).
 pub fn resume_state(
-    model: &Model,
+    model: &Network,
     tensors: &BTreeMap<String, crate::params::HostTensor>,
     meta: &serde_json::Value,
     opts: &TrainOptions,
@@ -171,9 +171,9 @@ pub fn check_rerun(config: &TrainConfig) -> Result<()> {
     }
 }
 
-/// A checkpoint as [`Model::open`] reads it: the model, all its tensors, its metadata.
+/// A checkpoint as [`Network::open`] reads it: the model, all its tensors, its metadata.
 type OpenedCheckpoint = (
-    Model,
+    Network,
     BTreeMap<String, crate::params::HostTensor>,
     serde_json::Value,
 );
@@ -186,10 +186,10 @@ pub(super) fn open_resume_checkpoint(
     c: &TrainConfig,
     checkpoint: &Option<PathBuf>,
     device: &Device,
-    progress: &dyn StageProgress,
+    progress: &dyn Progress,
 ) -> Result<(PathBuf, OpenedCheckpoint)> {
     if let Some(p) = checkpoint {
-        return Ok((p.clone(), Model::open(p, device)?));
+        return Ok((p.clone(), Network::open(p, device)?));
     }
     let all = checkpoints(&c.out)?;
     let Some(latest) = all.first() else {
@@ -200,7 +200,7 @@ pub(super) fn open_resume_checkpoint(
     };
     let mut first_error = None;
     for path in &all {
-        match Model::open(path, device) {
+        match Network::open(path, device) {
             Ok(opened) => {
                 if let Some(e) = &first_error {
                     progress.message(&format!(

@@ -2,7 +2,7 @@
 //! defaults), [`TrainConfig`] (the stage's whole configuration, with [`TrainConfig::validate`])
 //! and how a run begins ([`Start`]).
 
-use crate::data::Augment;
+use crate::data::TrainAugment;
 use crate::error::{Result, TrainError};
 use crate::loss::LossKind;
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ pub struct TrainOptions {
     /// The poly LR is updated every this many iterations.
     pub lr_step: usize,
     pub loss: LossKind,
-    pub augment: Augment,
+    pub augment: TrainAugment,
     /// clip-decoder crop on the feature grid, in patches (0: whole maps, batch 1 only).
     pub grid_crop: usize,
     pub seed: u64,
@@ -40,7 +40,7 @@ impl Default for TrainOptions {
             poly_power: 0.9,
             lr_step: 10,
             loss: LossKind::Plain,
-            augment: Augment {
+            augment: TrainAugment {
                 crop: 321,
                 scales: vec![0.5, 0.75, 1.0, 1.25, 1.5],
                 flip: true,
@@ -70,7 +70,7 @@ impl TrainOptions {
                 "balanced" => LossKind::Balanced,
                 _ => LossKind::Plain,
             },
-            augment: Augment {
+            augment: TrainAugment {
                 crop: us("crop")?,
                 scales: v
                     .get("scales")?
@@ -358,8 +358,7 @@ impl TrainConfig {
     }
 }
 
-/// The most classes (background included): labels are 8-bit and 255 means "ignore".
-pub const MAX_CLASSES: usize = 255;
+pub use crate::loss::MAX_CLASSES;
 /// The largest sub-batch and the most sub-batches per iteration.
 pub const MAX_BATCH: usize = 1024;
 /// The largest DeepLab-v2 training crop, in pixels.

@@ -7,10 +7,11 @@ use crate::data::{augment, load_bgr, read_mask, Item, Sampler};
 use crate::error::{Result, TrainError};
 use crate::features::{cache_path, read_cached};
 use crate::loss::{masked_cross_entropy, Labels, LossKind, IGNORE};
-use crate::model::Model;
+use crate::model::Network;
 use crate::plot::plot_loss;
 use crate::sgd::{poly_lr, Sgd};
 use burn::tensor::{Device, Tensor, TensorData};
+use clip_es_data::progress::IterationRecord;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -44,7 +45,7 @@ fn finite_scalar(t: Tensor<1>, iteration: usize) -> Result<f32> {
 /// The gradient of the loss over `batches` (averaged, as `iter_loss /= ITER_SIZE`), then one SGD
 /// step at `lr`. Returns the loss, or an error before touching the weights if it is not finite.
 pub fn train_step(
-    model: &mut Model,
+    model: &mut Network,
     sgd: &mut Sgd,
     batches: &[Batch],
     lr: f64,
@@ -208,30 +209,20 @@ pub fn make_batch(
     })
 }
 
-/// Progress of a run, for the front end's progress bar.
-#[derive(Clone, Debug)]
-pub struct Progress {
-    pub iteration: usize,
-    pub iters: usize,
-    pub loss: f32,
-    pub lr: f64,
-    pub seconds: f64,
-}
-
 /// Trains `model` from iteration `start` (0, or the iteration of the checkpoint it was resumed
 /// from, whose optimizer state `sgd` then holds) to `opts.iters`, writing into `out`:
 /// `train.jsonl` (one line per iteration), `loss.png`, `checkpoint-NNNNNN.safetensors` every
 /// `save_every` iterations and at the end, and `final.safetensors`. Returns the last checkpoint.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
-    model: &mut Model,
+    model: &mut Network,
     sgd: &mut Sgd,
     source: &Source,
     opts: &TrainOptions,
     out: &Path,
     start: usize,
     extra_meta: serde_json::Value,
-    progress: &mut dyn FnMut(&Progress),
+    progress: &mut dyn FnMut(&IterationRecord),
 ) -> Result<PathBuf> {
     train_until(
         model,
@@ -251,14 +242,14 @@ pub fn train(
 /// front end lets the user interrupt training; the run resumes from the last checkpoint).
 #[allow(clippy::too_many_arguments)]
 pub fn train_until(
-    model: &mut Model,
+    model: &mut Network,
     sgd: &mut Sgd,
     source: &Source,
     opts: &TrainOptions,
     out: &Path,
     start: usize,
     extra_meta: serde_json::Value,
-    progress: &mut dyn FnMut(&Progress),
+    progress: &mut dyn FnMut(&IterationRecord),
     stop: &dyn Fn() -> bool,
 ) -> Result<PathBuf> {
     if source.len() == 0 {
@@ -328,7 +319,7 @@ pub fn train_until(
         )
         .map_err(|e| TrainError::io(&log_path, e))?;
         history.push((it, loss));
-        progress(&Progress {
+        progress(&IterationRecord {
             iteration: it,
             iters: opts.iters,
             loss,

@@ -14,9 +14,9 @@ pub use config::*;
 pub use r#loop::*;
 
 use crate::error::{Result, TrainError};
-use crate::model::Model;
+use crate::model::Network;
 use crate::sgd::Sgd;
-use clip_es_data::progress::{IterationRecord, Progress as StageProgress};
+use clip_es_data::progress::Progress;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -35,14 +35,14 @@ pub struct TrainReport {
 
 /// The training stage: builds or restores the network, checks every training pair, caches the
 /// clip-decoder's CLIP features, then runs [`train`] on a pool of `config.threads` threads.
-pub fn run(config: &TrainConfig, progress: &dyn StageProgress) -> Result<TrainReport> {
+pub fn run(config: &TrainConfig, progress: &dyn Progress) -> Result<TrainReport> {
     run_until(config, progress, &|| false)
 }
 
 /// [`run`] that asks `stop` between training iterations (see [`train_until`]).
 pub fn run_until(
     config: &TrainConfig,
-    progress: &dyn StageProgress,
+    progress: &dyn Progress,
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<TrainReport> {
     config.validate()?;
@@ -58,7 +58,7 @@ pub fn run_until(
 
 fn run_in_pool(
     config: &TrainConfig,
-    progress: &dyn StageProgress,
+    progress: &dyn Progress,
     stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<TrainReport> {
     use crate::decoder::DecoderConfig;
@@ -91,7 +91,7 @@ fn run_in_pool(
     let mut opts = c.options.clone();
     // The initial weights, read once: a DeepLab-v2 takes its backbone style from them.
     let init = match &start {
-        Start::Fresh { init: Some(p) } => Some((p.clone(), Model::read_weights(p)?)),
+        Start::Fresh { init: Some(p) } => Some((p.clone(), Network::read_weights(p)?)),
         _ => None,
     };
     let mut resumed_from: Option<PathBuf> = None;
@@ -149,7 +149,7 @@ fn run_in_pool(
                         }
                         _ => c.deeplab.style,
                     };
-                    Model::deeplab(
+                    Network::deeplab(
                         crate::deeplab::DeepLabConfig {
                             n_classes: c.num_classes,
                             style,
@@ -160,7 +160,7 @@ fn run_in_pool(
                     )
                 }
                 // The feature width is known once the CLIP model is loaded (below).
-                Arch::ClipDecoder => Model::decoder(
+                Arch::ClipDecoder => Network::decoder(
                     DecoderConfig {
                         n_classes: c.num_classes,
                         in_dim: 0,
@@ -175,7 +175,7 @@ fn run_in_pool(
             (model, sgd, 0, c.clip_model.clone())
         }
     };
-    let load_init = |model: &mut Model, init: Option<(PathBuf, BTreeMap<_, _>)>| -> Result<()> {
+    let load_init = |model: &mut Network, init: Option<(PathBuf, BTreeMap<_, _>)>| -> Result<()> {
         if let Some((init, tensors)) = init {
             let unused = model.load_tensors(&init, tensors, true)?;
             let how = match &model.net {
@@ -214,7 +214,7 @@ fn run_in_pool(
                 Net::DeepLab(_) => unreachable!("the arch is the decoder's"),
             };
             if current.in_dim == 0 {
-                model = Model::decoder(
+                model = Network::decoder(
                     DecoderConfig {
                         in_dim: dim,
                         ..current
@@ -251,15 +251,7 @@ fn run_in_pool(
         &c.out,
         start,
         meta,
-        &mut |p| {
-            progress.iteration(&IterationRecord {
-                iteration: p.iteration,
-                iters: p.iters,
-                loss: p.loss,
-                lr: p.lr,
-                seconds: p.seconds,
-            })
-        },
+        &mut |record| progress.iteration(record),
         stop,
     )?;
     let final_checkpoint = c.out.join("final.safetensors");

@@ -4,7 +4,7 @@
 use super::common::exit_code;
 use clap::ValueEnum;
 use clip_es::progress::{IterationRecord, Progress};
-use clip_es_train::data::Augment;
+use clip_es_train::data::TrainAugment;
 use clip_es_train::deeplab::DeepLabConfig;
 use clip_es_train::features::FeatureBudget;
 use clip_es_train::loss::LossKind;
@@ -230,7 +230,7 @@ impl Args {
                 LossArg::Ce => LossKind::Plain,
                 LossArg::Balanced => LossKind::Balanced,
             },
-            augment: Augment {
+            augment: TrainAugment {
                 crop: a.crop,
                 scales: a.scales.clone(),
                 flip: !a.no_flip,
