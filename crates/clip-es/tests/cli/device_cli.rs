@@ -5,6 +5,7 @@
 //! on the example photos on the Vulkan device as on `flex` (losses and weights within float
 //! tolerance) and predicts the same label maps.
 
+use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -16,11 +17,8 @@ fn examples() -> PathBuf {
     root().join("../../examples")
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-es-device-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmpdir(tag: &str) -> TempDir {
+    TempDir::new(&format!("device-{tag}"))
 }
 
 fn s(p: &Path) -> String {
@@ -135,7 +133,6 @@ fn device_is_named_on_the_first_line_and_unknown_ones_are_refused() {
     assert_eq!(o.status.code(), Some(2), "stderr:\n{e}");
     assert!(e.contains("--device `tpu`") && e.contains("vulkan"), "{e}");
     assert!(!bad.exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[cfg(not(feature = "vulkan"))]
@@ -169,7 +166,6 @@ fn vulkan_in_a_build_without_the_feature_says_how_to_build_it() {
     .map(|x| x.to_string())
     .collect();
     refused(&clip_es(&run, &[]), &out, hint);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A machine without any Vulkan driver: the loader is pointed at a driver list that does not
@@ -197,7 +193,6 @@ fn vulkan_without_a_driver_says_what_to_install() {
     let ckpt = dir.join("none.safetensors");
     let o = clip_es(&predict_args(&dir, &ckpt, &out, "vulkan"), &env);
     refused(&o, &out, hint);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[cfg(feature = "vulkan")]
@@ -275,5 +270,4 @@ fn vulkan_train_and_predict_on_the_examples_equal_flex() {
             .count();
         assert_eq!(differ, 0, "{id}: {differ} labels differ");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
