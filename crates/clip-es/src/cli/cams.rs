@@ -26,7 +26,9 @@ pub struct DatasetArgs {
     /// are the images to process
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Split file: one image id per line, optionally followed by its labels (COCO format)
+    /// Split file: one image id per line, optionally followed by its labels (COCO format), or
+    /// deeplab-pytorch lines (`/JPEGImages/ID.jpg /SegmentationClass/ID.png`: the id is the
+    /// first path's file stem)
     #[arg(long)]
     pub split: Option<PathBuf>,
 }

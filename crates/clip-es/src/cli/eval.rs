@@ -64,7 +64,8 @@ pub struct Args {
     /// Directory of ground-truth PNGs (<id>.png; palette or grayscale, 255 ignored)
     #[arg(long)]
     gt: PathBuf,
-    /// Split file: one image id per line (first token)
+    /// Split file: one image id per line (first token; a deeplab-pytorch line
+    /// `/JPEGImages/ID.jpg ...` gives the first path's file stem)
     #[arg(long)]
     split: PathBuf,
     /// Classes: voc (21), coco (81) or the class file given to `cams --dataset` (background

@@ -67,7 +67,8 @@ pub struct Args {
     /// Directory of the images (<id>.jpg, or another usual extension)
     #[arg(long)]
     images: PathBuf,
-    /// Split file: one image id per line (first token; COCO-style label columns are ignored)
+    /// Split file: one image id per line (first token; COCO-style label columns are ignored; a
+    /// deeplab-pytorch line `/JPEGImages/ID.jpg ...` gives the first path's file stem)
     #[arg(long)]
     split: PathBuf,
     /// Output directory for the masks (<id>.png: 0 background, class index, 255 not confident)

@@ -18,7 +18,8 @@ pub struct Args {
     /// Directory of the images
     #[arg(long)]
     images: PathBuf,
-    /// Split file: one image id per line (first token)
+    /// Split file: one image id per line (first token; a deeplab-pytorch line
+    /// `/JPEGImages/ID.jpg ...` gives the first path's file stem)
     #[arg(long)]
     split: PathBuf,
     /// Output directory of the label PNGs (<id>.png)

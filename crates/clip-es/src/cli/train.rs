@@ -42,7 +42,8 @@ pub struct Args {
     /// Directory of the pseudo masks (<id>.png; 255 = unconfident, ignored by the loss)
     #[arg(long)]
     masks: PathBuf,
-    /// Split file: one image id per line (first token)
+    /// Split file: one image id per line (first token; a deeplab-pytorch line
+    /// `/JPEGImages/ID.jpg ...` gives the first path's file stem)
     #[arg(long)]
     split: PathBuf,
     /// Output directory: checkpoints, train.jsonl, loss.png (and features/ for clip-decoder)
