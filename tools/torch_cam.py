@@ -1,7 +1,7 @@
 """Our own PyTorch/NumPy/OpenCV implementation of the CLIP-ES CAM stage, written from the
 project's account of it (docs/algorithm.md, "Softmax-GradCAM" and "Class-aware attention
 affinity"), to make golden files
-for the Rust port (crates/clip-es/src/cam.rs, affinity.rs) and to check it against the
+for the Rust port (crates/clip-es/src/gradcam.rs, affinity.rs) and to check it against the
 reference on the parity fixture (tools/check_torch_cam.py).
 
 It deliberately follows the reference's way of computing: autograd GradCAM with one backward

@@ -6,7 +6,7 @@
 //! `clip/model.py` `VisionTransformer`, `ResidualAttentionBlock`) and is loaded from the same
 //! weights (any [`clip_es_model::TensorSource`]: a `ClipWeights` read from HF, state-dict or
 //! TorchScript checkpoints). [`VisionTower::softmax_gradcam`] runs the Softmax-GradCAM pass of
-//! `clip_es::cam::softmax_gradcam` (docs/algorithm.md, "Softmax-GradCAM") with the tensors on
+//! `clip_es::gradcam::softmax_gradcam` (docs/algorithm.md, "Softmax-GradCAM") with the tensors on
 //! the device: the forward pass, the attention maps CAA needs, and the gradient of each
 //! target's softmax probability with respect to the last block's `ln_1` output by burn's
 //! autodiff. Only the results (activation, channel weights, probabilities, attention maps)

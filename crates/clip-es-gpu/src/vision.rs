@@ -2,7 +2,7 @@
 //! `ResidualAttentionBlock`; the same maths as `clip_es_model::vision` and
 //! `clip_es_model::transformer` on the CPU kernels) and the Softmax-GradCAM pass of CLIP-ES on
 //! it (docs/algorithm.md, "Softmax-GradCAM"; reference `clip/model.py:400-420`,
-//! `pytorch_grad_cam/base_cam.py:62-154`; `clip_es::cam::softmax_gradcam` is the CPU
+//! `pytorch_grad_cam/base_cam.py:62-154`; `clip_es::gradcam::softmax_gradcam` is the CPU
 //! version).
 //!
 //! Tensors are batch x tokens x width. The frozen blocks run without autodiff; the gradient
@@ -268,7 +268,7 @@ pub struct GradCamRequest<'a> {
 }
 
 /// What a GradCAM pass brings back to the host (the fields of
-/// `clip_es::cam::GradCamOutput`).
+/// `clip_es::gradcam::GradCamOutput`).
 #[derive(Clone, Debug)]
 pub struct GradCamParts {
     pub grid_h: usize,
@@ -425,7 +425,7 @@ impl VisionTower {
     }
 
     /// Softmax-GradCAM at the last block's `ln_1` output, on the device
-    /// (`clip_es::cam::softmax_gradcam` describes the method). The image embedding is the
+    /// (`clip_es::gradcam::softmax_gradcam` describes the method). The image embedding is the
     /// patch-mean of `ln_post`, `@ proj`, L2-normalised; the logits are
     /// `logit_scale * cos(image, class)`; softmax runs over all classes; each target's
     /// probability is differentiated with respect to the `ln_1` output A by burn's autodiff,

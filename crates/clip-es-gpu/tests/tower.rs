@@ -94,7 +94,7 @@ fn check_against_cpu(device: BurnDevice) {
         let m = max_diff(a, b);
         assert!(m < 1e-5, "attention map {i}: max diff {m}");
     }
-    // The softmax and its gradient on the host (as clip_es::cam computes them).
+    // The softmax and its gradient on the host (as clip_es::gradcam computes them).
     let z = &fwd.patch_mean_embedding;
     let zl = dot(z, z).sqrt();
     let zn: Vec<f32> = z.iter().map(|v| v / zl).collect();

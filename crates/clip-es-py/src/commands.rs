@@ -7,7 +7,7 @@
 //! are the library's, the same code the command line runs.
 
 use crate::guard::interruptible;
-use clip_es::cam_io::CamKind;
+use clip_es::cam_files::CamKind;
 use clip_es::cams::{CamsReport, DatasetConfig};
 use clip_es::classes::ClassSet;
 use clip_es::eval::UnlabelledPolicy;

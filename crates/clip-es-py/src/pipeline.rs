@@ -4,7 +4,7 @@
 //! the computation is the library's, the same code the CLI runs.
 
 use crate::guard::{guard, interruptible};
-use clip_es::cam_io::{CamFile, CamKind};
+use clip_es::cam_files::{CamFile, CamKind};
 use clip_es::cams::{CamSettings, Cams};
 use clip_es::classes::ClassSet;
 use clip_es::eval::{EvalConfig, Prediction, UnlabelledPolicy};

@@ -4,7 +4,7 @@
 //!
 //!     cargo run --release -p clip-es --example cams_device_share -- [cpu|flex|vulkan] [HxW] [reps]
 
-use clip_es::cam::{image_cams, CamOptions, TextClassifier, Tower};
+use clip_es::gradcam::{image_cams, CamOptions, TextClassifier, Tower};
 use clip_es_image::ClipInput;
 use clip_es_model::bench::RandomWeights;
 use clip_es_model::{ClipConfig, VisionTransformer};

@@ -5,10 +5,10 @@
 //! skipped.
 
 use crate::budget;
-use crate::cam::{CamOptions, ImageCams, StageTimes, TextClassifier};
-use crate::cam_io::CamFile;
+use crate::cam_files::CamFile;
 use crate::classes::ClassSet;
 use crate::datasets::{self, Sample};
+use crate::gradcam::{CamOptions, ImageCams, StageTimes, TextClassifier};
 use crate::progress::ExifNotice;
 use crate::progress::{thread_pool, Progress};
 use clip_es_image::{DecodedImage, ExifOrientation};
@@ -27,7 +27,7 @@ pub enum CamsError {
     #[error(transparent)]
     Clip(#[from] clip_es_model::ClipError),
     #[error(transparent)]
-    CamFile(#[from] crate::cam_io::CamIoError),
+    CamFile(#[from] crate::cam_files::CamIoError),
     #[error(transparent)]
     Dataset(#[from] crate::datasets::DatasetError),
     #[error("{0}")]
@@ -40,7 +40,7 @@ pub struct Cams {
     classes: ClassSet,
     classifier: TextClassifier,
     options: CamOptions,
-    augment: crate::cam::Augment,
+    augment: crate::gradcam::Augment,
     max_side: usize,
     memory_limit: Option<u64>,
     /// The image tower as burn modules on [`CamSettings::device`] (`None`: the CPU kernels).
@@ -60,7 +60,7 @@ pub struct CamSettings {
     /// Keep the resized positional embedding in float32 (the reference rounds it to float16).
     pub exact_pos_embed: bool,
     /// Test-time augmentation (default: the reference's single pass).
-    pub augment: crate::cam::Augment,
+    pub augment: crate::gradcam::Augment,
     /// Images whose longer side exceeds this are downscaled for the ViT (0: never); their CAMs
     /// still come back at the original size. See [`crate::budget`].
     pub max_side: usize,
@@ -89,10 +89,10 @@ impl Default for CamSettings {
     fn default() -> Self {
         CamSettings {
             box_threshold: None,
-            templates: vec![crate::cam::DEFAULT_TEMPLATE.to_string()],
+            templates: vec![crate::gradcam::DEFAULT_TEMPLATE.to_string()],
             save_unrefined: false,
             exact_pos_embed: false,
-            augment: crate::cam::Augment::default(),
+            augment: crate::gradcam::Augment::default(),
             max_side: budget::DEFAULT_MAX_SIDE,
             memory_limit: None,
             device: None,
@@ -253,8 +253,8 @@ impl Cams {
         let base = self
             .vit_input(w, h, labels.len())
             .map_err(|e| CamsError::Invalid(e.to_string()))?;
-        crate::cam::cams_for_image(
-            crate::cam::Tower {
+        crate::gradcam::cams_for_image(
+            crate::gradcam::Tower {
                 cpu: self.clip.vision(),
                 burn: self.burn.as_ref(),
             },
@@ -266,14 +266,14 @@ impl Cams {
             &self.augment,
         )
         .map_err(|e| match e {
-            crate::cam::CamError::Image(e) => CamsError::Image(e),
-            crate::cam::CamError::Model(e) => CamsError::Model(e),
+            crate::gradcam::CamError::Image(e) => CamsError::Image(e),
+            crate::gradcam::CamError::Model(e) => CamsError::Model(e),
             other => CamsError::Invalid(other.to_string()),
         })
     }
 
     /// The test-time augmentation in use.
-    pub fn augment(&self) -> &crate::cam::Augment {
+    pub fn augment(&self) -> &crate::gradcam::Augment {
         &self.augment
     }
 

@@ -13,7 +13,7 @@
 //!   first exponent with the best mIoU kept.
 
 use crate::argmax::first_max;
-use crate::cam_io::{CamFile, CamKind};
+use crate::cam_files::{CamFile, CamKind};
 use crate::classes::{ClassSet, BACKGROUND_LABEL, IGNORE_LABEL};
 use crate::masks::read_label_png;
 use crate::progress::{for_each_image, Progress};

@@ -305,11 +305,11 @@ impl PipelineConfig {
 }
 
 /// The test-time augmentation scales, by the rule of `--scales`
-/// ([`crate::cam::Augment::parse_scales`]: positive, at most 8, distinct), for a front end that
+/// ([`crate::gradcam::Augment::parse_scales`]: positive, at most 8, distinct), for a front end that
 /// gives them as numbers.
 pub fn check_scales(scales: &[f64]) -> Result<(), String> {
     let text: Vec<String> = scales.iter().map(f64::to_string).collect();
-    crate::cam::Augment::parse_scales(&text.join(","))
+    crate::gradcam::Augment::parse_scales(&text.join(","))
         .map(|_| ())
         .map_err(|e| format!("--scales: {e}"))
 }

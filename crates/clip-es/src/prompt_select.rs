@@ -5,12 +5,12 @@
 //! For a template, every image with at least two labels is classified by CLIP over the
 //! dataset's classes (softmax of `logit_scale * cos(z, t_c)`, `z` the CAM stage's patch-mean
 //! image embedding, `t_c` the template filled with the class's prompt text, as
-//! [`crate::cam::TextClassifier`] builds it, without background words). With `s` the softmax
+//! [`crate::gradcam::TextClassifier`] builds it, without background words). With `s` the softmax
 //! scores of the image's own labels, the image's sharpness is `var(s) / mean(s)` (population
 //! variance); the template's sharpness is the mean over the images. Lower is better: the
 //! labels of a multi-label image then share the probability more evenly.
 
-use crate::cam::{CosineClassifier, TextClassifier};
+use crate::gradcam::{CosineClassifier, TextClassifier};
 use clip_es_model::{ModelError, VisionOptions, VisionTransformer};
 
 /// The image embedding the sharpness uses: the CAM stage's patch-mean embedding of a CLIP
@@ -24,7 +24,7 @@ pub fn image_embedding(
 ) -> Result<Vec<f32>, ModelError> {
     let (gh, gw) = model.grid_for(height, width)?;
     let pos =
-        round_pos_embed_f16.then(|| crate::cam::reference_positional_embedding(model, gh, gw));
+        round_pos_embed_f16.then(|| crate::gradcam::reference_positional_embedding(model, gh, gw));
     Ok(model
         .encode(
             pixels,

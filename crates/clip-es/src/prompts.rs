@@ -3,10 +3,10 @@
 //! over a dataset's multi-label images. [`run`] is the entry point the command line
 //! (`clip-es prompts`) and the Python module call.
 
-use crate::cam::TextClassifier;
 use crate::cams::DatasetConfig;
 use crate::classes::ClassSet;
 use crate::datasets;
+use crate::gradcam::TextClassifier;
 use crate::progress::{check_threads, thread_pool, Progress};
 use crate::prompt_select::{
     embed_image, image_sharpness, label_scores, mean_sharpness, InputLimits,

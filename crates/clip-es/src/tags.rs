@@ -3,7 +3,7 @@
 //! (Lin et al., AAAI 2024: classify every patch locally, refine, re-check classes globally).
 //! The rule is described in docs/segment.md ("Label-free tags"):
 //!
-//! 1. the text classifier is the CAM stage's ([`crate::cam::TextClassifier`]: prompt template,
+//! 1. the text classifier is the CAM stage's ([`crate::gradcam::TextClassifier`]: prompt template,
 //!    synonyms) over the vocabulary followed by the background words;
 //! 2. global score `g_c`: softmax of `logit_scale * cos(z, t_c)` over vocabulary + background,
 //!    `z` the patch-mean image embedding the CAM stage uses;
@@ -13,7 +13,7 @@
 //!    first, at most `max_tags`; when none passes, the single best class (a photo shows
 //!    something). Background words are never tags.
 
-use crate::cam::{CosineClassifier, TextClassifier};
+use crate::gradcam::{CosineClassifier, TextClassifier};
 use clip_es_model::{ModelError, VisionOptions, VisionTransformer};
 
 /// Tagging settings.
@@ -113,7 +113,7 @@ pub fn tag_image(
     let (gh, gw) = model.grid_for(height, width)?;
     let pos = opts
         .round_pos_embed_f16
-        .then(|| crate::cam::reference_positional_embedding(model, gh, gw));
+        .then(|| crate::gradcam::reference_positional_embedding(model, gh, gw));
     let out = model.encode(
         pixels,
         height,

@@ -2,7 +2,7 @@
 //! 10-block model: the GradCAM maps, the refined maps on the patch grid and `attn_highres` /
 //! `highres` at the original size. Goldens: tools/golden_clip.py.
 
-use clip_es::cam::{image_cams, CamOptions, TextClassifier};
+use clip_es::gradcam::{image_cams, CamOptions, TextClassifier};
 use clip_es_image::ClipInput;
 use clip_es_model::{Checkpoint, ClipWeights, TensorSource, VisionTransformer};
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! `run` with `Silent` progress, and the per-image functions (`Cams::image`,
 //! `masks::pseudo_mask`) giving the same results as the stages.
 
-use clip_es::cam_io::CamFile;
+use clip_es::cam_files::CamFile;
 use clip_es::cams::{CamSettings, CamsConfig, DatasetConfig};
 use clip_es::eval::{EvalConfig, Prediction};
 use clip_es::masks::{pseudo_mask, read_label_png, KernelCache, MaskOptions, MasksConfig};

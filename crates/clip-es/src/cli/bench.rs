@@ -1,7 +1,7 @@
 //! `clip-es bench`: throughput of the image tower on a ViT-B/16-shaped random model next to
 //! the machine's own matrix-product speed, measured in the same run.
 
-use clip_es::cam::ATTENTION_BLOCKS;
+use clip_es::gradcam::ATTENTION_BLOCKS;
 use clip_es_model::bench::{bench_vision, matmul_gflops};
 use clip_es_model::ClipConfig;
 use std::process::ExitCode;

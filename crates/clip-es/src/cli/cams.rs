@@ -3,8 +3,8 @@
 //! machines; a failing image is reported and skipped, and the exit code is 1 if any failed.
 
 use super::common::{exit_code, report_failures, Bars};
-use clip_es::cam::{Augment, DEFAULT_TEMPLATE};
 use clip_es::cams::{CamSettings, CamsConfig, DatasetConfig};
+use clip_es::gradcam::{Augment, DEFAULT_TEMPLATE};
 use clip_es::ClassSet;
 use clip_es_model::DEFAULT_MODEL;
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 use super::cams::check_threads;
 use super::common::{exit_code, report_failures, Bars};
 use clap::ValueEnum;
-use clip_es::cam_io::CamKind;
+use clip_es::cam_files::CamKind;
 use clip_es::masks::{CrfImage, MaskOptions, MasksConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;

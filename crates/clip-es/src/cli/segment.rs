@@ -3,8 +3,8 @@
 //! the options to its config and prints where the results are.
 
 use super::common::{exit_code, report_failures, Bars};
-use clip_es::cam::{Augment, DEFAULT_TEMPLATE};
 use clip_es::cams::CamSettings;
+use clip_es::gradcam::{Augment, DEFAULT_TEMPLATE};
 use clip_es::masks::MaskOptions;
 use clip_es::segment::{PhotoResult, SegmentConfig, SegmentOptions, DEFAULT_OUT};
 use clip_es::tags::TagOptions;

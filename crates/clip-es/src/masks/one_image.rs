@@ -6,7 +6,7 @@ use super::crf::{
     dense_crf_until, probabilities_with_background, CrfImage, CrfParams, KernelCache,
 };
 use crate::argmax::argmax_with_background;
-use crate::cam_io::{CamFile, CamIoError, CamKind};
+use crate::cam_files::{CamFile, CamIoError, CamKind};
 use crate::classes::{BACKGROUND_LABEL, IGNORE_LABEL};
 use clip_es_crf::unary_from_f16_probabilities;
 use clip_es_image::Rgb8Image;

@@ -4,7 +4,7 @@
 
 use super::crf::KernelCache;
 use super::one_image::{pseudo_mask_file, MaskError, MaskOptions};
-use crate::cam_io::CamFile;
+use crate::cam_files::CamFile;
 use crate::datasets::{image_path, read_split};
 use crate::progress::{for_each_image, ExifNotice, Progress};
 use clip_es_data::labels::encode_label_png;

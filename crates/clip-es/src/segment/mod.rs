@@ -7,9 +7,9 @@
 //! The photo is turned upright by its EXIF orientation before every step (CLIP input, CRF
 //! image, pictures); the JSON summary says which orientation was applied.
 
-use crate::cam::{CamError, ImageCams};
 use crate::cams::{CamSettings, Cams, CamsError};
 use crate::classes::ClassSet;
+use crate::gradcam::{CamError, ImageCams};
 use crate::masks::{pseudo_mask_file, KernelCache, MaskError, MaskOptions, PseudoMask};
 use crate::tags::{tag_image, TagOptions, Tags};
 use clip_es_image::{DecodedImage, Rgb8Image};

@@ -1,7 +1,7 @@
 //! `clip-es cams` end to end on the tiny random 10-block model: each label source, each
 //! bad-input case, reruns, shards and a killed run.
 
-use clip_es::cam_io::CamFile;
+use clip_es::cam_files::CamFile;
 use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -4,7 +4,7 @@
 //! `flex` runs everywhere; the `vulkan_*` tests need the `vulkan` feature and a Vulkan driver
 //! (Mesa's lavapipe in CI).
 
-use clip_es::cam_io::CamFile;
+use clip_es::cam_files::CamFile;
 use clip_es::cams::{self, CamSettings, CamsConfig, DatasetConfig};
 use clip_es::ClassSet;
 use clip_es_gpu::BurnDevice;

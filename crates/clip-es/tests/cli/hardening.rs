@@ -2,7 +2,7 @@
 //! hostile split ids, EXIF-oriented photos, deflate bombs in CAM files, unwritable outputs,
 //! corrupt weights, and the messages of each. Every file is made by the test.
 
-use clip_es::cam_io::CamFile;
+use clip_es::cam_files::CamFile;
 use clip_es_testkit::TempDir;
 use std::io::Write;
 use std::path::{Path, PathBuf};

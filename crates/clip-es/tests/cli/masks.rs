@@ -2,7 +2,7 @@
 //! pseudo masks the official `eval_cam_with_crf.py` wrote for it (tools/golden_crf.py), which
 //! must be reproduced pixel for pixel; plus resumability, options and per-image failures.
 
-use clip_es::cam_io::CamFile;
+use clip_es::cam_files::CamFile;
 use clip_es::masks::read_label_png;
 use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};

@@ -636,7 +636,7 @@ fn a_thin_panorama_keeps_its_height_for_the_vit() {
         "--out",
         &s("cams"),
     ]));
-    let cams = clip_es::cam_io::CamFile::read(&d.join("cams/pano.npz")).unwrap();
+    let cams = clip_es::cam_files::CamFile::read(&d.join("cams/pano.npz")).unwrap();
     assert_eq!((cams.width, cams.height), (w as usize, h as usize));
     let max = cams
         .attn_highres

@@ -1,6 +1,6 @@
 //! Test-time augmentation of the CAM stage (`--scales`, `--flip`) on the tiny random model.
 
-use clip_es::cam::{cams_for_image, image_cams, Augment, CamOptions, TextClassifier};
+use clip_es::gradcam::{cams_for_image, image_cams, Augment, CamOptions, TextClassifier};
 use clip_es_image::{DecodedImage, PilMode};
 use clip_es_model::Clip;
 use std::path::PathBuf;
@@ -76,7 +76,7 @@ fn a_mirrored_image_gives_mirrored_cams_with_flip() {
     )
     .unwrap();
     let mut a_mirrored = a.refined.clone();
-    clip_es::cam::mirror_rows(&mut a_mirrored, w);
+    clip_es::gradcam::mirror_rows(&mut a_mirrored, w);
     assert_eq!(
         a_mirrored, b.refined,
         "CAMs of the mirror are the mirrored CAMs"
@@ -104,11 +104,11 @@ fn a_mirrored_image_gives_mirrored_cams_with_flip() {
     )
     .unwrap();
     let mut c_mirrored = c.refined.clone();
-    clip_es::cam::mirror_rows(&mut c_mirrored, w);
+    clip_es::gradcam::mirror_rows(&mut c_mirrored, w);
     assert_ne!(c_mirrored, d.refined);
     // The flip ensemble is the mean of the two single passes.
     let mut d_back = d.refined.clone();
-    clip_es::cam::mirror_rows(&mut d_back, w);
+    clip_es::gradcam::mirror_rows(&mut d_back, w);
     for ((x, y), z) in c.refined.iter().zip(&d_back).zip(&a.refined) {
         assert!(((x + y) * 0.5 - z).abs() < 1e-6);
     }
@@ -159,7 +159,7 @@ fn scale_one_without_flip_is_the_single_reference_pass() {
 /// both the old and the new binary differ from the file in one value by one step.)
 #[test]
 fn cams_output_is_unchanged_by_default() {
-    use clip_es::cam_io::CamFile;
+    use clip_es::cam_files::CamFile;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let data = root.join("tests/data/tta");
     let before = CamFile::read(&data.join("small.main.npz")).unwrap();
