@@ -278,15 +278,18 @@ pub struct EvalConfig {
     pub threads: Option<usize>,
 }
 
+/// The reference's background exponents (`eval_cam.py` tries t = 1 and t = 2).
+pub const DEFAULT_BG_POWERS: [f64; 2] = [1.0, 2.0];
+
 impl EvalConfig {
-    /// The reference's settings: background exponents 1 and 2, refined CAMs, 255 as a miss.
+    /// The reference's settings: background exponents 1 and 2 ([`DEFAULT_BG_POWERS`]), refined CAMs, 255 as a miss.
     pub fn new(prediction: Prediction, gt: PathBuf, split: PathBuf, classes: ClassSet) -> Self {
         EvalConfig {
             prediction,
             gt,
             split,
             classes,
-            bg_powers: vec![1.0, 2.0],
+            bg_powers: DEFAULT_BG_POWERS.to_vec(),
             cam_kind: CamKind::AttnHighres,
             unlabelled: UnlabelledPolicy::Miss,
             threads: None,

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 pub struct EvalArgs {
     /// Background exponents t tried for CAMs (bg = (1 - max CAM)^t; t < 1: constant t);
     /// the first with the best mIoU is reported
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    #[arg(long, value_delimiter = ',', default_values_t = clip_es::eval::DEFAULT_BG_POWERS)]
     pub bg_power: Vec<f64>,
     /// Masks: how predictions of 255 (not confident) count
     #[arg(long, value_enum, default_value_t = UnlabelledArg::Miss)]
@@ -197,4 +197,36 @@ pub fn print_report(r: &EvalReport) {
     println!("pixel accuracy {:.6}", s.pixel_accuracy);
     println!("mean accuracy {:.6}", s.mean_accuracy);
     println!("frequency-weighted IoU {:.6}", s.frequency_weighted_iou);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EvalArgs,
+    }
+
+    /// Without options, the evaluation settings are the library's ([`EvalConfig::new`]).
+    #[test]
+    fn parsed_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["eval"]).unwrap();
+        let p = PathBuf::new;
+        let prediction = || Prediction::Masks(p());
+        let config = cli
+            .args
+            .config(
+                prediction(),
+                p(),
+                p(),
+                ClassSet::voc(),
+                CamKindArg::AttnHighres,
+            )
+            .unwrap();
+        let library = EvalConfig::new(prediction(), p(), p(), ClassSet::voc());
+        assert_eq!(format!("{config:?}"), format!("{library:?}"));
+    }
 }

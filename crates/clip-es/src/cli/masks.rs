@@ -14,7 +14,7 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug, Clone)]
 pub struct MaskArgs {
     /// Pixels whose CRF marginal is below this become 255; 0 keeps all pixels
-    #[arg(long, default_value = "0.95", value_parser = parse_threshold)]
+    #[arg(long, default_value_t = MaskOptions::default().confidence, value_parser = parse_threshold)]
     pub confidence: f32,
     /// Image given to the bilateral kernel: the reference's wrapped mean-subtracted BGR bytes,
     /// or the true RGB colours
@@ -174,4 +174,28 @@ pub fn execute(config: &MasksConfig) -> anyhow::Result<ExitCode> {
         r.failures.len()
     );
     Ok(report_failures(&r.failures))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MaskArgs,
+    }
+
+    /// Without options, the mask settings are the library's ([`MaskOptions::default`]).
+    #[test]
+    fn parsed_defaults_are_the_library_defaults() {
+        let cli = Cli::try_parse_from(["masks"]).unwrap();
+        let p = PathBuf::new;
+        let config = cli.args.config(p(), p(), p(), p(), CamKindArg::AttnHighres);
+        assert_eq!(
+            format!("{:?}", config.options),
+            format!("{:?}", MaskOptions::default())
+        );
+    }
 }
