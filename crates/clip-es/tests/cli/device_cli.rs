@@ -5,24 +5,13 @@
 //! on the example photos on the Vulkan device as on `flex` (losses and weights within float
 //! tolerance) and predicts the same label maps.
 
+use super::common::{examples, root, s};
 use clip_es_testkit::TempDir;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn examples() -> PathBuf {
-    root().join("../../examples")
-}
 
 fn tmpdir(tag: &str) -> TempDir {
     TempDir::new(&format!("device-{tag}"))
-}
-
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
 }
 
 fn clip_es(args: &[String], env: &[(&str, String)]) -> Output {

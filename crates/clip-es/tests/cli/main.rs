@@ -5,6 +5,7 @@
 
 mod cams_cli;
 mod cams_device;
+mod common;
 mod device_cli;
 mod entry_points;
 mod eval;

@@ -5,21 +5,10 @@
 //! becomes NaN, and a run with nothing left to train, whose report names only files that exist.
 //! Every file is made by the test (the inputs are the example photos and their ground truth).
 
+use super::common::{examples, root, s, tiny_clip};
 use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn examples() -> PathBuf {
-    root().join("../../examples")
-}
-
-fn tiny_clip() -> PathBuf {
-    root().join("../clip-es-model/tests/fixtures/tiny-deep-hf")
-}
 
 /// A torchvision-style ResNet state dict for `--width 2 --blocks 1,2,2,2`.
 fn tiny_init() -> PathBuf {
@@ -28,10 +17,6 @@ fn tiny_init() -> PathBuf {
 
 fn tmpdir(tag: &str) -> TempDir {
     TempDir::new(&format!("options-{tag}"))
-}
-
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
 }
 
 /// The binary under test; `CLIP_ES_BIN` runs these tests against another build.

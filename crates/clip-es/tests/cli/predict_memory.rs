@@ -5,24 +5,13 @@
 //! range-checked before any work. Tiny networks trained for one iteration on a small noise
 //! photo keep each test to seconds.
 
+use super::common::{s, tiny_clip};
 use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tiny_clip() -> PathBuf {
-    root().join("../clip-es-model/tests/fixtures/tiny-deep-hf")
-}
-
 fn tmpdir(tag: &str) -> TempDir {
     TempDir::new(&format!("predict-memory-{tag}"))
-}
-
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
 }
 
 fn clip_es(args: &[&str]) -> Output {

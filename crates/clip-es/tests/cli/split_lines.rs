@@ -4,26 +4,11 @@
 //! `train` and `predict` give the same outputs for both, and refuse a line without an image
 //! name with the same message. (`segment` takes images, not split files.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn examples() -> PathBuf {
-    root().join("../../examples")
-}
-
-fn tiny_clip() -> PathBuf {
-    root().join("../clip-es-model/tests/fixtures/tiny-deep-hf")
-}
-
+use super::common::{examples, s, tiny_clip};
 use clip_es_testkit::TempDir;
-
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
-}
 
 fn clip_es(args: &[String]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clip-es"))

@@ -5,22 +5,11 @@
 //! run bit for bit, and predict (plain, with the CRF, with overlays) + eval run on the result.
 //! `run --train` chains all stages and resumes. Bad masks are clear errors naming the file.
 
+use super::common::{examples, tiny_clip};
 use clip_es_testkit::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn examples() -> PathBuf {
-    root().join("../../examples")
-}
-
-fn tiny_clip() -> PathBuf {
-    root().join("../clip-es-model/tests/fixtures/tiny-deep-hf")
-}
 
 fn tmpdir(tag: &str) -> TempDir {
     TempDir::new(&format!("train-{tag}"))
