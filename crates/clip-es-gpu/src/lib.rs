@@ -36,9 +36,7 @@ impl BurnDevice {
         match name {
             "flex" => Ok(BurnDevice::Flex),
             "vulkan" if cfg!(feature = "vulkan") => Ok(BurnDevice::Vulkan),
-            "vulkan" => Err(GpuError::NotBuilt(
-                "this build has no Vulkan support: build clip-es with `--features vulkan`".into(),
-            )),
+            "vulkan" => Err(GpuError::NotBuilt(NOT_BUILT.into())),
             other => Err(GpuError::NotBuilt(format!(
                 "unknown device `{other}` (flex or vulkan)"
             ))),
@@ -52,20 +50,68 @@ impl BurnDevice {
         }
     }
 
-    /// burn's device. Vulkan opens burn's default wgpu adapter (on Linux, the Vulkan driver:
-    /// a GPU's or Mesa's lavapipe).
+    /// burn's device (see [`BurnDevice::open`]).
     pub fn device(self) -> Result<Device, GpuError> {
+        self.open().map(|(device, _)| device)
+    }
+
+    /// burn's device and what it is: `flex (CPU)`, or for Vulkan the adapter's own name, e.g.
+    /// `vulkan (NVIDIA H100 80GB HBM3)` or `vulkan (llvmpipe (LLVM 19.1.7, 256 bits))`, so that
+    /// a run can say which hardware it computes on. The Vulkan device is brought up once per
+    /// process (burn keeps one runtime per adapter; the CAMs and stage three share it) and the
+    /// outcome, device or error, is kept. A machine without a Vulkan driver gets an error that
+    /// names `--device vulkan` and what to install (wgpu's adapter enumeration reports it,
+    /// where a first tensor operation on a default device would panic).
+    pub fn open(self) -> Result<(Device, String), GpuError> {
         match self {
-            BurnDevice::Flex => Ok(Device::flex()),
-            #[cfg(feature = "vulkan")]
-            BurnDevice::Vulkan => Ok(Device::wgpu(Default::default())),
-            #[cfg(not(feature = "vulkan"))]
-            BurnDevice::Vulkan => Err(GpuError::NotBuilt(
-                "this build has no Vulkan support: build clip-es with `--features vulkan`".into(),
-            )),
+            BurnDevice::Flex => Ok((Device::flex(), "flex (CPU)".into())),
+            BurnDevice::Vulkan => vulkan::open().map_err(GpuError::NotBuilt),
         }
     }
 }
+
+#[cfg(feature = "vulkan")]
+mod vulkan {
+    use super::Device;
+    use burn::tensor::wgpu::WgpuBackend;
+    use std::sync::OnceLock;
+
+    static VULKAN: OnceLock<Result<(Device, String), String>> = OnceLock::new();
+
+    pub(super) fn open() -> Result<(Device, String), String> {
+        VULKAN
+            .get_or_init(|| {
+                let (device, setup) = Device::wgpu_options()
+                    .graphics_api(WgpuBackend::Vulkan)
+                    .init_with_setup()
+                    .map_err(|e| {
+                        format!(
+                            "--device vulkan: no Vulkan device could be opened ({e}): install a \
+                             Vulkan driver (on an NVIDIA machine the NVIDIA driver with its \
+                             Vulkan ICD; otherwise Mesa's mesa-vulkan-drivers, version 25 or \
+                             later, and libvulkan1), or use another --device (docs/gpu.md)"
+                        )
+                    })?;
+                let info = setup.adapter.get_info();
+                Ok((device, format!("vulkan ({})", info.name)))
+            })
+            .clone()
+    }
+}
+
+#[cfg(not(feature = "vulkan"))]
+mod vulkan {
+    use super::Device;
+
+    pub(super) fn open() -> Result<(Device, String), String> {
+        Err(super::NOT_BUILT.into())
+    }
+}
+
+/// What `--device vulkan` says in a build without the `vulkan` feature.
+pub const NOT_BUILT: &str = "--device vulkan: this build has no GPU support: build clip-es with \
+    the `vulkan` feature (`cargo install --path crates/clip-es --features vulkan`, docs/gpu.md), \
+    or use another --device";
 
 /// Why a burn device could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -80,7 +80,7 @@ fn failures_json(failures: &[(String, String)]) -> serde_json::Value {
 /// Returns a dict: model, images, selection, results (per photo: image with files and summary,
 /// or tags), failures (a list of [photo, reason]), tags_file.
 #[pyfunction]
-#[pyo3(signature = (inputs, out=None, classes=None, dataset=None, background=None, vocabulary=None, tags_only=false, tag_threshold=None, max_tags=None, no_crf=false, memory_limit=None, max_side=None, confidence=None, scales=None, flip=false, templates=None, model=None, threads=None))]
+#[pyo3(signature = (inputs, out=None, classes=None, dataset=None, background=None, vocabulary=None, tags_only=false, tag_threshold=None, max_tags=None, no_crf=false, memory_limit=None, max_side=None, confidence=None, scales=None, flip=false, templates=None, model=None, threads=None, device=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn segment<'py>(
     py: Python<'py>,
@@ -102,8 +102,12 @@ pub fn segment<'py>(
     templates: Option<Vec<String>>,
     model: Option<String>,
     threads: Option<usize>,
+    device: Option<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut c = SegmentConfig::new(paths(inputs, "inputs")?);
+    if let Some(d) = device {
+        c.settings.device = clip_es::cams::parse_device(&d).map_err(PyValueError::new_err)?;
+    }
     if let Some(o) = out {
         c.out = o;
     }
@@ -349,6 +353,9 @@ pub fn run<'py>(
         split,
     };
     let mut c = PipelineConfig::new(data, classes, out);
+    if let Some(d) = &device {
+        c.settings.device = clip_es::cams::parse_device(d).map_err(PyValueError::new_err)?;
+    }
     if let Some(m) = model {
         c.model = m;
     }
@@ -421,8 +428,8 @@ pub fn run<'py>(
         }
         t.predict_split = predict_split;
         t.predict_crf = predict_crf;
-        if let Some(d) = device {
-            t.device = d;
+        if let Some(d) = &device {
+            t.device = d.clone();
         }
         c.stage3 = Some(t);
     }

@@ -134,6 +134,9 @@ enum ModelState {
 #[pyclass(module = "clip_es._native", frozen)]
 pub struct Model {
     spec: String,
+    /// Where the GradCAM pass runs (`None`: the CPU kernels) and what that device is.
+    device: Option<clip_es_gpu::BurnDevice>,
+    device_description: String,
     state: RwLock<ModelState>,
 }
 
@@ -195,6 +198,13 @@ impl Model {
         &self.spec
     }
 
+    /// The device the GradCAM pass runs on, e.g. "cpu (clip-es kernels)", "flex (CPU)" or
+    /// "vulkan (NVIDIA H100 80GB HBM3)" (the adapter's own name).
+    #[getter]
+    fn device(&self) -> &str {
+        &self.device_description
+    }
+
     /// The CAMs of one image for its labels, as the CAM stage (`clip-es cams`) computes them.
     ///
     /// image: a path, or an (H, W, 3) uint8 RGB array. labels: class names or indices (of the
@@ -228,6 +238,7 @@ impl Model {
                 box_threshold,
                 save_unrefined,
                 exact_pos_embed,
+                device: self.device,
                 ..CamSettings::default()
             };
             if let Some(t) = templates {
@@ -366,14 +377,22 @@ fn cam_kind(name: &str) -> PyResult<CamKind> {
 }
 
 /// Loads a CLIP model: a Hugging Face id, a local directory or weights file, or an OpenAI name
-/// (as the CLI's `--model`).
+/// (as the CLI's `--model`). device: where `Model.cams` runs the GradCAM pass, as
+/// `clip-es cams --device`: "cpu" (clip-es' CPU kernels, the default), "flex" (burn's CPU
+/// backend) or "vulkan" (a Vulkan GPU, in wheels built with the `vulkan` feature; docs/gpu.md).
+/// A device the wheel or the machine lacks raises ValueError saying what to build or install.
 #[pyfunction]
-pub fn load_model(py: Python<'_>, name_or_path: PathBuf) -> PyResult<Model> {
+#[pyo3(signature = (name_or_path, device="cpu"))]
+pub fn load_model(py: Python<'_>, name_or_path: PathBuf, device: &str) -> PyResult<Model> {
+    let burn_device = clip_es::cams::parse_device(device).map_err(PyValueError::new_err)?;
+    let device_description = clip_es::cams::open_device(burn_device).map_err(value_error)?;
     let spec = name_or_path.to_string_lossy().into_owned();
     let s = spec.clone();
     let clip = interruptible(py, move |_| Clip::load(&s))?.map_err(value_error)?;
     Ok(Model {
         spec,
+        device: burn_device,
+        device_description,
         state: RwLock::new(ModelState::Clip(Box::new(clip))),
     })
 }

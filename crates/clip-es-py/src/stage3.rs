@@ -29,11 +29,12 @@ use crate::pipeline::value_error;
 /// photos, so without it init is required). overwrite: start a new run in an `out` that holds
 /// one, removing that run's files first (without it, or resume, such an `out` raises
 /// ValueError). Out-of-range values raise ValueError before any work, with the command line's
-/// message.
+/// message. device: "flex" (the CPU, default) or "vulkan" (a Vulkan GPU, in wheels built
+/// with the `vulkan` feature, docs/gpu.md).
 ///
 /// Returns a dict: checkpoint, final_checkpoint, log, curve, start, iters: the files named exist.
 #[pyfunction]
-#[pyo3(signature = (arch, images, masks, split, out, iters=None, lr=None, batch=None, iter_size=None, loss=None, num_classes=None, init=None, resume=None, model=None, seed=None, save_every=None, hidden=None, upsamplings=None, grid_crop=None, width=None, blocks=None, crop=None, threads=None, overwrite=false, random_init=false))]
+#[pyo3(signature = (arch, images, masks, split, out, iters=None, lr=None, batch=None, iter_size=None, loss=None, num_classes=None, init=None, resume=None, model=None, seed=None, save_every=None, hidden=None, upsamplings=None, grid_crop=None, width=None, blocks=None, crop=None, threads=None, overwrite=false, random_init=false, device=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn train<'py>(
     py: Python<'py>,
@@ -62,6 +63,7 @@ pub fn train<'py>(
     threads: Option<usize>,
     overwrite: bool,
     random_init: bool,
+    device: Option<String>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let arch = Arch::parse(arch).ok_or_else(|| {
         PyValueError::new_err(format!(
@@ -69,6 +71,9 @@ pub fn train<'py>(
         ))
     })?;
     let mut c = TrainConfig::new(arch, images, masks, split, out);
+    if let Some(d) = device {
+        c.device = d;
+    }
     // The ranges are checked by the stage (`TrainConfig::validate`), as for the command line.
     if let Some(i) = iters {
         c.options.iters = i;
@@ -143,7 +148,7 @@ pub fn train<'py>(
 ///
 /// Returns a dict: images, written, skipped, failures (a list of [id, message]).
 #[pyfunction]
-#[pyo3(signature = (checkpoint, images, split, out, crf=false, scales=None, flip=true, model=None, palette=true, overlays=None, overwrite=false, threads=None))]
+#[pyo3(signature = (checkpoint, images, split, out, crf=false, scales=None, flip=true, model=None, palette=true, overlays=None, overwrite=false, threads=None, device=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn predict<'py>(
     py: Python<'py>,
@@ -159,8 +164,12 @@ pub fn predict<'py>(
     overlays: Option<PathBuf>,
     overwrite: bool,
     threads: Option<usize>,
+    device: Option<String>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let mut c = PredictConfig::new(checkpoint, images, split, out);
+    if let Some(d) = device {
+        c.device = d;
+    }
     c.crf = crf.then(CrfParams::default);
     c.scales = scales;
     c.flip = flip;

@@ -45,8 +45,8 @@ pub fn device(name: &str) -> Result<Device> {
 
 /// The device of a `--device` name and what it is, e.g. `flex (CPU)` or
 /// `vulkan (llvmpipe (LLVM 19.1.7, 256 bits))`: the adapter's own name, so that a run says
-/// which hardware it computed on. A Vulkan device is brought up once per process (burn keeps
-/// one runtime per adapter) and the outcome, device or error, is kept.
+/// which hardware it computed on. The Vulkan device is `clip_es_gpu`'s, brought up once per
+/// process and shared with the CAM stage ([`clip_es_gpu::BurnDevice::open`]).
 ///
 /// Errors name `--device` and what to build or install: an unknown name, `vulkan` in a build
 /// without the `vulkan` feature, and a machine without a Vulkan driver (checked through
@@ -55,7 +55,9 @@ pub fn device(name: &str) -> Result<Device> {
 pub fn open_device(name: &str) -> Result<(Device, String)> {
     match name {
         "flex" | "cpu" => Ok((Device::flex(), "flex (CPU)".into())),
-        "vulkan" => vulkan::open(),
+        "vulkan" => clip_es_gpu::BurnDevice::Vulkan
+            .open()
+            .map_err(|e| TrainError::Config(e.to_string())),
         other => Err(TrainError::Config(format!(
             "--device `{other}` is not a device: give {DEVICE_NAMES}"
         ))),
@@ -66,48 +68,4 @@ pub fn open_device(name: &str) -> Result<(Device, String)> {
 /// [`open_device`]), and says what it is.
 pub fn check_device(name: &str) -> Result<String> {
     open_device(name).map(|(_, what)| what)
-}
-
-#[cfg(feature = "vulkan")]
-mod vulkan {
-    use super::{Device, Result, TrainError};
-    use burn::tensor::wgpu::WgpuBackend;
-    use std::sync::OnceLock;
-
-    static VULKAN: OnceLock<std::result::Result<(Device, String), String>> = OnceLock::new();
-
-    pub(super) fn open() -> Result<(Device, String)> {
-        VULKAN
-            .get_or_init(|| {
-                let (device, setup) = Device::wgpu_options()
-                    .graphics_api(WgpuBackend::Vulkan)
-                    .init_with_setup()
-                    .map_err(|e| {
-                        format!(
-                            "--device vulkan: no Vulkan device could be opened ({e}): install a \
-                             Vulkan driver (on an NVIDIA machine the NVIDIA driver with its \
-                             Vulkan ICD; otherwise Mesa's mesa-vulkan-drivers, version 25 or \
-                             later, and libvulkan1), or use --device flex (docs/gpu.md)"
-                        )
-                    })?;
-                let info = setup.adapter.get_info();
-                Ok((device, format!("vulkan ({})", info.name)))
-            })
-            .clone()
-            .map_err(TrainError::Config)
-    }
-}
-
-#[cfg(not(feature = "vulkan"))]
-mod vulkan {
-    use super::{Device, Result, TrainError};
-
-    pub(super) fn open() -> Result<(Device, String)> {
-        Err(TrainError::Config(
-            "--device vulkan: this build has no GPU support: build clip-es with the `vulkan` \
-             feature (`cargo install --path crates/clip-es --features vulkan`, docs/gpu.md), or \
-             use --device flex"
-                .into(),
-        ))
-    }
 }

@@ -16,7 +16,6 @@ use clip_es_image::Rgb8Image;
 use clip_es_train::decoder::DecoderConfig;
 use clip_es_train::deeplab::{Backbone, DeepLabConfig};
 use clip_es_train::loss::{Labels, LossKind};
-use clip_es_train::params::to_host;
 use clip_es_train::predict::scores_deeplab;
 use clip_es_train::sgd::Sgd;
 use clip_es_train::train::{train_step, Batch};
@@ -108,10 +107,9 @@ fn tiny_decoder(device: &Device) -> Network {
 }
 
 fn params(m: &Network) -> BTreeMap<String, Vec<f32>> {
-    m.store
-        .trainable
-        .iter()
-        .map(|(k, p)| (k.clone(), to_host(&p.value)))
+    m.trainable_host()
+        .into_iter()
+        .map(|(k, t)| (k, t.data))
         .collect()
 }
 

@@ -81,7 +81,28 @@ pub fn parse_device(name: &str) -> Result<Option<clip_es_gpu::BurnDevice>, Strin
         "cpu" => Ok(None),
         other => clip_es_gpu::BurnDevice::parse(other)
             .map(Some)
-            .map_err(|e| format!("--device {other}: {e}")),
+            .map_err(|e| {
+                let e = e.to_string();
+                if e.starts_with("--device") {
+                    e
+                } else {
+                    format!("--device {other}: {e}")
+                }
+            }),
+    }
+}
+
+/// Brings up the device of the GradCAM pass and says what it is: `cpu (clip-es kernels)`,
+/// `flex (CPU)` or `vulkan (<adapter name>)`, the line a command prints first. A Vulkan device
+/// is opened once per process ([`clip_es_gpu::BurnDevice::open`]); a machine without a
+/// Vulkan driver gets the error naming `--device` and what to install.
+pub fn open_device(device: Option<clip_es_gpu::BurnDevice>) -> Result<String, CamsError> {
+    match device {
+        None => Ok("cpu (clip-es kernels)".into()),
+        Some(d) => d
+            .open()
+            .map(|(_, what)| what)
+            .map_err(|e| CamsError::Invalid(e.to_string())),
     }
 }
 
@@ -302,7 +323,9 @@ fn burn_tower(
     device: clip_es_gpu::BurnDevice,
 ) -> Result<clip_es_gpu::VisionTower, CamsError> {
     let on_device = |e: String| CamsError::Invalid(format!("--device {}: {e}", device.name()));
-    let burn_device = device.device().map_err(|e| on_device(e.to_string()))?;
+    let (burn_device, _) = device
+        .open()
+        .map_err(|e| CamsError::Invalid(e.to_string()))?;
     let path = &clip.files().weights;
     let weights = clip_es_model::ClipWeights::load(path).map_err(|e| on_device(e.to_string()))?;
     let c = clip.config();
@@ -492,6 +515,8 @@ fn run_in_pool(config: &CamsConfig, progress: &dyn Progress) -> Result<CamsRepor
             d.images.display()
         )));
     }
+    // Brings the GPU up once: a missing driver is a bad option, found before any work.
+    open_device(config.settings.device)?;
     let mut report = CamsReport {
         in_split: ids.len(),
         threads: rayon::current_num_threads(),

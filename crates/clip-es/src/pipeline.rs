@@ -289,6 +289,8 @@ impl PipelineConfig {
         }
         check_scales(&self.settings.augment.scales).map_err(config)?;
         self.mask.validate().map_err(config)?;
+        // Brings the GPU up once: a missing driver is a bad option, found before any work.
+        crate::cams::open_device(self.settings.device).map_err(|e| config(e.to_string()))?;
         let stages = self.stages()?;
         if let Some(s) = &stages.stage3 {
             s.train.validate().map_err(|e| {

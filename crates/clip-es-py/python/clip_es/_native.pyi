@@ -58,6 +58,8 @@ class Model:
 
     @property
     def name(self) -> str: ...
+    @property
+    def device(self) -> str: ...
     def cams(
         self,
         image: Union[str, "os.PathLike[str]", np.ndarray],
@@ -71,7 +73,7 @@ class Model:
         exact_pos_embed: bool = False,
     ) -> Dict[str, np.ndarray]: ...
 
-def load_model(name_or_path: Union[str, "os.PathLike[str]"]) -> Model: ...
+def load_model(name_or_path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> Model: ...
 def pseudo_mask(
     cams: Mapping[str, Any],
     image: Union[str, "os.PathLike[str]", np.ndarray],
@@ -125,6 +127,7 @@ def train(
     threads: Optional[int] = None,
     overwrite: bool = False,
     random_init: bool = False,
+    device: Optional[str] = None,
 ) -> Dict[str, Any]: ...
 
 def predict(
@@ -140,6 +143,7 @@ def predict(
     overlays: Union[None, str, "os.PathLike[str]"] = None,
     overwrite: bool = False,
     threads: Optional[int] = None,
+    device: Optional[str] = None,
 ) -> Dict[str, Any]: ...
 
 def segment(
@@ -161,6 +165,7 @@ def segment(
     templates: Optional[Sequence[str]] = None,
     model: Optional[str] = None,
     threads: Optional[int] = None,
+    device: Optional[str] = None,
 ) -> Dict[str, Any]: ...
 
 def prompts(

@@ -207,6 +207,10 @@ fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Runs the stage and prints its outcome; shared with `run`.
 pub fn execute(config: &CamsConfig) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "device: {}",
+        clip_es::cams::open_device(config.settings.device)?
+    );
     let report = clip_es::cams::run(config, &Bars::default())?;
     Ok(report_failures(&report.failures))
 }

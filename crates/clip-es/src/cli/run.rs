@@ -13,6 +13,7 @@ use super::common::{report_failures, Bars};
 use super::eval::EvalArgs;
 use super::masks::{CamKindArg, MaskArgs};
 use super::train::ArchArg;
+use clip_es::cams::CamSettings;
 use clip_es::eval::Prediction;
 use clip_es::pipeline::{NamedEval, PipelineConfig, PipelineReport, Stage3Config};
 use clip_es_train::train::TrainOptions;
@@ -84,8 +85,10 @@ pub struct TrainStageArgs {
     /// Refine the predictions with the dense CRF
     #[arg(long)]
     predict_crf: bool,
-    /// Compute device of stage three: flex (CPU), or vulkan in builds with the `vulkan` feature (docs/gpu.md)
-    #[arg(long, default_value_t = clip_es::pipeline::default_device())]
+    /// Compute device: cpu (the CAMs on clip-es' CPU kernels, stage three on burn's flex), flex
+    /// (burn's CPU backend for both), or vulkan (a Vulkan GPU for both; builds with the `vulkan`
+    /// feature, docs/gpu.md). CAA, the CRF and the PNGs stay on the CPU
+    #[arg(long, default_value = "cpu")]
     device: String,
 }
 
@@ -95,8 +98,13 @@ pub fn run(args: Args) -> ExitCode {
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     let config = config(&args)?;
+    let cams_device = clip_es::cams::open_device(config.settings.device)?;
+    eprintln!("device: {cams_device}");
     if let Some(stage3) = &config.stage3 {
-        eprintln!("device: {}", clip_es_train::check_device(&stage3.device)?);
+        let train_device = clip_es_train::check_device(&stage3.device)?;
+        if train_device != cams_device {
+            eprintln!("device of stage three: {train_device}");
+        }
     }
     let report = clip_es::pipeline::run(&config, &Bars::default())?;
     print_report(&report)
@@ -120,7 +128,10 @@ fn config(args: &Args) -> anyhow::Result<PipelineConfig> {
     Ok(PipelineConfig {
         data: args.data.config(),
         model: args.cam.model.clone(),
-        settings: args.cam.settings()?,
+        settings: CamSettings {
+            device: clip_es::cams::parse_device(&t.device).map_err(anyhow::Error::msg)?,
+            ..args.cam.settings()?
+        },
         exif: args.cam.exif.mode(),
         mask: mask.options,
         palette: mask.palette,

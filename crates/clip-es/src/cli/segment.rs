@@ -90,6 +90,10 @@ pub fn run(args: Args) -> ExitCode {
 
 fn run_inner(args: Args) -> anyhow::Result<ExitCode> {
     let config = args.config();
+    eprintln!(
+        "device: {}",
+        clip_es::cams::open_device(config.settings.device)?
+    );
     let report = clip_es::segment::run(&config, &Bars::default())?;
     for result in &report.results {
         println!("{}", describe(result));

@@ -66,7 +66,8 @@ impl SegmentConfig {
     }
 
     /// Checks the settings before any photo is read or any model loaded: the thread count,
-    /// the templates, the mask and tag ranges, and the options that exclude each other.
+    /// the templates, the mask and tag ranges, the options that exclude each other and the
+    /// device.
     pub fn validate(&self) -> Result<(), SegmentRunError> {
         let bad = |m: String| Err(SegmentRunError::Config(m));
         if let Some(t) = self.threads {
@@ -89,7 +90,11 @@ impl SegmentConfig {
         }
         crate::pipeline::check_scales(&self.settings.augment.scales)
             .map_err(SegmentRunError::Config)?;
-        self.options.validate().map_err(SegmentRunError::Config)
+        self.options.validate().map_err(SegmentRunError::Config)?;
+        // Brings the GPU up once: a missing driver is a bad option, found before any work.
+        crate::cams::open_device(self.settings.device)
+            .map(drop)
+            .map_err(|e| SegmentRunError::Config(e.to_string()))
     }
 }
 

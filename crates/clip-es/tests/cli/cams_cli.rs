@@ -92,6 +92,13 @@ fn voc_annotations_give_distinct_labels_in_order() {
         "--save-unrefined",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The default device, named on the first line as every `--device` command does.
+    assert_eq!(
+        stderr(&o).lines().next(),
+        Some("device: cpu (clip-es kernels)"),
+        "{}",
+        stderr(&o)
+    );
     check_file(&d.join("out/a.npz"), &[7, 14], (300, 451));
     check_file(&d.join("out/b.npz"), &[14], (512, 512));
     assert!(CamFile::read(&d.join("out/a.npz"))

@@ -62,7 +62,14 @@ fn run_stage(out: PathBuf, device: Option<BurnDevice>) -> Vec<(String, CamFile)>
     let report = cams::run(&config, &clip_es::progress::Silent).unwrap();
     assert!(report.failures.is_empty(), "{:?}", report.failures);
     assert!(report.written.len() >= 3, "{} images", report.written.len());
-    let mut files: Vec<(String, CamFile)> = std::fs::read_dir(&out)
+    let files = read_cams(&out);
+    assert_eq!(files.len(), report.written.len());
+    files
+}
+
+/// The CAM files in `out`, by name.
+fn read_cams(out: &std::path::Path) -> Vec<(String, CamFile)> {
+    let mut files: Vec<(String, CamFile)> = std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "npz"))
@@ -74,7 +81,6 @@ fn run_stage(out: PathBuf, device: Option<BurnDevice>) -> Vec<(String, CamFile)>
         })
         .collect();
     files.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(files.len(), report.written.len());
     files
 }
 
@@ -97,31 +103,30 @@ fn check_device_matches_cpu(tag: &str, device: BurnDevice) {
     let d = tmpdir(tag);
     let cpu = run_stage(d.join("cpu"), None);
     let dev = run_stage(d.join(device.name()), Some(device));
-    assert_eq!(cpu.len(), dev.len());
-    for ((name_c, c), (name_d, g)) in cpu.iter().zip(&dev) {
-        assert_eq!(name_c, name_d);
+    compare(&cpu, &dev, device.name());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The same file names, keys and sizes, and both kinds of maps within the tolerances.
+fn compare(cpu: &[(String, CamFile)], dev: &[(String, CamFile)], device: &str) {
+    let names = |f: &[(String, CamFile)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(cpu), names(dev), "file names");
+    for ((name_c, c), (_, g)) in cpu.iter().zip(dev) {
         assert_eq!(c.keys, g.keys, "{name_c}: keys");
         assert_eq!((c.height, c.width), (g.height, g.width), "{name_c}: size");
         let (mean, max) = diff(&c.attn_highres, &g.attn_highres);
-        eprintln!(
-            "{name_c} attn_highres on {}: mean {mean:.2e}, max {max:.2e}",
-            device.name()
-        );
+        eprintln!("{name_c} attn_highres on {device}: mean {mean:.2e}, max {max:.2e}");
         assert!(
             mean < MEAN_TOL && max < MAX_TOL,
             "{name_c} attn_highres: mean {mean}, max {max}"
         );
         let (mean, max) = diff(c.highres.as_ref().unwrap(), g.highres.as_ref().unwrap());
-        eprintln!(
-            "{name_c} highres on {}: mean {mean:.2e}, max {max:.2e}",
-            device.name()
-        );
+        eprintln!("{name_c} highres on {device}: mean {mean:.2e}, max {max:.2e}");
         assert!(
             mean < MEAN_TOL && max < MAX_TOL,
             "{name_c} highres: mean {mean}, max {max}"
         );
     }
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -187,10 +192,44 @@ fn vulkan_without_the_feature_says_how_to_build_it() {
     assert!(e.contains("--features vulkan"), "{e}");
 }
 
+/// `clip-es cams --device vulkan` on the example photos writes the CPU kernels' files (names,
+/// keys, sizes; maps within the tolerances) and names the Vulkan adapter on its first line.
+/// `CUBECL_AUTOTUNE_LEVEL=minimal` (as .ci/vulkan sets it) keeps burn's kernel autotuning from
+/// compiling every candidate kernel for each new image size on a software device.
 #[cfg(feature = "vulkan")]
 #[test]
-fn vulkan_cams_equal_cpu_kernels() {
-    check_device_matches_cpu("vulkan", BurnDevice::Vulkan);
+fn vulkan_cams_cli_equal_cpu_kernels() {
+    let d = tmpdir("cli-vulkan");
+    let ex = root().join("../../examples");
+    let out = d.join("vulkan");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_clip-es"))
+        .args(["cams", "--images"])
+        .arg(ex.join("images"))
+        .arg("--labels")
+        .arg(ex.join("labels.txt"))
+        .args([
+            "--model",
+            &model(),
+            "--device",
+            "vulkan",
+            "--save-unrefined",
+        ])
+        .args(["--threads", "1", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    eprintln!("clip-es cams --device vulkan: {first}");
+    assert!(
+        first.starts_with("device: vulkan (") && first.ends_with(')'),
+        "{stderr}"
+    );
+    let cpu = run_stage(d.join("cpu"), None);
+    let dev = read_cams(&out);
+    compare(&cpu, &dev, "vulkan");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// `clip-es cams` with a device it cannot use: exit 2 before any work, one `error:` line that
@@ -256,6 +295,11 @@ fn segment_cli_takes_the_cam_device() {
     let o = run("flex", &d.join("flex"));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.lines().next(),
+        Some("device: flex (CPU)"),
+        "{stderr}"
+    );
     assert!(std::fs::read_dir(d.join("flex")).unwrap().count() > 0);
     let o = run("tpu", &d.join("tpu"));
     let stderr = String::from_utf8_lossy(&o.stderr);

@@ -1,4 +1,4 @@
-//! `--device` of `clip-es train`, `predict` and `run --train`: each run names the device it
+//! `--device` of `clip-es train`, `predict`, `cams`, `segment` and `run`: each run names the device it
 //! computes on on its first line (`device: ...`, the adapter's own name for a GPU); a device
 //! this build or machine lacks is an `error:` naming `--device` and what to build or install
 //! (exit 2, before any output is written). With the `vulkan` feature, a tiny DeepLab-v2 trains
@@ -155,6 +155,41 @@ fn vulkan_in_a_build_without_the_feature_says_how_to_build_it() {
     .map(|x| x.to_string())
     .collect();
     refused(&clip_es(&run, &[]), &out, hint);
+    for command in ["cams", "segment", "run"] {
+        let out = dir.join(command);
+        refused(
+            &clip_es(&cam_args(command, &out, "vulkan"), &[]),
+            &out,
+            hint,
+        );
+    }
+}
+
+/// `run --device` chooses the CAMs' device too, names it first, and refuses an unknown one
+/// before any work.
+#[test]
+fn run_names_its_device_and_refuses_unknown_ones() {
+    let dir = tmpdir("run");
+    let out = dir.join("run");
+    let mut args = cam_args("run", &out, "tpu");
+    let o = clip_es(&args, &[]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "stderr:\n{e}");
+    assert!(e.contains("--device tpu"), "{e}");
+    assert!(!out.exists());
+    args.pop();
+    args.push("flex".into());
+    args.extend([
+        "--max-side".into(),
+        "96".into(),
+        "--threads".into(),
+        "1".into(),
+    ]);
+    let o = clip_es(&args, &[]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "stderr:\n{e}");
+    assert_eq!(e.lines().next(), Some("device: flex (CPU)"), "{e}");
+    assert!(out.join("masks").is_dir());
 }
 
 /// A machine without any Vulkan driver: the loader is pointed at a driver list that does not
@@ -182,6 +217,34 @@ fn vulkan_without_a_driver_says_what_to_install() {
     let ckpt = dir.join("none.safetensors");
     let o = clip_es(&predict_args(&dir, &ckpt, &out, "vulkan"), &env);
     refused(&o, &out, hint);
+    for command in ["cams", "segment", "run"] {
+        let out = dir.join(command);
+        let o = clip_es(&cam_args(command, &out, "vulkan"), &env);
+        refused(&o, &out, hint);
+    }
+}
+
+/// `cams`, `segment` or `run` (no stage three) of the tiny CLIP on the example photos.
+fn cam_args(command: &str, out: &Path, device: &str) -> Vec<String> {
+    let model = s(&root().join("../clip-es-model/tests/fixtures/tiny-deep-hf"));
+    let mut args = vec![command.to_string()];
+    if command == "segment" {
+        args.extend([
+            s(&examples().join("images")),
+            "--classes".into(),
+            "cat".into(),
+        ]);
+    } else {
+        args.extend([
+            "--images".into(),
+            s(&examples().join("images")),
+            "--labels".into(),
+            s(&examples().join("labels.txt")),
+        ]);
+    }
+    args.extend(["--model".into(), model, "--out".into(), s(out)]);
+    args.extend(["--device".into(), device.into()]);
+    args
 }
 
 #[cfg(feature = "vulkan")]
