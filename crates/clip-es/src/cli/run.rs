@@ -152,7 +152,11 @@ fn config(args: &Args) -> anyhow::Result<PipelineConfig> {
             save_every: t.train_save_every,
             predict_split: t.predict_split.clone(),
             predict_crf: t.predict_crf,
-            device: t.device.clone(),
+            // `cpu` names the CAMs' CPU kernels; stage three's CPU device is its default, flex.
+            device: match t.device.as_str() {
+                "cpu" => clip_es::pipeline::default_device(),
+                other => other.to_string(),
+            },
             ..Stage3Config::new(arch.arch())
         }),
         ..PipelineConfig::new(args.data.config(), classes, args.out.clone())
