@@ -51,7 +51,8 @@ def test_bad_devices_raise_before_any_work(tmp_path):
 
 def test_vulkan_is_refused_or_named():
     """A wheel without the `vulkan` feature (the default build), or a machine without a Vulkan
-    driver, refuses it with what to do; a wheel and machine that have it name the adapter."""
+    driver, refuses it with what to do; a wheel and machine that have it name the adapter and
+    give the CPU kernels' CAMs within float32 rounding."""
     try:
         model = clip_es.load_model(MODEL, device="vulkan")
     except ValueError as e:
@@ -59,3 +60,8 @@ def test_vulkan_is_refused_or_named():
         assert "--features vulkan" in str(e) or "mesa-vulkan-drivers" in str(e), str(e)
     else:
         assert model.device.startswith("vulkan (") and model.device.endswith(")"), model.device
+        got = model.cams(PHOTO, ["cat"], save_unrefined=True)
+        want = clip_es.load_model(MODEL).cams(PHOTO, ["cat"], save_unrefined=True)
+        for key in ["attn_highres", "highres"]:
+            d = np.abs(got[key].astype(np.float32) - want[key].astype(np.float32))
+            assert d.mean() < 5e-4 and d.max() < 2e-3, (key, d.mean(), d.max())
