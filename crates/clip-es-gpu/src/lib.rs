@@ -113,6 +113,30 @@ pub const NOT_BUILT: &str = "--device vulkan: this build has no GPU support: bui
     the `vulkan` feature (`cargo install --path crates/clip-es --features vulkan`, docs/gpu.md), \
     or use another --device";
 
+/// What a failed device computation says to the user: one line out of burn's report (which
+/// lists every skipped kernel), its root cause (the last `Caused by`), e.g. `can't allocate
+/// buffer of size: N`, and the `remedy`. A GPU reports such failures (a buffer larger than it
+/// allows, its memory exhausted) when a result is read (`try_into_data`).
+pub fn device_failure(report: &str, remedy: &str) -> String {
+    let cause = report
+        .lines()
+        .map(str::trim)
+        .rfind(|l| {
+            !l.is_empty()
+                && !l.starts_with("skipped")
+                && !l.starts_with("Caused by")
+                && !l.starts_with('(')
+                && !l.contains("backtrace")
+                && !l.starts_with("Asked at")
+        })
+        .unwrap_or("unknown failure");
+    let cause: String = cause.chars().take(200).collect();
+    format!(
+        "the device could not compute this image ({cause}); an image this large may need more \
+         device memory or larger buffers than the device allows: {remedy}"
+    )
+}
+
 /// Why a burn device could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -120,4 +144,27 @@ pub enum GpuError {
     NotBuilt(String),
     #[error(transparent)]
     Model(#[from] clip_es_model::ModelError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_failure;
+
+    /// burn's report of a failed read: the skipped kernels are dropped, the root cause kept.
+    #[test]
+    fn device_failure_keeps_the_root_cause() {
+        let report = "An error happened during execution\nCaused by:\n  Several failures at once\n\
+            Caused by:\n  The bytes were never written (failure #159, still claiming 22 buffer(s))\n  \
+            skipped `KernelBinop`: it needed memory ManagedMemoryId { value: 1006 }\n  \
+            (443 older skip record(s) were dropped)\nCaused by:\n  An IO error happened\n\
+            Caused by:\n  can't allocate buffer of size: 151093280\nNo backtrace available\n\
+            Asked at:\nNo backtrace available";
+        let m = device_failure(report, "lower --max-side");
+        assert!(
+            m.contains("(can't allocate buffer of size: 151093280)") && m.contains("--max-side"),
+            "{m}"
+        );
+        assert!(!m.contains("skipped") && !m.contains('\n'), "{m}");
+        assert!(device_failure("", "").contains("unknown failure"));
+    }
 }

@@ -476,7 +476,7 @@ impl VisionTower {
         let text = (text.clone() / text.powi_scalar(2).sum_dim(1).sqrt()).autodiff();
         let logits = zn.matmul(text.transpose()).mul_scalar(req.logit_scale);
         let probabilities = activation::softmax(logits, 1);
-        let probs_host = to_host(probabilities.clone().without_autodiff().narrow(0, 0, 1));
+        let probs_host = to_host(probabilities.clone().without_autodiff().narrow(0, 0, 1))?;
         let forward_seconds = start.elapsed().as_secs_f64();
 
         let start = Instant::now();
@@ -494,11 +494,14 @@ impl VisionTower {
             let grad = leaf
                 .grad(&grads)
                 .ok_or_else(|| ModelError::Input("autodiff gave no GradCAM gradient".into()))?;
-            let weights = to_host(grad.narrow(1, 1, patches).mean_dim(1).reshape([batch, d]));
+            let weights = to_host(grad.narrow(1, 1, patches).mean_dim(1).reshape([batch, d]))?;
             weights.chunks_exact(d).map(<[f32]>::to_vec).collect()
         };
-        let activation = to_host(activation.narrow(1, 1, patches));
-        let attention = attention.into_iter().map(to_host).collect();
+        let activation = to_host(activation.narrow(1, 1, patches))?;
+        let attention = attention
+            .into_iter()
+            .map(to_host)
+            .collect::<Result<_, _>>()?;
         Ok(GradCamParts {
             grid_h: gh,
             grid_w: gw,
@@ -521,11 +524,16 @@ fn upload<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) 
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-fn to_host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
+/// The values of `t` on the host. A GPU reports the failures of the work queued before (a
+/// buffer larger than the device allows, its memory exhausted) when a result is read: they
+/// come back as an error of this image, with the device's own reason, instead of a panic.
+fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ModelError> {
+    let data = t.try_into_data().map_err(|e| {
+        ModelError::Input(crate::device_failure(&e.to_string(), "lower --max-side"))
+    })?;
+    data.convert::<f32>()
         .try_to_vec::<f32>()
-        .expect("f32 tensor data")
+        .map_err(|e| ModelError::Input(format!("the device returned no f32 data ({e:?})")))
 }
 
 /// The transpose of a row-major rows x cols matrix.

@@ -32,19 +32,28 @@ pub struct ClassScores {
 }
 
 impl ClassScores {
-    fn from_tensor(t: Tensor<4>) -> ClassScores {
+    /// The scores read back from the device. A GPU reports the failures of the queued work
+    /// (a buffer larger than it allows, its memory exhausted) only here: they become this
+    /// image's error, with the device's reason, not a panic of the run.
+    fn from_tensor(t: Tensor<4>) -> Result<ClassScores> {
         let [_, classes, height, width] = t.dims();
         let data = t
-            .into_data()
+            .try_into_data()
+            .map_err(|e| {
+                TrainError::Config(clip_es_gpu::device_failure(
+                    &e.to_string(),
+                    "predict it with --device flex (the clip-decoder: or lower --max-side)",
+                ))
+            })?
             .convert::<f32>()
             .try_to_vec::<f32>()
-            .expect("f32 logits");
-        ClassScores {
+            .map_err(|e| TrainError::Config(format!("the device returned no f32 data ({e:?})")))?;
+        Ok(ClassScores {
             classes,
             height,
             width,
             data,
-        }
+        })
     }
 
     /// The label of each pixel: the first class of highest score (`np.argmax`).
@@ -217,10 +226,7 @@ pub fn scores_deeplab(model: &Network, image: &Rgb8Image) -> Result<ClassScores>
     }
     let x = Tensor::<4>::from_data(TensorData::new(img, [1, 3, h, w]), &model.device);
     let logits = model.forward_eval(x);
-    Ok(ClassScores::from_tensor(interpolate(
-        logits,
-        bilinear([h, w]),
-    )))
+    ClassScores::from_tensor(interpolate(logits, bilinear([h, w])))
 }
 
 /// The clip-decoder's scores of one image: the mean of the logits of every view (each scale of
@@ -269,7 +275,7 @@ pub fn scores_decoder(
         }
     }
     let mean = sum.expect("one view at least").div_scalar(views as f32);
-    Ok(ClassScores::from_tensor(mean))
+    ClassScores::from_tensor(mean)
 }
 
 /// A trained network opened for prediction with the run's input scales.

@@ -59,7 +59,7 @@ fn ok(o: &Output, what: &str) {
 }
 
 /// An RGB PNG of one flat colour (fast to encode at photo sizes), or noise when `noise`.
-fn write_photo(path: &Path, width: u32, height: u32, noise: bool) {
+pub(crate) fn write_photo(path: &Path, width: u32, height: u32, noise: bool) {
     let n = width as usize * height as usize * 3;
     let data: Vec<u8> = if noise {
         let mut x = 0x2545_f491_u32;
