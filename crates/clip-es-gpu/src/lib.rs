@@ -132,8 +132,8 @@ pub fn device_failure(report: &str, remedy: &str) -> String {
         .unwrap_or("unknown failure");
     let cause: String = cause.chars().take(200).collect();
     format!(
-        "the device could not compute this image ({cause}); an image this large may need more \
-         device memory or larger buffers than the device allows: {remedy}"
+        "the device could not compute it ({cause}); it may need more device memory or larger \
+         buffers than the device allows: {remedy}"
     )
 }
 

@@ -24,13 +24,23 @@ pub struct Batch {
 }
 
 /// The value of a one-element tensor, or the error that stops training before a step when it is
-/// NaN or infinite (the weights would turn to NaN and be saved).
+/// NaN or infinite (the weights would turn to NaN and be saved). A GPU reports the failures of
+/// the queued work (its memory exhausted, a buffer over its limit) when the loss is read: they
+/// stop the training with the device's reason instead of a panic.
 fn finite_scalar(t: Tensor<1>, iteration: usize) -> Result<f32> {
-    let value: f32 = t
-        .to_data()
+    let data = t.try_into_data().map_err(|e| {
+        TrainError::Config(format!(
+            "iteration {iteration}: {}",
+            clip_es_gpu::device_failure(
+                &e.to_string(),
+                "lower --batch or --crop, or train with --device flex"
+            )
+        ))
+    })?;
+    let value: f32 = data
         .convert::<f32>()
         .try_to_vec::<f32>()
-        .expect("f32")[0];
+        .map_err(|e| TrainError::Config(format!("the device returned no f32 loss ({e:?})")))?[0];
     if value.is_finite() {
         Ok(value)
     } else {
