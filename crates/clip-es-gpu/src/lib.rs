@@ -31,14 +31,14 @@ impl BurnDevice {
     pub const NAMES: &'static [&'static str] = &["flex", "vulkan"];
 
     /// The device of a name (`flex` or `vulkan`); `vulkan` in a build without the feature is
-    /// refused with what to rebuild.
+    /// refused with what to rebuild. The errors name `--device` and the value.
     pub fn parse(name: &str) -> Result<Self, GpuError> {
         match name {
             "flex" => Ok(BurnDevice::Flex),
             "vulkan" if cfg!(feature = "vulkan") => Ok(BurnDevice::Vulkan),
             "vulkan" => Err(GpuError::NotBuilt(NOT_BUILT.into())),
             other => Err(GpuError::NotBuilt(format!(
-                "unknown device `{other}` (flex or vulkan)"
+                "--device {other}: unknown device `{other}` (flex or vulkan)"
             ))),
         }
     }

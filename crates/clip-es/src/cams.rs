@@ -81,14 +81,7 @@ pub fn parse_device(name: &str) -> Result<Option<clip_es_gpu::BurnDevice>, Strin
         "cpu" => Ok(None),
         other => clip_es_gpu::BurnDevice::parse(other)
             .map(Some)
-            .map_err(|e| {
-                let e = e.to_string();
-                if e.starts_with("--device") {
-                    e
-                } else {
-                    format!("--device {other}: {e}")
-                }
-            }),
+            .map_err(|e| e.to_string()),
     }
 }
 
