@@ -5,7 +5,7 @@
 //! on the example photos on the Vulkan device as on `flex` (losses and weights within float
 //! tolerance) and predicts the same label maps.
 
-use super::common::{examples, root, s};
+use super::common::{examples, s, tiny_clip};
 use clip_es_testkit::TempDir;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -135,25 +135,9 @@ fn vulkan_in_a_build_without_the_feature_says_how_to_build_it() {
     let ckpt = dir.join("none.safetensors");
     let o = clip_es(&predict_args(&dir, &ckpt, &out, "vulkan"), &[]);
     refused(&o, &out, hint);
-    let out = dir.join("run");
-    let run: Vec<String> = [
-        "run",
-        "--model",
-        &s(&root().join("../clip-es-model/tests/fixtures/tiny-deep-hf")),
-        "--images",
-        &s(&examples().join("images")),
-        "--labels",
-        &s(&examples().join("labels.txt")),
-        "--out",
-        &s(&out),
-        "--train",
-        "clip-decoder",
-        "--device",
-        "vulkan",
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
+    let out = dir.join("run-train");
+    let mut run = cam_args("run", &out, "vulkan");
+    run.extend(["--train".into(), "clip-decoder".into()]);
     refused(&clip_es(&run, &[]), &out, hint);
     for command in ["cams", "segment", "run"] {
         let out = dir.join(command);
@@ -226,7 +210,7 @@ fn vulkan_without_a_driver_says_what_to_install() {
 
 /// `cams`, `segment` or `run` (no stage three) of the tiny CLIP on the example photos.
 fn cam_args(command: &str, out: &Path, device: &str) -> Vec<String> {
-    let model = s(&root().join("../clip-es-model/tests/fixtures/tiny-deep-hf"));
+    let model = s(&tiny_clip());
     let mut args = vec![command.to_string()];
     if command == "segment" {
         args.extend([
